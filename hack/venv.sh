@@ -16,7 +16,7 @@ if [ ! -f "$VENV/.complete" ]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -r "$ROOT/requirements/operator.txt" -r "$ROOT/requirements/trainer.txt" -r "$ROOT/requirements/dev.txt"
+  "$VENV/bin/pip" install -q --resume-retries 50 --timeout 120 -r "$ROOT/requirements/operator.txt" -r "$ROOT/requirements/trainer.txt" -r "$ROOT/requirements/dev.txt"
   touch "$VENV/.complete"
 fi
 ln -sfn "$VENV" "$ROOT/.venv"

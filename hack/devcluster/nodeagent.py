@@ -1,0 +1,1026 @@
+"""The process node agent: a tiny kubelet that runs Pods as local processes.
+
+A test harness, not the product.  It registers Nodes (with fake
+`nvidia.com/gpu` capacity), keeps them Ready with node Leases and status
+heartbeats, and for every Pod the scheduler binds to one of its Nodes:
+
+* maps the container image to a local entrypoint (the image map file); an
+  image that is not in the map leaves the container Waiting with ErrImagePull,
+  as a real kubelet would for an image it cannot pull;
+* lays out the Pod's volumes as local directories under the node directory:
+  emptyDir, ConfigMap, Secret, downward API, projected service-account tokens
+  (from the TokenRequest API, bound to the Pod) and PVCs (one directory per
+  claim, kept across Pods so checkpoints survive a restart);
+* runs init containers in order, then the containers, each as a process in its
+  own session with command/args/env (valueFrom: fieldRef, resourceFieldRef,
+  configMapKeyRef, secretKeyRef; envFrom), its output in a log file;
+* reports Running, then exit code, reason and termination message into the
+  Pod's status, restarting containers as the restartPolicy says;
+* on deletion sends SIGTERM to the process group, SIGKILL after the grace
+  period, then removes the Pod.
+
+A process cannot see the container's mount paths, so the agent rewrites them:
+every command/arg/env value that starts with a volume's mountPath (or with the
+container's terminationMessagePath) is rewritten to the local directory; and
+`TERMINATION_MESSAGE_PATH` / `KUBECONFIG` tell the process where its
+termination log and its in-cluster credentials are.  Each Pod gets its own
+loopback address 127.x.y.z as its Pod IP (in env as POD_IP via the downward
+API, as usual).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("nodeagent")
+
+DEFAULT_NODES = [
+    {
+        "name": f"gpu-node-{i}",
+        "cpu": "64",
+        "memory": "512Gi",
+        "gpus": 8,
+        "pods": 1100,
+        "labels": {
+            "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+            "nvidia.com/gpu.count": "8",
+            "node.kubernetes.io/instance-type": "devcluster.gpu-8x",
+        },
+        "taints": [],
+    }
+    for i in range(2)
+]
+
+PROVISIONER = "devcluster.finetune.ai/local-path"
+LEASE_SECONDS = 40
+HEARTBEAT_SECONDS = 10
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass
+class ImageEntry:
+    """How one image runs here: its ENTRYPOINT, working dir and extra env."""
+
+    entrypoint: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class ImageMap:
+    """Image name (without tag or digest, or exact with tag) -> ImageEntry."""
+
+    def __init__(self, entries: dict[str, ImageEntry]):
+        self.entries = entries
+
+    @classmethod
+    def load(cls, path: Path | None) -> "ImageMap":
+        if path is None or not Path(path).exists():
+            return cls({})
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        entries = {}
+        for name, spec in (raw.get("images") or {}).items():
+            spec = spec or {}
+            entries[name] = ImageEntry(
+                entrypoint=list(spec.get("entrypoint") or []),
+                workdir=spec.get("workdir"),
+                env={k: str(v) for k, v in (spec.get("env") or {}).items()},
+            )
+        return cls(entries)
+
+    def lookup(self, image: str) -> ImageEntry | None:
+        if image in self.entries:
+            return self.entries[image]
+        name = image.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        return self.entries.get(name)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def quantity_to_float(value: str) -> float:
+    suffixes = {
+        "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+        "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3,
+    }
+    value = str(value)
+    for suffix, factor in suffixes.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def field_ref(pod: dict, path: str, pod_ip: str) -> str:
+    meta = pod["metadata"]
+    simple = {
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": pod["spec"].get("nodeName"),
+        "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
+        "status.podIP": pod_ip,
+        "status.hostIP": "127.0.0.1",
+    }
+    if path in simple:
+        return str(simple[path] or "")
+    for prefix, source in (("metadata.labels", "labels"), ("metadata.annotations", "annotations")):
+        if path.startswith(prefix + "["):
+            key = path[len(prefix) + 2 : -2]
+            return str((meta.get(source) or {}).get(key, ""))
+    raise ValueError(f"unsupported fieldRef {path}")
+
+
+def resource_ref(container: dict, ref: dict) -> str:
+    kind, name = ref["resource"].split(".", 1)
+    value = ((container.get("resources") or {}).get(kind) or {}).get(name)
+    if value is None:
+        return "0"
+    divisor = quantity_to_float(ref.get("divisor", "1"))
+    amount = quantity_to_float(value) / divisor
+    return str(int(amount) if amount == int(amount) else amount)
+
+
+class PodSetupError(Exception):
+    """A Pod cannot start here; reason is a kubelet-style waiting reason."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# --------------------------------------------------------------------------- pods
+
+
+class PodRunner(threading.Thread):
+    """Runs one Pod to completion (or until deleted) and reports its status."""
+
+    def __init__(self, agent: "NodeAgent", pod: dict):
+        super().__init__(daemon=True, name=f"pod-{pod['metadata']['name']}")
+        self.agent = agent
+        self.pod = pod
+        self.ns = pod["metadata"]["namespace"]
+        self.name = pod["metadata"]["name"]
+        self.uid = pod["metadata"]["uid"]
+        self.dir = agent.node_dir / "pods" / f"{self.ns}_{self.name}_{self.uid[:8]}"
+        self.pod_ip = agent.allocate_ip()
+        self.deleting = threading.Event()
+        self.grace = 30.0
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.lock = threading.Lock()
+        self.statuses: dict[str, dict] = {}
+        self.init_statuses: dict[str, dict] = {}
+        self.start_time = now_iso()
+        self.mounts: dict[str, str] = {}  # volume name -> local dir
+
+    # ---- volumes
+
+    def _volume_dirs(self) -> None:
+        vols = self.dir / "volumes"
+        for vol in self.pod["spec"].get("volumes") or []:
+            name = vol["name"]
+            target = vols / name
+            target.mkdir(parents=True, exist_ok=True)
+            if "emptyDir" in vol:
+                pass
+            elif "persistentVolumeClaim" in vol:
+                claim = vol["persistentVolumeClaim"]["claimName"]
+                target = self.agent.node_dir.parent / "pvcs" / self.ns / claim
+                target.mkdir(parents=True, exist_ok=True)
+            elif "hostPath" in vol:
+                target = Path(vol["hostPath"]["path"])
+            elif "configMap" in vol:
+                self._write_config_map(vol["configMap"], target)
+            elif "secret" in vol:
+                self._write_secret(vol["secret"], target)
+            elif "downwardAPI" in vol:
+                self._write_downward(vol["downwardAPI"].get("items") or [], target)
+            elif "projected" in vol:
+                for source in vol["projected"].get("sources") or []:
+                    if "serviceAccountToken" in source:
+                        sat = source["serviceAccountToken"]
+                        token = self._token(sat.get("expirationSeconds", 3600), sat.get("audience"))
+                        (target / sat["path"]).write_text(token)
+                    if "configMap" in source:
+                        self._write_config_map(source["configMap"], target)
+                    if "secret" in source:
+                        self._write_secret(source["secret"], target)
+                    if "downwardAPI" in source:
+                        self._write_downward(source["downwardAPI"].get("items") or [], target)
+            else:
+                raise PodSetupError("CreateContainerConfigError", f"volume {name}: unsupported volume type")
+            self.mounts[name] = str(target)
+
+    def _items(self, data: dict[str, bytes], items, target: Path) -> None:
+        chosen = items or [{"key": k, "path": k} for k in data]
+        for item in chosen:
+            if item["key"] not in data:
+                continue
+            path = target / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data[item["key"]])
+
+    def _write_config_map(self, ref: dict, target: Path) -> None:
+        try:
+            cm = self.agent.core.read_namespaced_config_map(ref["name"], self.ns)
+        except ApiException as e:
+            if e.status == 404 and ref.get("optional"):
+                return
+            raise PodSetupError("CreateContainerConfigError", f'configmap "{ref["name"]}" not found')
+        data = {k: v.encode() for k, v in (cm.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+        self._items(data, ref.get("items"), target)
+
+    def _write_secret(self, ref: dict, target: Path) -> None:
+        name = ref.get("secretName") or ref.get("name")
+        try:
+            secret = self.agent.core.read_namespaced_secret(name, self.ns)
+        except ApiException:
+            if ref.get("optional"):
+                return
+            raise PodSetupError("CreateContainerConfigError", f'secret "{name}" not found')
+        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        self._items(data, ref.get("items"), target)
+
+    def _write_downward(self, items, target: Path) -> None:
+        for item in items:
+            if "fieldRef" in item:
+                (target / item["path"]).write_text(field_ref(self.pod, item["fieldRef"]["fieldPath"], self.pod_ip))
+
+    def _token(self, expiration: int, audience: str | None) -> str:
+        sa = self.pod["spec"].get("serviceAccountName") or "default"
+        body = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(
+                audiences=[audience] if audience else [],
+                expiration_seconds=max(int(expiration), 600),
+                bound_object_ref=client.V1BoundObjectReference(
+                    kind="Pod", api_version="v1", name=self.name, uid=self.uid
+                ),
+            )
+        )
+        result = self.agent.core.create_namespaced_service_account_token(sa, self.ns, body)
+        return result.status.token
+
+    def _in_cluster(self) -> dict[str, str]:
+        """Credentials a process uses where a Pod would read the fixed token path."""
+        sa_dir = self.dir / "serviceaccount"
+        sa_dir.mkdir(parents=True, exist_ok=True)
+        if self.pod["spec"].get("automountServiceAccountToken", True) is False:
+            return {}
+        token = self._token(3600, None)
+        (sa_dir / "token").write_text(token)
+        shutil.copy(self.agent.ca_file, sa_dir / "ca.crt")
+        (sa_dir / "namespace").write_text(self.ns)
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "in-cluster", "cluster": {"server": self.agent.server, "certificate-authority": str(sa_dir / "ca.crt")}}],
+            "users": [{"name": "sa", "user": {"tokenFile": str(sa_dir / "token")}}],
+            "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "sa", "namespace": self.ns}}],
+            "current-context": "in-cluster",
+        }
+        (sa_dir / "kubeconfig").write_text(json.dumps(kubeconfig))
+        self.mounts["__serviceaccount__"] = str(sa_dir)
+        return {
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(self.agent.port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(self.agent.port),
+            "KUBECONFIG": str(sa_dir / "kubeconfig"),
+            "SERVICE_ACCOUNT_DIR": str(sa_dir),
+        }
+
+    # ---- containers
+
+    def _env(self, container: dict) -> dict[str, str]:
+        env: dict[str, str] = {}
+        core = self.agent.core
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            if "configMapRef" in source:
+                ref = source["configMapRef"]
+                try:
+                    data = core.read_namespaced_config_map(ref["name"], self.ns).data or {}
+                except ApiException:
+                    if ref.get("optional"):
+                        continue
+                    raise PodSetupError("CreateContainerConfigError", f'configmap "{ref["name"]}" not found')
+                env.update({prefix + k: v for k, v in data.items()})
+            if "secretRef" in source:
+                ref = source["secretRef"]
+                try:
+                    data = core.read_namespaced_secret(ref["name"], self.ns).data or {}
+                except ApiException:
+                    if ref.get("optional"):
+                        continue
+                    raise PodSetupError("CreateContainerConfigError", f'secret "{ref["name"]}" not found')
+                env.update({prefix + k: base64.b64decode(v).decode() for k, v in data.items()})
+        for item in container.get("env") or []:
+            name = item["name"]
+            if "value" in item:
+                env[name] = _expand(item.get("value") or "", env)
+                continue
+            source = item.get("valueFrom") or {}
+            if "fieldRef" in source:
+                env[name] = field_ref(self.pod, source["fieldRef"]["fieldPath"], self.pod_ip)
+            elif "resourceFieldRef" in source:
+                env[name] = resource_ref(container, source["resourceFieldRef"])
+            elif "secretKeyRef" in source or "configMapKeyRef" in source:
+                is_secret = "secretKeyRef" in source
+                ref = source["secretKeyRef" if is_secret else "configMapKeyRef"]
+                kind = "secret" if is_secret else "configmap"
+                try:
+                    obj = (core.read_namespaced_secret if is_secret else core.read_namespaced_config_map)(ref["name"], self.ns)
+                except ApiException:
+                    if ref.get("optional"):
+                        continue
+                    raise PodSetupError("CreateContainerConfigError", f'{kind} "{ref["name"]}" not found')
+                data = obj.data or {}
+                if ref["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    raise PodSetupError("CreateContainerConfigError", f'couldn\'t find key {ref["key"]} in {kind} {self.ns}/{ref["name"]}')
+                value = data[ref["key"]]
+                env[name] = base64.b64decode(value).decode() if is_secret else value
+        return env
+
+    def _rewrite(self, value: str, container: dict, term_path: str, term_file: Path) -> str:
+        """Rewrites every mount path (and the termination path) inside `value` to its local dir."""
+        pairs = [(term_path, str(term_file))]
+        for mount in container.get("volumeMounts") or []:
+            local = self.mounts.get(mount["name"])
+            if local is not None:
+                if mount.get("subPath"):
+                    local = str(Path(local) / mount["subPath"])
+                pairs.append((mount["mountPath"].rstrip("/") or "/", local))
+        # Longest first, so /data/ckpt wins over /data; a path must start at a
+        # boundary (not inside another path) and end at a boundary.
+        pairs.sort(key=lambda p: -len(p[0]))
+        pattern = re.compile(
+            "|".join(r"(?<![\w./-])" + re.escape(path) + r"(?![\w.-])" for path, _ in pairs)
+        )
+        lookup = dict(pairs)
+        return pattern.sub(lambda m: lookup[m.group(0)], value)
+
+    def _run_container(self, container: dict, statuses: dict, restart_count: int) -> int | None:
+        """Starts a container's process and waits; returns the exit code (None when deleted)."""
+        cname = container["name"]
+        entry = self.agent.images.lookup(container.get("image", ""))
+        if entry is None:
+            raise PodSetupError(
+                "ErrImagePull",
+                f'image "{container.get("image")}" is not in the node agent\'s image map',
+            )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.dir / "home"),
+            "HOSTNAME": self.name,
+            "POD_IP": self.pod_ip,
+            "PYTHONUNBUFFERED": "1",
+        }
+        (self.dir / "home").mkdir(parents=True, exist_ok=True)
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM"):
+            if var in os.environ:
+                env[var] = os.environ[var]
+        env.update(entry.env)
+        env.update(self.in_cluster_env)
+        env.update(self._env(container))
+        term_path = container.get("terminationMessagePath") or "/dev/termination-log"
+        term_file = self.dir / "termination" / cname
+        term_file.parent.mkdir(parents=True, exist_ok=True)
+        term_file.write_text("")
+        env["TERMINATION_MESSAGE_PATH"] = str(term_file)
+        for key, value in list(env.items()):
+            env[key] = self._rewrite(value, container, term_path, term_file)
+        command = container.get("command") or entry.entrypoint
+        args = container.get("args") or ([] if container.get("command") else [])
+        argv = [_expand(a, env) for a in list(command) + list(args)]
+        argv = [self._rewrite(a, container, term_path, term_file) for a in argv]
+        if not argv:
+            raise PodSetupError("CreateContainerError", f"container {cname}: no command and the image map has no entrypoint")
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        workdir = container.get("workingDir") or entry.workdir
+        cwd = self._rewrite(workdir, container, term_path, term_file) if workdir else str(self.dir)
+        if not Path(cwd).is_dir():
+            cwd = str(self.dir)
+        log_path = self.dir / "logs" / f"{cname}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = now_iso()
+        with open(log_path, "ab") as out:
+            out.write(f"# {started} {shlex.join(argv)}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
+            except OSError as e:
+                raise PodSetupError("StartError", f"container {cname}: {argv[0]}: {e.strerror}")
+        with self.lock:
+            self.procs[cname] = proc
+        statuses[cname] = self._container_status(container, restart_count, running={"startedAt": started})
+        self.report()
+        code = proc.wait()
+        with self.lock:
+            self.procs.pop(cname, None)
+        message = term_file.read_text(errors="replace")[-TERMINATION_MESSAGE_LIMIT:] if term_file.exists() else ""
+        if not message and container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and code != 0:
+            message = "\n".join(log_path.read_text(errors="replace").splitlines()[-80:])[-2048:]
+        exit_code = code if code >= 0 else 128 - code
+        reason = "Completed" if exit_code == 0 else "Error"
+        if code == -signal.SIGKILL and not self.deleting.is_set():
+            # Only the kernel's OOM killer SIGKILLs a process we did not stop ourselves.
+            reason = "OOMKilled"
+        statuses[cname] = self._container_status(
+            container,
+            restart_count,
+            terminated={
+                "exitCode": exit_code,
+                "reason": reason,
+                "message": message or None,
+                "startedAt": started,
+                "finishedAt": now_iso(),
+                "containerID": f"devcluster://{proc.pid}",
+            },
+        )
+        if message is None or message == "":
+            statuses[cname]["state"]["terminated"].pop("message", None)
+        return None if self.deleting.is_set() and code != 0 else exit_code
+
+    def _container_status(self, container, restarts, running=None, terminated=None, waiting=None) -> dict:
+        state = {}
+        if running:
+            state["running"] = running
+        if terminated:
+            state["terminated"] = terminated
+        if waiting:
+            state["waiting"] = waiting
+        return {
+            "name": container["name"],
+            "image": container.get("image", ""),
+            "imageID": f"devcluster://{container.get('image', '')}",
+            "ready": bool(running) and self._probe_ready(container),
+            "started": bool(running),
+            "restartCount": restarts,
+            "state": state,
+            **({"containerID": terminated["containerID"]} if terminated else {}),
+        }
+
+    def _probe_ready(self, container: dict) -> bool:
+        probe = container.get("readinessProbe")
+        if not probe or "httpGet" not in probe:
+            return True
+        http = probe["httpGet"]
+        port = http.get("port")
+        if isinstance(port, str):
+            port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port), None)
+        try:
+            url = f"http://{self.pod_ip}:{port}{http.get('path', '/')}"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return 200 <= resp.status < 400
+        except Exception:
+            return False
+
+    # ---- status
+
+    def phase_and_conditions(self) -> tuple[str, list[dict]]:
+        containers = self.pod["spec"]["containers"]
+        states = [self.statuses.get(c["name"], {}).get("state", {}) for c in containers]
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        terminated = [s.get("terminated") for s in states]
+        init_failed = any(
+            s.get("state", {}).get("terminated", {}).get("exitCode", 0) != 0
+            for s in self.init_statuses.values()
+            if "terminated" in s.get("state", {})
+        ) and policy == "Never"
+        if init_failed:
+            phase = "Failed"
+        elif all(terminated) and policy != "Always":
+            if all(t["exitCode"] == 0 for t in terminated):
+                phase = "Succeeded"
+            elif policy == "Never":
+                phase = "Failed"
+            else:
+                phase = "Running"
+        elif any("running" in s for s in states) or any(terminated):
+            phase = "Running"
+        else:
+            phase = "Pending"
+        ready = phase == "Running" and all(self.statuses.get(c["name"], {}).get("ready") for c in containers)
+        t = now_iso()
+        initialized = all("terminated" in s.get("state", {}) for s in self.init_statuses.values()) if self.init_statuses else True
+        conditions = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
+            {"type": "Initialized", "status": "True" if initialized else "False", "lastTransitionTime": t},
+            {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": t},
+            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": t},
+        ]
+        return phase, conditions
+
+    def report(self, reason: str | None = None, message: str | None = None) -> None:
+        phase, conditions = self.phase_and_conditions()
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": self.pod_ip,
+            "podIPs": [{"ip": self.pod_ip}],
+            "startTime": self.start_time,
+            "conditions": conditions,
+            "containerStatuses": [
+                self.statuses.get(c["name"]) or self._container_status(c, 0, waiting={"reason": "ContainerCreating"})
+                for c in self.pod["spec"]["containers"]
+            ],
+        }
+        if self.init_statuses:
+            status["initContainerStatuses"] = list(self.init_statuses.values())
+        if reason:
+            status["reason"] = reason
+        if message:
+            status["message"] = message
+        try:
+            self.agent.core.patch_namespaced_pod_status(self.name, self.ns, {"status": status})
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("pod %s/%s: status patch failed: %s %s", self.ns, self.name, e.reason, e.body)
+
+    # ---- lifecycle
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except PodSetupError as e:
+            log.info("pod %s/%s: %s: %s", self.ns, self.name, e.reason, e.message)
+            for c in self.pod["spec"]["containers"]:
+                self.statuses[c["name"]] = self._container_status(c, 0, waiting={"reason": e.reason, "message": e.message})
+            self.report()
+            self.deleting.wait()
+        except Exception:
+            log.exception("pod %s/%s: node agent error", self.ns, self.name)
+        finally:
+            if self.deleting.is_set():
+                self.agent.finish_delete(self)
+            self.agent.forget(self)
+
+    def _run(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.report()
+        self._volume_dirs()
+        self.in_cluster_env = self._in_cluster()
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        for container in self.pod["spec"].get("initContainers") or []:
+            while True:
+                code = self._run_container(container, self.init_statuses, 0)
+                if self.deleting.is_set() or code is None:
+                    return
+                self.report()
+                if code == 0:
+                    break
+                if policy == "Never":
+                    return
+                time.sleep(1)
+        threads = [
+            threading.Thread(target=self._container_loop, args=(c, policy), daemon=True)
+            for c in self.pod["spec"]["containers"]
+        ]
+        for t in threads:
+            t.start()
+        readiness = threading.Thread(target=self._readiness_loop, daemon=True)
+        readiness.start()
+        for t in threads:
+            t.join()
+
+    def _container_loop(self, container: dict, policy: str) -> None:
+        restarts = 0
+        while not self.deleting.is_set():
+            try:
+                code = self._run_container(container, self.statuses, restarts)
+            except PodSetupError as e:
+                log.info("pod %s/%s: %s: %s", self.ns, self.name, e.reason, e.message)
+                self.statuses[container["name"]] = self._container_status(
+                    container, restarts, waiting={"reason": e.reason, "message": e.message}
+                )
+                self.report()
+                self.deleting.wait()
+                return
+            self.report()
+            if self.deleting.is_set() or code is None:
+                return
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                return
+            restarts += 1
+            backoff = min(10 * 2 ** (restarts - 1), 60) if restarts > 1 else 1
+            if self.deleting.wait(backoff):
+                return
+
+    def _readiness_loop(self) -> None:
+        """Re-reports while a readiness probe has not passed yet, then stops."""
+        probed = [c for c in self.pod["spec"]["containers"] if c.get("readinessProbe")]
+        if not probed:
+            return
+        last = None
+        while not self.deleting.is_set() and any(c["name"] in self.procs or c["name"] not in self.statuses for c in probed):
+            ready = tuple(self._probe_ready(c) for c in probed if c["name"] in self.procs)
+            if ready != last:
+                for c in probed:
+                    status = self.statuses.get(c["name"])
+                    if status and "running" in status["state"]:
+                        status["ready"] = self._probe_ready(c)
+                self.report()
+                last = ready
+            period = (probed[0]["readinessProbe"].get("periodSeconds") or 10)
+            self.deleting.wait(min(period, 2))
+
+    def terminate(self, grace: float) -> None:
+        """SIGTERM now, SIGKILL after the grace period (in the background)."""
+        if self.deleting.is_set():
+            return
+        self.grace = grace
+        self.deleting.set()
+        if not self.is_alive():
+            # Finished earlier (or never started): only the Pod object is left.
+            self.agent.finish_delete(self)
+            self.agent.forget(self)
+            return
+        with self.lock:
+            procs = list(self.procs.values())
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+
+        def killer():
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                with self.lock:
+                    if not any(p.poll() is None for p in self.procs.values()):
+                        return
+                time.sleep(0.1)
+            with self.lock:
+                for proc in self.procs.values():
+                    _signal_group(proc, signal.SIGKILL)
+
+        threading.Thread(target=killer, daemon=True).start()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes $(VAR) expansion; $$(VAR) escapes."""
+    out, i = [], 0
+    while i < len(value):
+        if value.startswith("$$(", i):
+            out.append("$(")
+            i += 3
+        elif value.startswith("$(", i) and ")" in value[i:]:
+            end = value.index(")", i)
+            name = value[i + 2 : end]
+            out.append(env.get(name, value[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- agent
+
+
+class NodeAgent:
+    def __init__(self, cluster_dir: Path, nodes: list[dict], images: ImageMap):
+        self.cluster_dir = cluster_dir
+        self.node_dir = cluster_dir / "node"
+        self.node_dir.mkdir(parents=True, exist_ok=True)
+        self.nodes = nodes
+        self.node_names = {n["name"] for n in nodes}
+        self.images = images
+        kubeconfig = cluster_dir / "kubeconfig"
+        api = config.new_client_from_config(str(kubeconfig))
+        api.configuration.connection_pool_maxsize = 64
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
+        self.server = api.configuration.host
+        self.port = int(self.server.rsplit(":", 1)[1])
+        self.ca_file = cluster_dir / "pki" / "ca.crt"
+        self.runners: dict[str, PodRunner] = {}
+        self.lock = threading.Lock()
+        self.next_ip = 0
+        self.stopping = threading.Event()
+
+    def allocate_ip(self) -> str:
+        # 127.1.0.1 upwards: each Pod its own loopback address, routed on lo.
+        with self.lock:
+            self.next_ip += 1
+            n = self.next_ip
+        return f"127.{1 + (n >> 16) % 254}.{(n >> 8) & 255}.{n & 255 or 1}"
+
+    # ---- nodes
+
+    def register(self) -> None:
+        for spec in self.nodes:
+            name = spec["name"]
+            labels = {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "devcluster.finetune.ai/agent": "process",
+                **(spec.get("labels") or {}),
+            }
+            body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"taints": spec.get("taints") or []},
+            }
+            try:
+                self.core.create_node(body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                self.core.patch_node(name, {"metadata": {"labels": labels}})
+            self.heartbeat(spec)
+
+    def _node_status(self, spec: dict) -> dict:
+        capacity = {
+            "cpu": str(spec.get("cpu", "64")),
+            "memory": str(spec.get("memory", "512Gi")),
+            "pods": str(spec.get("pods", 1100)),
+            "ephemeral-storage": "1Ti",
+        }
+        if spec.get("gpus"):
+            capacity["nvidia.com/gpu"] = str(spec["gpus"])
+        t = now_iso()
+        conditions = [
+            {"type": kind, "status": "False", "reason": f"KubeletHas{good}", "message": "devcluster node agent",
+             "lastHeartbeatTime": t, "lastTransitionTime": t}
+            for kind, good in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"), ("PIDPressure", "SufficientPID"))
+        ] + [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "process node agent is posting ready status",
+             "lastHeartbeatTime": t, "lastTransitionTime": t}
+        ]
+        return {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": spec["name"]}],
+            "nodeInfo": {
+                "architecture": "amd64", "operatingSystem": "linux", "osImage": "devcluster process node",
+                "kernelVersion": os.uname().release, "containerRuntimeVersion": "devcluster://0.1",
+                "kubeletVersion": "v1.36.3", "kubeProxyVersion": "", "bootID": "", "machineID": "", "systemUUID": spec["name"],
+            },
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        }
+
+    def heartbeat(self, spec: dict) -> None:
+        name = spec["name"]
+        self.core.patch_node_status(name, {"status": self._node_status(spec)})
+        node = self.core.read_node(name)
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": "kube-node-lease",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node.metadata.uid}],
+            },
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now_micro()},
+        }
+        try:
+            self.coordination.patch_namespaced_lease(name, "kube-node-lease", {"spec": lease["spec"]})
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            self.coordination.create_namespaced_lease("kube-node-lease", lease)
+
+    def heartbeat_loop(self) -> None:
+        while not self.stopping.wait(HEARTBEAT_SECONDS):
+            for spec in self.nodes:
+                try:
+                    self.heartbeat(spec)
+                except Exception as e:  # the next beat retries
+                    log.warning("heartbeat %s failed: %s", spec["name"], e)
+
+    # ---- pods
+
+    def handle(self, pod: dict) -> None:
+        spec = pod.get("spec") or {}
+        if spec.get("nodeName") not in self.node_names:
+            return
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        with self.lock:
+            runner = self.runners.get(uid)
+        if meta.get("deletionTimestamp"):
+            grace = float(meta.get("deletionGracePeriodSeconds") or 0)
+            if runner:
+                runner.terminate(grace)
+            else:
+                self._delete_now(meta["namespace"], meta["name"], uid)
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if runner or phase in ("Succeeded", "Failed"):
+            return
+        if phase == "Running" and uid not in self.runners:
+            # Running here before this agent started: its processes are gone.
+            self.core.patch_namespaced_pod_status(
+                meta["name"], meta["namespace"],
+                {"status": {"phase": "Failed", "reason": "NodeAgentRestarted", "message": "the node agent restarted"}},
+            )
+            return
+        runner = PodRunner(self, pod)
+        with self.lock:
+            self.runners[uid] = runner
+        runner.start()
+
+    def _delete_now(self, ns: str, name: str, uid: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(
+                name, ns, grace_period_seconds=0, body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid))
+            )
+        except ApiException as e:
+            if e.status not in (404, 409):
+                log.warning("delete %s/%s: %s", ns, name, e.reason)
+
+    def finish_delete(self, runner: PodRunner) -> None:
+        runner.report()
+        self._delete_now(runner.ns, runner.name, runner.uid)
+
+    def forget(self, runner: PodRunner) -> None:
+        if runner.deleting.is_set():
+            with self.lock:
+                self.runners.pop(runner.uid, None)
+
+    def watch_pods(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                listing = self.core.list_pod_for_all_namespaces(_preload_content=False)
+                data = json.loads(listing.data)
+                for pod in data["items"]:
+                    self.handle(pod)
+                self._reap_gone({p["metadata"]["uid"] for p in data["items"]})
+                rv = data["metadata"]["resourceVersion"]
+                stream = watch.Watch().stream(
+                    self.core.list_pod_for_all_namespaces,
+                    resource_version=rv,
+                    timeout_seconds=60,
+                    allow_watch_bookmarks=True,
+                    _preload_content=False,
+                )
+                for event in stream:
+                    if self.stopping.is_set():
+                        return
+                    obj = event["raw_object"]
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self.handle(obj)
+                    elif event["type"] == "DELETED":
+                        self._gone(obj["metadata"]["uid"])
+                    elif event["type"] == "ERROR":
+                        break
+            except Exception as e:
+                if not self.stopping.is_set():
+                    log.warning("pod watch restarting: %s", e)
+                    time.sleep(1)
+
+    # ---- volumes: a tiny local-path provisioner
+
+    def provision_loop(self) -> None:
+        """Binds every pending PVC to a new hostPath PV under the cluster directory.
+
+        The scheduler will not place a Pod whose claim is unbound, so the dev
+        cluster needs a provisioner; directories outlive Pods like real volumes.
+        """
+        self._ensure_storage_class()
+        while not self.stopping.wait(1):
+            try:
+                for pvc in self.core.list_persistent_volume_claim_for_all_namespaces().items:
+                    if pvc.status.phase == "Pending" and not pvc.spec.volume_name:
+                        self._provision(pvc)
+            except Exception as e:
+                log.warning("provisioner: %s", e)
+
+    def _ensure_storage_class(self) -> None:
+        body = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": "standard",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Retain",
+            "volumeBindingMode": "Immediate",
+        }
+        try:
+            client.StorageV1Api(self.api).create_storage_class(body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def _provision(self, pvc) -> None:
+        ns, name = pvc.metadata.namespace, pvc.metadata.name
+        path = self.cluster_dir / "pvcs" / ns / name
+        path.mkdir(parents=True, exist_ok=True)
+        storage = (pvc.spec.resources.requests or {}).get("storage", "1Gi")
+        pv = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"pv-{pvc.metadata.uid}", "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": pvc.spec.access_modes or ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": pvc.spec.storage_class_name or "",
+                "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
+                "claimRef": {"namespace": ns, "name": name, "uid": pvc.metadata.uid},
+            },
+        }
+        try:
+            self.core.create_persistent_volume(pv)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def _gone(self, uid: str) -> None:
+        with self.lock:
+            runner = self.runners.pop(uid, None)
+        if runner:
+            runner.terminate(0)
+
+    def _reap_gone(self, present: set[str]) -> None:
+        with self.lock:
+            gone = [uid for uid in self.runners if uid not in present]
+        for uid in gone:
+            self._gone(uid)
+
+    def shutdown(self, *_):
+        self.stopping.set()
+        with self.lock:
+            runners = list(self.runners.values())
+        for runner in runners:
+            with runner.lock:
+                for proc in runner.procs.values():
+                    _signal_group(proc, signal.SIGKILL)
+        sys.exit(0)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="devcluster.nodeagent", description=__doc__.split("\n")[0])
+    parser.add_argument("--cluster-dir", required=True, type=Path)
+    parser.add_argument("--nodes", type=Path, help="YAML list of nodes: name, cpu, memory, gpus, pods, labels, taints")
+    parser.add_argument("--image-map", type=Path, help="YAML: images: {name: {entrypoint: [...], workdir, env}}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    nodes = yaml.safe_load(args.nodes.read_text()) if args.nodes else DEFAULT_NODES
+    if isinstance(nodes, dict):
+        nodes = nodes.get("nodes", [])
+    agent = NodeAgent(args.cluster_dir.resolve(), nodes, ImageMap.load(args.image_map))
+    signal.signal(signal.SIGTERM, agent.shutdown)
+    signal.signal(signal.SIGINT, agent.shutdown)
+    agent.register()
+    threading.Thread(target=agent.heartbeat_loop, daemon=True).start()
+    threading.Thread(target=agent.provision_loop, daemon=True).start()
+    log.info("registered nodes %s; watching pods", sorted(agent.node_names))
+    agent.watch_pods()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Shared fixtures: the dev cluster (once per session) and a namespace per test.
+
+The dev cluster is real: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and the process node agent (see hack/devcluster).  It starts
+only when a test asks for it.  Set FINETUNE_TEST_CLUSTER_DIR to the directory
+of a running `make devcluster-up` cluster to reuse it while iterating.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hack"))
+
+from devcluster import controlplane  # noqa: E402
+
+from tests.helpers import wait_for  # noqa: E402
+
+CRDS = ROOT / "crds"
+IMAGE_MAP = ROOT / "hack" / "devcluster" / "images.yaml"
+
+
+class Cluster:
+    """A running dev cluster as tests see it."""
+
+    def __init__(self, state: controlplane.ClusterState):
+        self.state = state
+        self.kubeconfig = str(state.kubeconfig)
+        self.server = state.server
+        self.dir = Path(state.dir)
+        self.node_dir = self.dir / "node"
+        self._api = None
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        result = controlplane.kubectl(self.state, *args, check=False, input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict:
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        return json.loads(self.kubectl(*args).stdout)
+
+    def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
+        args = ["get", kind, "-o", "json"] + (["-n", namespace] if namespace else ["-A"])
+        if selector:
+            args += ["-l", selector]
+        return json.loads(self.kubectl(*args).stdout)["items"]
+
+    def apply(self, manifest: str, namespace: str | None = None) -> subprocess.CompletedProcess:
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        return self.kubectl(*args, input=manifest)
+
+    def api_client(self):
+        if self._api is None:
+            from kubernetes import config
+
+            self._api = config.new_client_from_config(self.kubeconfig)
+        return self._api
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        matches = sorted(self.node_dir.glob(f"pods/{namespace}_{pod}_*/logs/{container}.log"))
+        return matches[-1].read_text(errors="replace") if matches else ""
+
+
+def _install_crds(cluster: Cluster) -> None:
+    files = sorted(CRDS.glob("*.yaml"))
+    if not files:
+        return
+    for f in files:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"-f={f}" for f in files])
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Cluster:
+    reuse = os.environ.get("FINETUNE_TEST_CLUSTER_DIR")
+    if reuse:
+        state = controlplane.ClusterState.load(Path(reuse))
+        c = Cluster(state)
+        _install_crds(c)
+        yield c
+        return
+    directory = tmp_path_factory.mktemp("devcluster")
+    state = controlplane.start(directory, image_map=IMAGE_MAP)
+    c = Cluster(state)
+    try:
+        _install_crds(c)
+        yield c
+    finally:
+        controlplane.stop(directory)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request) -> str:
+    """A fresh namespace named after the test, deleted afterwards (without waiting)."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", name)
+    # The ServiceAccount admission plugin rejects Pods until `default` exists.
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        60,
+        f"the default ServiceAccount in {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

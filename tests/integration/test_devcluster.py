@@ -1,0 +1,325 @@
+"""The dev cluster behaves like Kubernetes where our operator depends on it.
+
+Jobs run to completion on GPU nodes with their termination message in Pod
+status; the scheduler refuses Pods that ask for more GPUs than any node has;
+deleting a Pod delivers SIGTERM; env, volumes and the Pod's own credentials
+work the way they do on a real kubelet.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from tests.helpers import condition, wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def pod_of_job(cluster, namespace, job):
+    pods = cluster.list("pods", namespace, selector=f"job-name={job}")
+    return pods[0] if pods else None
+
+
+def test_nodes_are_ready_with_gpus(cluster):
+    nodes = cluster.list("nodes")
+    assert len(nodes) >= 1
+    for node in nodes:
+        assert condition(node, "Ready")["status"] == "True"
+        assert int(node["status"]["allocatable"]["nvidia.com/gpu"]) > 0
+        assert node["metadata"]["labels"]["kubernetes.io/os"] == "linux"
+        assert not any(t["key"] == "node.kubernetes.io/not-ready" for t in node["spec"].get("taints") or [])
+
+
+def test_api_server_enforces_rbac(cluster, namespace):
+    # A ServiceAccount without bindings may not list Pods: authorization is really on.
+    cluster.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+    result = cluster.kubectl(
+        "auth", "can-i", "list", "pods", "-n", namespace, f"--as=system:serviceaccount:{namespace}:nobody", check=False
+    )
+    assert result.stdout.strip() == "no"
+
+
+def test_gpu_job_runs_to_succeeded_with_termination_message(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: creds}
+            stringData: {token: s3cr3t}
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: settings}
+            data: {mode: fast, "config.yaml": "lr: 0.1\\n"}
+            ---
+            apiVersion: batch/v1
+            kind: Job
+            metadata: {name: hello-gpu}
+            spec:
+              backoffLimit: 0
+              template:
+                metadata: {labels: {team: ml}}
+                spec:
+                  restartPolicy: Never
+                  containers:
+                  - name: main
+                    image: busybox:1.36
+                    command: ["sh", "-c"]
+                    args:
+                    - |
+                      set -e
+                      test "$TOKEN" = s3cr3t
+                      test "$MODE" = fast
+                      test "$(cat /etc/settings/config.yaml)" = "lr: 0.1"
+                      test "$(cat /etc/creds/token)" = s3cr3t
+                      echo "$POD_NAME $POD_NS $TEAM $MEM_MI" > /scratch/who
+                      printf '{"result":"%s","ip":"%s"}' "$(cat /scratch/who)" "$MY_IP" > /dev/termination-log
+                    env:
+                    - {name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token}}}
+                    - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}
+                    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+                    - {name: POD_NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+                    - {name: TEAM, valueFrom: {fieldRef: {fieldPath: "metadata.labels['team']"}}}
+                    - {name: MY_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+                    - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+                    resources:
+                      limits: {nvidia.com/gpu: 2, memory: 512Mi}
+                    volumeMounts:
+                    - {name: settings, mountPath: /etc/settings}
+                    - {name: creds, mountPath: /etc/creds, readOnly: true}
+                    - {name: scratch, mountPath: /scratch}
+                  volumes:
+                  - {name: settings, configMap: {name: settings}}
+                  - {name: creds, secret: {secretName: creds}}
+                  - {name: scratch, emptyDir: {}}
+            """
+        ),
+        namespace,
+    )
+    job = wait_for(
+        lambda: (j := cluster.get("job", "hello-gpu", namespace)) and condition(j, "Complete") and j,
+        90,
+        "Job hello-gpu to complete",
+    )
+    assert job["status"]["succeeded"] == 1
+    pod = pod_of_job(cluster, namespace, "hello-gpu")
+    assert pod["status"]["phase"] == "Succeeded"
+    node = cluster.get("node", pod["spec"]["nodeName"])
+    assert int(node["status"]["allocatable"]["nvidia.com/gpu"]) >= 2
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
+    message = json.loads(terminated["message"])
+    assert message["result"] == f"{pod['metadata']['name']} {namespace} ml 512"
+    assert message["ip"] == pod["status"]["podIP"] and message["ip"].startswith("127.")
+
+
+def test_failed_container_reports_exit_code_and_message(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: failing}
+            spec:
+              restartPolicy: Never
+              containers:
+              - name: main
+                image: busybox
+                command: ["sh", "-c", "echo 'data error: train.jsonl:17' > /dev/termination-log; exit 3"]
+            """
+        ),
+        namespace,
+    )
+    pod = wait_for(
+        lambda: (p := cluster.get("pod", "failing", namespace))["status"].get("phase") == "Failed" and p,
+        60,
+        "pod failing to fail",
+    )
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 3
+    assert terminated["reason"] == "Error"
+    assert "train.jsonl:17" in terminated["message"]
+
+
+def test_too_many_gpus_stays_pending_unschedulable(cluster, namespace):
+    most = max(int(n["status"]["allocatable"]["nvidia.com/gpu"]) for n in cluster.list("nodes"))
+    cluster.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: greedy}}
+            spec:
+              containers:
+              - name: main
+                image: busybox
+                command: ["sleep", "600"]
+                resources: {{limits: {{nvidia.com/gpu: {most + 1}}}}}
+            """
+        ),
+        namespace,
+    )
+    scheduled = wait_for(
+        lambda: condition(cluster.get("pod", "greedy", namespace), "PodScheduled"),
+        60,
+        "a PodScheduled condition on pod greedy",
+    )
+    assert scheduled["status"] == "False"
+    assert scheduled["reason"] == "Unschedulable"
+    assert "nvidia.com/gpu" in scheduled["message"]
+    assert cluster.get("pod", "greedy", namespace)["status"]["phase"] == "Pending"
+
+
+def test_deleting_a_running_pod_delivers_sigterm(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: PersistentVolumeClaim
+            metadata: {name: state}
+            spec:
+              accessModes: [ReadWriteOnce]
+              resources: {requests: {storage: 1Gi}}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: sleeper}
+            spec:
+              terminationGracePeriodSeconds: 20
+              containers:
+              - name: main
+                image: busybox
+                command: ["sh", "-c"]
+                args:
+                - |
+                  trap 'echo "got SIGTERM" > /state/signal; exit 0' TERM
+                  echo started > /state/started
+                  while true; do sleep 0.1; done
+                volumeMounts: [{name: state, mountPath: /state}]
+              volumes:
+              - {name: state, persistentVolumeClaim: {claimName: state}}
+            """
+        ),
+        namespace,
+    )
+    wait_for(
+        lambda: cluster.get("pod", "sleeper", namespace)["status"].get("phase") == "Running"
+        and list(cluster.node_dir.parent.glob(f"pvcs/{namespace}/state/started")),
+        60,
+        "pod sleeper to run",
+    )
+    cluster.kubectl("delete", "pod", "sleeper", "-n", namespace, "--wait=true", "--timeout=60s")
+    signal_file = cluster.node_dir.parent / "pvcs" / namespace / "state" / "signal"
+    # The PVC directory outlives the Pod, as a volume would.
+    assert signal_file.read_text().strip() == "got SIGTERM"
+
+
+def test_sigkill_after_grace_period(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: stubborn}
+            spec:
+              terminationGracePeriodSeconds: 1
+              containers:
+              - name: main
+                image: busybox
+                command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
+            """
+        ),
+        namespace,
+    )
+    wait_for(lambda: cluster.get("pod", "stubborn", namespace)["status"].get("phase") == "Running", 60, "stubborn to run")
+    result = cluster.kubectl("delete", "pod", "stubborn", "-n", namespace, "--wait=true", "--timeout=30s")
+    assert "deleted" in result.stdout
+
+
+def test_pod_reaches_the_api_server_with_its_own_service_account(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: ServiceAccount
+            metadata: {name: trainer}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: whoami}
+            spec:
+              serviceAccountName: trainer
+              restartPolicy: Never
+              containers:
+              - name: main
+                image: busybox
+                command: ["python", "-c"]
+                args:
+                - |
+                  import json, os
+                  from kubernetes import client, config
+                  config.load_kube_config(os.environ["KUBECONFIG"])
+                  review = client.AuthenticationV1Api().create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+                  open(os.environ["TERMINATION_MESSAGE_PATH"], "w").write(json.dumps({"user": review.status.user_info.username, "host": os.environ["KUBERNETES_SERVICE_HOST"]}))
+            """
+        ),
+        namespace,
+    )
+    pod = wait_for(
+        lambda: (p := cluster.get("pod", "whoami", namespace))["status"].get("phase") in ("Succeeded", "Failed") and p,
+        60,
+        "pod whoami to finish",
+    )
+    assert pod["status"]["phase"] == "Succeeded", cluster.pod_log(namespace, "whoami", "main")
+    message = json.loads(pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    assert message == {"user": f"system:serviceaccount:{namespace}:trainer", "host": "127.0.0.1"}
+
+
+def test_unknown_image_waits_with_err_image_pull(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: noimage}
+            spec:
+              containers:
+              - {name: main, image: "registry.example/nothing:1", command: ["true"]}
+            """
+        ),
+        namespace,
+    )
+    waiting = wait_for(
+        lambda: cluster.get("pod", "noimage", namespace)["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason")
+        == "ErrImagePull",
+        60,
+        "ErrImagePull on pod noimage",
+    )
+    assert waiting
+
+
+def test_job_controller_garbage_collects_pods_of_a_deleted_job(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: batch/v1
+            kind: Job
+            metadata: {name: long}
+            spec:
+              template:
+                spec:
+                  restartPolicy: Never
+                  terminationGracePeriodSeconds: 2
+                  containers:
+                  - {name: main, image: busybox, command: ["sleep", "600"]}
+            """
+        ),
+        namespace,
+    )
+    wait_for(lambda: (p := pod_of_job(cluster, namespace, "long")) and p["status"].get("phase") == "Running", 60, "job long's pod to run")
+    cluster.kubectl("delete", "job", "long", "-n", namespace, "--cascade=foreground", "--wait=true", "--timeout=60s")
+    wait_for(lambda: not cluster.list("pods", namespace, selector="job-name=long"), 60, "job long's pods to be gone")
