@@ -1,0 +1,153 @@
+"""Operator configuration, read once from the environment at start-up.
+
+Every setting is a typed field with its environment variable and help text next to it, so the
+table in the chart's values, the docs and the validation all come from one place. Parsing is
+strict: a bad value stops the operator before it watches anything, with a message that names
+the variable, the value and what would be accepted (the entry point exits with status 2).
+
+`KUBECONFIG` is deliberately not a field here: kopf's default login (and the Kubernetes client
+the `k8s` layer uses) read it themselves, and in a Pod the service-account token wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "FINETUNE_"
+
+_TRUE = {"on", "true", "yes", "1"}
+_FALSE = {"off", "false", "no", "0", ""}
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class ConfigError(ValueError):
+    """The environment holds a value the operator cannot run with."""
+
+
+class OperatorConfig(BaseModel):
+    """Settings of one operator process. Field `x` is read from `FINETUNE_X`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    watch_namespaces: tuple[str, ...] = Field(
+        default=(),
+        description="Comma-separated namespaces to watch; empty watches the whole cluster.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="text", description="`json` (one object per line, for log pipelines) or `text`."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Python logging level of the operator and kopf."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the Prometheus /metrics server binds to."
+    )
+    metrics_port: Port = Field(
+        default=8080, description="Port of the Prometheus /metrics server; 0 disables it."
+    )
+    health_host: str = Field(
+        default="127.0.0.1", description="Address the liveness endpoint (/healthz) binds to."
+    )
+    health_port: Port = Field(
+        default=8081, description="Port of the liveness endpoint (/healthz); 0 disables it."
+    )
+    peering: bool = Field(
+        default=False,
+        description="`on`: coordinate replicas through kopf peering (needs the kopf.dev peering "
+        "CRDs and a peering object); `off`: run standalone (one replica).",
+    )
+    peering_name: str = Field(
+        default="finetune-operator", description="Name of the kopf peering object when peering is on."
+    )
+    gpu_hour_price: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Price of one GPU-hour, used to estimate the cost of a FineTuneJob; "
+        "0 leaves the cost unestimated.",
+    )
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("watch_namespaces")
+    @classmethod
+    def _namespaces_are_dns_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for namespace in value:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+                raise ValueError(
+                    f"{namespace!r} is not a namespace name (lowercase letters, digits and '-', "
+                    "at most 63 characters)"
+                )
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("peering", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in _TRUE:
+                return True
+            if word in _FALSE:
+                return False
+            raise ValueError("expected on or off")
+        return value
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.watch_namespaces
+
+    @property
+    def liveness_endpoint(self) -> str | None:
+        """The URL kopf serves its liveness probe on, or None when disabled."""
+        if not self.health_port:
+            return None
+        host = f"[{self.health_host}]" if ":" in self.health_host else self.health_host
+        return f"http://{host}:{self.health_port}/healthz"
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Read the settings from `environ` (default: the process environment).
+
+        Raises ConfigError naming the first offending variable(s).
+        """
+        environ = os.environ if environ is None else environ
+        raw = {
+            name: environ[cls.env_name(name)]
+            for name in cls.model_fields
+            if cls.env_name(name) in environ
+        }
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                variable = cls.env_name(field) if field else "environment"
+                value = raw.get(field, "")
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append(f"{variable}={value!r}: {message}")
+            raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

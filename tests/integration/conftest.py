@@ -1,0 +1,139 @@
+"""Fixtures for integration tests: the operator as a real process.
+
+`cluster` and `namespace` come from the top-level conftest (the local dev control plane, one
+fresh namespace per test); polling uses `tests.helpers.wait_for`. `operator` runs `python -m finetune_operator` against that cluster,
+watching every namespace, on free ports; it is started once per session and its log is printed
+under any failing test, so a failure shows what the operator saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import finetune_operator
+from tests.helpers import wait_for
+
+OPERATOR_START_TIMEOUT = 90
+LOG_TAIL_LINES = 200
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local test URL
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@dataclasses.dataclass
+class OperatorProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_url: str
+    health_url: str
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        status, body = http_get(self.metrics_url)
+        assert status == 200, f"GET {self.metrics_url} -> {status}"
+        return body
+
+
+def _start_operator(kubeconfig: str, log_path: Path) -> OperatorProcess:
+    metrics_port, health_port = free_port(), free_port()
+    package_root = Path(finetune_operator.__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "PYTHONPATH": os.pathsep.join([str(package_root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "FINETUNE_WATCH_NAMESPACES": "",
+        "FINETUNE_LOG_FORMAT": "text",
+        "FINETUNE_LOG_LEVEL": "DEBUG",
+        "FINETUNE_METRICS_HOST": "127.0.0.1",
+        "FINETUNE_METRICS_PORT": str(metrics_port),
+        "FINETUNE_HEALTH_HOST": "127.0.0.1",
+        "FINETUNE_HEALTH_PORT": str(health_port),
+        "FINETUNE_PEERING": "off",
+    }
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finetune_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    operator = OperatorProcess(
+        process=process,
+        log_path=log_path,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        health_url=f"http://127.0.0.1:{health_port}/healthz",
+    )
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            # pytest.fail is not an Exception, so wait_for stops polling at once.
+            pytest.fail(f"operator exited with {process.returncode}:\n{operator.log_tail()}")
+        return http_get(operator.health_url, timeout=2)[0] == 200
+
+    try:
+        wait_for(healthy, OPERATOR_START_TIMEOUT, f"the operator's liveness endpoint {operator.health_url}")
+    except BaseException:
+        _stop_operator(operator)
+        print(operator.log_tail())
+        raise
+    return operator
+
+
+def _stop_operator(operator: OperatorProcess) -> None:
+    if operator.process.poll() is None:
+        operator.process.send_signal(signal.SIGTERM)
+        try:
+            operator.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            operator.process.kill()
+            operator.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def _operator_process(cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    operator = _start_operator(cluster.kubeconfig, log_path)
+    yield operator
+    _stop_operator(operator)
+
+
+@pytest.fixture
+def operator(_operator_process: OperatorProcess, request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
+    """The running operator; its log is printed when the test using it fails."""
+    assert _operator_process.process.poll() is None, (
+        f"operator is not running (exit {_operator_process.process.returncode}):\n{_operator_process.log_tail()}"
+    )
+    yield _operator_process
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"----- operator log (last {LOG_TAIL_LINES} lines) -----\n{_operator_process.log_tail()}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
