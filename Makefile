@@ -32,7 +32,7 @@ help:
 	@echo "make bench           run the benchmarks under benchmarks/"
 
 venv: $(VENV)/.ready
-$(VENV)/.ready: requirements/operator.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt hack/venv.sh
+$(VENV)/.ready: requirements/operator.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt requirements/constraints.txt hack/venv.sh
 	@bash hack/venv.sh
 	@touch $@
 
