@@ -1,0 +1,786 @@
+"""FineTuneJob (`ftj`): fine-tune a base model on a dataset, evaluate it, produce a ModelVersion.
+
+The spec says what to train and on what; the status reports how far it got. Defaults are the
+seed's: LoRA rank 16 / alpha 32, learning rate 2e-5, 3 epochs, 10% warmup, early stopping on
+validation loss, a 70/20/10 train/validation/test split, PII blocked, and the quality gates
+below. The defaults are in the CRD too, so the API server fills them in and
+`kubectl get ftj NAME -o yaml` shows what will actually run.
+
+Cross-field rules (one dataset source, split fractions summing to 1, QLoRA on GPUs, DPO on
+preference data, complete custom gates) are CEL rules on the model they guard and pydantic
+validators with the same messages.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from finetune_operator.api.common import (
+    AGE_COLUMN,
+    ARTIFACT_URI_PATTERN,
+    PHASE_COLUMN,
+    ApiModel,
+    BaseModelRef,
+    Comparator,
+    Condition,
+    DATA_URI_PATTERN,
+    DnsLabel,
+    GateBaseline,
+    KindInfo,
+    ObjectName,
+    PrinterColumn,
+    Quantity,
+    Resource,
+    SecretKeyRef,
+    StatusModel,
+    Toleration,
+    VersionName,
+    cel,
+    cel_rules,
+    conditions_field,
+    map_list,
+    section,
+)
+
+
+class TrainingMethod(enum.StrEnum):
+    SFT = "sft"  # supervised fine-tuning on instruction or chat data
+    DPO = "dpo"  # direct preference optimization on prompt/chosen/rejected data
+
+
+class AdaptationType(enum.StrEnum):
+    LORA = "lora"
+    QLORA = "qlora"  # LoRA on a 4-bit quantized base: GPUs only
+    FULL = "full"  # every weight trained
+
+
+class DatasetFormat(enum.StrEnum):
+    AUTO = "auto"  # detected from the fields of the records
+    INSTRUCTION = "instruction"  # {instruction, input?, output}
+    CHAT = "chat"  # {messages: [{role, content}, ...]}
+    PREFERENCE = "preference"  # {prompt, chosen, rejected}
+
+
+class PiiPolicy(enum.StrEnum):
+    BLOCK = "block"  # fail data preparation when PII is found
+    REDACT = "redact"  # replace PII with placeholders and go on
+    ALLOW = "allow"  # keep records as they are (findings are still reported)
+
+
+class FineTuneJobPhase(enum.StrEnum):
+    PENDING = "Pending"
+    PREPARING = "Preparing"
+    TRAINING = "Training"
+    EVALUATING = "Evaluating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+# Messages of the cross-field rules, shared by the CEL rules and the pydantic validators.
+MSG_DATASET_ONE_SOURCE = "exactly one of dataset.uri, dataset.inline or dataset.synthetic must be set"
+MSG_SPLIT_SUM = "dataset.split fractions train + validation + test must sum to 1"
+MSG_QLORA_GPUS = (
+    "adaptation.type qlora needs resources.gpusPerNode >= 1 (4-bit quantized training runs on GPUs only)"
+)
+MSG_DPO_FORMAT = "method dpo needs dataset.format preference (prompt/chosen/rejected records) or auto"
+MSG_PREFERENCE_NEEDS_DPO = "dataset.format preference is for method dpo"
+MSG_EARLY_STOPPING_VALIDATION = (
+    "earlyStopping.enabled needs dataset.split.validation > 0 (or disable early stopping)"
+)
+MSG_BALANCE_CAP = "dataset.balanceMode cap needs dataset.balanceCap"
+MSG_GATE_INCOMPLETE = (
+    "a gate that is not one of the defaults (taskAccuracy, formatCompliance, safety, "
+    "noRegression, latency) must set metric, comparator and threshold"
+)
+SPLIT_TOLERANCE = 1e-6
+
+
+class AdaptationSpec(ApiModel):
+    """Which weights are trained: LoRA adapters (the default), QLoRA, or all of them."""
+
+    type: AdaptationType = Field(
+        default=AdaptationType.LORA, description="lora, qlora (LoRA on a 4-bit base; needs GPUs) or full."
+    )
+    rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r (lora and qlora).")
+    alpha: float = Field(
+        default=32,
+        gt=0.0,
+        le=4096,
+        description="LoRA scaling alpha; the update is scaled by alpha / rank (lora and qlora).",
+    )
+    dropout: float = Field(
+        default=0.05, ge=0.0, lt=1.0, description="LoRA dropout probability (lora and qlora)."
+    )
+    target_modules: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Module names to adapt, e.g. [q_proj, v_proj]; empty adapts every linear layer.",
+    )
+
+
+class SyntheticDataSpec(ApiModel):
+    """Generate training records with a teacher model behind an OpenAI-compatible endpoint."""
+
+    endpoint: str = Field(
+        max_length=2048,
+        pattern=r"^https?://.+",
+        description="Base URL of the OpenAI-compatible API, e.g. http://vllm.models:8000/v1.",
+    )
+    model: str = Field(min_length=1, max_length=253, description="Model name to request from the endpoint.")
+    secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "Secret key holding the API key, sent as a bearer token. Omit for endpoints without auth."
+        ),
+    )
+    prompt: str = Field(
+        min_length=1,
+        max_length=16384,
+        description="Instructions describing the task and the records to generate.",
+    )
+    num_examples: int = Field(default=100, ge=1, le=100000, description="How many records to generate.")
+    seed_examples: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=50, description="Example records shown to the teacher model."
+    )
+    temperature: float = Field(
+        default=0.7, ge=0.0, le=2.0, description="Sampling temperature of the teacher model."
+    )
+
+
+class DatasetSplit(ApiModel):
+    """Fractions of the records used for training, validation (early stopping) and test (gates)."""
+
+    # The API server also checks this rule against the CRD's `default: {}` of split, before any
+    # nested default is filled in: hence the fallbacks to the defaults (kept in sync below).
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "(has(self.train) ? self.train : 0.7) + (has(self.validation) ? self.validation : 0.2)"
+                " + (has(self.test) ? self.test : 0.1) - 1.0 < 0.000001"
+                " && (has(self.train) ? self.train : 0.7) + (has(self.validation) ? self.validation : 0.2)"
+                " + (has(self.test) ? self.test : 0.1) - 1.0 > -0.000001",
+                MSG_SPLIT_SUM,
+            )
+        )
+    }
+
+    train: float = Field(default=0.7, gt=0.0, le=1.0, description="Fraction of records to train on.")
+    validation: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="Fraction for validation loss and early stopping."
+    )
+    test: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Fraction held out for evaluation and gates."
+    )
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> DatasetSplit:
+        if abs(self.train + self.validation + self.test - 1.0) > SPLIT_TOLERANCE:
+            raise ValueError(f"{MSG_SPLIT_SUM} (got {self.train + self.validation + self.test:g})")
+        return self
+
+
+class PiiType(enum.StrEnum):
+    EMAIL = "EMAIL"
+    PHONE = "PHONE"
+    CREDIT_CARD = "CREDIT_CARD"
+    SSN = "SSN"
+    IP_ADDRESS = "IP_ADDRESS"
+    API_KEY = "API_KEY"
+
+
+class DedupSpec(ApiModel):
+    """Duplicate removal before splitting, so no test record is also trained on."""
+
+    exact: bool = Field(
+        default=True,
+        description="Drop records equal to an earlier one after case and whitespace normalization.",
+    )
+    near: bool = Field(
+        default=True,
+        description=(
+            "Drop records whose word-shingle Jaccard similarity to an earlier one reaches nearThreshold."
+        ),
+    )
+    near_threshold: float = Field(
+        default=0.85, gt=0.0, le=1.0, description="Jaccard similarity at which records are near-duplicates."
+    )
+
+
+class DatasetSpec(ApiModel):
+    """Where the records come from (exactly one source) and how they are prepared."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "[has(self.uri), has(self.inline), has(self.synthetic)].filter(x, x).size() == 1",
+                MSG_DATASET_ONE_SOURCE,
+            ),
+            cel(
+                "!has(self.balanceMode) || self.balanceMode != 'cap' || has(self.balanceCap)",
+                MSG_BALANCE_CAP,
+                field_path=".balanceCap",
+            ),
+        )
+    }
+
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=DATA_URI_PATTERN,
+        description=(
+            "JSONL, JSON or Parquet file or directory: s3://<bucket>/<key>, pvc://<claim>/<path>, "
+            "file://<path> or an absolute path."
+        ),
+    )
+    inline: list[dict[str, Any]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2000,
+        description="Records given in the manifest itself, one object per record (small datasets and demos).",
+    )
+    synthetic: SyntheticDataSpec | None = Field(
+        default=None, description="Generate the records with a teacher model instead of reading them."
+    )
+    format: DatasetFormat = Field(
+        default=DatasetFormat.AUTO,
+        description=(
+            "Record format: instruction (instruction/input/output), chat (messages), preference "
+            "(prompt/chosen/rejected) or auto."
+        ),
+    )
+    split: DatasetSplit = section(DatasetSplit, "Train/validation/test fractions; they must sum to 1.")
+    dedup: DedupSpec = section(DedupSpec, "Removal of exact and near-duplicate records.")
+    pii_policy: PiiPolicy = Field(
+        default=PiiPolicy.BLOCK,
+        description=(
+            "What to do with personal data (emails, phone numbers, card numbers...): block, redact or allow."
+        ),
+    )
+    pii_types: list[PiiType] | None = Field(
+        default=None, max_length=16, description="PII types to detect; empty detects all of them."
+    )
+    balance_by: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Record field holding the category to balance on (off when unset).",
+    )
+    balance_mode: Literal["downsample", "cap"] = Field(
+        default="downsample",
+        description=(
+            "downsample: every category to the size of the smallest; cap: at most balanceCap records per "
+            "category."
+        ),
+    )
+    balance_cap: int | None = Field(
+        default=None, ge=1, description="Records per category for balanceMode cap."
+    )
+    max_records: int | None = Field(
+        default=None, ge=1, description="Use at most this many records (after dedup)."
+    )
+    seed: int = Field(
+        default=42, ge=0, description="Seed of the shuffle before splitting, so splits are reproducible."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if sum(source is not None for source in (self.uri, self.inline, self.synthetic)) != 1:
+            raise ValueError(MSG_DATASET_ONE_SOURCE)
+        if self.balance_mode == "cap" and self.balance_cap is None:
+            raise ValueError(MSG_BALANCE_CAP)
+        return self
+
+
+class Hyperparameters(ApiModel):
+    """Optimizer and schedule; defaults are the seed's."""
+
+    learning_rate: float = Field(default=2e-5, gt=0.0, le=1.0, description="Peak learning rate.")
+    epochs: float = Field(
+        default=3, gt=0.0, le=1000, description="Passes over the training split (may be fractional)."
+    )
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, le=1024, description="Steps to accumulate before an optimizer update."
+    )
+    max_seq_length: int = Field(
+        default=1024, ge=16, le=131072, description="Longer examples are truncated to this many tokens."
+    )
+    warmup_ratio: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Fraction of steps with linear learning-rate warmup."
+    )
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="linear", description="Learning-rate schedule after warmup."
+    )
+    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Gradient clipping norm.")
+    eval_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Compute validation loss every N steps; defaults to checkpointing.intervalSteps.",
+    )
+    packing: bool = Field(
+        default=False, description="Pack several short examples into one sequence (sft only)."
+    )
+    completion_only_loss: bool = Field(
+        default=True, description="Compute the loss on the response only, not the prompt (sft only)."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Training precision; auto picks bf16 on GPUs that support it, fp32 on CPUs.",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Trade compute for memory by recomputing activations."
+    )
+    seed: int = Field(default=42, ge=0, description="Random seed of initialization and data order.")
+
+
+class DpoSpec(ApiModel):
+    """Settings of direct preference optimization (method dpo)."""
+
+    beta: float = Field(
+        default=0.1, gt=0.0, le=10.0, description="Strength of the KL penalty to the reference model."
+    )
+    loss_type: Literal["sigmoid", "hinge", "ipo"] = Field(default="sigmoid", description="DPO loss variant.")
+
+
+class EarlyStoppingSpec(ApiModel):
+    """Stop when validation loss stops improving."""
+
+    enabled: bool = Field(default=True, description="Stop early when validation loss stops improving.")
+    patience: int = Field(
+        default=3, ge=1, le=1000, description="Evaluations without improvement before stopping."
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0.0, description="Smallest decrease of validation loss that counts as improvement."
+    )
+
+
+class ResourcesSpec(ApiModel):
+    """Compute for the training Pods, and where they may run."""
+
+    gpus_per_node: int = Field(
+        default=1, ge=0, le=16, description="GPUs per training Pod; 0 trains on CPUs (small models only)."
+    )
+    nodes: int = Field(
+        default=1, ge=1, le=128, description="Training Pods (one per node); more than 1 trains data-parallel."
+    )
+    cpu: Quantity | None = Field(default=None, description="CPU request and limit per Pod, e.g. 8 or 500m.")
+    memory: Quantity | None = Field(default=None, description="Memory request and limit per Pod, e.g. 64Gi.")
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu", max_length=253, description="Extended resource name of the GPUs."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the Pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations of the Pods."
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="Pod affinity (core/v1 Affinity), copied as is."
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, description="PriorityClass of the Pods."
+    )
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        description=(
+            "Kueue LocalQueue to admit the training through (sets the kueue.x-k8s.io/queue-name label)."
+        ),
+    )
+    cost_per_gpu_hour: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Price of one GPU-hour, for status.estimatedCost; defaults to the operator's setting.",
+    )
+
+
+class CheckpointingSpec(ApiModel):
+    """Checkpoints in the output location; a restarted or preempted trainer resumes from the latest."""
+
+    enabled: bool = Field(
+        default=True, description="Write checkpoints and resume from the latest one after a restart."
+    )
+    interval_steps: int = Field(default=100, ge=1, description="Optimizer steps between checkpoints.")
+    keep_last: int = Field(
+        default=2, ge=1, le=100, description="Checkpoints to keep (the best one is kept in addition)."
+    )
+
+
+class OutputSpec(ApiModel):
+    """Where the trained artifact goes and how the resulting ModelVersion is named."""
+
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=ARTIFACT_URI_PATTERN,
+        description=(
+            "s3://, pvc:// or absolute path for checkpoints and the final artifact; defaults to the "
+            "operator's artifact store."
+        ),
+    )
+    model_name: DnsLabel | None = Field(
+        default=None,
+        description=(
+            "ModelVersion modelName to register the result under; defaults to the FineTuneJob's name."
+        ),
+    )
+    version: VersionName | None = Field(
+        default=None, description="ModelVersion version; defaults to the next free v<N> of the model."
+    )
+
+
+class GateSpec(ApiModel):
+    """A quality gate, or an override of a default gate by name."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "self.name in ['taskAccuracy', 'formatCompliance', 'safety', 'noRegression', 'latency']"
+                " || (has(self.metric) && has(self.comparator) && has(self.threshold))",
+                MSG_GATE_INCOMPLETE,
+            )
+        )
+    }
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z][A-Za-z0-9]*$",
+        description=(
+            "Gate name: a default (taskAccuracy, formatCompliance, safety, noRegression, latency) to "
+            "override it, or a new name."
+        ),
+    )
+    metric: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Evaluation metric the gate checks, e.g. taskAccuracy, rougeL.",
+    )
+    comparator: Comparator | None = Field(
+        default=None, description="How the value compares with the threshold."
+    )
+    threshold: float | None = Field(
+        default=None, description="Threshold the value (or its ratio to the base model) is compared with."
+    )
+    baseline: GateBaseline | None = Field(
+        default=None,
+        description="Absolute: compare the value; RatioToBase: compare value / base model's value.",
+    )
+    blocking: bool | None = Field(
+        default=None, description="A failed blocking gate rejects the ModelVersion; others only warn."
+    )
+    enabled: bool = Field(default=True, description="Set false to skip this gate.")
+
+    @model_validator(mode="after")
+    def _complete_unless_default(self) -> GateSpec:
+        if self.name not in DEFAULT_GATES and None in (self.metric, self.comparator, self.threshold):
+            raise ValueError(MSG_GATE_INCOMPLETE)
+        return self
+
+
+class Gate(ApiModel):
+    """A fully resolved gate: a default merged with the job's override."""
+
+    name: str
+    metric: str
+    comparator: Comparator
+    threshold: float
+    baseline: GateBaseline = GateBaseline.ABSOLUTE
+    blocking: bool = True
+
+
+# The seed's quality-gate table. Metric names are what the evaluator reports.
+DEFAULT_GATES: dict[str, Gate] = {
+    gate.name: gate
+    for gate in (
+        Gate(name="taskAccuracy", metric="taskAccuracy", comparator=Comparator.GREATER_THAN, threshold=0.85),
+        Gate(
+            name="formatCompliance",
+            metric="formatCompliance",
+            comparator=Comparator.GREATER_THAN,
+            threshold=0.95,
+        ),
+        Gate(name="safety", metric="safetyPassRate", comparator=Comparator.GREATER_THAN, threshold=0.95),
+        # Within 5% of the base model on general tasks.
+        Gate(
+            name="noRegression",
+            metric="generalScore",
+            comparator=Comparator.GREATER_THAN_OR_EQUAL,
+            threshold=0.95,
+            baseline=GateBaseline.RATIO_TO_BASE,
+        ),
+        # Latency under twice the base model's: a warning, never a rejection.
+        Gate(
+            name="latency",
+            metric="latencySeconds",
+            comparator=Comparator.LESS_THAN,
+            threshold=2.0,
+            baseline=GateBaseline.RATIO_TO_BASE,
+            blocking=False,
+        ),
+    )
+}
+
+
+class EvaluationSpec(ApiModel):
+    """How the fine-tuned model is evaluated on the test split, and the gates it must pass."""
+
+    enabled: bool = Field(
+        default=True, description="Evaluate after training; without it the ModelVersion stays a Candidate."
+    )
+    task_metric: Literal["auto", "exactMatch", "rougeL", "jsonFields"] = Field(
+        default="auto",
+        description=(
+            "How taskAccuracy is scored: exact match, ROUGE-L (summaries), share of matching JSON fields, or"
+            " auto by format."
+        ),
+    )
+    format_schema: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "JSON Schema every output must satisfy for formatCompliance; without it outputs need only be "
+            "non-empty."
+        ),
+    )
+    max_samples: int | None = Field(
+        default=None, ge=1, description="Evaluate at most this many test records."
+    )
+    compare_with_base: bool = Field(
+        default=True,
+        description="Also evaluate the base model, for RatioToBase gates and the before/after comparison.",
+    )
+    gates: list[GateSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Overrides of the default gates (matched by name) and additional gates.",
+        json_schema_extra=map_list("name"),
+    )
+
+    def effective_gates(self) -> list[Gate]:
+        """The default gates with this job's overrides applied, then its extra gates, minus disabled ones."""
+        overrides = {gate.name: gate for gate in self.gates}
+        resolved: list[Gate] = []
+        names = list(DEFAULT_GATES) + [name for name in overrides if name not in DEFAULT_GATES]
+        for name in names:
+            override = overrides.get(name)
+            if override is not None and not override.enabled:
+                continue
+            fields = (
+                DEFAULT_GATES[name].model_dump(by_alias=False) if name in DEFAULT_GATES else {"name": name}
+            )
+            if override is not None:
+                fields.update(
+                    override.model_dump(
+                        by_alias=False,
+                        exclude_none=True,
+                        include={"metric", "comparator", "threshold", "baseline", "blocking"},
+                    )
+                )
+            resolved.append(Gate(**fields))
+        return resolved
+
+
+class FineTuneJobSpec(ApiModel):
+    """What to fine-tune, on which data, how, and what to do with the result."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!(has(self.adaptation) && has(self.adaptation.type) && self.adaptation.type == 'qlora')"
+                " || !has(self.resources) || !has(self.resources.gpusPerNode)"
+                " || self.resources.gpusPerNode >= 1",
+                MSG_QLORA_GPUS,
+                field_path=".resources.gpusPerNode",
+            ),
+            cel(
+                "!has(self.method) || self.method != 'dpo' || !has(self.dataset.format)"
+                " || self.dataset.format == 'preference' || self.dataset.format == 'auto'",
+                MSG_DPO_FORMAT,
+                field_path=".dataset.format",
+            ),
+            cel(
+                "!has(self.dataset.format) || self.dataset.format != 'preference'"
+                " || (has(self.method) && self.method == 'dpo')",
+                MSG_PREFERENCE_NEEDS_DPO,
+                field_path=".method",
+            ),
+            cel(
+                "!has(self.earlyStopping) || !has(self.earlyStopping.enabled) || !self.earlyStopping.enabled"
+                " || !has(self.dataset.split) || !has(self.dataset.split.validation)"
+                " || self.dataset.split.validation > 0.0",
+                MSG_EARLY_STOPPING_VALIDATION,
+                field_path=".earlyStopping.enabled",
+            ),
+        )
+    }
+
+    base_model: BaseModelRef = Field(description="The model to start from.")
+    method: TrainingMethod = Field(
+        default=TrainingMethod.SFT, description="sft (supervised) or dpo (preference optimization)."
+    )
+    adaptation: AdaptationSpec = section(
+        AdaptationSpec, "Which weights are trained: lora (default), qlora or full."
+    )
+    dataset: DatasetSpec = Field(
+        description="Training data: exactly one of uri, inline or synthetic, and how to prepare it."
+    )
+    hyperparameters: Hyperparameters = section(Hyperparameters, "Optimizer and schedule.")
+    dpo: DpoSpec = section(DpoSpec, "DPO settings, used when method is dpo.", server_default=False)
+    early_stopping: EarlyStoppingSpec = section(EarlyStoppingSpec, "Early stopping on validation loss.")
+    resources: ResourcesSpec = section(ResourcesSpec, "GPUs, nodes and placement of the training Pods.")
+    image: str | None = Field(
+        default=None, max_length=1024, description="Trainer image; defaults to the operator's trainer image."
+    )
+    checkpointing: CheckpointingSpec = section(CheckpointingSpec, "Checkpoints and resumption.")
+    output: OutputSpec = section(OutputSpec, "Artifact location and the name of the resulting ModelVersion.")
+    evaluation: EvaluationSpec = section(EvaluationSpec, "Evaluation on the test split and quality gates.")
+    suspend: bool = Field(
+        default=False,
+        description=(
+            "Pause the job: running Pods are stopped; it resumes from the latest checkpoint when unset."
+        ),
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail the job when it has run longer than this (suspended time excluded).",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delete the FineTuneJob this long after it finished (its ModelVersion stays).",
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, le=100, description="Restarts of failed training Pods before the job fails."
+    )
+    delete_artifacts_on_delete: bool = Field(
+        default=False,
+        description=(
+            "Delete checkpoints in the output location with the FineTuneJob (never a registered artifact)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> FineTuneJobSpec:
+        if self.adaptation.type == AdaptationType.QLORA and self.resources.gpus_per_node < 1:
+            raise ValueError(MSG_QLORA_GPUS)
+        if self.method == TrainingMethod.DPO and self.dataset.format not in (
+            DatasetFormat.PREFERENCE,
+            DatasetFormat.AUTO,
+        ):
+            raise ValueError(MSG_DPO_FORMAT)
+        if self.dataset.format == DatasetFormat.PREFERENCE and self.method != TrainingMethod.DPO:
+            raise ValueError(MSG_PREFERENCE_NEEDS_DPO)
+        if self.early_stopping.enabled and self.dataset.split.validation <= 0:
+            raise ValueError(MSG_EARLY_STOPPING_VALIDATION)
+        return self
+
+
+class Progress(StatusModel):
+    """Training progress, as last reported by the trainer."""
+
+    step: int | None = Field(default=None, ge=0, description="Optimizer steps done.")
+    total_steps: int | None = Field(default=None, ge=0, description="Optimizer steps planned.")
+    epoch: float | None = Field(default=None, ge=0.0, description="Epochs done (fractional).")
+    percent: float | None = Field(default=None, ge=0.0, le=100.0, description="step / totalSteps in percent.")
+    eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds until training ends.")
+    train_loss: float | None = Field(default=None, description="Latest training loss.")
+    eval_loss: float | None = Field(default=None, description="Latest validation loss.")
+    best_eval_loss: float | None = Field(default=None, description="Best validation loss so far.")
+
+
+class SplitSizes(StatusModel):
+    """Records in each split."""
+
+    train: int = Field(default=0, ge=0, description="Records in the training split.")
+    validation: int = Field(default=0, ge=0, description="Records in the validation split.")
+    test: int = Field(default=0, ge=0, description="Records in the test split.")
+
+
+class DataReport(StatusModel):
+    """What data preparation found and did."""
+
+    format: str | None = Field(
+        default=None, description="Record format used (detected when the spec says auto)."
+    )
+    total_records: int = Field(default=0, ge=0, description="Records read from the source.")
+    valid_records: int = Field(default=0, ge=0, description="Records that passed the format checks.")
+    invalid_records: int = Field(default=0, ge=0, description="Records dropped as malformed.")
+    duplicates_dropped: int = Field(default=0, ge=0, description="Exact duplicates dropped.")
+    pii_findings: dict[str, int] = Field(
+        default_factory=dict, description="PII findings per kind (email, phone, ...)."
+    )
+    pii_redacted: int = Field(default=0, ge=0, description="Records in which PII was redacted.")
+    balanced_dropped: int = Field(
+        default=0, ge=0, description="Records dropped to balance by spec.dataset.balanceBy."
+    )
+    splits: SplitSizes = Field(default_factory=SplitSizes, description="Records in each split.")
+    digest: str | None = Field(
+        default=None, description="sha256 digest of the prepared dataset, for lineage."
+    )
+
+
+class CheckpointStatus(StatusModel):
+    """The latest checkpoint written."""
+
+    uri: str = Field(description="Location of the checkpoint.")
+    step: int | None = Field(default=None, ge=0, description="Optimizer step of the checkpoint.")
+    time: datetime | None = Field(default=None, description="When it was written.")
+
+
+class FineTuneJobStatus(StatusModel):
+    """Observed state of a FineTuneJob."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status reflects."
+    )
+    phase: FineTuneJobPhase | None = Field(
+        default=None, description="Pending, Preparing, Training, Evaluating, Succeeded, Failed or Suspended."
+    )
+    conditions: list[Condition] = conditions_field()
+    progress: Progress | None = Field(default=None, description="Training progress.")
+    data_report: DataReport | None = Field(default=None, description="Summary of data preparation.")
+    latest_checkpoint: CheckpointStatus | None = Field(
+        default=None, description="Latest checkpoint, resumed from after a restart."
+    )
+    restarts: int = Field(
+        default=0, ge=0, description="Times the training was restarted after a failure or preemption."
+    )
+    gpu_hours: float | None = Field(default=None, ge=0.0, description="GPU-hours consumed so far.")
+    estimated_cost: float | None = Field(default=None, ge=0.0, description="gpuHours x cost per GPU-hour.")
+    model_version: ObjectName | None = Field(default=None, description="Name of the ModelVersion produced.")
+    message: str | None = Field(default=None, description="Human-readable summary of the current state.")
+    start_time: datetime | None = Field(default=None, description="When work on the job started.")
+    completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")
+
+
+class FineTuneJob(Resource):
+    """A fine-tuning run: data preparation, training, evaluation, registration as a ModelVersion."""
+
+    KIND_INFO: ClassVar[KindInfo] = KindInfo(
+        kind="FineTuneJob",
+        plural="finetunejobs",
+        singular="finetunejob",
+        short_names=("ftj",),
+        printer_columns=(
+            PHASE_COLUMN,
+            PrinterColumn(
+                "Progress %", "number", ".status.progress.percent", "Training progress in percent."
+            ),
+            PrinterColumn("Loss", "number", ".status.progress.trainLoss", "Latest training loss."),
+            PrinterColumn("Model Version", "string", ".status.modelVersion", "ModelVersion produced."),
+            AGE_COLUMN,
+        ),
+    )
+
+    kind: Literal["FineTuneJob"] = Field(default="FineTuneJob", description="FineTuneJob")
+    spec: FineTuneJobSpec = Field(description="Desired fine-tuning run.")
+    status: FineTuneJobStatus = Field(default_factory=FineTuneJobStatus, description="Observed state.")

@@ -1,0 +1,177 @@
+"""ModelVersion (`mv`): one immutable, evaluated artifact of a model, and its gate verdict.
+
+The spec is a registry entry: what the artifact is (URI and sha256 digest), where it came
+from (lineage) and its model card. The API server refuses any change to it (CEL
+`self == oldSelf`), so a version name always means the same bytes. Everything that changes
+lives in status: the phase (Candidate until evaluated, then Approved or Rejected by the gates;
+Production while a Rollout serves it as stable; Deprecated when replaced), every gate's
+verdict, and the before/after comparison with the base model.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from finetune_operator.api.common import (
+    AGE_COLUMN,
+    ARTIFACT_URI_PATTERN,
+    PHASE_COLUMN,
+    ApiModel,
+    BaseModelRef,
+    Comparator,
+    Condition,
+    DnsLabel,
+    GateBaseline,
+    KindInfo,
+    ObjectName,
+    PrinterColumn,
+    Resource,
+    Sha256Digest,
+    StatusModel,
+    VersionName,
+    cel,
+    cel_rules,
+    conditions_field,
+    map_list,
+)
+
+MSG_SPEC_IMMUTABLE = "spec is immutable"
+
+
+class ModelVersionPhase(enum.StrEnum):
+    CANDIDATE = "Candidate"  # registered, not yet judged by the gates
+    APPROVED = "Approved"  # every blocking gate passed
+    REJECTED = "Rejected"  # a blocking gate failed
+    PRODUCTION = "Production"  # served as the stable version of a Rollout
+    DEPRECATED = "Deprecated"  # was in production, replaced by a newer version
+
+
+class ArtifactType(enum.StrEnum):
+    ADAPTER = "adapter"  # LoRA/QLoRA adapter weights, served on top of the base model
+    FULL = "full"  # complete model weights
+
+
+class Artifact(ApiModel):
+    """The trained weights."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=ARTIFACT_URI_PATTERN,
+        description="Location of the artifact: s3://, pvc:// or an absolute path.",
+    )
+    digest: Sha256Digest = Field(
+        description="sha256:<hex> digest over the artifact's files, checked before serving."
+    )
+    type: ArtifactType = Field(
+        default=ArtifactType.ADAPTER, description="adapter (served on the base model) or full weights."
+    )
+
+
+class Lineage(ApiModel):
+    """Where the artifact came from, for reproducibility and audits."""
+
+    fine_tune_job: ObjectName | None = Field(
+        default=None, description="Name of the FineTuneJob that produced it."
+    )
+    dataset_digest: str | None = Field(
+        default=None, max_length=128, description="sha256 digest of the prepared dataset."
+    )
+    trainer_image: str | None = Field(
+        default=None, max_length=1024, description="Trainer image that produced it."
+    )
+    method: str | None = Field(
+        default=None, max_length=32, description="Training method (sft, dpo) and adaptation, e.g. sft/lora."
+    )
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Effective hyperparameters of the training run (free-form)."
+    )
+
+
+class ModelVersionSpec(ApiModel):
+    """An immutable registry entry: the artifact, its lineage and its model card."""
+
+    model_config = {"json_schema_extra": cel_rules(cel("self == oldSelf", MSG_SPEC_IMMUTABLE))}
+
+    model_name: DnsLabel = Field(description="Name of the model this is a version of; Rollouts select by it.")
+    version: VersionName = Field(description="Version name, unique per model, e.g. v3.")
+    base_model: BaseModelRef = Field(
+        description="Base model the artifact was trained from (adapters are served on it)."
+    )
+    artifact: Artifact = Field(description="The trained weights and their digest.")
+    lineage: Lineage = Field(default_factory=Lineage, description="Where the artifact came from.")
+    model_card: dict[str, Any] = Field(
+        default_factory=dict, description="Model card: intended use, data, metrics, limitations (free-form)."
+    )
+
+
+class GateResult(StatusModel):
+    """The verdict of one gate."""
+
+    name: str = Field(description="Gate name.")
+    metric: str = Field(description="Metric the gate checks.")
+    comparator: Comparator = Field(description="How the value compares with the threshold.")
+    threshold: float = Field(description="Threshold the value (or its ratio to the base) is compared with.")
+    baseline: GateBaseline = Field(default=GateBaseline.ABSOLUTE, description="Absolute or RatioToBase.")
+    value: float | None = Field(default=None, description="Measured value of the fine-tuned model.")
+    base_value: float | None = Field(default=None, description="Measured value of the base model.")
+    passed: bool = Field(description="Whether the gate passed.")
+    blocking: bool = Field(
+        default=True, description="A failed blocking gate rejects the version; others only warn."
+    )
+    message: str | None = Field(default=None, description="Why the gate passed or failed, in words.")
+
+
+class MetricComparison(StatusModel):
+    """One metric of the base model (before) and the fine-tuned one (after)."""
+
+    before: float | None = Field(default=None, description="Base model's value.")
+    after: float | None = Field(default=None, description="Fine-tuned model's value.")
+
+
+class ModelVersionStatus(StatusModel):
+    """Observed state of a ModelVersion."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status reflects."
+    )
+    phase: ModelVersionPhase | None = Field(
+        default=None, description="Candidate, Approved, Rejected, Production or Deprecated."
+    )
+    gates: list[GateResult] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Verdict of every gate.",
+        json_schema_extra=map_list("name"),
+    )
+    comparison: dict[str, MetricComparison] = Field(
+        default_factory=dict, description="Before (base model) and after (fine-tuned) values per metric."
+    )
+    evaluation_time: datetime | None = Field(default=None, description="When the gates were evaluated.")
+    conditions: list[Condition] = conditions_field()
+    message: str | None = Field(default=None, description="Human-readable summary of the verdict.")
+
+
+class ModelVersion(Resource):
+    """One trained, immutable version of a model, with its gate verdict."""
+
+    KIND_INFO: ClassVar[KindInfo] = KindInfo(
+        kind="ModelVersion",
+        plural="modelversions",
+        singular="modelversion",
+        short_names=("mv",),
+        printer_columns=(
+            PrinterColumn("Model", "string", ".spec.modelName", "Model this is a version of."),
+            PrinterColumn("Version", "string", ".spec.version", "Version name."),
+            PHASE_COLUMN,
+            AGE_COLUMN,
+        ),
+    )
+
+    kind: Literal["ModelVersion"] = Field(default="ModelVersion", description="ModelVersion")
+    spec: ModelVersionSpec = Field(description="The artifact, its lineage and model card (immutable).")
+    status: ModelVersionStatus = Field(default_factory=ModelVersionStatus, description="Observed state.")

@@ -1,0 +1,529 @@
+"""Rollout (`ro`, `rollouts.finetune.ai`): serve a model's versions and shift traffic progressively.
+
+A Rollout runs one model: a pinned version, or whatever version of the model was Approved
+last. When the desired version changes, the new one becomes the canary and the steps are
+walked: setWeight moves traffic, pause waits (for a duration, or for a promote), analysis
+runs the Prometheus metrics and rolls back on failure. The default steps are
+10% -> 25% -> 50% -> 100% with an analysis after each weight (an analysis with no metrics
+passes at once).
+
+Rollback is declarative (pin an earlier version: it goes straight back, no analysis) or
+imperative: the CLI writes `status.abortRequest` / `status.promoteRequest` through the status
+subresource, as Argo Rollouts does, so a GitOps tool sees no drift in spec.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from finetune_operator.api.common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    ApiModel,
+    Condition,
+    DnsLabel,
+    Duration,
+    KindInfo,
+    PrinterColumn,
+    Quantity,
+    Resource,
+    StatusModel,
+    Toleration,
+    VersionName,
+    cel,
+    cel_rules,
+    conditions_field,
+    section,
+)
+
+MSG_VERSION_XOR_TRACK = "exactly one of spec.version (pinned) or spec.track must be set"
+MSG_STEP_ONE_ACTION = "each canary step must set exactly one of setWeight, pause or analysis"
+MSG_ONE_ROUTER = "exactly one of trafficRouter.gatewayAPI, istio, kserve or replicaRatio must be set"
+MSG_THRESHOLDS = "analysis metric thresholds need min or max, and min <= max"
+
+
+class Track(enum.StrEnum):
+    LATEST_APPROVED = "LatestApproved"  # the most recently approved ModelVersion of the model
+
+
+class ServingType(enum.StrEnum):
+    VLLM = "vllm"  # vLLM OpenAI-compatible server; adapters served with multi-LoRA
+    CUSTOM = "custom"  # your own image and args
+
+
+class RolloutPhase(enum.StrEnum):
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    ROLLED_BACK = "RolledBack"
+
+
+class HistoryAction(enum.StrEnum):
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    ABORT = "abort"
+
+
+class MeasurementPhase(enum.StrEnum):
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"  # the query itself failed or returned no data
+
+
+class AnalysisPhase(enum.StrEnum):
+    RUNNING = "Running"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class EnvVar(ApiModel):
+    """An environment variable with a literal value."""
+
+    name: str = Field(min_length=1, max_length=253, description="Variable name.")
+    value: str = Field(default="", description="Variable value.")
+
+
+class ServingResources(ApiModel):
+    """Compute per serving replica."""
+
+    gpus: int = Field(default=1, ge=0, le=16, description="GPUs per replica.")
+    cpu: Quantity | None = Field(default=None, description="CPU request and limit per replica.")
+    memory: Quantity | None = Field(default=None, description="Memory request and limit per replica.")
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu", max_length=253, description="Extended resource name of the GPUs."
+    )
+
+
+class ServingTemplate(ApiModel):
+    """How each version is served."""
+
+    type: ServingType = Field(
+        default=ServingType.VLLM, description="vllm (default; adapters via multi-LoRA) or custom."
+    )
+    image: str | None = Field(
+        default=None, max_length=1024, description="Serving image; defaults to the operator's vLLM image."
+    )
+    command: list[str] = Field(
+        default_factory=list, max_length=64, description="Entrypoint override (custom serving)."
+    )
+    args: list[str] = Field(
+        default_factory=list, max_length=128, description="Extra arguments to the server."
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the OpenAI-compatible HTTP API.")
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Replicas of the stable version (the canary is scaled to its weight).",
+    )
+    resources: ServingResources = section(ServingResources, "Compute per replica.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the serving Pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations of the serving Pods."
+    )
+
+
+class PauseStep(ApiModel):
+    """Wait: for a duration, or (without one) until promoted."""
+
+    duration: Duration | None = Field(
+        default=None, description="How long to wait, e.g. 30s, 10m, 1h; empty waits for a promote."
+    )
+
+
+MetricName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z][-A-Za-z0-9_]*$")
+]
+
+
+class AnalysisStep(ApiModel):
+    """Run metric analysis against the canary and go on only if it succeeds."""
+
+    templates: list[MetricName] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Names of spec.analysis.metrics to run; empty runs all of them.",
+    )
+
+
+class CanaryStep(ApiModel):
+    """One step of the canary: exactly one of setWeight, pause or analysis."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+                MSG_STEP_ONE_ACTION,
+            )
+        )
+    }
+
+    set_weight: int | None = Field(
+        default=None, ge=0, le=100, description="Send this percentage of traffic to the canary."
+    )
+    pause: PauseStep | None = Field(default=None, description="Wait for a duration or for a promote.")
+    analysis: AnalysisStep | None = Field(
+        default=None, description="Run metric analysis; failure rolls back."
+    )
+
+    @model_validator(mode="after")
+    def _one_action(self) -> CanaryStep:
+        if sum(action is not None for action in (self.set_weight, self.pause, self.analysis)) != 1:
+            raise ValueError(MSG_STEP_ONE_ACTION)
+        return self
+
+
+DEFAULT_CANARY_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 10},
+    {"analysis": {}},
+    {"setWeight": 25},
+    {"analysis": {}},
+    {"setWeight": 50},
+    {"analysis": {}},
+    {"setWeight": 100},
+]
+
+
+class CanaryStrategy(ApiModel):
+    """The canary steps."""
+
+    steps: list[CanaryStep] = Field(
+        default_factory=lambda: [CanaryStep.model_validate(step) for step in DEFAULT_CANARY_STEPS],
+        min_length=1,
+        max_length=32,
+        description=(
+            "Steps walked in order; defaults to 10% -> 25% -> 50% -> 100% with an analysis after each weight."
+        ),
+        json_schema_extra={"default": DEFAULT_CANARY_STEPS},
+    )
+
+
+class Strategy(ApiModel):
+    """How a new version replaces the stable one."""
+
+    canary: CanaryStrategy = section(CanaryStrategy, "Progressive traffic shifting in steps.")
+
+
+class PrometheusProvider(ApiModel):
+    """The Prometheus to query."""
+
+    address: str = Field(
+        max_length=2048,
+        pattern=r"^https?://.+",
+        description="Base URL, e.g. http://prometheus.monitoring:9090.",
+    )
+
+
+class Thresholds(ApiModel):
+    """Range a measurement must lie in to succeed."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "(has(self.min) || has(self.max))"
+                " && (!has(self.min) || !has(self.max) || self.min <= self.max)",
+                MSG_THRESHOLDS,
+            )
+        )
+    }
+
+    min: float | None = Field(default=None, description="A value below this fails.")
+    max: float | None = Field(default=None, description="A value above this fails.")
+
+    @model_validator(mode="after")
+    def _range(self) -> Thresholds:
+        if (self.min is None and self.max is None) or (
+            self.min is not None and self.max is not None and self.min > self.max
+        ):
+            raise ValueError(MSG_THRESHOLDS)
+        return self
+
+
+class AnalysisMetric(ApiModel):
+    """A Prometheus query measured repeatedly against the canary."""
+
+    name: MetricName = Field(description="Metric name, referenced by analysis steps.")
+    query: str = Field(
+        min_length=1,
+        max_length=8192,
+        description=(
+            "PromQL returning one number; {{model}}, {{version}} (the canary), {{stableVersion}} and "
+            "{{namespace}} are substituted."
+        ),
+    )
+    thresholds: Thresholds = Field(description="Range a measurement must lie in to succeed.")
+    inconclusive_band: float = Field(
+        default=0.0,
+        ge=0.0,
+        description=(
+            "A failing value within this distance of a threshold counts as inconclusive rather than failed."
+        ),
+    )
+    interval: Duration = Field(default="1m", description="Time between measurements.")
+    count: int = Field(default=5, ge=1, le=1000, description="Measurements per analysis run.")
+    failure_limit: int = Field(
+        default=0, ge=0, description="Failed measurements tolerated; one more fails the analysis."
+    )
+    inconclusive_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Inconclusive measurements tolerated; one more pauses the rollout for a human.",
+    )
+
+
+class AnalysisSpec(ApiModel):
+    """Metric analysis run by the analysis steps."""
+
+    prometheus: PrometheusProvider = Field(description="The Prometheus to query.")
+    metrics: list[AnalysisMetric] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Metrics to measure.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+class GatewayApiRouter(ApiModel):
+    """Gateway API: the weights of an HTTPRoute's backendRefs."""
+
+    http_route: DnsLabel | None = Field(
+        default=None, description="HTTPRoute to manage; defaults to the Rollout's name."
+    )
+    namespace: DnsLabel | None = Field(
+        default=None, description="Namespace of the HTTPRoute; defaults to the Rollout's."
+    )
+
+
+class IstioRouter(ApiModel):
+    """Istio: the weights of a VirtualService's HTTP routes."""
+
+    virtual_service: DnsLabel = Field(description="VirtualService to manage, in the Rollout's namespace.")
+    routes: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Names of the HTTP routes to weight; empty means all.",
+    )
+
+
+class KServeRouter(ApiModel):
+    """KServe: canaryTrafficPercent of an InferenceService."""
+
+    inference_service: DnsLabel = Field(description="InferenceService to manage, in the Rollout's namespace.")
+
+
+class ReplicaRatioRouter(ApiModel):
+    """No router: traffic follows the ratio of canary to stable replicas behind one Service."""
+
+
+class TrafficRouter(ApiModel):
+    """What shifts traffic between stable and canary: exactly one router."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "[has(self.gatewayAPI), has(self.istio), has(self.kserve), has(self.replicaRatio)]"
+                ".filter(x, x).size() == 1",
+                MSG_ONE_ROUTER,
+            )
+        )
+    }
+
+    gateway_api: GatewayApiRouter | None = Field(
+        default=None, alias="gatewayAPI", description="Gateway API HTTPRoute (the default)."
+    )
+    istio: IstioRouter | None = Field(default=None, description="Istio VirtualService.")
+    kserve: KServeRouter | None = Field(default=None, description="KServe InferenceService.")
+    replica_ratio: ReplicaRatioRouter | None = Field(
+        default=None, description="Replica-ratio fallback without a router."
+    )
+
+    @model_validator(mode="after")
+    def _one_router(self) -> TrafficRouter:
+        routers = (self.gateway_api, self.istio, self.kserve, self.replica_ratio)
+        if sum(router is not None for router in routers) != 1:
+            raise ValueError(MSG_ONE_ROUTER)
+        return self
+
+
+class RolloutSpec(ApiModel):
+    """Which model version to serve and how to move traffic to a new one."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(cel("has(self.version) != has(self.track)", MSG_VERSION_XOR_TRACK))
+    }
+
+    model_name: DnsLabel = Field(
+        description="Model whose ModelVersions are served (spec.modelName of the ModelVersions)."
+    )
+    version: VersionName | None = Field(
+        default=None, description="Pinned version to run; pin an earlier one to roll back."
+    )
+    track: Track | None = Field(
+        default=None, description="Follow a moving version instead of pinning: LatestApproved."
+    )
+    serving: ServingTemplate = section(ServingTemplate, "How each version is served.")
+    strategy: Strategy = section(Strategy, "How a new version replaces the stable one.")
+    analysis: AnalysisSpec | None = Field(
+        default=None, description="Prometheus metrics checked by analysis steps."
+    )
+    traffic_router: TrafficRouter = Field(
+        default_factory=lambda: TrafficRouter(gateway_api=GatewayApiRouter()),
+        description="What shifts traffic; defaults to a Gateway API HTTPRoute named after the Rollout.",
+        json_schema_extra={"default": {"gatewayAPI": {}}},
+    )
+    scale_down_delay_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=86400,
+        description="Keep the old version's Pods this long after traffic left them.",
+    )
+
+    @model_validator(mode="after")
+    def _version_xor_track(self) -> RolloutSpec:
+        if (self.version is None) == (self.track is None):
+            raise ValueError(MSG_VERSION_XOR_TRACK)
+        return self
+
+
+class Measurement(StatusModel):
+    """One measurement of an analysis metric."""
+
+    value: float | None = Field(default=None, description="Measured value; empty when the query failed.")
+    phase: MeasurementPhase = Field(description="Successful, Failed, Inconclusive or Error.")
+    time: datetime | None = Field(default=None, description="When it was measured.")
+    message: str | None = Field(default=None, description="Error or explanation.")
+
+
+class MetricResult(StatusModel):
+    """Measurements of one metric in the current analysis run."""
+
+    name: str = Field(description="Metric name.")
+    phase: AnalysisPhase = Field(
+        default=AnalysisPhase.RUNNING, description="Running, Successful, Failed or Inconclusive."
+    )
+    measurements: list[Measurement] = Field(
+        default_factory=list, max_length=1000, description="Measurements so far, oldest first."
+    )
+    successful: int = Field(default=0, ge=0, description="Successful measurements.")
+    failed: int = Field(default=0, ge=0, description="Failed measurements.")
+    inconclusive: int = Field(default=0, ge=0, description="Inconclusive measurements.")
+    error: int = Field(default=0, ge=0, description="Measurements whose query failed.")
+
+
+class AnalysisStatus(StatusModel):
+    """The analysis run of the current step."""
+
+    step_index: int | None = Field(default=None, ge=0, description="Index of the analysis step.")
+    phase: AnalysisPhase = Field(
+        default=AnalysisPhase.RUNNING, description="Running, Successful, Failed or Inconclusive."
+    )
+    start_time: datetime | None = Field(default=None, description="When the run started.")
+    metrics: list[MetricResult] = Field(
+        default_factory=list, max_length=16, description="Results per metric."
+    )
+    message: str | None = Field(default=None, description="Summary of the run.")
+
+
+class HistoryEntry(StatusModel):
+    """A promotion, rollback or abort."""
+
+    action: HistoryAction = Field(description="promote, rollback or abort.")
+    from_version: str | None = Field(default=None, alias="from", description="Version serving before.")
+    to_version: str | None = Field(default=None, alias="to", description="Version serving after.")
+    reason: str | None = Field(
+        default=None, description="Why, e.g. the failed metric or the person who aborted."
+    )
+    time: datetime | None = Field(default=None, description="When it happened.")
+
+
+class AbortRequest(StatusModel):
+    """An emergency abort written by the CLI: route all traffic back to stable."""
+
+    requested_at: datetime = Field(description="When the abort was requested; handled once per value.")
+    reason: str | None = Field(default=None, description="Why, for the history.")
+    requested_by: str | None = Field(default=None, description="Who requested it.")
+
+
+class PromoteRequest(StatusModel):
+    """A manual promote written by the CLI: leave a pause, or (full) skip to 100%."""
+
+    requested_at: datetime = Field(description="When the promote was requested; handled once per value.")
+    full: bool = Field(default=False, description="Skip the remaining steps and analysis and go to 100%.")
+    reason: str | None = Field(default=None, description="Why, for the history.")
+    requested_by: str | None = Field(default=None, description="Who requested it.")
+
+
+class RolloutStatus(StatusModel):
+    """Observed state of a Rollout."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status reflects."
+    )
+    phase: RolloutPhase | None = Field(
+        default=None, description="Progressing, Paused, Healthy, Degraded or RolledBack."
+    )
+    current_step_index: int | None = Field(
+        default=None, ge=0, description="Index of the canary step being walked."
+    )
+    step_start_time: datetime | None = Field(
+        default=None, description="When the current step started (for pauses)."
+    )
+    canary_weight: int = Field(default=0, ge=0, le=100, description="Percentage of traffic on the candidate.")
+    stable_version: VersionName | None = Field(
+        default=None, description="Version receiving the rest of the traffic."
+    )
+    candidate_version: VersionName | None = Field(
+        default=None, description="Version being rolled out, if any."
+    )
+    analysis: AnalysisStatus | None = Field(default=None, description="The analysis run of the current step.")
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Promotions, rollbacks and aborts, oldest first (the last 100).",
+    )
+    abort_request: AbortRequest | None = Field(
+        default=None, description="Abort requested by the CLI; written to status only."
+    )
+    promote_request: PromoteRequest | None = Field(
+        default=None, description="Promote requested by the CLI; written to status only."
+    )
+    last_handled_request: datetime | None = Field(
+        default=None, description="requestedAt of the last abort or promote request acted on."
+    )
+    conditions: list[Condition] = conditions_field()
+    message: str | None = Field(default=None, description="Human-readable summary of the current state.")
+
+
+class Rollout(Resource):
+    """Progressive delivery of a model's versions to live traffic."""
+
+    KIND_INFO: ClassVar[KindInfo] = KindInfo(
+        kind="Rollout",
+        plural="rollouts",
+        singular="rollout",
+        short_names=("ro",),
+        printer_columns=(
+            PrinterColumn("Model", "string", ".spec.modelName", "Model served."),
+            PrinterColumn("Stable", "string", ".status.stableVersion", "Stable version."),
+            PrinterColumn("Candidate", "string", ".status.candidateVersion", "Version being rolled out."),
+            PrinterColumn(
+                "Weight", "integer", ".status.canaryWeight", "Percentage of traffic on the candidate."
+            ),
+            PHASE_COLUMN,
+            AGE_COLUMN,
+        ),
+    )
+
+    kind: Literal["Rollout"] = Field(default="Rollout", description="Rollout")
+    spec: RolloutSpec = Field(description="Which version to serve and how to shift traffic to it.")
+    status: RolloutStatus = Field(default_factory=RolloutStatus, description="Observed state.")
