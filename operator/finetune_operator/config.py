@@ -72,6 +72,25 @@ class OperatorConfig(BaseModel):
         "0 leaves the cost unestimated.",
     )
 
+    trainer_image: str = Field(
+        default="ghcr.io/finetune-operator/trainer:0.1.0",
+        min_length=1,
+        description="Trainer image for FineTuneJobs that do not name one in spec.image.",
+    )
+    artifact_store: str = Field(
+        default="pvc://finetune-artifacts",
+        pattern=r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?|s3://[a-z0-9][a-z0-9.-]+[a-z0-9](/.*)?|/.+)$",
+        description="Where artifacts go when a FineTuneJob has no spec.output.uri: pvc://<claim> "
+        "(created per namespace when missing, never deleted with a job), s3://<bucket>[/prefix] "
+        "or an absolute path; each job writes under <store>/<job name>.",
+    )
+    artifact_store_size: str = Field(
+        default="100Gi", description="Size requested for the artifact store claim the operator creates."
+    )
+    workers: int = Field(
+        default=16, ge=1, le=256, description="Threads that run reconciles in parallel."
+    )
+
     @field_validator("watch_namespaces", mode="before")
     @classmethod
     def _split_namespaces(cls, value: Any) -> Any:
@@ -151,3 +170,14 @@ class OperatorConfig(BaseModel):
                 message = error["msg"].removeprefix("Value error, ")
                 problems.append(f"{variable}={value!r}: {message}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+_current: OperatorConfig | None = None
+
+
+def current() -> OperatorConfig:
+    """The configuration of this process, read from the environment once."""
+    global _current
+    if _current is None:
+        _current = OperatorConfig.from_env()
+    return _current

@@ -1,4 +1,4 @@
-"""decide() for FineTuneJob: the first honest status, and nothing more until something changes."""
+"""decide() for FineTuneJob: the first status, validity, and nothing more until something changes."""
 
 from __future__ import annotations
 
@@ -47,19 +47,19 @@ def condition(status, type):
     [
         pytest.param(
             [], spec(), 1,
-            dict(phase="Pending", accepted=("True", "SpecValid", T1), succeeded=("Unknown", "Pending", T1),
-                 events=[("Normal", "Accepted")], changed=True),
+            dict(phase="Preparing", accepted=("True", "SpecValid", T1), succeeded=("Unknown", "Preparing", T1),
+                 events=[("Normal", "Accepted"), ("Normal", "Preparing")], changed=True),
             id="first-status-of-a-valid-job",
         ),
         pytest.param(
             [(spec(), 1, T0)], spec(), 1,
-            dict(phase="Pending", accepted=("True", "SpecValid", T0), succeeded=("Unknown", "Pending", T0),
+            dict(phase="Preparing", accepted=("True", "SpecValid", T0), succeeded=("Unknown", "Preparing", T0),
                  events=[], changed=False),
             id="nothing-changed-no-patch-no-event",
         ),
         pytest.param(
             [(spec(), 1, T0)], spec(method="sft"), 2,
-            dict(phase="Pending", accepted=("True", "SpecValid", T0), succeeded=("Unknown", "Pending", T0),
+            dict(phase="Preparing", accepted=("True", "SpecValid", T0), succeeded=("Unknown", "Preparing", T0),
                  events=[], changed=True),
             id="new-generation-same-verdict-keeps-transition-time",
         ),
@@ -89,8 +89,8 @@ def condition(status, type):
         ),
         pytest.param(
             [(INVALID, 1, T0)], spec(), 2,
-            dict(phase="Pending", accepted=("True", "SpecValid", T1), succeeded=("Unknown", "Pending", T1),
-                 events=[("Normal", "Accepted")], changed=True),
+            dict(phase="Preparing", accepted=("True", "SpecValid", T1), succeeded=("Unknown", "Preparing", T1),
+                 events=[("Normal", "Accepted"), ("Normal", "Preparing")], changed=True),
             id="fixed-spec-is-accepted",
         ),
     ],
@@ -124,7 +124,7 @@ def test_first_patch_is_the_whole_wire_status():
     decision = decide(spec(), FineTuneJobStatus(), NO_CHILDREN, T1, generation=3)
     patch = decision.status_patch
     assert patch["observedGeneration"] == 3
-    assert patch["phase"] == "Pending"
+    assert patch["phase"] == "Preparing"
     assert [c["type"] for c in patch["conditions"]] == ["Accepted", "Succeeded"]
     assert patch["conditions"][0]["lastTransitionTime"] == "2025-01-01T12:05:00Z"
 

@@ -736,6 +736,14 @@ class CheckpointStatus(StatusModel):
     time: datetime | None = Field(default=None, description="When it was written.")
 
 
+class ArtifactStatus(StatusModel):
+    """The trained weights a successful run produced."""
+
+    uri: str = Field(description="Location of the adapter or model.")
+    digest: str | None = Field(default=None, description="sha256:<hex> over the artifact's files.")
+    type: str | None = Field(default=None, description="adapter or full.")
+
+
 class FineTuneJobStatus(StatusModel):
     """Observed state of a FineTuneJob."""
 
@@ -756,6 +764,7 @@ class FineTuneJobStatus(StatusModel):
     )
     gpu_hours: float | None = Field(default=None, ge=0.0, description="GPU-hours consumed so far.")
     estimated_cost: float | None = Field(default=None, ge=0.0, description="gpuHours x cost per GPU-hour.")
+    artifact: ArtifactStatus | None = Field(default=None, description="The trained adapter or model.")
     model_version: ObjectName | None = Field(default=None, description="Name of the ModelVersion produced.")
     message: str | None = Field(default=None, description="Human-readable summary of the current state.")
     start_time: datetime | None = Field(default=None, description="When work on the job started.")

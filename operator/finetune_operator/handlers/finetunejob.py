@@ -1,47 +1,160 @@
 """FineTuneJob: observe -> decide (`logic.finetunejob.decide`) -> act (`k8s`).
 
+One reconcile function, triggered by every change that matters: the FineTuneJob itself
+(create/update/resume), its child Jobs and Pods and its progress ConfigMap (watched by label),
+and a slow timer as a safety net and for the TTL. Reconciles of one object never overlap (a
+lock per object), and every child has a deterministic name, so duplicate triggers are harmless.
+
 A spec that cannot be parsed or makes no sense is a *permanent* problem: it becomes an
 `Accepted=False/InvalidSpec` condition and a Warning Event, and the handler succeeds, so kopf
 does not retry it in a loop. API errors while acting are transient: they propagate and kopf
-retries after `backoff` seconds. Deleting a FineTuneJob needs no handler: children carry
-ownerReferences and are garbage-collected, and no finalizer is added.
+retries after `backoff` seconds.
+
+Deletion goes through kopf's finalizer: the Jobs are deleted first (their Pods get SIGTERM and
+save a checkpoint), artifacts are kept unless spec.deleteArtifactsOnDelete asks otherwise.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
+import logging
+import threading
 from typing import Any
 
 import kopf
+import kubernetes
 
+from finetune_operator import config as operator_config
 from finetune_operator import metrics
-from finetune_operator.k8s import children, events, status
+from finetune_operator.builders import finetunejob as builders
+from finetune_operator.builders.labels import FINETUNEJOB_LABEL
+from finetune_operator.k8s import apply, children, client, events, status
 from finetune_operator.k8s.resources import FINETUNEJOBS
 from finetune_operator.logic import finetunejob
+
+logger = logging.getLogger(__name__)
 
 KIND = FINETUNEJOBS.kind
 RESOURCE = (FINETUNEJOBS.group, FINETUNEJOBS.version, FINETUNEJOBS.plural)
 BACKOFF_SECONDS = 10
+RESYNC_SECONDS = 30
+CHILD_LABELS = {FINETUNEJOB_LABEL: kopf.PRESENT}
+
+_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
 
 
-@kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
-@kopf.on.create(*RESOURCE, backoff=BACKOFF_SECONDS)
-@kopf.on.update(*RESOURCE, backoff=BACKOFF_SECONDS)
-def reconcile(body: kopf.Body, meta: kopf.Meta, namespace: str, name: str, **_: Any) -> None:
-    with metrics.reconciling(KIND):
-        spec = finetunejob.parse_spec(body.get("spec"))
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks[(namespace, name)]
+
+
+def settings() -> builders.Settings:
+    cfg = operator_config.current()
+    return builders.Settings(
+        trainer_image=cfg.trainer_image,
+        artifact_store=cfg.artifact_store,
+        artifact_store_size=cfg.artifact_store_size,
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def reconcile_object(body: dict[str, Any]) -> finetunejob.Decision | None:
+    """Reconcile one FineTuneJob body: the whole observe -> decide -> act loop."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if meta.get("deletionTimestamp"):
+        return None
+    with _lock(namespace, name), metrics.reconciling(KIND):
+        owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
         decision = finetunejob.decide(
-            spec,
+            finetunejob.parse_spec(body.get("spec")),
             finetunejob.parse_status(body.get("status")),
             children.of_finetunejob(namespace, name),
-            now=datetime.datetime.now(datetime.UTC),
+            now=_now(),
             generation=meta["generation"],
+            owner=owner,
+            settings=settings(),
+            gpu_hour_price=operator_config.current().gpu_hour_price,
         )
+        for obj in decision.create:
+            apply.create_if_absent(obj)
+        for job_name, suspend in decision.suspend:
+            apply.set_job_suspended(namespace, job_name, suspend)
         if decision.status_changed:
             status.patch(FINETUNEJOBS, namespace, name, decision.status_patch)
         for event in decision.events:
             events.record(body, event.type, event.reason, event.message)
         metrics.finetunejob_phases.observe(namespace, name, decision.status.phase)
+        return decision
+
+
+def reconcile_by_name(namespace: str, name: str) -> None:
+    try:
+        body = client.custom_objects().get_namespaced_custom_object(
+            FINETUNEJOBS.group, FINETUNEJOBS.version, namespace, FINETUNEJOBS.plural, name
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    reconcile_object(body)
+
+
+@kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
+@kopf.on.create(*RESOURCE, backoff=BACKOFF_SECONDS)
+@kopf.on.update(*RESOURCE, backoff=BACKOFF_SECONDS)
+def reconcile(body: kopf.Body, **_: Any) -> None:
+    reconcile_object(dict(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "configmaps", labels={FINETUNEJOB_LABEL: kopf.PRESENT, builders.STAGE_LABEL: "progress"})
+def child_changed(labels: kopf.Labels, namespace: str, type: str | None, **_: Any) -> None:
+    """A child moved: reconcile its FineTuneJob (found by label, not by ownerReference)."""
+    if type is None:  # the initial listing: resume handlers cover it
+        return
+    reconcile_by_name(namespace, labels[FINETUNEJOB_LABEL])
+
+
+@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
+def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str, name: str, **_: Any) -> None:
+    """Safety net for missed events, and the TTL of finished jobs."""
+    ttl = spec.get("ttlSecondsAfterFinished")
+    completed = status.get("completionTime")
+    if ttl is not None and completed and status.get("phase") in ("Succeeded", "Failed"):
+        finished = datetime.datetime.fromisoformat(completed.replace("Z", "+00:00"))
+        if _now() >= finished + datetime.timedelta(seconds=int(ttl)):
+            logger.info("FineTuneJob %s/%s: TTL of %ss after finishing passed; deleting it", namespace, name, ttl)
+            apply.delete(FINETUNEJOBS.api_version, KIND, namespace, name)
+            return
+    reconcile_object(dict(body))
+
+
+@kopf.on.delete(*RESOURCE, backoff=BACKOFF_SECONDS)
+def stop(body: kopf.Body, spec: kopf.Spec, namespace: str, name: str, **_: Any) -> None:
+    """Stop the Jobs (SIGTERM to the trainer) and keep or remove the artifacts as asked."""
+    for job_name in (builders.train_job_name(name), builders.prepare_job_name(name)):
+        apply.delete("batch/v1", "Job", namespace, job_name, propagation="Foreground")
+    parsed = finetunejob.parse_spec(dict(spec))
+    if isinstance(parsed, finetunejob.InvalidSpec):
+        return
+    owner = builders.Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+    location = builders.output_uri(owner, parsed, settings())
+    if parsed.delete_artifacts_on_delete:
+        cleanup = builders.cleanup_job(owner, parsed, settings())
+        if cleanup is not None:
+            apply.create_if_absent(cleanup)
+            events.record(dict(body), "Normal", "DeletingArtifacts", f"deleting artifacts at {location}")
+            return
+        events.record(dict(body), "Warning", "ArtifactsKept", f"artifacts at {location} cannot be deleted by the operator; remove them by hand")
+        return
+    events.record(dict(body), "Normal", "ArtifactsKept", f"artifacts kept at {location}")
 
 
 def _deleted(type: str | None, **_: Any) -> bool:
@@ -50,5 +163,7 @@ def _deleted(type: str | None, **_: Any) -> bool:
 
 @kopf.on.event(*RESOURCE, when=_deleted)
 def forget(namespace: str, name: str, **_: Any) -> None:
-    """Drop a deleted FineTuneJob from the by-phase gauge (reconcile keeps it current otherwise)."""
+    """Drop a deleted FineTuneJob from the by-phase gauge and its lock."""
     metrics.finetunejob_phases.forget(namespace, name)
+    with _locks_guard:
+        _locks.pop((namespace, name), None)

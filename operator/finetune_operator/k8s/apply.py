@@ -1,8 +1,10 @@
-"""Server-side apply of child objects, with one field manager for the whole operator.
+"""Creating and applying child objects, with one field manager for the whole operator.
 
-`builders/` renders each desired child as a plain dict; this is the single place that sends them.
-Apply is idempotent, so a restarted operator re-applying the same deterministic names never
-duplicates work, and `force=True` takes back fields another manager changed on our children.
+`builders/` renders each desired child as a plain dict; this is the single place that sends
+them. Children have deterministic names, so `create` of one that exists is a no-op (409) and a
+restarted operator never duplicates work. Jobs are created, not re-applied: their Pod template
+is immutable, and fields like `suspend` are changed by an explicit patch (Kueue owns it while a
+queue admits the Job).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import kubernetes
 from kubernetes.dynamic import DynamicClient
 
 from finetune_operator.k8s import client
@@ -28,11 +31,14 @@ def _dynamic_client() -> DynamicClient:
         return _dynamic
 
 
+def _resource(obj: Mapping[str, Any]):
+    return _dynamic_client().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+
+
 def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Server-side apply `obj` (apiVersion, kind, metadata.name[, metadata.namespace], ...)."""
-    resource = _dynamic_client().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     metadata = obj["metadata"]
-    applied = resource.server_side_apply(
+    applied = _resource(obj).server_side_apply(
         body=dict(obj),
         name=metadata["name"],
         namespace=metadata.get("namespace"),
@@ -41,3 +47,31 @@ def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
     )
     return applied.to_dict()
 
+
+def create_if_absent(obj: Mapping[str, Any]) -> bool:
+    """Create `obj` unless an object of that name exists. Returns True when it was created."""
+    try:
+        _resource(obj).create(body=dict(obj), namespace=obj["metadata"].get("namespace"), field_manager=FIELD_MANAGER)
+    except kubernetes.dynamic.exceptions.ConflictError:
+        return False
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
+def set_job_suspended(namespace: str, name: str, suspend: bool) -> None:
+    client.batch().patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, field_manager=FIELD_MANAGER)
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+    try:
+        _dynamic_client().resources.get(api_version=api_version, kind=kind).delete(
+            name=name, namespace=namespace, body={"propagationPolicy": propagation}
+        )
+    except kubernetes.dynamic.exceptions.NotFoundError:
+        pass
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 404:
+            raise

@@ -23,6 +23,7 @@ Each reason has its message next to it, so what users read is reviewed in one pl
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from pydantic import ValidationError
 
 from finetune_operator.api import common as api_common
 from finetune_operator.api.common import ConditionStatus
+from finetune_trainer import exitcodes
+
 from finetune_operator.api.finetunejob import (
     MSG_DPO_FORMAT,
     MSG_QLORA_GPUS,
@@ -40,7 +43,13 @@ from finetune_operator.api.finetunejob import (
     FineTuneJobPhase,
     FineTuneJobSpec,
     FineTuneJobStatus,
+    ArtifactStatus,
+    CheckpointStatus,
+    DataReport,
+    Progress,
+    SplitSizes,
 )
+from finetune_operator.builders import finetunejob as builders
 from finetune_operator.logic import conditions
 from finetune_operator.logic import spec as spec_problems
 from finetune_operator.logic.events import Event
@@ -49,6 +58,8 @@ from finetune_operator.logic.status import merge_patch
 
 # Condition types.
 ACCEPTED = "Accepted"
+DATA_READY = "DataReady"
+TRAINED = "Trained"
 SUCCEEDED = "Succeeded"
 
 # Reasons, each with its message.
@@ -58,6 +69,29 @@ REASON_INVALID_SPEC = "InvalidSpec"
 MSG_INVALID_SPEC = "the spec is invalid, no work starts until it is fixed: {problems}"
 REASON_PENDING = "Pending"
 MSG_PENDING = "waiting for data preparation to start"
+REASON_PREPARING = "Preparing"
+MSG_PREPARING = "preparing the dataset"
+REASON_DATA_READY = "DataPrepared"
+MSG_DATA_READY = "dataset prepared: {summary}"
+REASON_DATA_FAILED = "DataPreparationFailed"
+REASON_TRAINING = "Training"
+MSG_TRAINING_STARTING = "training is starting"
+MSG_TRAINING = "training: step {step}/{total}{loss}"
+REASON_TRAINED = "Trained"
+REASON_TRAINING_FAILED = "TrainingFailed"
+REASON_SUCCEEDED = "Succeeded"
+MSG_SUCCEEDED = "training finished; artifact at {uri}"
+REASON_SUSPENDED = "Suspended"
+MSG_SUSPENDED = "suspended by spec.suspend; set it to false to resume from the latest checkpoint"
+REASON_QUEUED = "WaitingForQueue"
+MSG_QUEUED = "waiting for admission by Kueue queue {queue}"
+REASON_UNSCHEDULABLE = "Unschedulable"
+MSG_UNSCHEDULABLE = "pod {pod} cannot be scheduled: {detail}"
+REASON_IMAGE_PULL = "ImagePullError"
+MSG_IMAGE_PULL = "the trainer image cannot be pulled ({reason}): {detail}"
+MSG_OOM_KILLED = "OOMKilled: the trainer ran out of memory; raise spec.resources.memory or lower batchSize/maxSeqLength"
+MSG_DEADLINE = "{stage} exceeded spec.activeDeadlineSeconds ({seconds}s) and was stopped"
+MSG_RESTARTED = "the trainer was restarted ({n} so far); it resumes from the latest checkpoint"
 
 # Events, emitted on transitions only.
 EVENT_ACCEPTED = "Accepted"
@@ -75,24 +109,38 @@ _FIELD_OF_RULE = {
 
 @dataclass(frozen=True)
 class Children:
-    """The FineTuneJob's child objects as observed (Jobs and their Pods, later ConfigMaps)."""
+    """The FineTuneJob's child objects as observed: Jobs, their Pods, the progress ConfigMap."""
 
     jobs: tuple[Mapping[str, Any], ...] = ()
     pods: tuple[Mapping[str, Any], ...] = ()
+    progress: Mapping[str, Any] | None = None
+
+    def job(self, name: str) -> Mapping[str, Any] | None:
+        return next((j for j in self.jobs if j["metadata"]["name"] == name), None)
+
+    def pods_of(self, job_name: str) -> list[Mapping[str, Any]]:
+        pods = [p for p in self.pods if (p["metadata"].get("labels") or {}).get("job-name") == job_name]
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The status the object should have, the merge patch to get there, the Events to record."""
+    """What to do: the status to have (and the patch to get there), Events, children to act on.
+
+    `create` lists child objects to create when absent (deterministic names: creating one that
+    exists is a no-op, never a duplicate); `suspend` maps a Job name to the spec.suspend value
+    it must have.
+    """
 
     status: FineTuneJobStatus
     status_patch: dict[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
+    create: tuple[dict[str, Any], ...] = ()
+    suspend: tuple[tuple[str, bool], ...] = ()
 
     @property
     def status_changed(self) -> bool:
         return bool(self.status_patch)
-
 
 def parse_spec(raw: Mapping[str, Any] | None) -> FineTuneJobSpec | InvalidSpec:
     """The typed spec, or every problem with it (schema errors first, then semantic ones)."""
@@ -119,61 +167,428 @@ def decide(
     now: datetime.datetime,
     *,
     generation: int,
+    owner: builders.Owner | None = None,
+    settings: builders.Settings | None = None,
+    gpu_hour_price: float = 0.0,
 ) -> Decision:
-    """The status a FineTuneJob should have now, and the Events its transitions are worth."""
+    """The status a FineTuneJob should have now, the children to create, the Events to record.
+
+    The phase is derived in a fixed order from what is observed, never stored as intent:
+    invalid spec -> Failed; finished before -> unchanged; then the data-preparation Job, then the
+    training Job, each of which may be missing (create it), suspended, waiting (unschedulable,
+    image pull, queue), running, failed (with its root cause) or complete.
+    """
     now = now.astimezone(datetime.UTC).replace(microsecond=0)
-    conds = list(status.conditions)
+    owner = owner or builders.Owner(name="unknown", namespace="default", uid="")
+    settings = settings or builders.Settings()
+    plan = _Plan(status, generation, now)
+
+    if not isinstance(spec, InvalidSpec) and _finished(status):
+        # A finished job is history: later edits of its spec start nothing.
+        plan.phase = status.phase
+        plan.message = status.message
+        return plan.decision(status)
+    if not isinstance(spec, InvalidSpec):
+        try:
+            setup = builders.setup_objects(owner, spec, settings)
+        except builders.RenderError as exc:
+            field_path, _, problem = str(exc).partition(": ")
+            spec = InvalidSpec((SpecProblem(field_path, problem, "fix the field named"),))
     if isinstance(spec, InvalidSpec):
         message = MSG_INVALID_SPEC.format(problems=spec.message)
-        phase = FineTuneJobPhase.FAILED
-        conds = conditions.set_condition(
-            conds, ACCEPTED, ConditionStatus.FALSE, REASON_INVALID_SPEC, message, generation, now
-        )
-        conds = conditions.set_condition(
-            conds, SUCCEEDED, ConditionStatus.FALSE, REASON_INVALID_SPEC, message, generation, now
-        )
-    else:
-        message = MSG_PENDING
-        phase = FineTuneJobPhase.PENDING
-        conds = conditions.set_condition(
-            conds, ACCEPTED, ConditionStatus.TRUE, REASON_SPEC_VALID, MSG_SPEC_VALID, generation, now
-        )
-        conds = conditions.set_condition(
-            conds, SUCCEEDED, ConditionStatus.UNKNOWN, REASON_PENDING, MSG_PENDING, generation, now
-        )
-    new_status = status.model_copy(
-        update={
-            "observed_generation": generation,
-            "phase": phase,
-            "conditions": conds,
-            "message": message,
-        }
-    )
-    return Decision(
-        status=new_status,
-        status_patch=merge_patch(_dump(status), _dump(new_status)),
-        events=_events(status, new_status),
-    )
+        plan.set(ACCEPTED, ConditionStatus.FALSE, REASON_INVALID_SPEC, message)
+        plan.finish(FineTuneJobPhase.FAILED, REASON_INVALID_SPEC, message, completed=False)
+        return plan.decision(status)
+
+    plan.set(ACCEPTED, ConditionStatus.TRUE, REASON_SPEC_VALID, MSG_SPEC_VALID)
+    prepare_name = builders.prepare_job_name(owner.name)
+    train_name = builders.train_job_name(owner.name)
+    prepare, train = children.job(prepare_name), children.job(train_name)
+    queue = spec.resources.queue_name
+
+    # --- data preparation -------------------------------------------------------------------
+    if prepare is None:
+        if spec.suspend:
+            plan.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
+            return plan.decision(status)
+        store = builders.artifact_store_pvc(owner.namespace, settings) if not spec.output.uri else None
+        plan.create = [*([store] if store else []), *setup, builders.prepare_job(owner, spec, settings)]
+        plan.started()
+        plan.progress_phase(FineTuneJobPhase.PREPARING, REASON_PREPARING, MSG_PREPARING)
+        return plan.decision(status)
+
+    plan.started(prepare)
+    prepare_pods = children.pods_of(prepare_name)
+    if _job_condition(prepare, "Failed"):
+        cause = root_cause(prepare, prepare_pods, "data preparation")
+        plan.set(DATA_READY, ConditionStatus.FALSE, REASON_DATA_FAILED, cause)
+        plan.finish(FineTuneJobPhase.FAILED, REASON_DATA_FAILED, cause)
+        return plan.decision(status)
+    if not _job_condition(prepare, "Complete"):
+        plan.suspend_to(prepare, spec.suspend, queue=None)
+        plan.wait_or(prepare, prepare_pods, spec.suspend, None, FineTuneJobPhase.PREPARING, REASON_PREPARING, MSG_PREPARING)
+        return plan.decision(status)
+
+    report = _termination_json(prepare_pods, succeeded=True) or {}
+    plan.data_report(report.get("dataset") or {})
+    plan.set(DATA_READY, ConditionStatus.TRUE, REASON_DATA_READY, MSG_DATA_READY.format(summary=_data_summary(plan.status.data_report)))
+
+    # --- training ------------------------------------------------------------------------------
+    if train is None:
+        if spec.suspend:
+            plan.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
+            return plan.decision(status)
+        plan.create = [builders.train_job(owner, spec, settings)]
+        plan.progress_phase(FineTuneJobPhase.TRAINING, REASON_TRAINING, MSG_TRAINING_STARTING)
+        return plan.decision(status)
+
+    train_pods = children.pods_of(train_name)
+    plan.progress(children.progress)
+    plan.restarts(train)
+    price = spec.resources.cost_per_gpu_hour if spec.resources.cost_per_gpu_hour is not None else gpu_hour_price
+    plan.gpu_usage(train_pods, spec.resources.gpus_per_node, price)
+    if _job_condition(train, "Failed"):
+        cause = root_cause(train, train_pods, "training")
+        plan.set(TRAINED, ConditionStatus.FALSE, REASON_TRAINING_FAILED, cause)
+        plan.finish(FineTuneJobPhase.FAILED, REASON_TRAINING_FAILED, cause)
+        return plan.decision(status)
+    if _job_condition(train, "Complete"):
+        result = _termination_json(train_pods, succeeded=True) or {}
+        plan.trained(result)
+        message = MSG_SUCCEEDED.format(uri=plan.status.artifact.uri if plan.status.artifact else "(unknown)")
+        plan.set(TRAINED, ConditionStatus.TRUE, REASON_TRAINED, message)
+        plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
+        return plan.decision(status)
+    plan.suspend_to(train, spec.suspend, queue=queue)
+    plan.wait_or(train, train_pods, spec.suspend, queue, FineTuneJobPhase.TRAINING, REASON_TRAINING, _training_message(plan.status.progress))
+    return plan.decision(status)
 
 
-def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]:
-    before = conditions.find_condition(old.conditions, ACCEPTED)
-    after = conditions.find_condition(new.conditions, ACCEPTED)
-    if after is None:
-        return ()
-    if after.status == ConditionStatus.TRUE:
-        if conditions.transitioned(before, after):
-            return (Event("Normal", EVENT_ACCEPTED, MSG_EVENT_ACCEPTED),)
-        return ()
-    # A different problem after an edit is news too, not only the flip to invalid.
-    if conditions.transitioned(before, after) or before.message != after.message:
-        return (Event("Warning", EVENT_INVALID_SPEC, after.message),)
-    return ()
+class _Plan:
+    """The status under construction, plus the children to create and Jobs to (un)suspend."""
+
+    def __init__(self, old: FineTuneJobStatus, generation: int, now: datetime.datetime):
+        self.old = old
+        self.generation = generation
+        self.now = now
+        self.status = old.model_copy(deep=True)
+        self.conditions = list(old.conditions)
+        self.phase: FineTuneJobPhase | None = old.phase
+        self.message: str | None = old.message
+        self.create: list[dict[str, Any]] = []
+        self.suspend: list[tuple[str, bool]] = []
+
+    def set(self, type: str, value: ConditionStatus, reason: str, message: str) -> None:
+        self.conditions = conditions.set_condition(self.conditions, type, value, reason, message, self.generation, self.now)
+
+    def progress_phase(self, phase: FineTuneJobPhase, reason: str, message: str) -> None:
+        self.phase, self.message = phase, message
+        self.set(SUCCEEDED, ConditionStatus.UNKNOWN, reason, message)
+
+    def finish(self, phase: FineTuneJobPhase, reason: str, message: str, *, succeeded: bool = False, completed: bool = True) -> None:
+        self.phase, self.message = phase, message
+        self.set(SUCCEEDED, ConditionStatus.TRUE if succeeded else ConditionStatus.FALSE, reason, message)
+        if completed and self.status.completion_time is None:
+            self.status.completion_time = self.now
+
+    def started(self, job: Mapping[str, Any] | None = None) -> None:
+        if self.status.start_time is None:
+            created = (job or {}).get("metadata", {}).get("creationTimestamp")
+            self.status.start_time = _parse_time(created) or self.now
+
+    def suspend_to(self, job: Mapping[str, Any], suspend: bool, queue: str | None) -> None:
+        current = bool(job.get("spec", {}).get("suspend"))
+        if suspend and not current:
+            self.suspend.append((job["metadata"]["name"], True))
+        elif not suspend and current and not queue:
+            # With a queue, Kueue decides when a suspended Job starts.
+            self.suspend.append((job["metadata"]["name"], False))
+
+    def wait_or(self, job, pods, suspend: bool, queue: str | None, phase, reason: str, message: str) -> None:
+        """Running, or waiting for something outside the job: say which, with the cause."""
+        if suspend:
+            self.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
+            return
+        if job.get("spec", {}).get("suspend") and queue:
+            self.progress_phase(FineTuneJobPhase.PENDING, REASON_QUEUED, MSG_QUEUED.format(queue=queue))
+            return
+        waiting = _waiting_cause(pods)
+        if waiting:
+            self.progress_phase(FineTuneJobPhase.PENDING, waiting[0], waiting[1])
+            return
+        self.progress_phase(phase, reason, message)
+
+    def data_report(self, summary: Mapping[str, Any]) -> None:
+        if not summary:
+            return
+        counts = summary.get("counts") or {}
+        dropped = summary.get("dropped") or {}
+        splits = summary.get("splits") or {}
+        pii = summary.get("pii") or {}
+        self.status.data_report = DataReport(
+            format=summary.get("format"),
+            total_records=int(counts.get("read", 0)),
+            valid_records=int(counts.get("after_quality", counts.get("final", 0))),
+            invalid_records=int(sum(v for k, v in dropped.items() if k not in _NOT_INVALID)),
+            duplicates_dropped=int(dropped.get("exact_duplicate", 0) + dropped.get("near_duplicate", 0)),
+            pii_findings={str(k): int(v) for k, v in pii.items()} if isinstance(pii, Mapping) else {},
+            balanced_dropped=int(dropped.get("balance", 0)),
+            splits=SplitSizes(**{k: int(splits.get(k, 0)) for k in ("train", "validation", "test")}),
+            digest=summary.get("sha256"),
+        )
+
+    def progress(self, progress_map: Mapping[str, Any] | None) -> None:
+        line = _progress_line(progress_map)
+        if not line:
+            return
+        previous = self.status.progress or Progress()
+        best = line.get("best_eval_loss", previous.best_eval_loss)
+        self.status.progress = Progress(
+            step=line.get("step"),
+            total_steps=line.get("total_steps"),
+            epoch=line.get("epoch"),
+            percent=_clamp_percent(line.get("percent")),
+            eta_seconds=int(line["eta_seconds"]) if line.get("eta_seconds") is not None else None,
+            train_loss=line.get("loss", previous.train_loss),
+            eval_loss=line.get("eval_loss", previous.eval_loss),
+            best_eval_loss=best,
+        )
+        checkpoint = line.get("checkpoint")
+        if isinstance(checkpoint, Mapping) and checkpoint.get("uri"):
+            self.status.latest_checkpoint = CheckpointStatus(
+                uri=str(checkpoint["uri"]), step=checkpoint.get("step"), time=_parse_time(checkpoint.get("time"))
+            )
+
+    def restarts(self, job: Mapping[str, Any]) -> None:
+        self.status.restarts = max(self.status.restarts, int(job.get("status", {}).get("failed") or 0))
+
+    def gpu_usage(self, pods, gpus_per_node: int, price: float) -> None:
+        if gpus_per_node <= 0:
+            return
+        seconds = sum(_pod_run_seconds(pod, self.now) for pod in pods)
+        hours = max(self.status.gpu_hours or 0.0, round(seconds * gpus_per_node / 3600.0, 4))
+        self.status.gpu_hours = hours
+        self.status.estimated_cost = round(hours * price, 2) if price else None
+
+    def trained(self, result: Mapping[str, Any]) -> None:
+        artifact = result.get("artifact") or {}
+        if artifact.get("uri"):
+            digest = artifact.get("sha256")
+            if digest and not str(digest).startswith("sha256:"):
+                digest = f"sha256:{digest}"
+            self.status.artifact = ArtifactStatus(uri=artifact["uri"], digest=digest, type=artifact.get("kind"))
+        metrics = result.get("metrics") or {}
+        progress = self.status.progress or Progress()
+        self.status.progress = progress.model_copy(
+            update={
+                "percent": 100.0,
+                "eta_seconds": 0,
+                "step": metrics.get("global_step", progress.step),
+                "total_steps": progress.total_steps or metrics.get("global_step"),
+                "train_loss": metrics.get("train_loss", progress.train_loss),
+                "eval_loss": metrics.get("eval_loss", progress.eval_loss),
+                "best_eval_loss": metrics.get("best_eval_loss", progress.best_eval_loss),
+            }
+        )
+
+    def decision(self, old: FineTuneJobStatus) -> Decision:
+        new = self.status.model_copy(
+            update={
+                "observed_generation": self.generation,
+                "phase": self.phase,
+                "conditions": self.conditions,
+                "message": self.message,
+            }
+        )
+        return Decision(
+            status=new,
+            status_patch=merge_patch(_dump(old), _dump(new)),
+            events=_events(old, new),
+            create=tuple(self.create),
+            suspend=tuple(self.suspend),
+        )
+
+
+_NOT_INVALID = {"exact_duplicate", "near_duplicate", "balance"}
 
 
 def _dump(status: FineTuneJobStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", exclude_none=True)
 
+
+def _finished(status: FineTuneJobStatus) -> bool:
+    return status.phase in (FineTuneJobPhase.SUCCEEDED, FineTuneJobPhase.FAILED) and status.completion_time is not None
+
+
+def _job_condition(job: Mapping[str, Any], type: str) -> Mapping[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value
+    try:
+        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _clamp_percent(value: Any) -> float | None:
+    if value is None:
+        return None
+    return round(min(max(float(value), 0.0), 100.0), 1)
+
+
+def _progress_line(progress_map: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not progress_map:
+        return None
+    raw = (progress_map.get("data") or {}).get(builders.PROGRESS_KEY)
+    if not raw:
+        return None
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None
+    return line if isinstance(line, dict) else None
+
+
+def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == builders.CONTAINER:
+            return cs
+    return {}
+
+
+def _termination_json(pods, *, succeeded: bool) -> dict[str, Any] | None:
+    """The trainer's compact JSON from the newest Pod that ended (successfully, if asked)."""
+    for pod in reversed(pods):
+        terminated = _container_status(pod).get("state", {}).get("terminated") or {}
+        if not terminated or (succeeded and terminated.get("exitCode") != 0):
+            continue
+        try:
+            message = json.loads(terminated.get("message") or "")
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            return message
+    return None
+
+
+def _pod_run_seconds(pod: Mapping[str, Any], now: datetime.datetime) -> float:
+    state = _container_status(pod).get("state") or {}
+    if "running" in state:
+        start, end = _parse_time(state["running"].get("startedAt")), now
+    elif "terminated" in state:
+        start, end = _parse_time(state["terminated"].get("startedAt")), _parse_time(state["terminated"].get("finishedAt"))
+    else:
+        return 0.0
+    if not start or not end:
+        return 0.0
+    return max((end - start).total_seconds(), 0.0)
+
+
+def _waiting_cause(pods) -> tuple[str, str] | None:
+    """Why the newest Pod is not running yet: unschedulable, or an image it cannot pull."""
+    active = [p for p in pods if (p.get("status") or {}).get("phase") == "Pending" and not p["metadata"].get("deletionTimestamp")]
+    if not active:
+        return None
+    pod = active[-1]
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            return REASON_UNSCHEDULABLE, MSG_UNSCHEDULABLE.format(pod=pod["metadata"]["name"], detail=cond.get("message", ""))
+    waiting = _container_status(pod).get("state", {}).get("waiting") or {}
+    if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+        return REASON_IMAGE_PULL, MSG_IMAGE_PULL.format(reason=waiting["reason"], detail=waiting.get("message", ""))
+    if waiting.get("reason") in ("CreateContainerConfigError", "CreateContainerError"):
+        return waiting["reason"], f"{waiting['reason']}: {waiting.get('message', '')}"
+    return None
+
+
+def root_cause(job: Mapping[str, Any], pods, stage: str) -> str:
+    """Why a Job failed, in the words a user can act on: OOM, the trainer's error, a deadline."""
+    failed = _job_condition(job, "Failed") or {}
+    reason = failed.get("reason", "")
+    last = None
+    for pod in reversed(pods):
+        terminated = _container_status(pod).get("state", {}).get("terminated")
+        if terminated and terminated.get("exitCode", 0) != 0:
+            last = terminated
+            break
+    detail = ""
+    if last:
+        code = last.get("exitCode")
+        if last.get("reason") == "OOMKilled":
+            detail = MSG_OOM_KILLED
+        else:
+            trainer = None
+            try:
+                trainer = json.loads(last.get("message") or "")
+            except ValueError:
+                pass
+            name = exitcodes.NAMES.get(code, f"exit code {code}")
+            if isinstance(trainer, dict) and trainer.get("message"):
+                detail = f"{trainer.get('reason', name)} (exit code {code}): {trainer['message']}"
+            else:
+                tail = (last.get("message") or "").strip().splitlines()[-1:] or [""]
+                detail = f"{name} (exit code {code})" + (f": {tail[0][:500]}" if tail[0] else "")
+    if reason == "DeadlineExceeded":
+        limit = job.get("spec", {}).get("activeDeadlineSeconds")
+        return MSG_DEADLINE.format(stage=stage, seconds=limit)
+    if reason == "BackoffLimitExceeded":
+        tries = int(job.get("status", {}).get("failed") or 0)
+        return f"{stage} failed {tries} times; last attempt: {detail or failed.get('message', 'no details')}"
+    return f"{stage} failed: {detail or failed.get('message') or reason or 'no details'}"
+
+
+def _data_summary(report: DataReport | None) -> str:
+    if report is None:
+        return "no data report"
+    s = report.splits
+    return f"{report.total_records} records read, {s.train}/{s.validation}/{s.test} train/validation/test"
+
+
+def _training_message(progress: Progress | None) -> str:
+    if not progress or progress.step is None:
+        return MSG_TRAINING_STARTING
+    loss = f", loss {progress.train_loss:.4f}" if progress.train_loss is not None else ""
+    return MSG_TRAINING.format(step=progress.step, total=progress.total_steps or "?", loss=loss)
+
+
+_PHASE_EVENTS = {
+    FineTuneJobPhase.PREPARING: ("Normal", "Preparing"),
+    FineTuneJobPhase.TRAINING: ("Normal", "Training"),
+    FineTuneJobPhase.SUCCEEDED: ("Normal", "Succeeded"),
+    FineTuneJobPhase.FAILED: ("Warning", "Failed"),
+    FineTuneJobPhase.SUSPENDED: ("Normal", "Suspended"),
+    FineTuneJobPhase.PENDING: ("Normal", "Pending"),
+}
+
+
+def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]:
+    events: list[Event] = []
+    before = conditions.find_condition(old.conditions, ACCEPTED)
+    after = conditions.find_condition(new.conditions, ACCEPTED)
+    if after is not None and after.status == ConditionStatus.TRUE and conditions.transitioned(before, after):
+        events.append(Event("Normal", EVENT_ACCEPTED, MSG_EVENT_ACCEPTED))
+    if after is not None and after.status == ConditionStatus.FALSE:
+        if conditions.transitioned(before, after) or before.message != after.message:
+            events.append(Event("Warning", EVENT_INVALID_SPEC, after.message))
+        return tuple(events)
+    old_summary = conditions.find_condition(old.conditions, SUCCEEDED)
+    new_summary = conditions.find_condition(new.conditions, SUCCEEDED)
+    if new.phase is not None and (new.phase != old.phase or conditions.transitioned(old_summary, new_summary)):
+        kind, reason = _PHASE_EVENTS.get(new.phase, ("Normal", str(new.phase)))
+        if new_summary is not None and new_summary.reason in (REASON_UNSCHEDULABLE, REASON_IMAGE_PULL, REASON_QUEUED):
+            kind, reason = ("Normal" if new_summary.reason == REASON_QUEUED else "Warning"), new_summary.reason
+        events.append(Event(kind, reason, new.message or ""))
+    if new.restarts > old.restarts:
+        events.append(Event("Warning", "TrainerRestarted", MSG_RESTARTED.format(n=new.restarts)))
+    return tuple(events)
 
 # --- semantic validation: what the CRD schema and CEL rules do not express -------------------
 

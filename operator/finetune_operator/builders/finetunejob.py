@@ -1,0 +1,543 @@
+"""The child objects of a FineTuneJob, rendered as plain dicts.
+
+Every child has a deterministic name derived from the FineTuneJob's name, its labels and an
+ownerReference, so applying the same spec twice (a restarted operator, a resync) creates
+nothing new:
+
+    <name>-config     ConfigMap  config.yaml (the trainer config), dataset.jsonl (inline data)
+    <name>-progress   ConfigMap  the trainer's latest progress line, patched by the trainer
+    <name>-trainer    ServiceAccount + Role + RoleBinding: get/patch of <name>-progress only
+    <name>-prepare    Job        data preparation
+    <name>-train      Job        training (an Indexed Job with a headless Service for >1 node)
+
+The progress channel is deliberately narrow: the trainer's ServiceAccount may read and patch
+exactly one ConfigMap, by name, and nothing else. The operator watches those ConfigMaps.
+
+The trainer config is rendered into `finetune_trainer.config.TrainerConfig` — the one schema
+the trainer reads — and validated here, so a spec the trainer would refuse is refused before
+any Pod starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from finetune_trainer import config as trainer_config
+from finetune_trainer import exitcodes
+
+from finetune_operator.api.finetunejob import FineTuneJobSpec
+from finetune_operator.builders.labels import finetunejob_child_labels
+
+CONFIG_DIR = "/etc/finetune"
+CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
+INLINE_DATASET_FILE = f"{CONFIG_DIR}/dataset.jsonl"
+PVC_MOUNT_ROOT = "/mnt/pvc"
+SCRATCH_DIR = "/tmp"
+LOCAL_OUTPUT_DIR = "/workspace/output"  # used when artifacts go to s3://
+CONTAINER = "trainer"
+RENDEZVOUS_PORT = 29500
+PROGRESS_KEY = "progress"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+STAGE_LABEL = "finetune.ai/stage"
+TRAINER_UID = 1000
+
+
+class RenderError(ValueError):
+    """The spec cannot be turned into a trainer config; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The FineTuneJob the children belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+    api_version: str = "finetune.ai/v1alpha1"
+    kind: str = "FineTuneJob"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator-wide defaults (from its configuration)."""
+
+    trainer_image: str = "ghcr.io/finetune-operator/trainer:0.1.0"
+    artifact_store: str = "pvc://finetune-artifacts"
+    artifact_store_size: str = "100Gi"
+    image_pull_policy: str = "IfNotPresent"
+
+
+def config_map_name(name: str) -> str:
+    return f"{name}-config"
+
+
+def progress_name(name: str) -> str:
+    return f"{name}-progress"
+
+
+def trainer_account_name(name: str) -> str:
+    return f"{name}-trainer"
+
+
+def prepare_job_name(name: str) -> str:
+    return f"{name}-prepare"
+
+
+def train_job_name(name: str) -> str:
+    return f"{name}-train"
+
+
+def output_uri(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> str:
+    """Where this job's artifacts go: the spec's output.uri, else <artifact store>/<name>."""
+    if spec.output.uri:
+        return spec.output.uri
+    return f"{settings.artifact_store.rstrip('/')}/{owner.name}"
+
+
+def claims(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[str]:
+    """PersistentVolumeClaims the trainer Pods mount (named by pvc:// locations)."""
+    uris = [spec.base_model.uri, spec.dataset.uri or "", output_uri(owner, spec, settings)]
+    return sorted({urlsplit(u).netloc for u in uris if u.startswith("pvc://")})
+
+
+def artifact_store_claim(settings: Settings) -> str | None:
+    """The claim of the default artifact store, which the operator creates when missing."""
+    if settings.artifact_store.startswith("pvc://"):
+        return urlsplit(settings.artifact_store).netloc
+    return None
+
+
+# --- trainer config ------------------------------------------------------------------------------
+
+_PRECISION_TO_BF16: dict[str, bool | str | None] = {"auto": "auto", "bf16": True, "fp32": False, "fp16": None}
+
+
+def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any]:
+    """The TrainerConfig this spec asks for, validated by the trainer's own model."""
+    out = output_uri(owner, spec, settings)
+    output: dict[str, Any] = {"dir": out, "uri": out}
+    if out.startswith("s3://"):
+        output = {"dir": LOCAL_OUTPUT_DIR, "upload_uri": out, "uri": out}
+    hp = spec.hyperparameters
+    bf16 = _PRECISION_TO_BF16[hp.precision]
+    if bf16 is None:
+        raise RenderError(
+            "spec.hyperparameters.precision: fp16 is not supported by the trainer; use bf16 or auto"
+        )
+    if spec.dataset.uri is None and spec.dataset.inline is None:
+        raise RenderError(
+            "spec.dataset.synthetic: synthetic data generation is not available in this release; "
+            "provide spec.dataset.uri or spec.dataset.inline"
+        )
+    adaptation: dict[str, Any] = {
+        "type": spec.adaptation.type.value,
+        "rank": spec.adaptation.rank,
+        "alpha": spec.adaptation.alpha,
+        "dropout": spec.adaptation.dropout,
+    }
+    if spec.adaptation.target_modules:
+        adaptation["target_modules"] = list(spec.adaptation.target_modules)
+    dataset = spec.dataset
+    rendered = {
+        "model": {
+            "uri": spec.base_model.uri,
+            "gguf_file": spec.base_model.gguf_file,
+            "revision": spec.base_model.revision,
+            "cache_dir": f"{SCRATCH_DIR}/finetune-cache/models",
+        },
+        "method": spec.method.value,
+        "adaptation": adaptation,
+        "dataset": {
+            "source": dataset.uri if dataset.uri is not None else INLINE_DATASET_FILE,
+            "format": dataset.format.value,
+            "split": {
+                "train": dataset.split.train,
+                "validation": dataset.split.validation,
+                "test": dataset.split.test,
+            },
+            "dedup": {
+                "exact": dataset.dedup.exact,
+                "near": dataset.dedup.near,
+                "near_threshold": dataset.dedup.near_threshold,
+            },
+            "pii_policy": dataset.pii_policy.value,
+            "balance_by": dataset.balance_by,
+            "balance_mode": dataset.balance_mode,
+            "balance_cap": dataset.balance_cap,
+            "seed": dataset.seed,
+        },
+        "hyperparameters": {
+            "learning_rate": hp.learning_rate,
+            "epochs": hp.epochs,
+            "batch_size": hp.batch_size,
+            "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+            "warmup_ratio": hp.warmup_ratio,
+            "lr_scheduler": hp.lr_scheduler,
+            "max_steps": hp.max_steps,
+            "weight_decay": hp.weight_decay,
+            "max_grad_norm": hp.max_grad_norm,
+            "max_seq_length": hp.max_seq_length,
+            "packing": hp.packing,
+            "completion_only_loss": hp.completion_only_loss,
+            "gradient_checkpointing": hp.gradient_checkpointing,
+            "bf16": bf16,
+            "eval_steps": hp.eval_steps or spec.checkpointing.interval_steps,
+        },
+        "dpo": {"beta": spec.dpo.beta, "loss_type": spec.dpo.loss_type},
+        "early_stopping": {
+            "enabled": spec.early_stopping.enabled,
+            "patience": spec.early_stopping.patience,
+            "threshold": spec.early_stopping.min_delta,
+        },
+        "checkpointing": {
+            "every_n_steps": spec.checkpointing.interval_steps,
+            "keep_last": spec.checkpointing.keep_last,
+            "resume": spec.checkpointing.enabled,
+        },
+        "output": output,
+        "termination_message_path": "/dev/termination-log",
+        "pvc_mount_root": PVC_MOUNT_ROOT,
+        "seed": hp.seed,
+    }
+    if dataset.pii_types:
+        rendered["dataset"]["pii_types"] = [t.value for t in dataset.pii_types]
+    rendered = _drop_none(rendered)
+    try:
+        trainer_config.parse_config(rendered, origin=f"FineTuneJob {owner.namespace}/{owner.name}")
+    except trainer_config.ConfigFileError as exc:
+        raise RenderError(f"spec renders to a trainer config the trainer refuses: {exc}") from None
+    return rendered
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+# --- objects -------------------------------------------------------------------------------------
+
+
+def _metadata(owner: Owner, name: str, stage: str | None = None, extra_labels: Mapping[str, str] | None = None) -> dict:
+    labels = finetunejob_child_labels(owner.name)
+    if stage:
+        labels[STAGE_LABEL] = stage
+    labels.update(extra_labels or {})
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [
+            {
+                "apiVersion": owner.api_version,
+                "kind": owner.kind,
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def config_map(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
+    """`<name>-config`: the rendered trainer config (YAML is a superset of this JSON)."""
+    data = {"config.yaml": json.dumps(trainer_config_dict(owner, spec, settings), indent=2, sort_keys=True)}
+    if spec.dataset.inline is not None:
+        data["dataset.jsonl"] = "".join(json.dumps(r, sort_keys=True) + "\n" for r in spec.dataset.inline)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(owner, config_map_name(owner.name)), "data": data}
+
+
+def progress_config_map(owner: Owner) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, progress_name(owner.name), stage="progress"),
+        "data": {},
+    }
+
+
+def trainer_rbac(owner: Owner) -> list[dict]:
+    """A ServiceAccount that may get and patch its progress ConfigMap, and nothing else."""
+    name = trainer_account_name(owner.name)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(owner, name),
+            "automountServiceAccountToken": True,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(owner, name),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [progress_name(owner.name)],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(owner, name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+        },
+    ]
+
+
+def artifact_store_pvc(namespace: str, settings: Settings) -> dict | None:
+    """The default artifact store's claim. Not owned by any FineTuneJob: artifacts outlive jobs."""
+    claim = artifact_store_claim(settings)
+    if claim is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "finetune-operator", "finetune.ai/artifact-store": "true"},
+        },
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": settings.artifact_store_size}}},
+    }
+
+
+def _pod_failure_policy() -> dict:
+    return {
+        "rules": [
+            {
+                # Bad config or data, a missing model, OOM, divergence: retrying cannot help.
+                "action": "FailJob",
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": sorted(exitcodes.FAIL_FAST)},
+            },
+            {
+                # Preemption, eviction, node drain: not the trainer's fault, resume from a checkpoint.
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+        ]
+    }
+
+
+def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[list[dict], list[dict]]:
+    volumes = [
+        {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
+    if output_uri(owner, spec, settings).startswith("s3://"):
+        volumes.append({"name": "output", "emptyDir": {}})
+        mounts.append({"name": "output", "mountPath": LOCAL_OUTPUT_DIR})
+    for i, claim in enumerate(claims(owner, spec, settings)):
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
+    return volumes, mounts
+
+
+def _resources(spec: FineTuneJobSpec, stage: str) -> dict:
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    res = spec.resources
+    if res.cpu:
+        limits["cpu"] = requests["cpu"] = str(res.cpu)
+    if res.memory:
+        limits["memory"] = requests["memory"] = str(res.memory)
+    if stage == "train" and res.gpus_per_node > 0:
+        limits[res.gpu_resource_name] = str(res.gpus_per_node)
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, name: str) -> dict:
+    volumes, mounts = _volumes(owner, spec, settings)
+    env = [
+        {"name": "FINETUNE_PROGRESS_CONFIGMAP", "value": progress_name(owner.name)},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": "HF_HOME", "value": f"{SCRATCH_DIR}/hf"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": [stage, "--config", CONFIG_FILE],
+        "env": env,
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    resources = _resources(spec, stage)
+    if resources:
+        container["resources"] = resources
+    res = spec.resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": trainer_account_name(owner.name),
+        "terminationGracePeriodSeconds": 120 if stage == "train" else 30,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "fsGroup": TRAINER_UID},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if stage == "train":
+        if res.node_selector:
+            pod_spec["nodeSelector"] = dict(res.node_selector)
+        if res.tolerations:
+            pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in res.tolerations]
+        if res.affinity:
+            pod_spec["affinity"] = dict(res.affinity)
+        if res.priority_class_name:
+            pod_spec["priorityClassName"] = res.priority_class_name
+    extra_labels = {QUEUE_LABEL: res.queue_name} if (res.queue_name and stage == "train") else {}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.max_restarts if stage == "train" else 2,
+        "podFailurePolicy": _pod_failure_policy(),
+        "template": {
+            "metadata": {"labels": {**finetunejob_child_labels(owner.name), STAGE_LABEL: stage, **extra_labels}},
+            "spec": pod_spec,
+        },
+    }
+    if spec.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    # Created suspended when a Kueue queue admits it, or when the user paused the job.
+    if extra_labels or spec.suspend:
+        job_spec["suspend"] = True
+    if stage == "train" and res.nodes > 1:
+        _make_distributed(owner, spec, job_spec, container)
+    elif stage == "train" and res.gpus_per_node > 1:
+        container["command"] = ["torchrun", f"--nproc_per_node={res.gpus_per_node}", "-m", "finetune_trainer"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, name, stage=stage, extra_labels=extra_labels),
+        "spec": job_spec,
+    }
+
+
+def _make_distributed(owner: Owner, spec: FineTuneJobSpec, job_spec: dict, container: dict) -> None:
+    """Indexed Job + headless Service: Pod i is node rank i; rank 0 hosts the rendezvous."""
+    nodes = spec.resources.nodes
+    service = train_job_name(owner.name)
+    job_spec.update(completions=nodes, parallelism=nodes, completionMode="Indexed")
+    job_spec["template"]["spec"]["subdomain"] = service
+    master = f"{train_job_name(owner.name)}-0.{service}"
+    container["env"] += [
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+        {"name": "NNODES", "value": str(nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus_per_node, 1))},
+        {"name": "WORLD_SIZE", "value": str(nodes * max(spec.resources.gpus_per_node, 1))},
+        {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+    ]
+    container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}]
+    container["command"] = [
+        "torchrun",
+        "--nnodes=$(NNODES)",
+        "--nproc_per_node=$(NPROC_PER_NODE)",
+        "--node_rank=$(NODE_RANK)",
+        "--master_addr=$(MASTER_ADDR)",
+        "--master_port=$(MASTER_PORT)",
+        "-m",
+        "finetune_trainer",
+    ]
+
+
+def prepare_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
+    return _job(owner, spec, settings, "prepare", prepare_job_name(owner.name))
+
+
+def train_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
+    return _job(owner, spec, settings, "train", train_job_name(owner.name))
+
+
+def headless_service(owner: Owner) -> dict:
+    """DNS names <name>-train-<i>.<name>-train for the Indexed Job's Pods (rendezvous)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, train_job_name(owner.name), stage="train"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {**finetunejob_child_labels(owner.name), STAGE_LABEL: "train"},
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT}],
+        },
+    }
+
+
+def setup_objects(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[dict]:
+    """Everything the Jobs need before the first one starts, in apply order."""
+    objects = [config_map(owner, spec, settings), progress_config_map(owner), *trainer_rbac(owner)]
+    if spec.resources.nodes > 1:
+        objects.append(headless_service(owner))
+    return objects
+
+
+def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict | None:
+    """A Job that removes this run's output directory (spec.deleteArtifactsOnDelete).
+
+    Not owned by the FineTuneJob (it is being deleted) and gone 5 minutes after it ends.
+    None for s3:// outputs: object stores have their own lifecycle rules.
+    """
+    location = output_uri(owner, spec, settings)
+    if location.startswith("s3://"):
+        return None
+    volumes: list[dict] = []
+    mounts: list[dict] = []
+    if location.startswith("pvc://"):
+        claim = urlsplit(location).netloc
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": "output", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
+    path = trainer_config.local_path(location, PVC_MOUNT_ROOT)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{owner.name}-cleanup",
+            "namespace": owner.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "finetune-operator", "finetune.ai/cleanup-of": owner.name},
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": 300,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID},
+                    "containers": [
+                        {
+                            "name": "cleanup",
+                            "image": spec.image or settings.trainer_image,
+                            "command": ["python", "-c", "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)", str(path)],
+                            "volumeMounts": mounts,
+                        }
+                    ],
+                    "volumes": volumes,
+                }
+            },
+        },
+    }
