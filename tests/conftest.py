@@ -20,6 +20,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
+# Subprocesses (the operator, the node agent, the trainer) import the project from source too.
+_SOURCE_DIRS = [str(ROOT / d) for d in ("operator", "trainer-image", "hack")] + [str(ROOT)]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    _SOURCE_DIRS + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in _SOURCE_DIRS]
+)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from devcluster import controlplane  # noqa: E402
 

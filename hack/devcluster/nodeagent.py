@@ -418,13 +418,14 @@ class PodRunner(threading.Thread):
                 env[var] = os.environ[var]
         env.update(entry.env)
         env.update(self.in_cluster_env)
-        env.update(self._env(container))
         term_path = container.get("terminationMessagePath") or "/dev/termination-log"
         term_file = self.dir / "termination" / cname
         term_file.parent.mkdir(parents=True, exist_ok=True)
         term_file.write_text("")
         env["TERMINATION_MESSAGE_PATH"] = str(term_file)
-        for key, value in list(env.items()):
+        # Only what the Pod spec says is in the container's view of the filesystem; the
+        # agent's own values above are host paths already and must not be rewritten.
+        for key, value in self._env(container).items():
             env[key] = self._rewrite(value, container, term_path, term_file)
         command = container.get("command") or entry.entrypoint
         args = container.get("args") or ([] if container.get("command") else [])

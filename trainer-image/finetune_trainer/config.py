@@ -1,0 +1,467 @@
+"""The trainer's configuration: one typed model, read from the YAML file the operator renders.
+
+`TrainerConfig` is the only definition of what `prepare` and `train` accept. Each field carries
+its help text and its allowed choices (Literal types), and every rule that spans fields lives in
+one model validator, so a bad config fails before any data is read or any model is loaded.
+This module imports only pydantic and the standard library (PyYAML lazily, in `load_config`):
+the operator imports it to render and pre-validate trainer configs without pulling in torch.
+
+Locations are URIs. Local paths and `file://` are used as they are; `pvc://<claim>/<path>` is the
+path under `pvc_mount_root` where the operator mounts the claim (`<pvc_mount_root>/<claim>/<path>`);
+`s3://` is read through fsspec with credentials from the environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...); `hf://<org>/<name>` is allowed for base models only
+when already in the local Hugging Face cache (nothing is downloaded); `gguf://<path>?file=<name>`
+(or `model.gguf_file`) loads a GGUF checkpoint and dequantizes it before training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MODEL_SCHEMES = ("", "file", "pvc", "hf", "gguf", "s3")
+DATA_SCHEMES = ("", "file", "pvc", "s3")
+OUTPUT_SCHEMES = ("", "file", "pvc")
+UPLOAD_SCHEMES = ("file", "s3")
+PII_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "SSN", "IP_ADDRESS", "API_KEY")
+PIIType = Literal["EMAIL", "PHONE", "CREDIT_CARD", "SSN", "IP_ADDRESS", "API_KEY"]
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a misspelt option silently ignored costs a GPU run.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def uri_scheme(uri: str) -> str:
+    """The URI's scheme in lower case, '' for a plain path."""
+    scheme = urlsplit(uri).scheme.lower()
+    # A Windows-like "c:/x" never reaches a Linux trainer; one letter is not a scheme we know.
+    return "" if len(scheme) <= 1 else scheme
+
+
+def local_path(uri: str, pvc_mount_root: str) -> Path:
+    """The filesystem path for a local, file:// or pvc:// URI (query string dropped)."""
+    parts = urlsplit(uri)
+    scheme = uri_scheme(uri)
+    if scheme == "":
+        return Path(uri.split("?", 1)[0])
+    if scheme == "file":
+        return Path(parts.path)
+    if scheme == "pvc":
+        if not parts.netloc:
+            raise ValueError(f"{uri!r}: pvc:// URIs name the claim first: pvc://<claim>/<path>")
+        return Path(pvc_mount_root) / parts.netloc / parts.path.lstrip("/")
+    if scheme == "gguf":
+        # gguf:///abs/file.gguf, gguf://rel/dir?file=x.gguf and gguf://pvc-less host-less forms.
+        return Path((parts.netloc + parts.path) if parts.netloc else parts.path)
+    raise ValueError(f"{uri!r}: scheme {scheme}:// has no local path")
+
+
+class ModelSpec(_Section):
+    uri: str = Field(
+        description="Base model: a local directory, pvc://<claim>/<path>, s3://<bucket>/<prefix> "
+        "(copied to the cache), hf://<org>/<name> (only if already in the local Hugging Face "
+        "cache; nothing is downloaded) or gguf://<path>[?file=<name>.gguf].",
+        min_length=1,
+    )
+    gguf_file: str | None = Field(
+        default=None,
+        description="Name of a GGUF file inside the model directory. The checkpoint is "
+        "dequantized to fp32 and saved as a plain transformers model in cache_dir before use.",
+    )
+    revision: str | None = Field(
+        default=None, description="Revision of an hf:// model in the local cache (default: main)."
+    )
+    cache_dir: str = Field(
+        default="/tmp/finetune-cache/models",
+        description="Writable directory for materialized models (GGUF dequantized, s3:// copies).",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Allow model code shipped with the checkpoint (off: safer)."
+    )
+
+    def gguf_file_name(self) -> str | None:
+        """The GGUF file to load, from gguf_file or the URI's ?file= query."""
+        if self.gguf_file:
+            return self.gguf_file
+        query = parse_qs(urlsplit(self.uri).query)
+        files = query.get("file")
+        return files[0] if files else None
+
+
+class AdaptationSpec(_Section):
+    type: Literal["lora", "qlora", "full"] = Field(
+        default="lora",
+        description="lora: low-rank adapters on a frozen base; qlora: LoRA on a 4-bit base (needs "
+        "a CUDA GPU); full: update every weight.",
+    )
+    rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r.")
+    alpha: float = Field(default=32, gt=0, description="LoRA scaling alpha (scale = alpha / rank).")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        min_length=1,
+        description='Module names to adapt, or ["all-linear"] for every linear layer but the '
+        "output head.",
+    )
+
+
+class SplitFractions(_Section):
+    train: float = Field(default=0.7, gt=0, le=1, description="Fraction of records for training.")
+    validation: float = Field(
+        default=0.2, ge=0, lt=1, description="Fraction for validation loss, early stopping and "
+        "best-checkpoint selection."
+    )
+    test: float = Field(default=0.1, ge=0, lt=1, description="Fraction held out for evaluation.")
+
+
+class DedupSpec(_Section):
+    exact: bool = Field(
+        default=True,
+        description="Drop records whose text equals an earlier one after case and whitespace "
+        "normalization.",
+    )
+    near: bool = Field(
+        default=True, description="Drop records whose word-shingle Jaccard similarity to an "
+        "earlier one reaches near_threshold (MinHash + LSH candidates, exact Jaccard check)."
+    )
+    near_threshold: float = Field(
+        default=0.85, gt=0, le=1, description="Jaccard similarity at which records are near-duplicates."
+    )
+    shingle_size: int = Field(default=3, ge=1, le=16, description="Words per shingle.")
+
+
+class DatasetSpec(_Section):
+    source: str = Field(
+        min_length=1,
+        description="Data location: a file or directory (local, file://, pvc://, s3://) of JSONL, "
+        "JSON or Parquet files, or a directory written by datasets' save_to_disk.",
+    )
+    format: Literal["auto", "instruction", "chat", "preference"] = Field(
+        default="auto",
+        description="instruction: instruction/input/output; chat: messages [{role, content}]; "
+        "preference: prompt/chosen/rejected; auto: detected from the first record.",
+    )
+    split: SplitFractions = Field(
+        default_factory=SplitFractions, description="Train/validation/test fractions (sum 1)."
+    )
+    dedup: DedupSpec = Field(default_factory=DedupSpec, description="Duplicate removal.")
+    pii_policy: Literal["block", "redact", "allow"] = Field(
+        default="block",
+        description="block: fail with a data error naming file:line and PII type (never the "
+        "value); redact: replace each finding with a placeholder such as [EMAIL]; allow: keep "
+        "as is (findings are still counted).",
+    )
+    pii_types: list[PIIType] = Field(
+        default_factory=lambda: list(PII_TYPES), description="PII types to detect."
+    )
+    balance_by: str | None = Field(
+        default=None, description="Record field holding the category to balance on (off when unset)."
+    )
+    balance_mode: Literal["downsample", "cap"] = Field(
+        default="downsample",
+        description="downsample: every category to the size of the smallest; cap: at most "
+        "balance_cap records per category. Records kept are chosen deterministically from the seed.",
+    )
+    balance_cap: int | None = Field(
+        default=None, ge=1, description="Per-category maximum for balance_mode cap."
+    )
+    min_tokens: int = Field(
+        default=1, ge=0, description="Drop records with fewer tokens (base model tokenizer)."
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Drop records with more tokens (default: no limit)."
+    )
+    seed: int | None = Field(
+        default=None, description="Seed for balancing and splitting (default: the top-level seed)."
+    )
+    prepared_dir: str | None = Field(
+        default=None,
+        description="Where prepare writes train/validation/test JSONL and data_report.json, and "
+        "where train reads them (default: <output.dir>/data).",
+    )
+
+
+class Hyperparameters(_Section):
+    learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate.")
+    epochs: float = Field(default=3, gt=0, description="Training epochs (ignored with max_steps).")
+    batch_size: int = Field(default=8, ge=1, description="Per-device batch size.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Micro-batches per optimizer step."
+    )
+    warmup_ratio: float = Field(
+        default=0.1, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate."
+    )
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="linear", description="Learning-rate schedule after warmup."
+    )
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    max_seq_length: int = Field(
+        default=1024, ge=8, description="Sequences are truncated to this many tokens."
+    )
+    packing: bool = Field(
+        default=False, description="Pack several short examples into one sequence (SFT only)."
+    )
+    completion_only_loss: bool = Field(
+        default=True,
+        description="Compute the loss on the response only, not the prompt (SFT only).",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Trade compute for memory by recomputing activations."
+    )
+    bf16: bool | Literal["auto"] = Field(
+        default="auto", description="bfloat16 mixed precision; auto: on when a CUDA GPU supports it."
+    )
+    eval_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Evaluate validation loss every N steps (default: checkpointing.every_n_steps).",
+    )
+    logging_steps: int = Field(default=1, ge=1, description="Report progress every N steps.")
+
+
+class DPOSpec(_Section):
+    beta: float = Field(default=0.1, gt=0, description="DPO temperature: how far from the reference.")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
+        default="sigmoid", description="sigmoid: original DPO; ipo: identity preference; hinge: SLiC."
+    )
+
+
+class EarlyStoppingSpec(_Section):
+    enabled: bool = Field(default=True, description="Stop when validation loss stops improving.")
+    patience: int = Field(
+        default=3, ge=1, description="Evaluations without improvement before stopping."
+    )
+    threshold: float = Field(
+        default=0.0, ge=0, description="Minimum decrease of validation loss that counts."
+    )
+
+
+class CheckpointingSpec(_Section):
+    every_n_steps: int = Field(default=100, ge=1, description="Save a checkpoint every N steps.")
+    keep_last: int = Field(
+        default=2, ge=1, description="Checkpoints kept (the best one is kept in addition)."
+    )
+    dir: str | None = Field(
+        default=None, description="Checkpoint directory (default: <output.dir>/checkpoints)."
+    )
+    resume: bool = Field(
+        default=True, description="Resume from the latest checkpoint found when (re)started."
+    )
+
+
+class OutputSpec(_Section):
+    dir: str = Field(
+        min_length=1,
+        description="Output location (local path, file:// or pvc://): prepared data, checkpoints, "
+        "the final adapter or model, results.json.",
+    )
+    upload_uri: str | None = Field(
+        default=None,
+        description="Optional s3:// or file:// prefix to copy the final artifact and results to; "
+        "reported as the artifact URI.",
+    )
+    uri: str | None = Field(
+        default=None,
+        description="How consumers address output.dir (e.g. pvc://claim/run); reported in results "
+        "instead of the local path when no upload_uri is set.",
+    )
+
+
+class TrainerConfig(_Section):
+    """Everything one prepare + train run needs."""
+
+    model: ModelSpec = Field(description="The base model.")
+    method: Literal["sft", "dpo"] = Field(
+        default="sft", description="sft: supervised fine-tuning; dpo: direct preference optimization."
+    )
+    adaptation: AdaptationSpec = Field(
+        default_factory=AdaptationSpec, description="Which weights are trained and how."
+    )
+    dataset: DatasetSpec = Field(description="Training data and its preparation.")
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, description="Optimization settings."
+    )
+    dpo: DPOSpec = Field(default_factory=DPOSpec, description="DPO settings (method dpo only).")
+    early_stopping: EarlyStoppingSpec = Field(
+        default_factory=EarlyStoppingSpec, description="Early stopping on validation loss."
+    )
+    checkpointing: CheckpointingSpec = Field(
+        default_factory=CheckpointingSpec, description="Checkpoints and resume."
+    )
+    output: OutputSpec = Field(description="Where results go.")
+    progress_file: str | None = Field(
+        default=None,
+        description="File that progress JSON lines are appended to (default: "
+        "<output.dir>/progress.jsonl); they are also printed on stdout.",
+    )
+    termination_message_path: str = Field(
+        default="/dev/termination-log",
+        description="Where the compact (< 4 KiB) JSON result or error is written for the operator.",
+    )
+    pvc_mount_root: str = Field(
+        default="/mnt/pvc", description="Where the operator mounts claims named in pvc:// URIs."
+    )
+    seed: int = Field(default=42, description="Seed for data shuffling, splitting and training.")
+
+    @model_validator(mode="after")
+    def _check_cross_field_rules(self) -> TrainerConfig:
+        problems: list[str] = []
+
+        def scheme_in(field: str, uri: str | None, allowed: tuple[str, ...]) -> None:
+            if uri is None:
+                return
+            scheme = uri_scheme(uri)
+            if scheme not in allowed:
+                shown = ", ".join(f"{s}://" if s else "a local path" for s in allowed)
+                problems.append(f"{field} {uri!r}: scheme {scheme}:// is not supported (use {shown})")
+            elif scheme == "pvc" and not urlsplit(uri).netloc:
+                problems.append(f"{field} {uri!r}: name the claim: pvc://<claim>/<path>")
+
+        scheme_in("model.uri", self.model.uri, MODEL_SCHEMES)
+        scheme_in("dataset.source", self.dataset.source, DATA_SCHEMES)
+        scheme_in("dataset.prepared_dir", self.dataset.prepared_dir, OUTPUT_SCHEMES)
+        scheme_in("output.dir", self.output.dir, OUTPUT_SCHEMES)
+        scheme_in("output.upload_uri", self.output.upload_uri, UPLOAD_SCHEMES)
+        scheme_in("checkpointing.dir", self.checkpointing.dir, OUTPUT_SCHEMES)
+
+        if uri_scheme(self.model.uri) == "gguf" and not self.model.gguf_file_name():
+            if not urlsplit(self.model.uri).path.endswith(".gguf"):
+                problems.append(
+                    f"model.uri {self.model.uri!r}: say which GGUF file to load "
+                    "(gguf://<dir>?file=<name>.gguf, a path ending in .gguf, or model.gguf_file)"
+                )
+
+        split = self.dataset.split
+        total = split.train + split.validation + split.test
+        if abs(total - 1.0) > 1e-6:
+            problems.append(
+                f"dataset.split: fractions sum to {total:g}, not 1 "
+                f"(train {split.train:g} + validation {split.validation:g} + test {split.test:g})"
+            )
+        if self.early_stopping.enabled and split.validation == 0:
+            problems.append(
+                "early_stopping.enabled needs a validation split: set dataset.split.validation > 0 "
+                "or disable early stopping"
+            )
+        if self.dataset.max_tokens is not None and self.dataset.max_tokens < self.dataset.min_tokens:
+            problems.append(
+                f"dataset.max_tokens ({self.dataset.max_tokens}) is below dataset.min_tokens "
+                f"({self.dataset.min_tokens})"
+            )
+        data = self.dataset
+        if data.balance_by is not None and data.balance_mode == "cap" and data.balance_cap is None:
+            problems.append("dataset.balance_mode cap needs dataset.balance_cap (records per category)")
+        if data.balance_cap is not None and data.balance_mode != "cap":
+            problems.append("dataset.balance_cap is only used with dataset.balance_mode cap")
+
+        if self.method == "dpo":
+            if self.dataset.format not in ("auto", "preference"):
+                problems.append(
+                    f"method dpo needs preference data (prompt/chosen/rejected), "
+                    f"not dataset.format {self.dataset.format}"
+                )
+            if self.hyperparameters.packing:
+                problems.append("hyperparameters.packing is for method sft only; turn it off for dpo")
+        elif self.dataset.format == "preference":
+            problems.append("dataset.format preference is for method dpo; use method: dpo")
+
+        if split.validation > 0:
+            eval_steps = self.hyperparameters.eval_steps or self.checkpointing.every_n_steps
+            if self.checkpointing.every_n_steps % eval_steps:
+                # Best-checkpoint selection compares checkpoints by their validation loss, so
+                # every checkpoint must fall on an evaluation step.
+                problems.append(
+                    f"checkpointing.every_n_steps ({self.checkpointing.every_n_steps}) must be a "
+                    f"multiple of hyperparameters.eval_steps ({eval_steps})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # Resolved locations -------------------------------------------------------------------
+
+    def path(self, uri: str) -> Path:
+        """Local path for a local/file:///pvc:// URI of this config."""
+        return local_path(uri, self.pvc_mount_root)
+
+    @property
+    def output_path(self) -> Path:
+        return self.path(self.output.dir)
+
+    @property
+    def prepared_path(self) -> Path:
+        if self.dataset.prepared_dir:
+            return self.path(self.dataset.prepared_dir)
+        return self.output_path / "data"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        if self.checkpointing.dir:
+            return self.path(self.checkpointing.dir)
+        return self.output_path / "checkpoints"
+
+    @property
+    def progress_path(self) -> Path:
+        if self.progress_file:
+            return Path(self.progress_file)
+        return self.output_path / "progress.jsonl"
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.dataset.seed is None else self.dataset.seed
+
+
+class ConfigFileError(Exception):
+    """The config file is missing, not YAML/JSON, or does not fit TrainerConfig."""
+
+
+def parse_config(data: Any, *, origin: str = "config") -> TrainerConfig:
+    """Validate an already-parsed mapping; errors name every offending field."""
+    try:
+        return TrainerConfig.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigFileError(f"{origin}: invalid trainer config: {details}") from None
+
+
+def load_config(path: str | Path) -> TrainerConfig:
+    """Read a YAML (or JSON) config file and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"config {path}: cannot be read ({exc.strerror}); pass --config FILE") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigFileError(f"config {path}: line {exc.lineno} is not JSON ({exc.msg})") from None
+    else:
+        import yaml  # lazily: the operator validates dicts with parse_config and needs no YAML here
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "somewhere"
+            raise ConfigFileError(f"config {path}: {where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config {path}: expected a mapping of sections, got {type(data).__name__}")
+    return parse_config(data, origin=f"config {path}")
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of the config, with the help texts (for docs and the operator)."""
+    return TrainerConfig.model_json_schema()

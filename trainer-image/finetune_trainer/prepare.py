@@ -1,0 +1,310 @@
+"""Data preparation: from a raw dataset to validated, cleaned, split JSONL and a data report.
+
+    python -m finetune_trainer.prepare --config config.yaml
+
+Stages, in order (each counted in the report): read and validate every record (a malformed one
+stops the run with its file:line) -> drop empty/incomplete records -> PII policy (block fails
+naming file:line and type, redact replaces, allow keeps) -> token-length limits (base model
+tokenizer) -> exact then near-duplicate removal -> optional category balancing -> a seeded
+train/validation/test split. Output goes to `dataset.prepared_dir` (default
+<output.dir>/data): train.jsonl, validation.jsonl, test.jsonl and data_report.json, written in a
+temporary directory and renamed into place, so a failed run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from . import dedup, formats, pii
+from .artifacts import atomic_directory, digest_files, write_json
+from .cli import emit, run
+from .config import TrainerConfig
+from .exitcodes import DataError
+from .models import TokenCounter, resolve_model
+from .sources import read_source
+
+SPLITS = ("train", "validation", "test")
+REPORT_FILE = "data_report.json"
+_MAX_LISTED = 5  # locations named in a PII block error; the count covers the rest
+
+
+def load_records(config: TrainerConfig) -> tuple[str, list[tuple[str, dict]]]:
+    """(format, [(location, record)]) with every record's shape validated."""
+    fmt = None if config.dataset.format == "auto" else config.dataset.format
+    records: list[tuple[str, dict]] = []
+    for raw in read_source(config):
+        if fmt is None:
+            fmt = formats.detect_format(raw.value)
+            if fmt is None:
+                shape = (
+                    "has keys " + ", ".join(sorted(map(str, raw.value)))
+                    if isinstance(raw.value, dict)
+                    else f"is {type(raw.value).__name__}, not a JSON object"
+                )
+                raise DataError(
+                    f"dataset {raw.location}: {shape}; cannot detect the format (expected "
+                    "instruction/output, messages, or prompt/chosen/rejected); fix the record or "
+                    "set dataset.format"
+                )
+        records.append((raw.location, formats.validate(raw.location, raw.value, fmt)))
+    if fmt is None or not records:
+        raise DataError(f"dataset {config.dataset.source}: contains no records")
+    if config.method == "dpo" and fmt != "preference":
+        raise DataError(f"dataset {config.dataset.source}: is {fmt} data but method dpo needs prompt/chosen/rejected records")
+    if config.method == "sft" and fmt == "preference":
+        raise DataError(f"dataset {config.dataset.source}: is preference data; use method dpo for prompt/chosen/rejected records")
+    return fmt, records
+
+
+def _source_digest(records: list[tuple[str, dict]]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for _, record in records:
+        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False, default=str).encode())
+        digest.update(b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+def apply_pii_policy(config: TrainerConfig, fmt: str, records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
+    policy = config.dataset.pii_policy
+    types = frozenset(config.dataset.pii_types)
+    found_by_type: Counter[str] = Counter()
+    affected: list[tuple[str, list[str]]] = []
+    out: list[tuple[str, dict]] = []
+    for location, record in records:
+        record_types: list[str] = []
+
+        def scrub(text: str) -> str:
+            findings = pii.find_pii(text, types)
+            record_types.extend(f.type for f in findings)
+            return pii.redact(text, findings) if policy == "redact" else text
+
+        cleaned = formats.map_text(record, fmt, scrub)
+        if record_types:
+            found_by_type.update(record_types)
+            affected.append((location, sorted(set(record_types))))
+        out.append((location, cleaned if policy == "redact" else record))
+    if policy == "block" and affected:
+        listed = "; ".join(f"{loc} ({', '.join(kinds)})" for loc, kinds in affected[:_MAX_LISTED])
+        more = f" and {len(affected) - _MAX_LISTED} more records" if len(affected) > _MAX_LISTED else ""
+        raise DataError(
+            f"dataset {config.dataset.source}: PII found and dataset.pii_policy is block: {listed}{more}; "
+            "remove it from the source, or set dataset.pii_policy to redact"
+        )
+    report = {
+        "policy": policy,
+        "findings": dict(sorted(found_by_type.items())),
+        "records_with_pii": len(affected),
+    }
+    return out, report
+
+
+def balance(config: TrainerConfig, records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], dict[str, Any] | None]:
+    field = config.dataset.balance_by
+    if field is None:
+        return records, None
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, (location, record) in enumerate(records):
+        if field not in record or record[field] is None:
+            raise DataError(
+                f"dataset {location}: has no {field!r} field to balance on; add it to every "
+                "record or change dataset.balance_by"
+            )
+        groups[str(record[field])].append(index)
+    target = min(len(g) for g in groups.values()) if config.dataset.balance_mode == "downsample" else config.dataset.balance_cap
+    rng = random.Random(config.data_seed)
+    keep: set[int] = set()
+    for category in sorted(groups):
+        members = groups[category]
+        keep.update(members if len(members) <= target else rng.sample(members, target))
+    kept = [r for i, r in enumerate(records) if i in keep]
+    after = Counter(str(r[field]) for _, r in kept)
+    return kept, {
+        "by": field,
+        "mode": config.dataset.balance_mode,
+        "before": {k: len(v) for k, v in sorted(groups.items())},
+        "after": dict(sorted(after.items())),
+    }
+
+
+def split_records(config: TrainerConfig, records: list[dict]) -> dict[str, list[dict]]:
+    """Seeded shuffle, then cut by the fractions; the same seed always gives the same split."""
+    fractions = config.dataset.split
+    total = len(records)
+    sizes = {"validation": round(total * fractions.validation), "test": round(total * fractions.test)}
+    for name in ("validation", "test"):
+        # A non-zero fraction of a small dataset still gets one record, while training keeps one.
+        if getattr(fractions, name) > 0 and sizes[name] == 0 and total - sum(sizes.values()) > 1:
+            sizes[name] = 1
+    sizes["train"] = total - sizes["validation"] - sizes["test"]
+    if sizes["train"] < 1:
+        raise DataError(
+            f"dataset {config.dataset.source}: only {total} records left after filtering, too few "
+            "to split; add data or relax the filters"
+        )
+    order = list(range(total))
+    random.Random(config.data_seed).shuffle(order)
+    out: dict[str, list[dict]] = {}
+    start = 0
+    for name in SPLITS:
+        chosen = sorted(order[start : start + sizes[name]])  # keep source order inside a split
+        out[name] = [records[i] for i in chosen]
+        start += sizes[name]
+    return out
+
+
+def _token_stats(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {}
+    ordered = sorted(lengths)
+
+    def percentile(q: float) -> int:
+        return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+    return {
+        "min": ordered[0],
+        "mean": round(statistics.fmean(ordered), 2),
+        "p50": percentile(0.5),
+        "p95": percentile(0.95),
+        "max": ordered[-1],
+        "total": sum(ordered),
+    }
+
+
+def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
+    """Run every stage and write the prepared splits; returns the data report."""
+    counts: dict[str, int] = {}
+    dropped: Counter[str] = Counter()
+
+    fmt, records = load_records(config)
+    counts["read"] = len(records)
+    source_digest = _source_digest(records)
+
+    kept = []
+    for location, record in records:
+        reason = formats.incomplete_reason(record, fmt)
+        if reason:
+            dropped[reason] += 1
+        else:
+            kept.append((location, record))
+    records = kept
+    counts["after_quality"] = len(records)
+
+    records, pii_report = apply_pii_policy(config, fmt, records)
+
+    counter = TokenCounter(resolve_model(config))
+    lengths = counter.count([formats.joined_text(r, fmt) for _, r in records])
+    kept, kept_lengths = [], []
+    max_tokens = config.dataset.max_tokens
+    for item, length in zip(records, lengths):
+        if length < config.dataset.min_tokens:
+            dropped["too_short"] += 1
+        elif max_tokens is not None and length > max_tokens:
+            dropped["too_long"] += 1
+        else:
+            kept.append(item)
+            kept_lengths.append(length)
+    records, lengths = kept, kept_lengths
+    counts["after_length"] = len(records)
+
+    texts = [formats.joined_text(r, fmt) for _, r in records]
+    keep = [True] * len(records)
+    if config.dataset.dedup.exact:
+        seen: set[str] = set()
+        for i, text in enumerate(texts):
+            key = dedup.exact_key(text)
+            if key in seen:
+                keep[i] = False
+                dropped["exact_duplicate"] += 1
+            seen.add(key)
+    if config.dataset.dedup.near:
+        survivors = [i for i in range(len(records)) if keep[i]]
+        near = dedup.near_duplicates(
+            [texts[i] for i in survivors], config.dataset.dedup.near_threshold, config.dataset.dedup.shingle_size
+        )
+        for position in near:
+            keep[survivors[position]] = False
+            dropped["near_duplicate"] += 1
+    records = [r for r, k in zip(records, keep) if k]
+    lengths = [n for n, k in zip(lengths, keep) if k]
+    counts["after_dedup"] = len(records)
+
+    length_of = {location: n for (location, _), n in zip(records, lengths)}
+    before_balance = len(records)
+    records, balance_report = balance(config, records)
+    dropped["balance"] += before_balance - len(records)
+    lengths = [length_of[location] for location, _ in records]
+    counts["final"] = len(records)
+    if not records:
+        raise DataError(
+            f"dataset {config.dataset.source}: no records left after filtering (dropped: "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(dropped.items()) if v) or 'none'}); fix the data or relax the filters"
+        )
+
+    splits = split_records(config, [r for _, r in records])
+    report: dict[str, Any] = {
+        "source": config.dataset.source,
+        "format": fmt,
+        "seed": config.data_seed,
+        "counts": counts,
+        "dropped": {k: v for k, v in sorted(dropped.items()) if v},
+        "pii": pii_report,
+        "tokens": _token_stats(lengths),
+        "splits": {name: len(rows) for name, rows in splits.items()},
+        "source_sha256": source_digest,
+        "files": {name: f"{name}.jsonl" for name in SPLITS},
+    }
+    if balance_report:
+        report["balance"] = balance_report
+
+    with atomic_directory(config.prepared_path) as staging:
+        for name, rows in splits.items():
+            with (staging / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        report["sha256"] = digest_files(staging, [staging / f"{n}.jsonl" for n in SPLITS])
+        write_json(staging / REPORT_FILE, report)
+    return report
+
+
+def report_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The part of the data report that goes into status and termination messages."""
+    return {
+        "format": report["format"],
+        "counts": report["counts"],
+        "dropped": report["dropped"],
+        "pii": report["pii"]["findings"],
+        "splits": report["splits"],
+        "tokens": {k: report["tokens"].get(k) for k in ("mean", "p95", "max")},
+        "sha256": report["sha256"],
+    }
+
+
+def read_report(prepared: Path) -> dict[str, Any] | None:
+    path = Path(prepared) / REPORT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def main_body(config: TrainerConfig) -> dict[str, Any]:
+    """Validate, clean and split the dataset of a trainer config."""
+    report = prepare_dataset(config)
+    summary = report_summary(report)
+    emit({"event": "prepared", "prepared_dir": str(config.prepared_path), **summary})
+    return {"status": "Prepared", "stage": "prepare", "dataset": summary, "prepared_dir": str(config.prepared_path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("prepare", main_body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
