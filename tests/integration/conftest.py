@@ -53,13 +53,20 @@ class OperatorProcess:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def restart(self, kubeconfig: str) -> None:
+        """Kill the operator without warning (as a crash or OOM would) and start it again."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+        fresh = _start_operator(kubeconfig, self.log_path, append=True)
+        self.process, self.metrics_url, self.health_url = fresh.process, fresh.metrics_url, fresh.health_url
+
     def metrics(self) -> str:
         status, body = http_get(self.metrics_url)
         assert status == 200, f"GET {self.metrics_url} -> {status}"
         return body
 
 
-def _start_operator(kubeconfig: str, log_path: Path) -> OperatorProcess:
+def _start_operator(kubeconfig: str, log_path: Path, append: bool = False) -> OperatorProcess:
     metrics_port, health_port = free_port(), free_port()
     package_root = Path(finetune_operator.__file__).resolve().parent.parent
     env = {
@@ -75,7 +82,7 @@ def _start_operator(kubeconfig: str, log_path: Path) -> OperatorProcess:
         "FINETUNE_HEALTH_PORT": str(health_port),
         "FINETUNE_PEERING": "off",
     }
-    log = log_path.open("wb")
+    log = log_path.open("ab" if append else "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "finetune_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
     )

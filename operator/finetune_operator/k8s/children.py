@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import kubernetes
-
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
 from finetune_operator.k8s import client
@@ -16,14 +14,13 @@ def of_finetunejob(namespace: str, name: str) -> Children:
     api = client.api_client()
     jobs = client.batch().list_namespaced_job(namespace, label_selector=selector).items
     pods = client.core().list_namespaced_pod(namespace, label_selector=selector).items
-    try:
-        progress = client.core().read_namespaced_config_map(builders.progress_name(name), namespace)
-    except kubernetes.client.ApiException as exc:
-        if exc.status != 404:
-            raise
-        progress = None
+    config_maps = {
+        cm.metadata.name: api.sanitize_for_serialization(cm)
+        for cm in client.core().list_namespaced_config_map(namespace, label_selector=selector).items
+    }
     return Children(
         jobs=tuple(api.sanitize_for_serialization(job) for job in jobs),
         pods=tuple(api.sanitize_for_serialization(pod) for pod in pods),
-        progress=api.sanitize_for_serialization(progress) if progress is not None else None,
+        progress=config_maps.get(builders.progress_name(name)),
+        config=config_maps.get(builders.config_map_name(name)),
     )

@@ -59,6 +59,7 @@ from finetune_operator.logic.status import merge_patch
 # Condition types.
 ACCEPTED = "Accepted"
 DATA_READY = "DataReady"
+SPEC_APPLIED = "SpecApplied"
 TRAINED = "Trained"
 SUCCEEDED = "Succeeded"
 
@@ -69,6 +70,13 @@ REASON_INVALID_SPEC = "InvalidSpec"
 MSG_INVALID_SPEC = "the spec is invalid, no work starts until it is fixed: {problems}"
 REASON_PENDING = "Pending"
 MSG_PENDING = "waiting for data preparation to start"
+REASON_SPEC_APPLIED = "Applied"
+MSG_SPEC_APPLIED = "the running job uses the current spec"
+REASON_SPEC_NOT_APPLIED = "ChangedWhileRunning"
+MSG_SPEC_NOT_APPLIED = (
+    "the spec changed after work started; the running job keeps the spec it started with "
+    "(only spec.suspend applies to it). Create a new FineTuneJob to train with the new settings"
+)
 REASON_PREPARING = "Preparing"
 MSG_PREPARING = "preparing the dataset"
 REASON_DATA_READY = "DataPrepared"
@@ -114,6 +122,7 @@ class Children:
     jobs: tuple[Mapping[str, Any], ...] = ()
     pods: tuple[Mapping[str, Any], ...] = ()
     progress: Mapping[str, Any] | None = None
+    config: Mapping[str, Any] | None = None
 
     def job(self, name: str) -> Mapping[str, Any] | None:
         return next((j for j in self.jobs if j["metadata"]["name"] == name), None)
@@ -218,6 +227,7 @@ def decide(
         return plan.decision(status)
 
     plan.started(prepare)
+    plan.spec_applied(children.config, setup[0])
     prepare_pods = children.pods_of(prepare_name)
     if _job_condition(prepare, "Failed"):
         cause = root_cause(prepare, prepare_pods, "data preparation")
@@ -317,6 +327,15 @@ class _Plan:
             self.progress_phase(FineTuneJobPhase.PENDING, waiting[0], waiting[1])
             return
         self.progress_phase(phase, reason, message)
+
+    def spec_applied(self, observed: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> None:
+        """Training fields are fixed once work starts: say so when the spec moved on."""
+        if observed is None:
+            return
+        if (observed.get("data") or {}) == desired.get("data"):
+            self.set(SPEC_APPLIED, ConditionStatus.TRUE, REASON_SPEC_APPLIED, MSG_SPEC_APPLIED)
+        else:
+            self.set(SPEC_APPLIED, ConditionStatus.FALSE, REASON_SPEC_NOT_APPLIED, MSG_SPEC_NOT_APPLIED)
 
     def data_report(self, summary: Mapping[str, Any]) -> None:
         if not summary:
@@ -586,6 +605,10 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
         if new_summary is not None and new_summary.reason in (REASON_UNSCHEDULABLE, REASON_IMAGE_PULL, REASON_QUEUED):
             kind, reason = ("Normal" if new_summary.reason == REASON_QUEUED else "Warning"), new_summary.reason
         events.append(Event(kind, reason, new.message or ""))
+    before_applied = conditions.find_condition(old.conditions, SPEC_APPLIED)
+    after_applied = conditions.find_condition(new.conditions, SPEC_APPLIED)
+    if after_applied is not None and after_applied.status == ConditionStatus.FALSE and conditions.transitioned(before_applied, after_applied):
+        events.append(Event("Warning", "SpecChangeNotApplied", after_applied.message))
     if new.restarts > old.restarts:
         events.append(Event("Warning", "TrainerRestarted", MSG_RESTARTED.format(n=new.restarts)))
     return tuple(events)

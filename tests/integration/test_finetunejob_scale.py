@@ -1,0 +1,90 @@
+"""Many FineTuneJobs at once, and an operator that dies mid-training: never a duplicate Job.
+
+These use the no-op trainer image (the trainer's contract, no ML) so that hundreds of Pods
+cost seconds, not hours.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import textwrap
+
+import pytest
+
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+NOOP = "ghcr.io/finetune-operator/trainer-noop"
+
+
+def noop_manifest(name: str, image: str = NOOP) -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: finetune.ai/v1alpha1
+        kind: FineTuneJob
+        metadata: {{name: {name}}}
+        spec:
+          baseModel: {{uri: /models/none}}
+          image: {image}
+          dataset: {{uri: /data/none.jsonl}}
+          resources: {{gpusPerNode: 1}}
+          output: {{uri: /tmp/finetune-noop/{name}}}
+        """
+    )
+
+
+def phases(cluster, namespace):
+    return collections.Counter(
+        (f.get("status") or {}).get("phase") for f in cluster.list("finetunejobs", namespace)
+    )
+
+
+def train_jobs_per_owner(cluster, namespace):
+    per_owner = collections.Counter()
+    for job in cluster.list("jobs", namespace, selector="finetune.ai/stage=train"):
+        per_owner[job["metadata"]["labels"]["finetune.ai/finetunejob"]] += 1
+    return per_owner
+
+
+def test_200_finetunejobs_at_once_each_get_exactly_one_training_job(cluster, namespace, operator):
+    count = 200
+    cluster.apply("---\n".join(noop_manifest(f"bulk-{i:03d}") for i in range(count)), namespace)
+
+    wait_for(
+        lambda: phases(cluster, namespace).get("Succeeded", 0) == count,
+        600,
+        f"all {count} FineTuneJobs to succeed",
+        interval=2,
+    )
+    per_owner = train_jobs_per_owner(cluster, namespace)
+    assert len(per_owner) == count
+    assert set(per_owner.values()) == {1}
+    prepare_jobs = cluster.list("jobs", namespace, selector="finetune.ai/stage=prepare")
+    assert len(prepare_jobs) == count
+
+
+def test_operator_restarted_mid_training_no_duplicates_and_status_keeps_updating(cluster, namespace, operator):
+    cluster.apply(noop_manifest("survivor", image=f"{NOOP}:slow"), namespace)
+
+    def step():
+        status = cluster.get("finetunejob", "survivor", namespace).get("status") or {}
+        return (status.get("progress") or {}).get("step") if status.get("phase") == "Training" else None
+
+    before = wait_for(step, 120, "survivor to report training progress")
+    operator.restart(cluster.kubeconfig)
+
+    after = wait_for(lambda: (s := step()) and s > before and s, 120, "progress to keep updating after the restart")
+    assert after > before
+    status = wait_for(
+        lambda: (s := cluster.get("finetunejob", "survivor", namespace).get("status") or {}).get("phase") == "Succeeded" and s,
+        180,
+        "survivor to succeed",
+    )
+    assert status["progress"]["percent"] == 100
+    names = sorted(j["metadata"]["name"] for j in cluster.list("jobs", namespace, selector="finetune.ai/finetunejob=survivor"))
+    assert names == ["survivor-prepare", "survivor-train"]
+    pods = cluster.list("pods", namespace, selector="job-name=survivor-train")
+    assert len(pods) == 1, "the restart must not start a second trainer"
+    assert json.loads(pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"])["status"] == "Succeeded"
