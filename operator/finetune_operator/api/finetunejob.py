@@ -93,6 +93,7 @@ MSG_EARLY_STOPPING_VALIDATION = (
     "earlyStopping.enabled needs dataset.split.validation > 0 (or disable early stopping)"
 )
 MSG_BALANCE_CAP = "dataset.balanceMode cap needs dataset.balanceCap"
+MSG_BALANCE_CAP_ONLY = "dataset.balanceCap is only used with dataset.balanceMode cap"
 MSG_GATE_INCOMPLETE = (
     "a gate that is not one of the defaults (taskAccuracy, formatCompliance, safety, "
     "noRegression, latency) must set metric, comparator and threshold"
@@ -225,6 +226,11 @@ class DatasetSpec(ApiModel):
                 MSG_BALANCE_CAP,
                 field_path=".balanceCap",
             ),
+            cel(
+                "!has(self.balanceCap) || (has(self.balanceMode) && self.balanceMode == 'cap')",
+                MSG_BALANCE_CAP_ONLY,
+                field_path=".balanceCap",
+            ),
         )
     }
 
@@ -292,6 +298,8 @@ class DatasetSpec(ApiModel):
             raise ValueError(MSG_DATASET_ONE_SOURCE)
         if self.balance_mode == "cap" and self.balance_cap is None:
             raise ValueError(MSG_BALANCE_CAP)
+        if self.balance_cap is not None and self.balance_mode != "cap":
+            raise ValueError(MSG_BALANCE_CAP_ONLY)
         return self
 
 

@@ -43,7 +43,7 @@ RENDEZVOUS_PORT = 29500
 PROGRESS_KEY = "progress"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 STAGE_LABEL = "finetune.ai/stage"
-TRAINER_UID = 1000
+TRAINER_UID = 10001  # the trainer image's user
 
 
 class RenderError(ValueError):
@@ -209,8 +209,34 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
     try:
         trainer_config.parse_config(rendered, origin=f"FineTuneJob {owner.namespace}/{owner.name}")
     except trainer_config.ConfigFileError as exc:
-        raise RenderError(f"spec renders to a trainer config the trainer refuses: {exc}") from None
+        problem = str(exc).split("invalid trainer config: ", 1)[-1].removeprefix("<root>: ").removeprefix("Value error, ")
+        raise RenderError(f"{_spec_field_of(problem)}: {problem}") from None
     return rendered
+
+
+# Trainer config fields -> the FineTuneJob fields they are rendered from, for error messages.
+_TRAINER_TO_SPEC = {
+    "checkpointing.every_n_steps": "spec.checkpointing.intervalSteps",
+    "hyperparameters.eval_steps": "spec.hyperparameters.evalSteps",
+    "hyperparameters.max_steps": "spec.hyperparameters.maxSteps",
+    "hyperparameters.packing": "spec.hyperparameters.packing",
+    "dataset.balance_cap": "spec.dataset.balanceCap",
+    "dataset.balance_mode": "spec.dataset.balanceMode",
+    "dataset.split": "spec.dataset.split",
+    "dataset.format": "spec.dataset.format",
+    "dataset.source": "spec.dataset.uri",
+    "early_stopping.enabled": "spec.earlyStopping.enabled",
+    "model.uri": "spec.baseModel.uri",
+    "model.gguf_file": "spec.baseModel.ggufFile",
+    "output.dir": "spec.output.uri",
+    "method": "spec.method",
+}
+
+
+def _spec_field_of(problem: str) -> str:
+    """The spec field a trainer-config problem is about: the first trainer field it names."""
+    hits = [(problem.find(key), spec_field) for key, spec_field in _TRAINER_TO_SPEC.items() if key in problem]
+    return min(hits)[1] if hits else "spec"
 
 
 def _drop_none(value: Any) -> Any:
@@ -337,9 +363,15 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[l
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
-    if output_uri(owner, spec, settings).startswith("s3://"):
+    location = output_uri(owner, spec, settings)
+    if location.startswith("s3://"):
         volumes.append({"name": "output", "emptyDir": {}})
         mounts.append({"name": "output", "mountPath": LOCAL_OUTPUT_DIR})
+    elif not location.startswith("pvc://"):
+        # A node-local directory (single-node clusters, development): mounted where it is.
+        path = str(trainer_config.local_path(location, PVC_MOUNT_ROOT))
+        volumes.append({"name": "output", "hostPath": {"path": path, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": "output", "mountPath": path})
     for i, claim in enumerate(claims(owner, spec, settings)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
@@ -510,9 +542,14 @@ def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict
     mounts: list[dict] = []
     if location.startswith("pvc://"):
         claim = urlsplit(location).netloc
+        if not urlsplit(location).path.strip("/"):
+            return None  # the whole claim: never removed by the operator
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": "output", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
     path = trainer_config.local_path(location, PVC_MOUNT_ROOT)
+    if not location.startswith("pvc://"):
+        volumes.append({"name": "output", "hostPath": {"path": str(path), "type": "DirectoryOrCreate"}})
+        mounts.append({"name": "output", "mountPath": str(path)})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -192,7 +192,7 @@ def decide(
     settings = settings or builders.Settings()
     plan = _Plan(status, generation, now)
 
-    if not isinstance(spec, InvalidSpec) and _finished(status):
+    if _finished(status):
         # A finished job is history: later edits of its spec start nothing.
         plan.phase = status.phase
         plan.message = status.message
@@ -254,7 +254,7 @@ def decide(
 
     train_pods = children.pods_of(train_name)
     plan.progress(children.progress)
-    plan.restarts(train)
+    plan.restarts(train, failed=bool(_job_condition(train, "Failed")))
     price = spec.resources.cost_per_gpu_hour if spec.resources.cost_per_gpu_hour is not None else gpu_hour_price
     plan.gpu_usage(train_pods, spec.resources.gpus_per_node, price)
     if _job_condition(train, "Failed"):
@@ -378,8 +378,10 @@ class _Plan:
                 uri=str(checkpoint["uri"]), step=checkpoint.get("step"), time=_parse_time(checkpoint.get("time"))
             )
 
-    def restarts(self, job: Mapping[str, Any]) -> None:
-        self.status.restarts = max(self.status.restarts, int(job.get("status", {}).get("failed") or 0))
+    def restarts(self, job: Mapping[str, Any], *, failed: bool) -> None:
+        # Every failed Pod but the last one of a failed Job was followed by another attempt.
+        attempts_failed = int(job.get("status", {}).get("failed") or 0)
+        self.status.restarts = max(self.status.restarts, attempts_failed - (1 if failed and attempts_failed else 0))
 
     def gpu_usage(self, pods, gpus_per_node: int, price: float) -> None:
         if gpus_per_node <= 0:
@@ -609,7 +611,7 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     after_applied = conditions.find_condition(new.conditions, SPEC_APPLIED)
     if after_applied is not None and after_applied.status == ConditionStatus.FALSE and conditions.transitioned(before_applied, after_applied):
         events.append(Event("Warning", "SpecChangeNotApplied", after_applied.message))
-    if new.restarts > old.restarts:
+    if new.restarts > old.restarts and new.phase != FineTuneJobPhase.FAILED:
         events.append(Event("Warning", "TrainerRestarted", MSG_RESTARTED.format(n=new.restarts)))
     return tuple(events)
 

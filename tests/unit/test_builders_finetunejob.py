@@ -1,0 +1,621 @@
+"""The children of a FineTuneJob as rendered from (Owner, FineTuneJobSpec, Settings).
+
+Each table row is one situation a user can put a FineTuneJob in (one node, eight GPUs, four
+nodes, a Kueue queue, a pvc:// model, an s3:// output, inline records...) and what the rendered
+objects must then say. The example manifests double as the proof that a FineTuneJob spec
+renders to a config the trainer itself accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finetune_operator.api.finetunejob import FineTuneJobSpec
+from finetune_operator.builders import finetunejob as builders
+from finetune_operator.builders.finetunejob import Owner, RenderError, Settings
+from finetune_operator.logic.finetunejob import parse_spec
+from finetune_operator.logic.spec import InvalidSpec
+from finetune_trainer import config as trainer_config
+from finetune_trainer import exitcodes
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("finetunejob-*.yaml"))
+
+OWNER = Owner(name="ft", namespace="team", uid="uid-1")
+SETTINGS = Settings()
+
+MINIMAL = {
+    "baseModel": {"uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
+    "dataset": {"uri": "s3://data/tickets.jsonl"},
+}
+RECORDS = [
+    {"instruction": "Summarize: printer jams", "output": "hardware"},
+    {"instruction": "Summarize: refund please", "output": "billing"},
+]
+PLACEMENT = {
+    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+    "priorityClassName": "training-high",
+}
+
+
+def spec(**changes) -> FineTuneJobSpec:
+    """MINIMAL with top-level sections replaced or merged (dicts are merged one level deep)."""
+    raw = copy.deepcopy(MINIMAL)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return FineTuneJobSpec.model_validate(raw)
+
+
+def render(stage: str, ftj: FineTuneJobSpec, settings: Settings = SETTINGS) -> dict:
+    return (builders.prepare_job if stage == "prepare" else builders.train_job)(OWNER, ftj, settings)
+
+
+def view(job: dict) -> dict:
+    """The parts of a rendered Job a row may assert on; None means absent."""
+    template = job["spec"]["template"]
+    pod = template["spec"]
+    [container] = pod["containers"]
+    volumes = {v["name"]: {k: v[k] for k in v if k != "name"} for v in pod["volumes"]}
+    env = {}
+    for var in container["env"]:
+        env[var["name"]] = var.get("value", var.get("valueFrom"))
+    return {
+        "container": container["name"],
+        "args": container["args"],
+        "command": container.get("command"),
+        "limits": container.get("resources", {}).get("limits"),
+        "requests": container.get("resources", {}).get("requests"),
+        "env": env,
+        "mounts": {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]},
+        "ports": container.get("ports"),
+        "nodeSelector": pod.get("nodeSelector"),
+        "tolerations": pod.get("tolerations"),
+        "affinity": pod.get("affinity"),
+        "priorityClassName": pod.get("priorityClassName"),
+        "serviceAccountName": pod["serviceAccountName"],
+        "subdomain": pod.get("subdomain"),
+        "restartPolicy": pod["restartPolicy"],
+        "backoffLimit": job["spec"]["backoffLimit"],
+        "activeDeadlineSeconds": job["spec"].get("activeDeadlineSeconds"),
+        "suspend": job["spec"].get("suspend"),
+        "completionMode": job["spec"].get("completionMode"),
+        "completions": job["spec"].get("completions"),
+        "parallelism": job["spec"].get("parallelism"),
+        "queueLabelOnJob": job["metadata"]["labels"].get(builders.QUEUE_LABEL),
+        "queueLabelOnPod": template["metadata"]["labels"].get(builders.QUEUE_LABEL),
+        "stageLabel": template["metadata"]["labels"].get(builders.STAGE_LABEL),
+    }
+
+
+# --- the prepare and train Jobs ----------------------------------------------------------------
+
+FAIL_FAST = sorted(exitcodes.FAIL_FAST)
+CONFIG = "/etc/finetune/config.yaml"
+
+
+@pytest.mark.parametrize(
+    ("ftj", "stage", "expected"),
+    [
+        pytest.param(
+            spec(), "prepare",
+            dict(container="trainer", args=["prepare", "--config", CONFIG], command=None, stageLabel="prepare",
+                 serviceAccountName="ft-trainer", restartPolicy="Never"),
+            id="prepare-runs-the-image-entrypoint-with-prepare",
+        ),
+        pytest.param(
+            spec(), "train",
+            dict(container="trainer", args=["train", "--config", CONFIG], command=None, stageLabel="train",
+                 serviceAccountName="ft-trainer", restartPolicy="Never"),
+            id="single-gpu-train-runs-the-image-entrypoint-with-train",
+        ),
+        pytest.param(
+            spec(), "train", dict(limits={"nvidia.com/gpu": "1"}, requests=None),
+            id="one-gpu-limit-under-the-default-resource-name",
+        ),
+        pytest.param(
+            spec(resources={"gpusPerNode": 1, "gpuResourceName": "amd.com/gpu", "cpu": 8, "memory": "48Gi"}), "train",
+            dict(limits={"amd.com/gpu": "1", "cpu": "8", "memory": "48Gi"}, requests={"cpu": "8", "memory": "48Gi"}),
+            id="gpu-limit-under-spec-gpu-resource-name-with-cpu-and-memory",
+        ),
+        pytest.param(
+            spec(resources={"gpusPerNode": 2, "cpu": 8}), "prepare",
+            dict(limits={"cpu": "8"}, requests={"cpu": "8"}),
+            id="prepare-gets-cpu-and-memory-but-never-gpus",
+        ),
+        pytest.param(
+            spec(resources={"gpusPerNode": 0}), "train", dict(limits=None, command=None),
+            id="cpu-only-train-has-no-gpu-limit",
+        ),
+        pytest.param(
+            spec(resources={"gpusPerNode": 8}), "train",
+            dict(limits={"nvidia.com/gpu": "8"}, args=["train", "--config", CONFIG],
+                 command=["torchrun", "--nproc_per_node=8", "-m", "finetune_trainer"], completionMode=None),
+            id="eight-gpus-on-one-node-use-torchrun-nproc",
+        ),
+        pytest.param(
+            spec(resources=PLACEMENT), "train",
+            dict(nodeSelector=PLACEMENT["nodeSelector"], tolerations=PLACEMENT["tolerations"],
+                 affinity=PLACEMENT["affinity"], priorityClassName="training-high"),
+            id="placement-applies-to-train",
+        ),
+        pytest.param(
+            spec(resources=PLACEMENT), "prepare",
+            dict(nodeSelector=None, tolerations=None, affinity=None, priorityClassName=None),
+            id="placement-does-not-apply-to-prepare",
+        ),
+        pytest.param(
+            spec(maxRestarts=5), "train", dict(backoffLimit=5),
+            id="train-backoff-limit-is-max-restarts",
+        ),
+        pytest.param(
+            spec(maxRestarts=5), "prepare", dict(backoffLimit=2),
+            id="prepare-backoff-limit-is-fixed",
+        ),
+        pytest.param(
+            spec(activeDeadlineSeconds=3600), "train", dict(activeDeadlineSeconds=3600),
+            id="deadline-on-train",
+        ),
+        pytest.param(
+            spec(activeDeadlineSeconds=3600), "prepare", dict(activeDeadlineSeconds=3600),
+            id="deadline-on-prepare",
+        ),
+        pytest.param(
+            spec(), "train", dict(activeDeadlineSeconds=None, suspend=None),
+            id="no-deadline-and-not-suspended-by-default",
+        ),
+        pytest.param(
+            spec(resources={"nodes": 4, "gpusPerNode": 8}), "train",
+            dict(
+                completionMode="Indexed", completions=4, parallelism=4, subdomain="ft-train",
+                ports=[{"name": "rendezvous", "containerPort": 29500}],
+                command=["torchrun", "--nnodes=$(NNODES)", "--nproc_per_node=$(NPROC_PER_NODE)",
+                         "--node_rank=$(NODE_RANK)", "--master_addr=$(MASTER_ADDR)",
+                         "--master_port=$(MASTER_PORT)", "-m", "finetune_trainer"],
+                args=["train", "--config", CONFIG],
+            ),
+            id="four-nodes-make-an-indexed-job-with-a-subdomain",
+        ),
+        pytest.param(
+            spec(resources={"nodes": 4, "gpusPerNode": 8}), "prepare",
+            dict(completionMode=None, completions=None, subdomain=None, command=None),
+            id="four-nodes-still-prepare-once",
+        ),
+        pytest.param(
+            spec(resources={"queueName": "ml-research"}), "train",
+            dict(queueLabelOnJob="ml-research", queueLabelOnPod="ml-research", suspend=True),
+            id="kueue-queue-labels-train-and-creates-it-suspended",
+        ),
+        pytest.param(
+            spec(resources={"queueName": "ml-research"}), "prepare",
+            dict(queueLabelOnJob=None, queueLabelOnPod=None, suspend=None),
+            id="kueue-queue-does-not-gate-prepare",
+        ),
+        pytest.param(
+            spec(suspend=True), "train", dict(suspend=True, queueLabelOnJob=None),
+            id="suspended-spec-creates-train-suspended",
+        ),
+        pytest.param(
+            spec(suspend=True), "prepare", dict(suspend=True),
+            id="suspended-spec-creates-prepare-suspended",
+        ),
+    ],
+)
+def test_job(ftj, stage, expected):
+    job = view(render(stage, ftj))
+    assert {key: job[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize("stage", ["prepare", "train"])
+def test_every_job_has_the_same_failure_policy_and_sandbox(stage):
+    job = render(stage, spec())
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+
+    assert job["spec"]["podFailurePolicy"]["rules"] == [
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": FAIL_FAST}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": builders.TRAINER_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def test_fail_fast_codes_are_the_trainers_non_retryable_ones():
+    assert FAIL_FAST == [
+        exitcodes.CONFIG_ERROR, exitcodes.DATA_ERROR, exitcodes.MODEL_ERROR,
+        exitcodes.OUT_OF_MEMORY, exitcodes.TRAINING_DIVERGED,
+    ]
+
+
+def test_multi_node_env_points_every_rank_at_rank_zero():
+    env = view(render("train", spec(resources={"nodes": 4, "gpusPerNode": 8})))["env"]
+
+    assert env["MASTER_ADDR"] == "ft-train-0.ft-train"
+    assert env["MASTER_PORT"] == "29500"
+    assert (env["NNODES"], env["NPROC_PER_NODE"], env["WORLD_SIZE"]) == ("4", "8", "32")
+    assert env["NODE_RANK"] == {
+        "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+    }
+
+
+# --- volumes: where each location is mounted ------------------------------------------------------
+
+CONFIG_MOUNTS = {
+    "/etc/finetune": {"configMap": {"name": "ft-config"}},
+    "/tmp": {"emptyDir": {}},
+}
+
+
+@pytest.mark.parametrize(
+    ("ftj", "settings", "expected_mounts"),
+    [
+        pytest.param(
+            spec(baseModel={"uri": "pvc://models/llama"}, dataset={"uri": "pvc://datasets/t.jsonl"}), SETTINGS,
+            {
+                "/mnt/pvc/datasets": {"persistentVolumeClaim": {"claimName": "datasets"}},
+                "/mnt/pvc/finetune-artifacts": {"persistentVolumeClaim": {"claimName": "finetune-artifacts"}},
+                "/mnt/pvc/models": {"persistentVolumeClaim": {"claimName": "models"}},
+            },
+            id="pvc-model-data-and-default-store-are-mounted-by-claim",
+        ),
+        pytest.param(
+            spec(baseModel={"uri": "pvc://shared/models/llama"}, output={"uri": "pvc://shared/runs/ft"}), SETTINGS,
+            {"/mnt/pvc/shared": {"persistentVolumeClaim": {"claimName": "shared"}}},
+            id="one-claim-named-twice-is-mounted-once",
+        ),
+        pytest.param(
+            spec(output={"uri": "s3://models/finetuned/ft"}), SETTINGS,
+            {"/workspace/output": {"emptyDir": {}}},
+            id="s3-output-is-written-locally-then-uploaded",
+        ),
+        pytest.param(
+            spec(), Settings(artifact_store="s3://artifacts"),
+            {"/workspace/output": {"emptyDir": {}}},
+            id="s3-artifact-store-is-written-locally-then-uploaded",
+        ),
+    ],
+)
+def test_mounts(ftj, settings, expected_mounts):
+    for stage in ("prepare", "train"):
+        assert view(render(stage, ftj, settings))["mounts"] == {**CONFIG_MOUNTS, **expected_mounts}, stage
+
+
+def _writable_mount_holding(job: dict, path: str) -> str | None:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    for mount in container["volumeMounts"]:
+        root = mount["mountPath"].rstrip("/") + "/"
+        if (path.rstrip("/") + "/").startswith(root) and not mount.get("readOnly"):
+            return mount["mountPath"]
+    return None
+
+
+@pytest.mark.parametrize(
+    ("ftj", "expected_mount"),
+    [
+        pytest.param(spec(), "/mnt/pvc/finetune-artifacts", id="default-artifact-store"),
+        pytest.param(spec(output={"uri": "pvc://models/finetuned/ft"}), "/mnt/pvc/models", id="pvc-output"),
+        pytest.param(spec(output={"uri": "s3://models/finetuned/ft"}), "/workspace/output", id="s3-output"),
+        pytest.param(
+            spec(output={"uri": "/artifacts/ft"}), "/artifacts/ft",
+            id="absolute-path-output",
+        ),
+    ],
+)
+def test_output_dir_is_on_a_writable_mount(ftj, expected_mount):
+    job = builders.train_job(OWNER, ftj, SETTINGS)
+    output_dir = builders.trainer_config_dict(OWNER, ftj, SETTINGS)["output"]["dir"]
+    local = str(trainer_config.local_path(output_dir, builders.PVC_MOUNT_ROOT))
+    assert _writable_mount_holding(job, local) == expected_mount
+
+
+# --- the trainer config ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("ftj", "settings", "expected"),
+    [
+        pytest.param(
+            spec(), SETTINGS,
+            {"output": {"dir": "pvc://finetune-artifacts/ft", "uri": "pvc://finetune-artifacts/ft"}},
+            id="default-output-goes-to-the-artifact-store-under-the-job-name",
+        ),
+        pytest.param(
+            spec(), Settings(artifact_store="pvc://team-store/"),
+            {"output": {"dir": "pvc://team-store/ft", "uri": "pvc://team-store/ft"}},
+            id="artifact-store-setting-with-trailing-slash",
+        ),
+        pytest.param(
+            spec(output={"uri": "s3://models/finetuned/ft"}), SETTINGS,
+            {"output": {"dir": "/workspace/output", "upload_uri": "s3://models/finetuned/ft",
+                        "uri": "s3://models/finetuned/ft"}},
+            id="s3-output-is-uploaded-from-a-local-dir",
+        ),
+        pytest.param(
+            spec(dataset={"uri": None, "inline": RECORDS}), SETTINGS,
+            {"dataset.source": "/etc/finetune/dataset.jsonl"},
+            id="inline-records-are-read-from-the-config-map",
+        ),
+        pytest.param(
+            spec(), SETTINGS, {"dataset.source": "s3://data/tickets.jsonl"},
+            id="dataset-uri-is-read-where-it-is",
+        ),
+        pytest.param(spec(hyperparameters={"precision": "bf16"}), SETTINGS, {"hyperparameters.bf16": True}, id="bf16"),
+        pytest.param(spec(hyperparameters={"precision": "fp32"}), SETTINGS, {"hyperparameters.bf16": False}, id="fp32"),
+        pytest.param(spec(), SETTINGS, {"hyperparameters.bf16": "auto"}, id="auto-precision"),
+        pytest.param(
+            spec(checkpointing={"intervalSteps": 50}), SETTINGS,
+            {"hyperparameters.eval_steps": 50, "checkpointing.every_n_steps": 50},
+            id="evaluation-defaults-to-every-checkpoint",
+        ),
+        pytest.param(
+            spec(earlyStopping={"patience": 2, "minDelta": 0.01}), SETTINGS,
+            {"early_stopping": {"enabled": True, "patience": 2, "threshold": 0.01}},
+            id="early-stopping-min-delta-is-the-trainers-threshold",
+        ),
+        pytest.param(spec(), SETTINGS, {"adaptation.target_modules": None}, id="no-target-modules-lets-the-trainer-pick"),
+        pytest.param(
+            spec(adaptation={"targetModules": ["q_proj", "v_proj"]}), SETTINGS,
+            {"adaptation.target_modules": ["q_proj", "v_proj"]},
+            id="target-modules-are-passed-on",
+        ),
+        pytest.param(
+            spec(dataset={"piiPolicy": "redact", "piiTypes": ["EMAIL", "SSN"]}), SETTINGS,
+            {"dataset.pii_policy": "redact", "dataset.pii_types": ["EMAIL", "SSN"]},
+            id="pii-policy-and-types",
+        ),
+        pytest.param(
+            spec(baseModel={"uri": "hf://org/model", "revision": "v2"}), SETTINGS,
+            {"model.revision": "v2", "model.cache_dir": "/tmp/finetune-cache/models"},
+            id="hf-revision-and-a-writable-model-cache",
+        ),
+    ],
+)
+def test_trainer_config(ftj, settings, expected):
+    rendered = builders.trainer_config_dict(OWNER, ftj, settings)
+    for path, value in expected.items():
+        node = rendered
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        assert node == value, path
+    trainer_config.parse_config(rendered)  # the trainer accepts it as it is
+
+
+@pytest.mark.parametrize(
+    ("ftj", "expected_files"),
+    [
+        pytest.param(
+            spec(dataset={"uri": None, "inline": RECORDS}),
+            {"config.yaml", "dataset.jsonl"},
+            id="inline-records-ship-as-dataset-jsonl",
+        ),
+        pytest.param(spec(), {"config.yaml"}, id="dataset-uri-ships-only-the-config"),
+    ],
+)
+def test_config_map(ftj, expected_files, tmp_path):
+    config_map = builders.config_map(OWNER, ftj, SETTINGS)
+
+    assert config_map["metadata"]["name"] == "ft-config"
+    assert set(config_map["data"]) == expected_files
+    # The trainer reads config.yaml with its own loader (YAML) and gets exactly the rendered config.
+    # (PyYAML reads a JSON float like 2e-05 as a string; the trainer's typed model converts it back.)
+    mounted = tmp_path / "config.yaml"
+    mounted.write_text(config_map["data"]["config.yaml"])
+    rendered = builders.trainer_config_dict(OWNER, ftj, SETTINGS)
+    assert trainer_config.load_config(mounted) == trainer_config.parse_config(rendered)
+    if "dataset.jsonl" in expected_files:
+        lines = config_map["data"]["dataset.jsonl"].splitlines()
+        assert [json.loads(line) for line in lines] == RECORDS
+
+
+@pytest.mark.parametrize(
+    ("ftj", "expected_field"),
+    [
+        pytest.param(
+            spec(hyperparameters={"precision": "fp16"}), "spec.hyperparameters.precision",
+            id="fp16-is-not-supported-by-the-trainer",
+        ),
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": {"endpoint": "http://teacher:8000/v1", "model": "m", "prompt": "p"}}),
+            "spec.dataset.synthetic",
+            id="synthetic-only-dataset-is-not-available-yet",
+        ),
+        pytest.param(
+            spec(hyperparameters={"evalSteps": 30}, checkpointing={"intervalSteps": 100}),
+            "spec.checkpointing.intervalSteps",
+            id="checkpoint-interval-not-a-multiple-of-eval-steps",
+        ),
+    ],
+)
+def test_spec_the_trainer_cannot_run_is_refused_naming_the_field(ftj, expected_field):
+    # decide() takes the text before the first ": " as the field of the InvalidSpec problem.
+    with pytest.raises(RenderError) as refused:
+        builders.trainer_config_dict(OWNER, ftj, SETTINGS)
+    assert re.match(rf"{re.escape(expected_field)}\b", str(refused.value)), str(refused.value)
+
+
+# Manifests the current release refuses on purpose, and the field the refusal names.
+REFUSED_EXAMPLES = {"finetunejob-synthetic.yaml": "spec.dataset.synthetic"}
+
+
+def test_examples_are_found():
+    assert len(EXAMPLES) >= 6
+
+
+@pytest.mark.parametrize(
+    ("manifest", "refused_field"),
+    [pytest.param(path, REFUSED_EXAMPLES.get(path.name), id=path.stem) for path in EXAMPLES],
+)
+def test_example_renders_to_a_config_the_trainer_accepts(manifest, refused_field):
+    document = yaml.safe_load(manifest.read_text())
+    parsed = parse_spec(document["spec"])
+    assert not isinstance(parsed, InvalidSpec), parsed
+    owner = Owner(name=document["metadata"]["name"], namespace="team", uid="uid-1")
+
+    if refused_field:
+        with pytest.raises(RenderError, match=re.escape(refused_field)):
+            builders.trainer_config_dict(owner, parsed, SETTINGS)
+        return
+    rendered = builders.trainer_config_dict(owner, parsed, SETTINGS)
+    accepted = trainer_config.parse_config(rendered, origin=manifest.name)
+    assert accepted.model.uri == parsed.base_model.uri
+    # Every child renders too, and the ConfigMap carries exactly that config.
+    children = [*builders.setup_objects(owner, parsed, SETTINGS),
+                builders.prepare_job(owner, parsed, SETTINGS), builders.train_job(owner, parsed, SETTINGS)]
+    assert json.loads(children[0]["data"]["config.yaml"]) == rendered
+
+
+# --- setup objects, names, ownership -------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("ftj", "expected"),
+    [
+        pytest.param(
+            spec(),
+            [("ConfigMap", "ft-config"), ("ConfigMap", "ft-progress"), ("ServiceAccount", "ft-trainer"),
+             ("Role", "ft-trainer"), ("RoleBinding", "ft-trainer")],
+            id="single-node",
+        ),
+        pytest.param(
+            spec(resources={"nodes": 2}),
+            [("ConfigMap", "ft-config"), ("ConfigMap", "ft-progress"), ("ServiceAccount", "ft-trainer"),
+             ("Role", "ft-trainer"), ("RoleBinding", "ft-trainer"), ("Service", "ft-train")],
+            id="multi-node-adds-the-headless-service",
+        ),
+    ],
+)
+def test_setup_objects(ftj, expected):
+    objects = builders.setup_objects(OWNER, ftj, SETTINGS)
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == expected
+    assert {o["metadata"]["namespace"] for o in objects} == {"team"}
+
+
+def test_headless_service_selects_exactly_the_train_pods():
+    ftj = spec(resources={"nodes": 2})
+    service = builders.headless_service(OWNER)
+    train_pod_labels = builders.train_job(OWNER, ftj, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+    prepare_pod_labels = builders.prepare_job(OWNER, ftj, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"].items() <= train_pod_labels.items()
+    assert not service["spec"]["selector"].items() <= prepare_pod_labels.items()
+
+
+def test_role_grants_only_get_and_patch_of_its_progress_config_map():
+    account, role, binding = builders.trainer_rbac(OWNER)
+
+    assert (account["kind"], role["kind"], binding["kind"]) == ("ServiceAccount", "Role", "RoleBinding")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["ft-progress"], "verbs": ["get", "patch"]}
+    ]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ft-trainer"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ft-trainer", "namespace": "team"}]
+    assert builders.progress_config_map(OWNER)["metadata"]["name"] == "ft-progress"
+
+
+OWNED_CHILDREN = {
+    "config": lambda ftj: builders.config_map(OWNER, ftj, SETTINGS),
+    "progress": lambda ftj: builders.progress_config_map(OWNER),
+    "service-account": lambda ftj: builders.trainer_rbac(OWNER)[0],
+    "role": lambda ftj: builders.trainer_rbac(OWNER)[1],
+    "role-binding": lambda ftj: builders.trainer_rbac(OWNER)[2],
+    "prepare-job": lambda ftj: builders.prepare_job(OWNER, ftj, SETTINGS),
+    "train-job": lambda ftj: builders.train_job(OWNER, ftj, SETTINGS),
+    "headless-service": lambda ftj: builders.headless_service(OWNER),
+}
+EXPECTED_NAMES = {
+    "config": "ft-config", "progress": "ft-progress", "service-account": "ft-trainer", "role": "ft-trainer",
+    "role-binding": "ft-trainer", "prepare-job": "ft-prepare", "train-job": "ft-train", "headless-service": "ft-train",
+}
+
+
+@pytest.mark.parametrize("child", list(OWNED_CHILDREN))
+def test_child_is_controlled_by_the_finetunejob_and_named_deterministically(child):
+    ftj = spec(resources={"nodes": 2})
+    rendered = OWNED_CHILDREN[child](ftj)
+
+    assert rendered["metadata"]["name"] == EXPECTED_NAMES[child]
+    assert rendered["metadata"]["ownerReferences"] == [
+        {"apiVersion": "finetune.ai/v1alpha1", "kind": "FineTuneJob", "name": "ft", "uid": "uid-1",
+         "controller": True, "blockOwnerDeletion": True}
+    ]
+    assert rendered["metadata"]["labels"]["finetune.ai/finetunejob"] == "ft"
+    assert OWNED_CHILDREN[child](ftj) == rendered  # same inputs, same object
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        pytest.param(SETTINGS, ("finetune-artifacts", "100Gi"), id="pvc-store-is-created-when-missing"),
+        pytest.param(Settings(artifact_store="pvc://team-store", artifact_store_size="1Ti"), ("team-store", "1Ti"),
+                     id="store-claim-and-size-from-settings"),
+        pytest.param(Settings(artifact_store="s3://artifacts"), None, id="s3-store-needs-no-claim"),
+        pytest.param(Settings(artifact_store="/srv/artifacts"), None, id="path-store-needs-no-claim"),
+    ],
+)
+def test_artifact_store_pvc(settings, expected):
+    claim = builders.artifact_store_pvc("team", settings)
+    if expected is None:
+        assert claim is None
+        return
+    name, size = expected
+    assert claim["kind"] == "PersistentVolumeClaim"
+    assert (claim["metadata"]["name"], claim["metadata"]["namespace"]) == (name, "team")
+    assert claim["spec"]["resources"]["requests"]["storage"] == size
+    assert "ownerReferences" not in claim["metadata"]  # artifacts outlive the job
+
+
+# --- cleanup (spec.deleteArtifactsOnDelete) --------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("ftj", "expected"),
+    [
+        pytest.param(spec(), ("/mnt/pvc/finetune-artifacts/ft", "finetune-artifacts"), id="default-store-run-dir"),
+        pytest.param(
+            spec(output={"uri": "pvc://models/finetuned/classifier"}),
+            ("/mnt/pvc/models/finetuned/classifier", "models"),
+            id="pvc-output-dir",
+        ),
+        pytest.param(spec(output={"uri": "s3://models/finetuned/ft"}), None, id="s3-output-left-to-bucket-lifecycle"),
+        pytest.param(
+            spec(output={"uri": "pvc://models"}), (None, "models"),
+            id="output-at-a-claim-root",
+        ),
+    ],
+)
+def test_cleanup_job(ftj, expected):
+    """expected: None for no cleanup Job, else (the path removed, or None for "anything but the
+    claim's root", and the claim mounted)."""
+    cleanup = builders.cleanup_job(OWNER, ftj, SETTINGS)
+    if expected is None:
+        assert cleanup is None
+        return
+    path, claim = expected
+    if cleanup is None and path is None:
+        return  # refusing to clean up is a safe answer too
+    pod = cleanup["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert cleanup["metadata"]["name"] == "ft-cleanup"
+    assert "ownerReferences" not in cleanup["metadata"]  # the FineTuneJob is being deleted
+    assert cleanup["spec"]["ttlSecondsAfterFinished"] == 300
+    assert pod["volumes"] == [{"name": "output", "persistentVolumeClaim": {"claimName": claim}}]
+    removed = container["command"][-1]
+    assert removed != f"/mnt/pvc/{claim}", "the cleanup would wipe the whole claim"
+    if path is not None:
+        assert removed == path
