@@ -49,6 +49,7 @@ crds-check: venv
 chart-crds:
 	@mkdir -p charts/finetune-operator/crds
 	@cp crds/*.yaml charts/finetune-operator/crds/
+	@cp config/admission/*.yaml charts/finetune-operator/templates/
 
 lint: venv
 	$(VENV)/bin/lint-imports

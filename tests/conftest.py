@@ -87,6 +87,8 @@ def _install_crds(cluster: Cluster) -> None:
     for f in files:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"-f={f}" for f in files])
+    for policy in sorted((ROOT / "config" / "admission").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(policy))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 
 import pytest
 
@@ -143,6 +144,48 @@ S = {
         progress=progress_map(PROGRESS, **PROGRESS_LINE),
     ),
 }
+EVAL = "ft-eval-1"
+EVALUATED_MESSAGE = termination(
+    status="Evaluated", stage="evaluate",
+    metrics={"taskAccuracy": 0.9, "formatCompliance": 1.0, "safetyPassRate": 0.97, "generalScore": 0.6,
+             "latencySeconds": 0.2},
+    base={"taskAccuracy": 0.1, "formatCompliance": 0.0, "safetyPassRate": 0.98, "generalScore": 0.62,
+          "latencySeconds": 0.15},
+    stderr={"taskAccuracy": 0.02}, results="/mnt/pvc/finetune-artifacts/ft/evaluation.json",
+)
+EVAL_COMPLETE = job(EVAL, conditions=["Complete"], succeeded=1)
+EVAL_POD_DONE = pod(EVAL, terminated=dict(exitCode=0, reason="Completed", message=EVALUATED_MESSAGE))
+S["evaluating"] = Children(
+    jobs=(*S["train-complete"].jobs, job(EVAL, active=1)),
+    pods=(*S["train-complete"].pods, pod(EVAL, started="2025-01-01T11:50:00Z")),
+    progress=S["train-complete"].progress,
+)
+S["evaluated"] = Children(
+    jobs=(*S["train-complete"].jobs, EVAL_COMPLETE),
+    pods=(*S["train-complete"].pods, EVAL_POD_DONE),
+    progress=S["train-complete"].progress,
+)
+S["eval-failed"] = Children(
+    jobs=(*S["train-complete"].jobs, job(EVAL, conditions=[("Failed", "PodFailurePolicy")], failed=1)),
+    pods=(*S["train-complete"].pods, pod(EVAL, terminated=dict(exitCode=4, reason="Error", message=termination(
+        status="Failed", stage="evaluate", reason="ModelError", exit_code=4, message="artifact /x/adapter is missing")))),
+    progress=S["train-complete"].progress,
+)
+
+
+def registered(children, evaluation=True, failing=False):
+    record = finetunejob.evaluation_record(json.loads(EVALUATED_MESSAGE), SPEC)
+    if failing:
+        record["metrics"]["safetyPassRate"] = 0.4
+    mv = {"metadata": {"name": "ft-v1", "namespace": "team", "uid": "mv-uid"},
+          "spec": {"modelName": "ft", "version": "v1", "baseModel": {"uri": "hf://org/base"},
+                   "artifact": {"uri": "pvc://finetune-artifacts/ft/adapter", "digest": f"sha256:{DIGEST}"},
+                   **({"evaluation": record} if evaluation else {})}}
+    return Children(jobs=children.jobs, pods=children.pods, progress=children.progress, model_version=mv)
+
+
+S["registered"] = registered(S["evaluated"])
+S["registered-rejected"] = registered(S["evaluated"], failing=True)
 SETUP = [("ConfigMap", "ft-config"), ("ConfigMap", "ft-progress"), ("ServiceAccount", "ft-trainer"),
          ("Role", "ft-trainer"), ("RoleBinding", "ft-trainer")]
 
@@ -230,10 +273,36 @@ SETUP = [("ConfigMap", "ft-config"), ("ConfigMap", "ft-progress"), ("ServiceAcco
         ),
         pytest.param(
             SPEC, "train-complete",
+            dict(phase="Evaluating", reason="Evaluating", trained="True", data_ready="True",
+                 create=[("Job", EVAL)]),
+            id="train-complete-creates-the-eval-job",
+        ),
+        pytest.param(
+            SPEC, "evaluating",
+            dict(phase="Evaluating", reason="Evaluating", trained="True", create=[]),
+            id="evaluation-running",
+        ),
+        pytest.param(
+            SPEC, "eval-failed",
+            dict(phase="Failed", reason="EvaluationFailed", succeeded="False", completed=True,
+                 message="evaluation failed: ModelError (exit code 4): artifact /x/adapter is missing"),
+            id="evaluation-failed-with-the-trainers-message",
+        ),
+        pytest.param(
+            SPEC, "evaluated",
+            dict(phase="Evaluating", reason="Evaluating", message="registering the ModelVersion", create=[]),
+            id="evaluated-registers-a-model-version",
+        ),
+        pytest.param(
+            SPEC, "registered",
             dict(phase="Succeeded", reason="Succeeded", succeeded="True", trained="True", data_ready="True",
-                 message="training finished; artifact at pvc://finetune-artifacts/ft/adapter", completed=True,
-                 create=[]),
-            id="train-complete-succeeds",
+                 completed=True, create=[]),
+            id="registered-and-approved-succeeds",
+        ),
+        pytest.param(
+            SPEC, "registered-rejected",
+            dict(phase="Succeeded", reason="Succeeded", succeeded="True", completed=True, create=[]),
+            id="a-rejection-is-an-outcome-not-a-failure",
         ),
     ],
 )
@@ -427,7 +496,7 @@ def test_progress(progress, expected_progress, expected_checkpoint):
 
 
 def test_success_records_the_artifact_and_completes_progress():
-    status = run(SPEC, S["train-complete"]).status
+    status = run(SPEC, S["registered"]).status
 
     assert status.artifact.model_dump(by_alias=True) == {
         "uri": "pvc://finetune-artifacts/ft/adapter", "digest": f"sha256:{DIGEST}", "type": "lora-adapter",
@@ -505,7 +574,7 @@ def test_restarts(before, train, expected_restarts, expected_event):
 
 # --- finished jobs, idempotence and events -------------------------------------------------------
 
-SUCCEEDED = status_after((SPEC, S["train-complete"]))
+SUCCEEDED = status_after((SPEC, S["registered"]))
 FAILED = status_after((SPEC, S["prepare-failed-data-error"]))
 INVALID = InvalidSpec((SpecProblem("spec.baseModel.uri", "'s3://B/x': bad bucket", "use s3://<bucket>/<prefix>"),))
 
@@ -549,9 +618,10 @@ def test_same_inputs_again_change_nothing(ftj, situation):
     ("steps", "expected_events"),
     [
         pytest.param(
-            ["nothing-yet", "prepare-running", "prepared", "training-no-progress-yet", "training", "train-complete"],
+            ["nothing-yet", "prepare-running", "prepared", "training-no-progress-yet", "training", "train-complete",
+             "evaluating", "evaluated", "registered"],
             [[("Normal", "Accepted"), ("Normal", "Preparing")], [], [("Normal", "Training")], [], [],
-             [("Normal", "Succeeded")]],
+             [("Normal", "Evaluating")], [], [], [("Normal", "Succeeded")]],
             id="happy-path-one-event-per-phase",
         ),
         pytest.param(
@@ -592,3 +662,39 @@ def test_artifact_store_claim_is_created_with_the_first_children(settings, expec
     claims = [o["metadata"]["name"] for o in created if o["kind"] == "PersistentVolumeClaim"]
     assert claims == ([expected_claim] if expected_claim else [])
     assert all("ownerReferences" not in o["metadata"] for o in created if o["kind"] == "PersistentVolumeClaim")
+
+
+def test_evaluated_job_registers_a_model_version_with_lineage_metrics_and_gates():
+    decision = run(SPEC, S["evaluated"])
+    registration = decision.register
+    assert registration.model_name == "ft" and registration.version is None
+    body = registration.spec
+    assert body["artifact"] == {"uri": "pvc://finetune-artifacts/ft/adapter", "digest": f"sha256:{DIGEST}", "type": "adapter"}
+    assert body["lineage"]["fineTuneJob"] == "ft" and body["lineage"]["datasetDigest"] == DIGEST
+    assert body["evaluation"]["metrics"]["formatCompliance"] == 1.0
+    assert body["evaluation"]["baseMetrics"]["formatCompliance"] == 0.0
+    assert [g["name"] for g in body["evaluation"]["gates"]] == ["taskAccuracy", "formatCompliance", "safety", "noRegression", "latency"]
+    assert body["modelCard"]["metrics"]["taskAccuracy"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("situation", "gates_passed", "in_message"),
+    [
+        pytest.param("registered", "True", "registered ft-v1: Approved", id="approved"),
+        pytest.param("registered-rejected", "False", "safety", id="rejected-names-the-failing-gate"),
+    ],
+)
+def test_verdict_of_the_gates_is_on_the_finetunejob(situation, gates_passed, in_message):
+    status = run(SPEC, S[situation]).status
+    assert status.model_version == "ft-v1"
+    assert condition(status, "GatesPassed").status == gates_passed
+    assert in_message in status.message
+
+
+def test_without_evaluation_the_version_is_registered_unevaluated():
+    no_eval = spec(evaluation={"enabled": False})
+    decision = run(no_eval, S["train-complete"])
+    assert decision.create == () and decision.register is not None
+    assert "evaluation" not in decision.register.spec
+    done = run(no_eval, registered(S["train-complete"], evaluation=False)).status
+    assert done.phase == "Succeeded" and "Candidate" in done.message

@@ -1,4 +1,4 @@
-"""decide() for ModelVersion: a new version is a Candidate with Ready=Unknown; verdicts are kept."""
+"""decide() for ModelVersion: Candidate without evaluation, gates judged from the evaluation in the spec."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def test_valid_spec_parses():
                      id="new-version-is-a-candidate"),
         pytest.param("candidate-at-T0", "Candidate", ("Unknown", "AwaitingEvaluation", T0), [], False,
                      id="resync-changes-nothing"),
-        pytest.param("approved", "Approved", None, [], True, id="verdict-of-the-gates-is-kept"),
+        pytest.param("production", "Production", ("Unknown", "AwaitingEvaluation", T1), [], True,
+                     id="production-set-by-a-rollout-is-kept"),
     ],
 )
 def test_decide(before, expected_phase, expected_ready, expected_events, changed):
@@ -46,7 +47,7 @@ def test_decide(before, expected_phase, expected_ready, expected_events, changed
     elif before == "candidate-at-T0":
         status = decide(spec, ModelVersionStatus(), T0, generation=1).status
     else:
-        status = ModelVersionStatus(phase="Approved")
+        status = ModelVersionStatus(phase="Production")
 
     decision = decide(spec, status, T1, generation=1)
 
@@ -69,3 +70,74 @@ def test_invalid_spec_makes_ready_false_and_names_the_field():
     assert (condition.status, condition.reason) == ("False", "InvalidSpec")
     assert "spec.artifact.digest" in condition.message
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", "InvalidSpec")]
+
+
+GATES = [
+    {"name": "taskAccuracy", "metric": "taskAccuracy", "comparator": "GreaterThan", "threshold": 0.85},
+    {"name": "formatCompliance", "metric": "formatCompliance", "comparator": "GreaterThan", "threshold": 0.95},
+    {"name": "safety", "metric": "safetyPassRate", "comparator": "GreaterThan", "threshold": 0.95},
+    {"name": "noRegression", "metric": "generalScore", "comparator": "GreaterThanOrEqual", "threshold": 0.95,
+     "baseline": "RatioToBase"},
+    {"name": "latency", "metric": "latencySeconds", "comparator": "LessThan", "threshold": 2.0,
+     "baseline": "RatioToBase", "blocking": False},
+]
+GOOD = {"taskAccuracy": 0.9, "formatCompliance": 1.0, "safetyPassRate": 0.97, "generalScore": 0.6, "latencySeconds": 0.2}
+BASE = {"taskAccuracy": 0.1, "formatCompliance": 0.0, "safetyPassRate": 0.98, "generalScore": 0.62, "latencySeconds": 0.15}
+
+
+def evaluated(metrics, base=BASE, gates=GATES):
+    return parse_spec({**VALID, "evaluation": {"metrics": metrics, "baseMetrics": base, "gates": gates}})
+
+
+@pytest.mark.parametrize(
+    ("metrics", "base", "phase", "failing", "warned"),
+    [
+        pytest.param(GOOD, BASE, "Approved", [], [], id="every-gate-passes"),
+        pytest.param({**GOOD, "formatCompliance": 0.9}, BASE, "Rejected", ["formatCompliance"], [], id="format-gate-fails"),
+        pytest.param({**GOOD, "safetyPassRate": 0.5}, BASE, "Rejected", ["safety"], [], id="safety-gate-fails"),
+        pytest.param({**GOOD, "generalScore": 0.5}, BASE, "Rejected", ["noRegression"], [],
+                     id="regression-beyond-5-percent-of-base"),
+        pytest.param({**GOOD, "generalScore": 0.59}, BASE, "Approved", [], [], id="regression-within-5-percent"),
+        pytest.param({**GOOD, "latencySeconds": 0.5}, BASE, "Approved", [], ["latency"], id="slow-is-a-warning-only"),
+        pytest.param({k: v for k, v in GOOD.items() if k != "taskAccuracy"}, BASE, "Rejected", ["taskAccuracy"], [],
+                     id="unmeasured-blocking-metric-fails"),
+        pytest.param(GOOD, {k: v for k, v in BASE.items() if k != "generalScore"}, "Rejected", ["noRegression"], [],
+                     id="ratio-gate-without-base-value-fails"),
+    ],
+)
+def test_gates_decide_approved_or_rejected(metrics, base, phase, failing, warned):
+    decision = decide(evaluated(metrics, base), ModelVersionStatus(), T1, generation=1)
+    status = decision.status
+    assert status.phase == phase
+    assert sorted(g.name for g in status.gates if g.blocking and not g.passed) == failing
+    assert sorted(g.name for g in status.gates if not g.blocking and not g.passed) == warned
+    gates_passed = next(c for c in status.conditions if c.type == "GatesPassed")
+    assert gates_passed.status == ("False" if failing else "True")
+    for name in failing:
+        assert name in gates_passed.message
+    assert ready(status).status == ("False" if failing else "True")
+    assert status.comparison["taskAccuracy"].before == base.get("taskAccuracy")
+    assert status.comparison["taskAccuracy"].after == metrics.get("taskAccuracy")
+    kinds = [(e.type, e.reason) for e in decision.events]
+    assert ("Normal", "Registered") in kinds
+    assert (("Warning", "Rejected") if failing else ("Normal", "Approved")) in kinds
+
+
+def test_gate_result_records_value_base_threshold_and_blocking():
+    status = decide(evaluated(GOOD), ModelVersionStatus(), T1, generation=1).status
+    latency = next(g for g in status.gates if g.name == "latency")
+    assert (latency.value, latency.base_value, latency.threshold, latency.blocking, latency.passed) == (
+        0.2, 0.15, 2.0, False, True,
+    )
+
+
+def test_rejected_production_version_is_not_kept_in_production():
+    status = ModelVersionStatus(phase="Production")
+    decision = decide(evaluated({**GOOD, "safetyPassRate": 0.1}), status, T1, generation=1)
+    assert decision.status.phase == "Rejected"
+
+
+def test_approved_version_resync_is_silent():
+    first = decide(evaluated(GOOD), ModelVersionStatus(), T0, generation=1).status
+    again = decide(evaluated(GOOD), first, T1, generation=1)
+    assert not again.status_changed and not again.events

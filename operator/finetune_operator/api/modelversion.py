@@ -92,6 +92,41 @@ class Lineage(ApiModel):
     )
 
 
+class GateRule(ApiModel):
+    """A quality gate as it was set for this version (the job's defaults and overrides, resolved)."""
+
+    name: str = Field(min_length=1, max_length=63, description="Gate name.")
+    metric: str = Field(min_length=1, max_length=63, description="Metric the gate checks.")
+    comparator: Comparator = Field(description="How the value compares with the threshold.")
+    threshold: float = Field(description="Threshold the value (or its ratio to the base) is compared with.")
+    baseline: GateBaseline = Field(default=GateBaseline.ABSOLUTE, description="Absolute or RatioToBase.")
+    blocking: bool = Field(default=True, description="A failed blocking gate rejects the version.")
+
+
+class EvaluationRecord(ApiModel):
+    """What the evaluation measured, fixed at registration: the gates are judged from this."""
+
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Metrics of the fine-tuned model (taskAccuracy, formatCompliance, ...)."
+    )
+    base_metrics: dict[str, float] = Field(
+        default_factory=dict, description="The same metrics of the base model, for RatioToBase gates."
+    )
+    standard_errors: dict[str, float] = Field(
+        default_factory=dict, description="Bootstrap standard errors of the fine-tuned model's metrics."
+    )
+    gates: list[GateRule] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The gates this version is judged by.",
+        json_schema_extra=map_list("name"),
+    )
+    results_uri: str | None = Field(
+        default=None, max_length=2048, description="Full evaluation results, with samples for human review."
+    )
+    evaluated_at: datetime | None = Field(default=None, description="When the evaluation finished.")
+
+
 class ModelVersionSpec(ApiModel):
     """An immutable registry entry: the artifact, its lineage and its model card."""
 
@@ -106,6 +141,10 @@ class ModelVersionSpec(ApiModel):
     lineage: Lineage = Field(default_factory=Lineage, description="Where the artifact came from.")
     model_card: dict[str, Any] = Field(
         default_factory=dict, description="Model card: intended use, data, metrics, limitations (free-form)."
+    )
+    evaluation: EvaluationRecord | None = Field(
+        default=None,
+        description="Metrics and gates of the evaluation; without it the version stays a Candidate.",
     )
 
 
@@ -152,6 +191,9 @@ class ModelVersionStatus(StatusModel):
         default_factory=dict, description="Before (base model) and after (fine-tuned) values per metric."
     )
     evaluation_time: datetime | None = Field(default=None, description="When the gates were evaluated.")
+    model_card_config_map: str | None = Field(
+        default=None, description="ConfigMap holding the rendered model card (key README.md)."
+    )
     conditions: list[Condition] = conditions_field()
     message: str | None = Field(default=None, description="Human-readable summary of the verdict.")
 

@@ -199,6 +199,13 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "resume": spec.checkpointing.enabled,
         },
         "output": output,
+        "evaluation": {
+            "enabled": spec.evaluation.enabled,
+            "task_metric": spec.evaluation.task_metric,
+            "format_schema": spec.evaluation.format_schema,
+            "max_samples": spec.evaluation.max_samples,
+            "compare_with_base": spec.evaluation.compare_with_base,
+        },
         "termination_message_path": "/dev/termination-log",
         "pvc_mount_root": PVC_MOUNT_ROOT,
         "seed": hp.seed,
@@ -435,7 +442,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         "containers": [container],
         "volumes": volumes,
     }
-    if stage == "train":
+    if stage in ("train", "evaluate"):
         if res.node_selector:
             pod_spec["nodeSelector"] = dict(res.node_selector)
         if res.tolerations:
@@ -504,6 +511,21 @@ def prepare_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict
 
 def train_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
     return _job(owner, spec, settings, "train", train_job_name(owner.name))
+
+
+def eval_job_name(name: str, attempt: int = 1) -> str:
+    return f"{name}-eval-{attempt}"
+
+
+def eval_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, attempt: int = 1) -> dict:
+    """Evaluation of the trained artifact and the base model on one node (GPUs as for training)."""
+    job = _job(owner, spec, settings, "evaluate", eval_job_name(owner.name, attempt))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container.pop("command", None)
+    gpus = min(spec.resources.gpus_per_node, 1)
+    if gpus:
+        container.setdefault("resources", {}).setdefault("limits", {})[spec.resources.gpu_resource_name] = str(gpus)
+    return job
 
 
 def headless_service(owner: Owner) -> dict:

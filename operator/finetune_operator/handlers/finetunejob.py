@@ -17,6 +17,7 @@ save a checkpoint), artifacts are kept unless spec.deleteArtifactsOnDelete asks 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import logging
 import threading
@@ -29,7 +30,7 @@ from finetune_operator import config as operator_config
 from finetune_operator import metrics
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
-from finetune_operator.k8s import apply, children, client, events, status
+from finetune_operator.k8s import apply, children, client, events, registry, status
 from finetune_operator.k8s.resources import FINETUNEJOBS
 from finetune_operator.logic import finetunejob
 
@@ -70,27 +71,42 @@ def reconcile_object(body: dict[str, Any]) -> finetunejob.Decision | None:
     if meta.get("deletionTimestamp"):
         return None
     with _lock(namespace, name), metrics.reconciling(KIND):
-        owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
-        decision = finetunejob.decide(
-            finetunejob.parse_spec(body.get("spec")),
-            finetunejob.parse_status(body.get("status")),
-            children.of_finetunejob(namespace, name),
-            now=_now(),
-            generation=meta["generation"],
-            owner=owner,
-            settings=settings(),
-            gpu_hour_price=operator_config.current().gpu_hour_price,
-        )
-        for obj in decision.create:
-            apply.create_if_absent(obj)
-        for job_name, suspend in decision.suspend:
-            apply.set_job_suspended(namespace, job_name, suspend)
-        if decision.status_changed:
-            status.patch(FINETUNEJOBS, namespace, name, decision.status_patch)
-        for event in decision.events:
-            events.record(body, event.type, event.reason, event.message)
-        metrics.finetunejob_phases.observe(namespace, name, decision.status.phase)
-        return decision
+        return _reconcile_locked(body, builders.Owner(name=name, namespace=namespace, uid=meta["uid"]))
+
+
+def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered: bool = False) -> finetunejob.Decision:
+    meta = body["metadata"]
+    namespace, name = owner.namespace, owner.name
+    observed = children.of_finetunejob(namespace, name)
+    observed = dataclasses.replace(observed, model_version=registry.of_finetunejob(namespace, meta["uid"]))
+    decision = finetunejob.decide(
+        finetunejob.parse_spec(body.get("spec")),
+        finetunejob.parse_status(body.get("status")),
+        observed,
+        now=_now(),
+        generation=meta["generation"],
+        owner=owner,
+        settings=settings(),
+        gpu_hour_price=operator_config.current().gpu_hour_price,
+    )
+    if decision.register is not None:
+        if registered:
+            raise kopf.TemporaryError("the registered ModelVersion is not visible yet", delay=5)
+        registration = decision.register
+        mv = registry.register(namespace, name, meta["uid"], registration.model_name, registration.version, registration.spec)
+        events.record(body, "Normal", "Registered", f"registered ModelVersion {mv['metadata']['name']}")
+        # Decide again with the version in place, so the job finishes in this reconcile.
+        return _reconcile_locked(body, owner, registered=True)
+    for obj in decision.create:
+        apply.create_if_absent(obj)
+    for job_name, suspend in decision.suspend:
+        apply.set_job_suspended(namespace, job_name, suspend)
+    if decision.status_changed:
+        status.patch(FINETUNEJOBS, namespace, name, decision.status_patch)
+    for event in decision.events:
+        events.record(body, event.type, event.reason, event.message)
+    metrics.finetunejob_phases.observe(namespace, name, decision.status.phase)
+    return decision
 
 
 def reconcile_by_name(namespace: str, name: str) -> None:

@@ -49,8 +49,10 @@ from finetune_operator.api.finetunejob import (
     Progress,
     SplitSizes,
 )
+from finetune_operator.api.modelversion import ModelVersionSpec
 from finetune_operator.builders import finetunejob as builders
-from finetune_operator.logic import conditions
+from finetune_operator.builders import modelversion as mv_builders
+from finetune_operator.logic import conditions, gates
 from finetune_operator.logic import spec as spec_problems
 from finetune_operator.logic.events import Event
 from finetune_operator.logic.spec import InvalidSpec, SpecProblem
@@ -61,6 +63,8 @@ ACCEPTED = "Accepted"
 DATA_READY = "DataReady"
 SPEC_APPLIED = "SpecApplied"
 TRAINED = "Trained"
+EVALUATED = "Evaluated"
+GATES_PASSED = "GatesPassed"
 SUCCEEDED = "Succeeded"
 
 # Reasons, each with its message.
@@ -88,6 +92,20 @@ MSG_TRAINING = "training: step {step}/{total}{loss}"
 REASON_TRAINED = "Trained"
 REASON_TRAINING_FAILED = "TrainingFailed"
 REASON_SUCCEEDED = "Succeeded"
+MSG_TRAINED = "training finished; artifact at {uri}"
+REASON_EVALUATING = "Evaluating"
+MSG_EVALUATING = "evaluating the fine-tuned and the base model"
+REASON_EVALUATED = "Evaluated"
+MSG_EVALUATED = "evaluation finished"
+REASON_EVALUATION_FAILED = "EvaluationFailed"
+REASON_REGISTERING = "Registering"
+MSG_REGISTERING = "registering the ModelVersion"
+REASON_REGISTRATION_FAILED = "RegistrationFailed"
+REASON_GATES_PASSED = "GatesPassed"
+REASON_GATES_FAILED = "GatesFailed"
+MSG_APPROVED = "registered {mv}: Approved ({verdict})"
+MSG_REJECTED = "registered {mv}: Rejected, {verdict}"
+MSG_REGISTERED_UNEVALUATED = "registered {mv} as a Candidate (evaluation disabled)"
 MSG_SUCCEEDED = "training finished; artifact at {uri}"
 REASON_SUSPENDED = "Suspended"
 MSG_SUSPENDED = "suspended by spec.suspend; set it to false to resume from the latest checkpoint"
@@ -123,6 +141,7 @@ class Children:
     pods: tuple[Mapping[str, Any], ...] = ()
     progress: Mapping[str, Any] | None = None
     config: Mapping[str, Any] | None = None
+    model_version: Mapping[str, Any] | None = None
 
     def job(self, name: str) -> Mapping[str, Any] | None:
         return next((j for j in self.jobs if j["metadata"]["name"] == name), None)
@@ -130,6 +149,15 @@ class Children:
     def pods_of(self, job_name: str) -> list[Mapping[str, Any]]:
         pods = [p for p in self.pods if (p["metadata"].get("labels") or {}).get("job-name") == job_name]
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A ModelVersion to create: `version` is None when the next free v<N> is to be allocated."""
+
+    model_name: str
+    version: str | None
+    spec: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -146,6 +174,7 @@ class Decision:
     events: tuple[Event, ...] = ()
     create: tuple[dict[str, Any], ...] = ()
     suspend: tuple[tuple[str, bool], ...] = ()
+    register: Registration | None = None
 
     @property
     def status_changed(self) -> bool:
@@ -265,13 +294,109 @@ def decide(
     if _job_condition(train, "Complete"):
         result = _termination_json(train_pods, succeeded=True) or {}
         plan.trained(result)
-        message = MSG_SUCCEEDED.format(uri=plan.status.artifact.uri if plan.status.artifact else "(unknown)")
-        plan.set(TRAINED, ConditionStatus.TRUE, REASON_TRAINED, message)
-        plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
-        return plan.decision(status)
+        uri = plan.status.artifact.uri if plan.status.artifact else "(unknown)"
+        plan.set(TRAINED, ConditionStatus.TRUE, REASON_TRAINED, MSG_TRAINED.format(uri=uri))
+        return _evaluate_and_register(plan, status, spec, children, owner, settings)
     plan.suspend_to(train, spec.suspend, queue=queue)
     plan.wait_or(train, train_pods, spec.suspend, queue, FineTuneJobPhase.TRAINING, REASON_TRAINING, _training_message(plan.status.progress))
     return plan.decision(status)
+
+
+def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Children, owner, settings) -> Decision:
+    """After training: the evaluation Job, then the ModelVersion, then the verdict."""
+    record = None
+    if spec.evaluation.enabled:
+        eval_name = builders.eval_job_name(owner.name)
+        evaluation = children.job(eval_name)
+        if evaluation is None:
+            plan.create = [builders.eval_job(owner, spec, settings)]
+            plan.progress_phase(FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_EVALUATING)
+            return plan.decision(status)
+        eval_pods = children.pods_of(eval_name)
+        if _job_condition(evaluation, "Failed"):
+            cause = root_cause(evaluation, eval_pods, "evaluation")
+            plan.set(EVALUATED, ConditionStatus.FALSE, REASON_EVALUATION_FAILED, cause)
+            plan.finish(FineTuneJobPhase.FAILED, REASON_EVALUATION_FAILED, cause)
+            return plan.decision(status)
+        if not _job_condition(evaluation, "Complete"):
+            plan.suspend_to(evaluation, spec.suspend, queue=None)
+            plan.wait_or(evaluation, eval_pods, spec.suspend, None, FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_EVALUATING)
+            return plan.decision(status)
+        record = evaluation_record(_termination_json(eval_pods, succeeded=True) or {}, spec)
+        plan.set(EVALUATED, ConditionStatus.TRUE, REASON_EVALUATED, MSG_EVALUATED)
+
+    mv = children.model_version
+    if mv is None:
+        artifact = plan.status.artifact
+        if artifact is None or not artifact.digest:
+            message = "training reported no artifact digest; nothing to register"
+            plan.finish(FineTuneJobPhase.FAILED, REASON_REGISTRATION_FAILED, message)
+            return plan.decision(status)
+        report = plan.status.data_report
+        plan.register = Registration(
+            model_name=mv_builders.model_name(owner.name, spec),
+            version=spec.output.version,
+            spec=mv_builders.model_version_spec(
+                job_name=owner.name,
+                spec=spec,
+                version=spec.output.version or "v0",
+                artifact={"uri": artifact.uri, "digest": artifact.digest, "type": artifact.type},
+                dataset_digest=report.digest if report else None,
+                data_summary=_data_card(report),
+                trainer_image=spec.image or settings.trainer_image,
+                evaluation=record,
+            ),
+        )
+        plan.progress_phase(FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_REGISTERING)
+        return plan.decision(status)
+
+    mv_name = mv["metadata"]["name"]
+    plan.status.model_version = mv_name
+    mv_spec = mv.get("spec") or {}
+    if record is None and mv_spec.get("evaluation") is None:
+        message = MSG_REGISTERED_UNEVALUATED.format(mv=mv_name)
+        plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
+        return plan.decision(status)
+    registered = ModelVersionSpec.model_validate(mv_spec).evaluation
+    results = gates.judge_all(registered.gates, registered.metrics, registered.base_metrics)
+    verdict = gates.summary(results)
+    if gates.blocking_failures(results):
+        plan.set(GATES_PASSED, ConditionStatus.FALSE, REASON_GATES_FAILED, verdict)
+        message = MSG_REJECTED.format(mv=mv_name, verdict=verdict)
+    else:
+        plan.set(GATES_PASSED, ConditionStatus.TRUE, REASON_GATES_PASSED, verdict)
+        message = MSG_APPROVED.format(mv=mv_name, verdict=verdict)
+    # A rejection is an outcome of a successful run, not a failure of the job.
+    plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
+    return plan.decision(status)
+
+
+def evaluation_record(result: Mapping[str, Any], spec: FineTuneJobSpec) -> dict[str, Any]:
+    """The evaluation as registered on the ModelVersion: metrics, base metrics and the gates."""
+    def numbers(values: Any) -> dict[str, float]:
+        return {str(k): float(v) for k, v in (values or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    record: dict[str, Any] = {
+        "metrics": numbers(result.get("metrics")),
+        "baseMetrics": numbers(result.get("base")),
+        "standardErrors": numbers(result.get("stderr")),
+        "gates": [g.model_dump(mode="json", by_alias=True) for g in spec.evaluation.effective_gates()],
+    }
+    if result.get("results"):
+        record["resultsUri"] = str(result["results"])
+    return record
+
+
+def _data_card(report: DataReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "records": report.total_records,
+        "duplicatesDropped": report.duplicates_dropped,
+        "piiFindings": dict(report.pii_findings),
+        "splits": report.splits.model_dump(mode="json"),
+        "digest": report.digest,
+    }
 
 
 class _Plan:
@@ -287,6 +412,7 @@ class _Plan:
         self.message: str | None = old.message
         self.create: list[dict[str, Any]] = []
         self.suspend: list[tuple[str, bool]] = []
+        self.register: Registration | None = None
 
     def set(self, type: str, value: ConditionStatus, reason: str, message: str) -> None:
         self.conditions = conditions.set_condition(self.conditions, type, value, reason, message, self.generation, self.now)
@@ -427,6 +553,7 @@ class _Plan:
             events=_events(old, new),
             create=tuple(self.create),
             suspend=tuple(self.suspend),
+            register=self.register,
         )
 
 
@@ -584,6 +711,7 @@ _PHASE_EVENTS = {
     FineTuneJobPhase.PREPARING: ("Normal", "Preparing"),
     FineTuneJobPhase.TRAINING: ("Normal", "Training"),
     FineTuneJobPhase.SUCCEEDED: ("Normal", "Succeeded"),
+    FineTuneJobPhase.EVALUATING: ("Normal", "Evaluating"),
     FineTuneJobPhase.FAILED: ("Warning", "Failed"),
     FineTuneJobPhase.SUSPENDED: ("Normal", "Suspended"),
     FineTuneJobPhase.PENDING: ("Normal", "Pending"),

@@ -1,0 +1,141 @@
+"""The Prometheus provider: one instant query through the HTTP API, one number back.
+
+`POST /api/v1/query` (form-encoded, so long queries fit) at the current time. The result
+must be one number:
+
+* `scalar` -> its value;
+* `vector` with one sample -> its value; with none -> no data (None: inconclusive, never a
+  failure); with several -> an error naming how many and which, because a threshold cannot
+  judge several numbers at once: aggregate them (`sum(...)`, `max(...)`, `avg(...)`);
+* `matrix` (a range vector) or `string` -> an error.
+
+`NaN`, `+Inf` and `-Inf` are returned as floats; the analysis logic decides what they mean.
+Connection failures, timeouts, HTTP errors and Prometheus' own error answers become
+`MeasureResult.error` with the address and the cause, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+
+from finetune_operator.analysis import MeasureResult
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+SHOWN_SERIES = 3
+SHOWN_BODY_CHARS = 300
+
+
+def _labels(metric: Mapping[str, str]) -> str:
+    name = metric.get("__name__", "")
+    inner = ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
+    return f"{name}{{{inner}}}"
+
+
+def _number(text: object) -> float:
+    # Prometheus sends sample values as strings: "0.5", "NaN", "+Inf", "-Inf".
+    return float(str(text))
+
+
+class PrometheusProvider:
+    """Queries one Prometheus server; thread-safe (no state between queries)."""
+
+    def __init__(
+        self,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        headers: Mapping[str, str] | None = None,
+    ):
+        self.address = address.rstrip("/")
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+
+    def __repr__(self) -> str:
+        return f"PrometheusProvider({self.address!r})"
+
+    def measure(self, query: str) -> MeasureResult:
+        try:
+            payload = self._query(query)
+        except _QueryError as exc:
+            return MeasureResult(error=str(exc))
+        return self._interpret(payload)
+
+    # ---- I/O
+
+    def _query(self, query: str) -> dict:
+        url = f"{self.address}/api/v1/query"
+        body = urllib.parse.urlencode({"query": query}).encode()
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json",
+                     **self.headers},
+        )
+        where = f"prometheus {self.address}"
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - configured URL
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read(), exc.code
+        except (TimeoutError, socket.timeout):
+            raise _QueryError(f"{where}: no answer within {self.timeout:g}s") from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, (TimeoutError, socket.timeout)):
+                raise _QueryError(f"{where}: no answer within {self.timeout:g}s") from None
+            raise _QueryError(f"{where}: cannot connect ({reason}); is the address right and Prometheus up?") from None
+        except (OSError, ValueError) as exc:
+            raise _QueryError(f"{where}: request failed ({exc})") from None
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            text = raw.decode(errors="replace")[:SHOWN_BODY_CHARS]
+            raise _QueryError(f"{where}: HTTP {status} with a body that is not JSON: {text!r}") from None
+        if not isinstance(payload, dict):
+            raise _QueryError(f"{where}: HTTP {status}: unexpected answer {str(payload)[:SHOWN_BODY_CHARS]!r}")
+        if payload.get("status") != "success":
+            kind = payload.get("errorType") or f"HTTP {status}"
+            message = payload.get("error") or "no error message"
+            raise _QueryError(f"{where} rejected the query ({kind}): {message}")
+        return payload
+
+    # ---- interpretation (pure)
+
+    @staticmethod
+    def _interpret(payload: dict) -> MeasureResult:
+        data = payload.get("data") or {}
+        kind = data.get("resultType")
+        result = data.get("result")
+        try:
+            if kind == "scalar":
+                return MeasureResult(value=_number(result[1]))
+            if kind == "vector":
+                if not result:
+                    return MeasureResult()
+                if len(result) > 1:
+                    shown = "; ".join(_labels(s.get("metric") or {}) for s in result[:SHOWN_SERIES])
+                    more = f" and {len(result) - SHOWN_SERIES} more" if len(result) > SHOWN_SERIES else ""
+                    return MeasureResult(
+                        error=(
+                            f"the query returned {len(result)} series ({shown}{more}); a threshold needs one "
+                            "number: aggregate them, e.g. sum(...), max(...) or avg(...)"
+                        )
+                    )
+                return MeasureResult(value=_number(result[0]["value"][1]))
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            return MeasureResult(error=f"unexpected {kind} result from Prometheus ({exc!r}): {str(result)[:SHOWN_BODY_CHARS]}")
+        if kind == "matrix":
+            return MeasureResult(
+                error="the query returned a range vector (matrix); use an instant query, e.g. rate(x[1m]) not x[1m]"
+            )
+        return MeasureResult(error=f"the query returned a {kind or 'missing'} result; it must return a number")
+
+
+class _QueryError(Exception):
+    pass

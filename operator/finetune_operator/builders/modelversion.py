@@ -1,0 +1,184 @@
+"""A ModelVersion for a finished FineTuneJob, and its model card.
+
+The ModelVersion carries everything needed to trust and reproduce the artifact — base model,
+artifact URI and digest, lineage (job, dataset digest, trainer image, hyperparameters) — and the
+evaluation it was judged by. It is *not* owned by the FineTuneJob: deleting or TTL-expiring a
+job never removes a registered version.
+
+The model card is structured data in the spec and a rendered Markdown page in a ConfigMap
+(`kubectl get cm <version>-model-card -o jsonpath='{.data.README\\.md}'`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from finetune_operator.api.finetunejob import FineTuneJobSpec
+from finetune_operator.api.modelversion import GateResult
+
+MODEL_LABEL = "finetune.ai/model-name"
+VERSION_NUMBER_LABEL = "finetune.ai/version-number"
+SOURCE_UID_LABEL = "finetune.ai/finetunejob-uid"
+SOURCE_LABEL = "finetune.ai/finetunejob"
+
+INTENDED_USE = (
+    "The task the FineTuneJob's data describes, on inputs like its test split. Not evaluated for "
+    "other tasks, languages or domains; check the gates and the sampled outputs before use."
+)
+LIMITATIONS = (
+    "Metrics come from a held-out split of the training data and shipped offline suites; they do "
+    "not cover every failure mode. Safety and bias probes are screening tests, not guarantees."
+)
+
+
+def model_name(job_name: str, spec: FineTuneJobSpec) -> str:
+    return spec.output.model_name or job_name
+
+
+def version_name(number: int) -> str:
+    return f"v{number}"
+
+
+def object_name(model: str, version: str) -> str:
+    return f"{model}-{version}"
+
+
+def hyperparameters(spec: FineTuneJobSpec) -> dict[str, Any]:
+    hp = spec.hyperparameters.model_dump(mode="json", by_alias=True, exclude_none=True)
+    hp["adaptation"] = spec.adaptation.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if spec.method.value == "dpo":
+        hp["dpo"] = spec.dpo.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return hp
+
+
+def model_version_spec(
+    *,
+    job_name: str,
+    spec: FineTuneJobSpec,
+    version: str,
+    artifact: Mapping[str, Any],
+    dataset_digest: str | None,
+    data_summary: Mapping[str, Any] | None,
+    trainer_image: str,
+    evaluation: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The spec of the ModelVersion (wire format, camelCase)."""
+    model = model_name(job_name, spec)
+    body: dict[str, Any] = {
+        "modelName": model,
+        "version": version,
+        "baseModel": spec.base_model.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "artifact": {
+            "uri": artifact["uri"],
+            "digest": artifact["digest"],
+            "type": "full" if artifact.get("type") == "full" else "adapter",
+        },
+        "lineage": {
+            "fineTuneJob": job_name,
+            "datasetDigest": dataset_digest,
+            "trainerImage": trainer_image,
+            "method": f"{spec.method.value}/{spec.adaptation.type.value}",
+            "hyperparameters": hyperparameters(spec),
+        },
+    }
+    body["lineage"] = {k: v for k, v in body["lineage"].items() if v is not None}
+    if evaluation is not None:
+        body["evaluation"] = dict(evaluation)
+    body["modelCard"] = model_card(model, version, spec, data_summary, evaluation)
+    return body
+
+
+def model_card(
+    model: str,
+    version: str,
+    spec: FineTuneJobSpec,
+    data_summary: Mapping[str, Any] | None,
+    evaluation: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "model": f"{model} {version}",
+        "baseModel": spec.base_model.uri,
+        "method": f"{spec.method.value} with {spec.adaptation.type.value}",
+        "intendedUse": INTENDED_USE,
+        "limitations": LIMITATIONS,
+        "hyperparameters": hyperparameters(spec),
+    }
+    if data_summary:
+        card["data"] = dict(data_summary)
+    if evaluation is not None:
+        card["metrics"] = dict(evaluation.get("metrics") or {})
+        card["baseMetrics"] = dict(evaluation.get("baseMetrics") or {})
+    return card
+
+
+def model_card_markdown(name: str, spec: Mapping[str, Any], gate_results: list[GateResult]) -> str:
+    """The model card as a page a reviewer reads: what, from what, how well, with what limits."""
+    card = spec.get("modelCard") or {}
+    lineage = spec.get("lineage") or {}
+    lines = [
+        f"# {card.get('model', name)}",
+        "",
+        f"- Base model: `{card.get('baseModel', '')}`",
+        f"- Method: {card.get('method', '')}",
+        f"- Artifact: `{spec['artifact']['uri']}` ({spec['artifact']['digest']})",
+        f"- Trained by FineTuneJob `{lineage.get('fineTuneJob', '?')}` with `{lineage.get('trainerImage', '?')}`",
+        f"- Dataset digest: {lineage.get('datasetDigest', 'unknown')}",
+        "",
+        "## Intended use",
+        "",
+        card.get("intendedUse", ""),
+        "",
+        "## Limitations",
+        "",
+        card.get("limitations", ""),
+        "",
+    ]
+    data = card.get("data") or {}
+    if data:
+        lines += ["## Data", ""]
+        lines += [f"- {key}: {value}" for key, value in data.items()]
+        lines.append("")
+    metrics, base = card.get("metrics") or {}, card.get("baseMetrics") or {}
+    if metrics:
+        lines += ["## Metrics (base → fine-tuned)", "", "| metric | base | fine-tuned |", "|---|---|---|"]
+        for key in sorted(set(metrics) | set(base)):
+            lines.append(f"| {key} | {_fmt(base.get(key))} | {_fmt(metrics.get(key))} |")
+        lines.append("")
+    if gate_results:
+        lines += ["## Quality gates", "", "| gate | rule | value | base | result |", "|---|---|---|---|---|"]
+        for g in gate_results:
+            verdict = "pass" if g.passed else ("FAIL" if g.blocking else "warn")
+            rule = f"{g.metric} {g.comparator} {g.threshold:g}" + (" × base" if str(g.baseline) == "RatioToBase" else "")
+            lines.append(f"| {g.name} | {rule} | {_fmt(g.value)} | {_fmt(g.base_value)} | {verdict} |")
+        lines.append("")
+    lines += ["## Hyperparameters", "", "```", *[f"{k}: {v}" for k, v in (card.get("hyperparameters") or {}).items()], "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+
+
+def model_card_config_map(mv: Mapping[str, Any], gate_results: list[GateResult]) -> dict[str, Any]:
+    meta = mv["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{meta['name']}-model-card",
+            "namespace": meta["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "finetune-operator", MODEL_LABEL: mv["spec"]["modelName"]},
+            "ownerReferences": [
+                {
+                    "apiVersion": mv.get("apiVersion", "finetune.ai/v1alpha1"),
+                    "kind": "ModelVersion",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "data": {"README.md": model_card_markdown(meta["name"], mv["spec"], gate_results)},
+    }

@@ -1,0 +1,90 @@
+"""Quality gates: judge measured metrics against thresholds, absolutely or relative to the base.
+
+The seed's gate table (task accuracy > 85%, format compliance > 95%, safety pass rate > 95%, no
+regression beyond 5% of the base model, latency < 2x base as a warning) is data, in
+`api.finetunejob.DEFAULT_GATES`; this module only judges. A gate whose metric was not measured
+fails (a blocking gate that cannot be checked must not pass silently), and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from finetune_operator.api.common import Comparator, GateBaseline
+from finetune_operator.api.modelversion import GateResult, GateRule, MetricComparison
+
+_SYMBOL = {
+    Comparator.GREATER_THAN: ">",
+    Comparator.GREATER_THAN_OR_EQUAL: ">=",
+    Comparator.LESS_THAN: "<",
+    Comparator.LESS_THAN_OR_EQUAL: "<=",
+}
+
+
+def judge(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float]) -> GateResult:
+    value = metrics.get(gate.metric)
+    base_value = base.get(gate.metric)
+    rule = f"{gate.metric} {_SYMBOL[gate.comparator]} {gate.threshold:g}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _result(gate, value, base_value, False, f"{gate.metric} was not measured")
+    if gate.baseline == GateBaseline.RATIO_TO_BASE:
+        rule = f"{gate.metric} / base {_SYMBOL[gate.comparator]} {gate.threshold:g}"
+        if base_value is None:
+            return _result(gate, value, base_value, False, f"{gate.metric} of the base model was not measured")
+        if base_value == 0:
+            ratio = 1.0 if value == 0 else math.inf
+        else:
+            ratio = value / base_value
+        passed = gate.comparator.holds(ratio, gate.threshold)
+        return _result(gate, value, base_value, passed, f"{rule}: {value:.4g} / {base_value:.4g} = {ratio:.3g}")
+    passed = gate.comparator.holds(value, gate.threshold)
+    return _result(gate, value, base_value, passed, f"{rule}: measured {value:.4g}")
+
+
+def _result(gate: GateRule, value, base_value, passed: bool, message: str) -> GateResult:
+    verdict = "passed" if passed else ("failed" if gate.blocking else "failed (warning only)")
+    return GateResult(
+        name=gate.name,
+        metric=gate.metric,
+        comparator=gate.comparator,
+        threshold=gate.threshold,
+        baseline=gate.baseline,
+        value=value,
+        base_value=base_value,
+        passed=passed,
+        blocking=gate.blocking,
+        message=f"{verdict}: {message}",
+    )
+
+
+def judge_all(gates: Iterable[GateRule], metrics: Mapping[str, float], base: Mapping[str, float]) -> list[GateResult]:
+    return [judge(gate, metrics, base) for gate in gates]
+
+
+def blocking_failures(results: Iterable[GateResult]) -> list[GateResult]:
+    return [r for r in results if r.blocking and not r.passed]
+
+
+def warnings(results: Iterable[GateResult]) -> list[GateResult]:
+    return [r for r in results if not r.blocking and not r.passed]
+
+
+def comparison(metrics: Mapping[str, float], base: Mapping[str, float]) -> dict[str, MetricComparison]:
+    """Before (base) and after (fine-tuned) for every metric either side measured."""
+    return {
+        name: MetricComparison(before=base.get(name), after=metrics.get(name))
+        for name in sorted(set(metrics) | set(base))
+    }
+
+
+def summary(results: Iterable[GateResult]) -> str:
+    results = list(results)
+    failed = blocking_failures(results)
+    if failed:
+        return "rejected by " + "; ".join(f"{r.name} ({r.message})" for r in failed)
+    warned = warnings(results)
+    text = f"all {len(results) - len(warned)} blocking gates passed"
+    if warned:
+        text += "; warnings: " + "; ".join(f"{r.name} ({r.message})" for r in warned)
+    return text
