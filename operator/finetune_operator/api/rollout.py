@@ -463,6 +463,17 @@ class PromoteRequest(StatusModel):
     requested_by: str | None = Field(default=None, description="Who requested it.")
 
 
+class RollbackRequest(StatusModel):
+    """An emergency rollback written by the CLI: serve the previous stable version at once."""
+
+    requested_at: datetime = Field(description="When the rollback was requested; handled once per value.")
+    to_version: VersionName | None = Field(
+        default=None, description="Version to go back to; default: the one before the current stable."
+    )
+    reason: str | None = Field(default=None, description="Why, for the history.")
+    requested_by: str | None = Field(default=None, description="Who requested it.")
+
+
 class RolloutStatus(StatusModel):
     """Observed state of a Rollout."""
 
@@ -496,6 +507,9 @@ class RolloutStatus(StatusModel):
     )
     promote_request: PromoteRequest | None = Field(
         default=None, description="Promote requested by the CLI; written to status only."
+    )
+    rollback_request: RollbackRequest | None = Field(
+        default=None, description="Rollback requested by the CLI; written to status only."
     )
     last_handled_request: datetime | None = Field(
         default=None, description="requestedAt of the last abort or promote request acted on."

@@ -38,3 +38,7 @@ def core() -> kubernetes.client.CoreV1Api:
 
 def batch() -> kubernetes.client.BatchV1Api:
     return kubernetes.client.BatchV1Api(api_client())
+
+
+def apps() -> kubernetes.client.AppsV1Api:
+    return kubernetes.client.AppsV1Api(api_client())

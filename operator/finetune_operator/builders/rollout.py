@@ -1,0 +1,189 @@
+"""Serving workloads of a Rollout: one Deployment and Service per version, plus stable/canary Services.
+
+    <rollout>-<version>   Deployment + Service of one ModelVersion (e.g. chat-v3)
+    <rollout>-stable      Service selecting the stable version's Pods
+    <rollout>-canary      Service selecting the candidate's Pods (the stable's when there is none)
+
+Traffic routers point at `<rollout>-stable` and `<rollout>-canary` and change only weights; a
+promotion re-points the two Services' selectors, as Argo Rollouts does, so a mesh or gateway
+config never has to name a version.
+
+vLLM serves the base model with the version's LoRA adapter (multi-LoRA); `custom` runs the
+image and arguments the template gives. Either way the container gets the version to serve in
+its environment (BASE_MODEL, ADAPTER_PATH, ADAPTER_URI, MODEL_NAME, MODEL_VERSION, PORT), so
+arguments can say `$(ADAPTER_PATH)` and Kubernetes expands it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from finetune_trainer import config as trainer_config
+
+from finetune_operator.api.rollout import RolloutSpec, ServingType
+
+PVC_MOUNT_ROOT = "/mnt/pvc"
+ROLLOUT_LABEL = "finetune.ai/rollout"
+VERSION_LABEL = "finetune.ai/model-version"
+MODEL_LABEL = "finetune.ai/model-name"
+SERVE_LABEL = "finetune.ai/serve"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """What serving one ModelVersion needs."""
+
+    version: str
+    base_model_uri: str
+    artifact_uri: str
+    artifact_type: str = "adapter"
+
+
+def workload_name(rollout: str, version: str) -> str:
+    return f"{rollout}-{version}"
+
+
+def stable_service_name(rollout: str) -> str:
+    return f"{rollout}-stable"
+
+
+def canary_service_name(rollout: str) -> str:
+    return f"{rollout}-canary"
+
+
+def _local(uri: str) -> str:
+    if uri.startswith(("hf://", "s3://")):
+        return uri
+    return str(trainer_config.local_path(uri, PVC_MOUNT_ROOT))
+
+
+def _meta(owner: Owner, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {"app.kubernetes.io/managed-by": "finetune-operator", ROLLOUT_LABEL: owner.name, **labels},
+        "ownerReferences": [
+            {
+                "apiVersion": "finetune.ai/v1alpha1",
+                "kind": "Rollout",
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def _selector(owner: Owner, version: str) -> dict[str, str]:
+    return {ROLLOUT_LABEL: owner.name, VERSION_LABEL: version}
+
+
+def _volumes(served: ServedVersion) -> tuple[list[dict], list[dict]]:
+    volumes, mounts = [], []
+    claims = sorted({urlsplit(u).netloc for u in (served.base_model_uri, served.artifact_uri) if u.startswith("pvc://")})
+    for i, claim in enumerate(claims):
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": True})
+    if served.artifact_uri.startswith("/") or served.artifact_uri.startswith("file://"):
+        path = _local(served.artifact_uri)
+        volumes.append({"name": "artifact", "hostPath": {"path": path, "type": "Directory"}})
+        mounts.append({"name": "artifact", "mountPath": path, "readOnly": True})
+    volumes.append({"name": "scratch", "emptyDir": {}})
+    mounts.append({"name": "scratch", "mountPath": "/tmp"})
+    return volumes, mounts
+
+
+def deployment(owner: Owner, spec: RolloutSpec, served: ServedVersion, replicas: int) -> dict[str, Any]:
+    serving = spec.serving
+    full = served.artifact_type == "full"
+    env = [
+        {"name": "MODEL_NAME", "value": spec.model_name},
+        {"name": "MODEL_VERSION", "value": served.version},
+        {"name": "BASE_MODEL", "value": _local(served.base_model_uri)},
+        {"name": "ADAPTER_PATH", "value": _local(served.artifact_uri)},
+        {"name": "ADAPTER_URI", "value": served.artifact_uri},
+        {"name": "PORT", "value": str(serving.port)},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "HOME", "value": "/tmp"},
+        *({"name": e.name, "value": e.value} for e in serving.env),
+    ]
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": serving.image or DEFAULT_VLLM_IMAGE,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": serving.port}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 30},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    if serving.type == ServingType.VLLM:
+        model = "$(ADAPTER_PATH)" if full else "$(BASE_MODEL)"
+        args = ["--model", model, "--host", "0.0.0.0", "--port", "$(PORT)", "--served-model-name", "$(MODEL_NAME)"]
+        if not full:
+            args += ["--enable-lora", "--lora-modules", "$(MODEL_NAME)-$(MODEL_VERSION)=$(ADAPTER_PATH)"]
+        container["args"] = args + list(serving.args)
+    else:
+        if serving.command:
+            container["command"] = list(serving.command)
+        container["args"] = list(serving.args)
+    limits: dict[str, str] = {}
+    if serving.resources.gpus:
+        limits[serving.resources.gpu_resource_name] = str(serving.resources.gpus)
+    if serving.resources.cpu:
+        limits["cpu"] = str(serving.resources.cpu)
+    if serving.resources.memory:
+        limits["memory"] = str(serving.resources.memory)
+    if limits:
+        container["resources"] = {"limits": limits}
+    volumes, mounts = _volumes(served)
+    container["volumeMounts"] = mounts
+    pod_labels = {**_selector(owner, served.version), MODEL_LABEL: spec.model_name, SERVE_LABEL: "true"}
+    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 30}
+    if serving.node_selector:
+        pod_spec["nodeSelector"] = dict(serving.node_selector)
+    if serving.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in serving.tolerations]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, workload_name(owner.name, served.version), {VERSION_LABEL: served.version, MODEL_LABEL: spec.model_name}),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": _selector(owner, served.version)},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def version_service(owner: Owner, spec: RolloutSpec, version: str) -> dict[str, Any]:
+    return _service(owner, spec, workload_name(owner.name, version), version, {VERSION_LABEL: version})
+
+
+def track_service(owner: Owner, spec: RolloutSpec, track: str, version: str) -> dict[str, Any]:
+    """`<rollout>-stable` or `<rollout>-canary`, selecting `version`'s Pods."""
+    name = stable_service_name(owner.name) if track == "stable" else canary_service_name(owner.name)
+    return _service(owner, spec, name, version, {"finetune.ai/track": track})
+
+
+def _service(owner: Owner, spec: RolloutSpec, name: str, version: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, name, labels),
+        "spec": {
+            "selector": _selector(owner, version),
+            "ports": [{"name": "http", "port": spec.serving.port, "targetPort": "http"}],
+        },
+    }

@@ -1,0 +1,517 @@
+"""What a Rollout should do now: which versions to serve, the canary weight, and its status.
+
+Pure: the handler observes the model's ModelVersions, whether each version's serving
+Deployment is ready, and the measurements it just took for the metrics that were due; this
+module decides. The order of decisions, checked every reconcile:
+
+1. An invalid spec: Degraded, nothing moves (what serves keeps serving).
+2. Requests written to the status subresource by the CLI, each acted on once (by its
+   requestedAt): abort (all traffic to stable now), promote (leave a pause, or with `full` skip
+   to 100%), rollback (serve an earlier version now).
+3. The target version: the pinned spec.version, or the newest Approved version of the model
+   (tracking skips versions this Rollout already rolled back or aborted).
+4. First version ever: it becomes stable directly (there is nothing to compare a canary with).
+   Pinning a version older than the stable one is a declarative rollback: it becomes stable at
+   once, skipping analysis (like Argo Rollouts' rollback window). A new target while a canary
+   runs replaces the candidate and restarts its steps and analysis.
+5. The canary walks its steps: setWeight (once the candidate is ready), pause (timed, or until
+   promoted), analysis (Prometheus; Failed rolls back at once, Inconclusive pauses). After the
+   last step the candidate becomes stable: its ModelVersion goes to Production, the old one to
+   Deprecated, and the old Pods stay for scaleDownDelaySeconds.
+
+The phase is derived from that state, never stored as intent: Degraded (invalid, or rolled back
+by analysis or abort), Paused, Progressing, Healthy, RolledBack (after a rollback).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from finetune_operator.api.common import ConditionStatus
+from finetune_operator.api.rollout import (
+    AnalysisPhase,
+    AnalysisStatus,
+    HistoryAction,
+    HistoryEntry,
+    RolloutPhase,
+    RolloutSpec,
+    RolloutStatus,
+    Track,
+)
+from finetune_operator.logic import analysis, conditions
+from finetune_operator.logic import spec as spec_problems
+from finetune_operator.logic.events import Event
+from finetune_operator.logic.spec import InvalidSpec
+from finetune_operator.logic.status import merge_patch
+
+KIND = "Rollout"
+READY = "Ready"
+PROGRESSING = "Progressing"
+HISTORY_LIMIT = 100
+
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_HEALTHY = "Healthy"
+REASON_PROGRESSING = "Progressing"
+REASON_PAUSED = "Paused"
+REASON_ROLLED_BACK = "RolledBack"
+REASON_ABORTED = "Aborted"
+REASON_ANALYSIS_FAILED = "AnalysisFailed"
+REASON_WAITING_FOR_VERSION = "WaitingForVersion"
+REASON_VERSION_UNUSABLE = "VersionUnusable"
+
+MSG_INVALID_SPEC = "the spec is invalid; nothing changes until it is fixed: {problems}"
+MSG_HEALTHY = "{version} serves 100% of traffic"
+MSG_FIRST_VERSION = "deploying {version} as the first stable version"
+MSG_WAITING_READY = "waiting for {version} to be ready"
+MSG_STEP = "step {index}/{total}: {what}"
+MSG_PAUSED_UNTIL_PROMOTED = "paused at step {index}/{total} until promoted (kubectl finetune promote {name})"
+MSG_PAUSED_FOR = "paused at step {index}/{total} until {until}"
+MSG_INCONCLUSIVE = "analysis inconclusive, paused for a decision (promote or abort): {detail}"
+MSG_ANALYSIS_FAILED = "rolled back {candidate} to {stable}: {detail}"
+MSG_ABORTED = "aborted {candidate}; all traffic on {stable}{why}"
+MSG_ROLLED_BACK = "rolled back from {old} to {new}{why}"
+MSG_WAITING_FOR_VERSION = "waiting for an Approved ModelVersion of model {model}"
+MSG_VERSION_NOT_FOUND = "ModelVersion {version} of model {model} does not exist"
+MSG_VERSION_UNUSABLE = "ModelVersion {version} of model {model} is {phase}; only Approved, Production or Deprecated versions are served"
+
+_SERVABLE = {"Approved", "Production", "Deprecated"}
+_VERSION_NUMBER = re.compile(r"^v(\d+)$")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One ModelVersion of the model, as observed."""
+
+    name: str
+    version: str
+    phase: str | None
+    base_model_uri: str
+    artifact_uri: str
+    artifact_type: str = "adapter"
+    number: int = 0
+    created: str = ""
+
+    @classmethod
+    def from_object(cls, mv: Mapping[str, Any]) -> VersionInfo:
+        spec = mv.get("spec") or {}
+        labels = mv["metadata"].get("labels") or {}
+        version = spec.get("version", "")
+        match = _VERSION_NUMBER.match(version)
+        number = int(labels.get("finetune.ai/version-number") or (match.group(1) if match else 0))
+        return cls(
+            name=mv["metadata"]["name"],
+            version=version,
+            phase=(mv.get("status") or {}).get("phase"),
+            base_model_uri=(spec.get("baseModel") or {}).get("uri", ""),
+            artifact_uri=(spec.get("artifact") or {}).get("uri", ""),
+            artifact_type=(spec.get("artifact") or {}).get("type", "adapter"),
+            number=number,
+            created=mv["metadata"].get("creationTimestamp") or "",
+        )
+
+
+@dataclass(frozen=True)
+class Observed:
+    versions: tuple[VersionInfo, ...] = ()
+    ready: Mapping[str, bool] = field(default_factory=dict)  # version -> serving ready
+
+    def get(self, version: str | None) -> VersionInfo | None:
+        return next((v for v in self.versions if v.version == version), None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: RolloutStatus
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+    serve: tuple[str, ...] = ()  # versions that must have serving Pods
+    stable: str | None = None  # version behind <rollout>-stable
+    canary: str | None = None  # version behind <rollout>-canary
+    weight: int = 0  # percent of traffic on the canary
+    version_phases: Mapping[str, str] = field(default_factory=dict)  # ModelVersion name -> phase
+    requeue_after: float | None = None
+
+    @property
+    def status_changed(self) -> bool:
+        return bool(self.status_patch)
+
+
+def parse_spec(raw: Mapping[str, Any] | None) -> RolloutSpec | InvalidSpec:
+    try:
+        spec = RolloutSpec.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        return InvalidSpec(spec_problems.problems_from_validation_error(exc, KIND))
+    problems = []
+    for index, step in enumerate(spec.strategy.canary.steps):
+        if step.analysis is not None:
+            try:
+                analysis.effective_metrics(spec.analysis, step.analysis.templates)
+            except ValueError as exc:
+                problems.append(spec_problems.SpecProblem(f"spec.strategy.canary.steps[{index}].analysis.templates", str(exc), "name metrics from spec.analysis.metrics"))
+    return InvalidSpec(tuple(problems)) if problems else spec
+
+
+def parse_status(raw: Mapping[str, Any] | None) -> RolloutStatus:
+    try:
+        return RolloutStatus.model_validate(dict(raw or {}))
+    except ValidationError:
+        return RolloutStatus()
+
+
+def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime):
+    """The analysis metrics to measure before deciding (the handler queries them)."""
+    step = _current_step(spec, status)
+    if step is None or step.analysis is None or status.candidate_version is None:
+        return []
+    metrics = analysis.effective_metrics(spec.analysis, step.analysis.templates)
+    run = status.analysis
+    if run is None or run.step_index != status.current_step_index:
+        return metrics  # a new run measures everything at once
+    return analysis.due_metrics(metrics, run, now)
+
+
+def _current_step(spec: RolloutSpec, status: RolloutStatus):
+    steps = spec.strategy.canary.steps
+    index = status.current_step_index
+    if index is None or index >= len(steps):
+        return None
+    return steps[index]
+
+
+class _Plan:
+    def __init__(self, name: str, spec: RolloutSpec | None, old: RolloutStatus, generation: int, now: datetime.datetime):
+        self.name = name
+        self.spec = spec
+        self.old = old
+        self.generation = generation
+        self.now = now
+        self.s = old.model_copy(deep=True)
+        self.events: list[Event] = []
+        self.version_phases: dict[str, str] = {}
+        self.requeue: float | None = None
+        self.extra_serving: set[str] = set()
+
+    def cond(self, type: str, value: ConditionStatus, reason: str, message: str) -> None:
+        self.s.conditions = conditions.set_condition(self.s.conditions, type, value, reason, message, self.generation, self.now)
+
+    def history(self, action: HistoryAction, old: str | None, new: str | None, reason: str) -> None:
+        entry = HistoryEntry(action=action, from_version=old, to_version=new, reason=reason, time=self.now)
+        self.s.history = [*self.s.history, entry][-HISTORY_LIMIT:]
+
+    def requeue_in(self, seconds: float) -> None:
+        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
+
+    def set_phase(self, phase: RolloutPhase, message: str, *, ready: bool, reason: str) -> None:
+        self.s.phase = phase
+        self.s.message = message
+        self.cond(READY, ConditionStatus.TRUE if ready else ConditionStatus.FALSE, reason, message)
+        progressing = phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+        self.cond(PROGRESSING, ConditionStatus.TRUE if progressing else ConditionStatus.FALSE, reason, message)
+
+    def end_canary(self) -> None:
+        if self.s.candidate_version:
+            self.extra_serving.add(self.s.candidate_version)
+        self.s.candidate_version = None
+        self.s.canary_weight = 0
+        self.s.current_step_index = None
+        self.s.step_start_time = None
+        self.s.analysis = None
+
+    def start_canary(self, version: str) -> None:
+        self.s.candidate_version = version
+        self.s.canary_weight = 0
+        self.s.current_step_index = 0
+        self.s.step_start_time = self.now
+        self.s.analysis = None
+
+    def make_stable(self, version: VersionInfo, observed: Observed) -> None:
+        previous = observed.get(self.s.stable_version)
+        if previous is not None and previous.version != version.version:
+            self.version_phases[previous.name] = "Deprecated"
+            self.extra_serving.add(previous.version)
+        self.version_phases[version.name] = "Production"
+        self.s.stable_version = version.version
+
+
+def decide(
+    name: str,
+    spec: RolloutSpec | InvalidSpec,
+    status: RolloutStatus,
+    observed: Observed,
+    now: datetime.datetime,
+    *,
+    generation: int,
+    measured: Mapping[str, analysis.Measured] | None = None,
+) -> Decision:
+    now = now.astimezone(datetime.UTC).replace(microsecond=0)
+    measured = measured or {}
+    plan = _Plan(name, spec if isinstance(spec, RolloutSpec) else None, status, generation, now)
+    s = plan.s
+    s.observed_generation = generation
+
+    if isinstance(spec, InvalidSpec):
+        plan.set_phase(RolloutPhase.DEGRADED, MSG_INVALID_SPEC.format(problems=spec.message), ready=False, reason=REASON_INVALID_SPEC)
+        return _finish(plan, observed)
+
+    _handle_requests(plan, spec, observed)
+    target, problem = _target(spec, s, observed)
+    stable = observed.get(s.stable_version)
+
+    if target is None:
+        if stable is None:
+            reason, message = problem
+            plan.set_phase(RolloutPhase.PROGRESSING, message, ready=False, reason=reason)
+            return _finish(plan, observed)
+        target = stable
+        if problem and problem[0] == REASON_VERSION_UNUSABLE:
+            plan.cond(READY, ConditionStatus.FALSE, problem[0], problem[1])
+
+    if stable is None:
+        # The first version: nothing to compare a canary with.
+        plan.make_stable(target, observed)
+        if not observed.ready.get(target.version):
+            plan.set_phase(RolloutPhase.PROGRESSING, MSG_FIRST_VERSION.format(version=target.version), ready=False, reason=REASON_PROGRESSING)
+            return _finish(plan, observed)
+    elif target.version != s.stable_version and target.version != s.candidate_version:
+        if spec.version is not None and target.number and target.number < stable.number:
+            # Declarative rollback: an earlier version pinned in Git goes live at once.
+            old = s.stable_version
+            plan.end_canary()
+            plan.make_stable(target, observed)
+            plan.history(HistoryAction.ROLLBACK, old, target.version, f"spec.version pinned to earlier version {target.version}")
+            plan.events.append(Event("Warning", REASON_ROLLED_BACK, MSG_ROLLED_BACK.format(old=old, new=target.version, why=" (spec.version)")))
+        else:
+            if s.candidate_version:
+                plan.events.append(Event("Normal", "CandidateReplaced", f"{target.version} replaces candidate {s.candidate_version}; analysis restarts"))
+                plan.extra_serving.add(s.candidate_version)
+            plan.start_canary(target.version)
+            plan.events.append(Event("Normal", "CanaryStarted", f"canary of {target.version} against stable {s.stable_version}"))
+
+    if s.candidate_version:
+        _walk(plan, spec, observed, measured)
+        return _finish(plan, observed)
+
+    # No canary: the stable version serves everything.
+    last = s.history[-1] if s.history else None
+    if not observed.ready.get(s.stable_version):
+        plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=s.stable_version), ready=False, reason=REASON_PROGRESSING)
+    elif last is not None and _failed(last) and s.phase == RolloutPhase.DEGRADED and (
+        status.observed_generation == generation or last.time == now
+    ):
+        # Rolled back by analysis or aborted: Degraded until the spec or the target moves on.
+        plan.cond(READY, ConditionStatus.FALSE, conditions.find_condition(s.conditions, READY).reason, s.message or "")
+    elif last is not None and last.action == HistoryAction.ROLLBACK and not _failed(last) and last.to_version == s.stable_version:
+        message = MSG_ROLLED_BACK.format(old=last.from_version, new=last.to_version, why="")
+        plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
+    else:
+        plan.set_phase(RolloutPhase.HEALTHY, MSG_HEALTHY.format(version=s.stable_version), ready=True, reason=REASON_HEALTHY)
+    return _finish(plan, observed)
+
+
+def _failed(entry: HistoryEntry) -> bool:
+    """An abort, or a rollback the analysis made: the candidate was refused."""
+    return entry.action == HistoryAction.ABORT or (
+        entry.action == HistoryAction.ROLLBACK and (entry.reason or "").startswith("analysis failed")
+    )
+
+
+def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed) -> tuple[VersionInfo | None, tuple[str, str] | None]:
+    if spec.version is not None:
+        found = observed.get(spec.version)
+        if found is None:
+            return None, (REASON_WAITING_FOR_VERSION, MSG_VERSION_NOT_FOUND.format(version=spec.version, model=spec.model_name))
+        if found.phase not in _SERVABLE:
+            return None, (REASON_VERSION_UNUSABLE, MSG_VERSION_UNUSABLE.format(version=spec.version, model=spec.model_name, phase=found.phase or "not evaluated"))
+        return found, None
+    # Tracking never retries a version this Rollout aborted or rolled back from.
+    failed = {h.from_version for h in s.history if h.action in (HistoryAction.ABORT, HistoryAction.ROLLBACK)} - {s.stable_version}
+    candidates = [v for v in observed.versions if v.phase in ("Approved", "Production") and v.version not in failed]
+    if spec.track == Track.LATEST_APPROVED and candidates:
+        return max(candidates, key=lambda v: (v.number, v.created)), None
+    return None, (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
+
+
+def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None:
+    s = plan.s
+    handled = s.last_handled_request
+    requests = [r for r in (s.abort_request, s.promote_request, s.rollback_request) if r is not None]
+    pending = sorted((r for r in requests if handled is None or r.requested_at > handled), key=lambda r: r.requested_at)
+    for request in pending:
+        who = f" by {request.requested_by}" if request.requested_by else ""
+        why = f": {request.reason}" if request.reason else ""
+        if request is s.abort_request:
+            if s.candidate_version:
+                candidate = s.candidate_version
+                plan.history(HistoryAction.ABORT, candidate, s.stable_version, f"aborted{who}{why}")
+                plan.end_canary()
+                message = MSG_ABORTED.format(candidate=candidate, stable=s.stable_version, why=f" (aborted{who}{why})")
+                plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_ABORTED)
+                plan.events.append(Event("Warning", REASON_ABORTED, message))
+        elif request is s.promote_request:
+            if s.candidate_version:
+                if request.full:
+                    plan.history(HistoryAction.PROMOTE, s.stable_version, s.candidate_version, f"promoted to 100%{who}{why}")
+                    _promote(plan, observed, skip_history=True)
+                else:
+                    s.current_step_index = (s.current_step_index or 0) + 1
+                    s.step_start_time = plan.now
+                    s.analysis = None
+                    plan.events.append(Event("Normal", "Promoted", f"step skipped{who}{why}"))
+        else:
+            target = observed.get(request.to_version) if request.to_version else _previous_stable(s, observed)
+            if target is not None and target.version != s.stable_version:
+                old = s.stable_version
+                plan.end_canary()
+                plan.make_stable(target, observed)
+                plan.history(HistoryAction.ROLLBACK, old, target.version, f"rollback{who}{why}")
+                message = MSG_ROLLED_BACK.format(old=old, new=target.version, why=f" ({who.strip() or 'requested'}{why})")
+                plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
+                plan.events.append(Event("Warning", REASON_ROLLED_BACK, message))
+        s.last_handled_request = request.requested_at
+
+
+def _previous_stable(s: RolloutStatus, observed: Observed) -> VersionInfo | None:
+    for entry in reversed(s.history):
+        if entry.to_version == s.stable_version and entry.from_version and entry.from_version != s.stable_version:
+            found = observed.get(entry.from_version)
+            if found is not None:
+                return found
+    older = [v for v in observed.versions if v.phase in _SERVABLE and v.version != s.stable_version and (observed.get(s.stable_version) is None or v.number < observed.get(s.stable_version).number)]
+    return max(older, key=lambda v: v.number, default=None)
+
+
+def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[str, analysis.Measured]) -> None:
+    """Walk the canary steps as far as they go this reconcile."""
+    s = plan.s
+    steps = spec.strategy.canary.steps
+    total = len(steps)
+    candidate = s.candidate_version
+    for _ in range(total + 1):
+        index = s.current_step_index or 0
+        if index >= total:
+            _promote(plan, observed)
+            return
+        step = steps[index]
+        where = dict(index=index + 1, total=total)
+        if step.set_weight is not None:
+            s.canary_weight = step.set_weight
+            if not observed.ready.get(candidate):
+                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=MSG_WAITING_READY.format(version=candidate)), ready=False, reason=REASON_PROGRESSING)
+                plan.requeue_in(2)
+                return
+            _next_step(plan)
+            continue
+        if step.pause is not None:
+            if step.pause.duration is None:
+                plan.set_phase(RolloutPhase.PAUSED, MSG_PAUSED_UNTIL_PROMOTED.format(**where, name=plan.name), ready=False, reason=REASON_PAUSED)
+                return
+            until = (s.step_start_time or plan.now) + analysis.parse_duration(step.pause.duration)
+            if plan.now < until:
+                plan.set_phase(RolloutPhase.PAUSED, MSG_PAUSED_FOR.format(**where, until=until.isoformat()), ready=False, reason=REASON_PAUSED)
+                plan.requeue_in((until - plan.now).total_seconds())
+                return
+            _next_step(plan)
+            continue
+        # An analysis step.
+        metrics = analysis.effective_metrics(spec.analysis, step.analysis.templates)
+        run = s.analysis
+        if run is None or run.step_index != index:
+            run = analysis.start_run(metrics, index, plan.now)
+        run = analysis.advance(metrics, run, measured, plan.now)
+        s.analysis = run
+        if run.phase == AnalysisPhase.SUCCESSFUL:
+            _next_step(plan)
+            continue
+        if run.phase == AnalysisPhase.FAILED:
+            stable = s.stable_version
+            detail = run.message or "analysis failed"
+            plan.history(HistoryAction.ROLLBACK, candidate, stable, f"analysis failed: {detail}")
+            plan.end_canary()
+            s.analysis = run  # keep the failing measurements visible
+            message = MSG_ANALYSIS_FAILED.format(candidate=candidate, stable=stable, detail=detail)
+            plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_ANALYSIS_FAILED)
+            plan.events.append(Event("Warning", REASON_ANALYSIS_FAILED, message))
+            failed = observed.get(candidate)
+            if failed is not None:
+                plan.version_phases.setdefault(failed.name, "")
+            return
+        if run.phase == AnalysisPhase.INCONCLUSIVE:
+            plan.set_phase(RolloutPhase.PAUSED, MSG_INCONCLUSIVE.format(detail=run.message), ready=False, reason=REASON_PAUSED)
+            return
+        plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=f"analysing {candidate} at {s.canary_weight}%: {run.message}"), ready=False, reason=REASON_PROGRESSING)
+        due = analysis.next_due(metrics, run)
+        if due is not None:
+            plan.requeue_in(max((due - plan.now).total_seconds(), 0.5))
+        return
+
+
+def _next_step(plan: _Plan) -> None:
+    plan.s.current_step_index = (plan.s.current_step_index or 0) + 1
+    plan.s.step_start_time = plan.now
+    plan.s.analysis = None
+
+
+def _promote(plan: _Plan, observed: Observed, skip_history: bool = False) -> None:
+    s = plan.s
+    candidate = observed.get(s.candidate_version)
+    old = s.stable_version
+    if candidate is None:
+        plan.end_canary()
+        return
+    if not skip_history:
+        plan.history(HistoryAction.PROMOTE, old, candidate.version, "all canary steps passed")
+    plan.make_stable(candidate, observed)
+    plan.end_canary()
+    plan.extra_serving.discard(candidate.version)
+    message = f"promoted {candidate.version} (was {old}); " + MSG_HEALTHY.format(version=candidate.version)
+    plan.set_phase(RolloutPhase.HEALTHY, message, ready=True, reason=REASON_HEALTHY)
+    plan.events.append(Event("Normal", "Promoted", message))
+
+
+def _finish(plan: _Plan, observed: Observed) -> Decision:
+    s = plan.s
+    serve: list[str] = []
+    if s.stable_version:
+        serve.append(s.stable_version)
+    if s.candidate_version and s.candidate_version not in serve:
+        serve.append(s.candidate_version)
+    # The version traffic just left keeps its Pods for scaleDownDelaySeconds.
+    delay = plan.spec.scale_down_delay_seconds if plan.spec else 0
+    for entry in reversed(s.history):
+        if plan.now - (entry.time or plan.now) > datetime.timedelta(seconds=delay):
+            break
+        for version in (entry.from_version,):
+            if version and version not in serve and observed.get(version) is not None:
+                serve.append(version)
+                plan.requeue_in(delay)
+    for version in plan.extra_serving:
+        if version not in serve and delay > 0 and observed.get(version) is not None:
+            serve.append(version)
+            plan.requeue_in(delay)
+    if s.candidate_version and plan.requeue is None:
+        plan.requeue_in(5)
+    events = list(plan.events)
+    if s.phase != plan.old.phase and s.phase is not None and not any(e.reason in (REASON_ABORTED, REASON_ANALYSIS_FAILED, REASON_ROLLED_BACK, "Promoted") for e in events):
+        events.append(Event("Warning" if s.phase == RolloutPhase.DEGRADED else "Normal", str(s.phase), s.message or ""))
+    new = s
+    return Decision(
+        status=new,
+        status_patch=merge_patch(_dump(plan.old), _dump(new)),
+        events=tuple(events),
+        serve=tuple(serve),
+        stable=s.stable_version,
+        canary=s.candidate_version or s.stable_version,
+        weight=s.canary_weight if s.candidate_version else 0,
+        version_phases={k: v for k, v in plan.version_phases.items() if v},
+        requeue_after=plan.requeue,
+    )
+
+
+def _dump(status: RolloutStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
