@@ -1,0 +1,162 @@
+"""`kubectl finetune`: the Rollout commands a platform team needs in an emergency.
+
+    kubectl finetune status   ROLLOUT          phase, versions, weight, step, analysis
+    kubectl finetune history  ROLLOUT          promotions, rollbacks and aborts, with reasons
+    kubectl finetune promote  ROLLOUT [--full] leave a pause / skip to 100%
+    kubectl finetune abort    ROLLOUT          all traffic back to stable, now
+    kubectl finetune rollback ROLLOUT [--to VERSION]
+                                               serve the previous (or given) version, now
+    kubectl finetune wait     ROLLOUT          until Healthy (exit 0) or Degraded (exit 1)
+
+promote, abort and rollback write a request into the Rollout's *status* subresource, as Argo
+Rollouts' plugin does: the spec (owned by Git) is never touched, so Argo CD sees no drift. The
+operator acts on each request once (by its requestedAt) and records it in status.history.
+Install: put `bin/kubectl-finetune` on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import sys
+import time
+from typing import Any
+
+import kubernetes
+
+GROUP, VERSION, PLURAL = "finetune.ai", "v1alpha1", "rollouts"
+
+
+def _api(args) -> kubernetes.client.CustomObjectsApi:
+    kubernetes.config.load_kube_config(config_file=args.kubeconfig, context=args.context)
+    return kubernetes.client.CustomObjectsApi()
+
+
+def _namespace(args) -> str:
+    if args.namespace:
+        return args.namespace
+    try:
+        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
+        return active["context"].get("namespace") or "default"
+    except Exception:
+        return "default"
+
+
+def _get(api, namespace: str, name: str) -> dict[str, Any]:
+    return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+
+def _now() -> str:
+    # Microseconds: two requests in the same second are still two requests.
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _request(api, namespace: str, name: str, key: str, fields: dict[str, Any]) -> None:
+    body = {"status": {key: {"requestedAt": _now(), "requestedBy": getpass.getuser(), **fields}}}
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
+    )
+
+
+def cmd_status(api, namespace: str, args) -> int:
+    ro = _get(api, namespace, args.rollout)
+    st = ro.get("status") or {}
+    if args.output == "json":
+        print(json.dumps(st, indent=2))
+        return 0
+    steps = ((ro.get("spec") or {}).get("strategy") or {}).get("canary", {}).get("steps") or []
+    print(f"Rollout:    {namespace}/{args.rollout}  (model {ro['spec'].get('modelName')})")
+    print(f"Phase:      {st.get('phase', '-')}  {st.get('message', '')}")
+    print(f"Stable:     {st.get('stableVersion', '-')}")
+    print(f"Candidate:  {st.get('candidateVersion', '-')}  weight {st.get('canaryWeight', 0)}%")
+    if st.get("currentStepIndex") is not None:
+        print(f"Step:       {st['currentStepIndex'] + 1}/{len(steps)}")
+    run = st.get("analysis") or {}
+    for metric in run.get("metrics") or []:
+        last = (metric.get("measurements") or [{}])[-1]
+        print(f"Analysis:   {metric['name']}: {metric.get('phase')} (ok {metric.get('successful', 0)}, "
+              f"failed {metric.get('failed', 0)}, inconclusive {metric.get('inconclusive', 0)}) last={last.get('value')}")
+    return 0
+
+
+def cmd_history(api, namespace: str, args) -> int:
+    history = (_get(api, namespace, args.rollout).get("status") or {}).get("history") or []
+    if not history:
+        print("no promotions, rollbacks or aborts yet")
+    for entry in history:
+        print(f"{entry.get('time', '')}  {entry['action']:<9} {entry.get('from', '-')} -> {entry.get('to', '-')}  {entry.get('reason', '')}")
+    return 0
+
+
+def cmd_promote(api, namespace: str, args) -> int:
+    _request(api, namespace, args.rollout, "promoteRequest", {"full": args.full, **({"reason": args.reason} if args.reason else {})})
+    print(f"promote requested for {args.rollout}" + (" (full: skip to 100%)" if args.full else ""))
+    return 0
+
+
+def cmd_abort(api, namespace: str, args) -> int:
+    _request(api, namespace, args.rollout, "abortRequest", {"reason": args.reason} if args.reason else {})
+    print(f"abort requested for {args.rollout}: all traffic goes back to the stable version")
+    return 0
+
+
+def cmd_rollback(api, namespace: str, args) -> int:
+    fields: dict[str, Any] = {}
+    if args.to:
+        fields["toVersion"] = args.to
+    if args.reason:
+        fields["reason"] = args.reason
+    _request(api, namespace, args.rollout, "rollbackRequest", fields)
+    print(f"rollback requested for {args.rollout}" + (f" to {args.to}" if args.to else " to the previous stable version"))
+    return 0
+
+
+def cmd_wait(api, namespace: str, args) -> int:
+    deadline = time.monotonic() + args.timeout
+    generation = None
+    while time.monotonic() < deadline:
+        ro = _get(api, namespace, args.rollout)
+        generation = ro["metadata"]["generation"]
+        st = ro.get("status") or {}
+        # Only a status written for this generation counts: never a previous run's verdict.
+        if st.get("observedGeneration") == generation and st.get("phase") in ("Healthy", "Degraded", "RolledBack"):
+            print(f"{args.rollout}: {st['phase']}: {st.get('message', '')}")
+            return 0 if st["phase"] != "Degraded" else 1
+        time.sleep(1)
+    print(f"{args.rollout}: timed out after {args.timeout}s (generation {generation})", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubectl finetune", description=__doc__.split("\n")[0])
+    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--context", default=None)
+    parser.add_argument("-n", "--namespace", default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("status", "history", "promote", "abort", "rollback", "wait"):
+        p = sub.add_parser(name)
+        p.add_argument("rollout")
+        if name in ("promote", "abort", "rollback"):
+            p.add_argument("--reason", default=None)
+        if name == "promote":
+            p.add_argument("--full", action="store_true", help="skip the remaining steps and analysis")
+        if name == "rollback":
+            p.add_argument("--to", default=None, help="version to go back to (default: the previous stable)")
+        if name == "status":
+            p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+        if name == "wait":
+            p.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    api = _api(args)
+    namespace = _namespace(args)
+    try:
+        return globals()[f"cmd_{args.command}"](api, namespace, args)
+    except kubernetes.client.ApiException as exc:
+        print(f"kubectl finetune {args.command}: {exc.status} {exc.reason}: {json.loads(exc.body or '{}').get('message', '')}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
