@@ -188,12 +188,16 @@ def _route(router, owner: builders.Owner, spec, decision: logic.Decision) -> Non
         logger.warning("Rollout %s/%s: traffic router: %s", owner.namespace, owner.name, exc)
         return
     for patch in patches:
-        body = dict(patch.body)
-        body["metadata"] = {k: v for k, v in body["metadata"].items() if k != "resourceVersion"}
         resource = apply._dynamic_client().resources.get(api_version=patch.api_version, kind=patch.kind)
-        resource.server_side_apply(
-            body=body, name=patch.name, namespace=patch.namespace, field_manager=patch.field_manager, force_conflicts=patch.force
-        )
+        try:
+            # The patch carries the resourceVersion it was computed from: a user's edit in between
+            # makes it fail (409) instead of being overwritten; the next tick recomputes it.
+            resource.server_side_apply(
+                body=patch.body, name=patch.name, namespace=patch.namespace,
+                field_manager=patch.field_manager, force_conflicts=patch.force,
+            )
+        except kubernetes.dynamic.exceptions.ConflictError:
+            logger.info("Rollout %s/%s: %s changed while routing; retrying next tick", owner.namespace, owner.name, patch.ref)
 
 
 def _remove_unserved(namespace: str, name: str, serve: set[str]) -> None:
