@@ -1,8 +1,9 @@
 """The trainer's configuration: one typed model, read from the YAML file the operator renders.
 
-`TrainerConfig` is the only definition of what `prepare` and `train` accept. Each field carries
-its help text and its allowed choices (Literal types), and every rule that spans fields lives in
-one model validator, so a bad config fails before any data is read or any model is loaded.
+`TrainerConfig` is the only definition of what `prepare`, `train` and `evaluate` accept. Each
+field carries its help text and its allowed choices (Literal types), and every rule that spans
+fields lives in one model validator, so a bad config fails before any data is read or any model
+is loaded.
 This module imports only pydantic and the standard library (PyYAML lazily, in `load_config`):
 the operator imports it to render and pre-validate trainer configs without pulling in torch.
 
@@ -17,6 +18,7 @@ when already in the local Hugging Face cache (nothing is downloaded); `gguf://<p
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -276,8 +278,90 @@ class OutputSpec(_Section):
     )
 
 
+class EvaluationSuites(_Section):
+    safety: bool = Field(
+        default=True,
+        description="Harmful and jailbreak requests the model must refuse, plus benign controls it "
+        "must answer (safetyPassRate).",
+    )
+    pii: bool = Field(
+        default=True,
+        description="Probes that try to extract e-mail addresses, phone numbers and other PII seen in "
+        "the train split, and evaluation.pii_canaries (piiLeakageRate).",
+    )
+    bias: bool = Field(
+        default=True,
+        description="The same prompts with swapped names, genders and ethnicities; outputs should "
+        "not change (biasConsistency).",
+    )
+    general: bool = Field(
+        default=True,
+        description="Short general-knowledge questions scored for base and candidate, to catch "
+        "forgetting (generalScore).",
+    )
+
+
+class EvaluationSpec(_Section):
+    enabled: bool = Field(default=True, description="Run the evaluate stage (off: it exits at once, skipped).")
+    task_metric: Literal["auto", "exactMatch", "rougeL", "jsonFields"] = Field(
+        default="auto",
+        description="Which task metric becomes taskAccuracy: exactMatch, rougeL (ROUGE-L F1), jsonFields "
+        "(share of expected JSON keys with matching values); auto: jsonFields when the expected "
+        "outputs are JSON objects, exactMatch when they are short labels, else rougeL.",
+    )
+    format_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema every output must satisfy (formatCompliance). Without a schema or "
+        "regex, outputs must be valid JSON when the expected outputs are JSON, else non-empty.",
+    )
+    format_regex: str | None = Field(
+        default=None,
+        description="Regular expression the whole (stripped) output must match (formatCompliance).",
+    )
+    max_samples: int | None = Field(
+        default=None, ge=1, description="Evaluate at most this many test records (default: all)."
+    )
+    compare_with_base: bool = Field(
+        default=True,
+        description="Also evaluate the base model on every suite, for ratio-to-base gates and the "
+        "before/after comparison.",
+    )
+    suites: EvaluationSuites = Field(
+        default_factory=EvaluationSuites, description="Which shipped suites run besides the test split."
+    )
+    sample_count: int = Field(
+        default=60,
+        ge=0,
+        le=1000,
+        description="Input/output/expected triples kept in evaluation.json for human review "
+        "(50-100 is a useful amount to read).",
+    )
+    max_new_tokens: int = Field(
+        default=128, ge=1, le=8192, description="Most tokens generated per prompt (greedy decoding)."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Prompts generated together (left-padded).")
+    bootstrap_samples: int = Field(
+        default=1000,
+        ge=0,
+        description="Bootstrap resamples (over items) for each metric's standard error; 0 skips them.",
+    )
+    numeric_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="Relative tolerance when JSON-field accuracy compares numbers.",
+    )
+    pii_canaries: list[str] = Field(
+        default_factory=list,
+        description="Canary strings planted in the training data; the PII probes try to extract "
+        "them and count every reproduction as a leak.",
+    )
+    seed: int | None = Field(
+        default=None, description="Seed for bootstrap and sample selection (default: the top-level seed)."
+    )
+
+
 class TrainerConfig(_Section):
-    """Everything one prepare + train run needs."""
+    """Everything one prepare + train + evaluate run needs."""
 
     model: ModelSpec = Field(description="The base model.")
     method: Literal["sft", "dpo"] = Field(
@@ -298,6 +382,10 @@ class TrainerConfig(_Section):
         default_factory=CheckpointingSpec, description="Checkpoints and resume."
     )
     output: OutputSpec = Field(description="Where results go.")
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec,
+        description="How evaluate scores the trained artifact against the base model.",
+    )
     progress_file: str | None = Field(
         default=None,
         description="File that progress JSON lines are appended to (default: "
@@ -383,6 +471,11 @@ class TrainerConfig(_Section):
                     f"checkpointing.every_n_steps ({self.checkpointing.every_n_steps}) must be a "
                     f"multiple of hyperparameters.eval_steps ({eval_steps})"
                 )
+        if self.evaluation.format_regex is not None:
+            try:
+                re.compile(self.evaluation.format_regex)
+            except re.error as exc:
+                problems.append(f"evaluation.format_regex {self.evaluation.format_regex!r}: not a regular expression ({exc})")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -418,6 +511,10 @@ class TrainerConfig(_Section):
     @property
     def data_seed(self) -> int:
         return self.seed if self.dataset.seed is None else self.dataset.seed
+
+    @property
+    def evaluation_seed(self) -> int:
+        return self.seed if self.evaluation.seed is None else self.evaluation.seed
 
 
 class ConfigFileError(Exception):

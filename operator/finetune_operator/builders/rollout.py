@@ -96,10 +96,12 @@ def _volumes(served: ServedVersion) -> tuple[list[dict], list[dict]]:
     for i, claim in enumerate(claims):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", "readOnly": True})
-    if served.artifact_uri.startswith("/") or served.artifact_uri.startswith("file://"):
-        path = _local(served.artifact_uri)
-        volumes.append({"name": "artifact", "hostPath": {"path": path, "type": "Directory"}})
-        mounts.append({"name": "artifact", "mountPath": path, "readOnly": True})
+    # Node-local paths (single-node clusters, development) are mounted where they are.
+    for volume, uri in (("artifact", served.artifact_uri), ("base-model", served.base_model_uri)):
+        if uri.startswith("/") or uri.startswith("file://"):
+            path = _local(uri)
+            volumes.append({"name": volume, "hostPath": {"path": path, "type": "Directory"}})
+            mounts.append({"name": volume, "mountPath": path, "readOnly": True})
     volumes.append({"name": "scratch", "emptyDir": {}})
     mounts.append({"name": "scratch", "mountPath": "/tmp"})
     return volumes, mounts

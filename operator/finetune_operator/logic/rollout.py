@@ -263,6 +263,7 @@ def decide(
     target, problem = _target(spec, s, observed)
     stable = observed.get(s.stable_version)
 
+    unusable = None
     if target is None:
         if stable is None:
             reason, message = problem
@@ -270,13 +271,22 @@ def decide(
             return _finish(plan, observed)
         target = stable
         if problem and problem[0] == REASON_VERSION_UNUSABLE:
-            plan.cond(READY, ConditionStatus.FALSE, problem[0], problem[1])
+            unusable = problem
+    if stable is not None and target.version != s.stable_version and target.version in _refused(s) and (
+        spec.version is None or status.observed_generation == generation
+    ):
+        # Aborted or rolled back from: not retried until the spec changes (or, when tracking, ever).
+        target = stable
+    if stable is not None and target.version == s.stable_version and s.candidate_version:
+        cancelled = s.candidate_version
+        plan.end_canary()
+        plan.events.append(Event("Normal", "CanaryCancelled", f"canary of {cancelled} cancelled: the target is {s.stable_version} again"))
 
     if stable is None:
         # The first version: nothing to compare a canary with.
         plan.make_stable(target, observed)
         if not observed.ready.get(target.version):
-            plan.set_phase(RolloutPhase.PROGRESSING, MSG_FIRST_VERSION.format(version=target.version), ready=False, reason=REASON_PROGRESSING)
+            plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=target.version), ready=False, reason=REASON_PROGRESSING)
             return _finish(plan, observed)
     elif target.version != s.stable_version and target.version != s.candidate_version:
         if spec.version is not None and target.number and target.number < stable.number:
@@ -299,7 +309,9 @@ def decide(
 
     # No canary: the stable version serves everything.
     last = s.history[-1] if s.history else None
-    if not observed.ready.get(s.stable_version):
+    if unusable is not None:
+        plan.set_phase(RolloutPhase.DEGRADED, f"{unusable[1]}; {s.stable_version} keeps serving", ready=False, reason=unusable[0])
+    elif not observed.ready.get(s.stable_version):
         plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=s.stable_version), ready=False, reason=REASON_PROGRESSING)
     elif last is not None and _failed(last) and s.phase == RolloutPhase.DEGRADED and (
         status.observed_generation == generation or last.time == now
@@ -329,12 +341,16 @@ def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed) -> tuple[Ve
         if found.phase not in _SERVABLE:
             return None, (REASON_VERSION_UNUSABLE, MSG_VERSION_UNUSABLE.format(version=spec.version, model=spec.model_name, phase=found.phase or "not evaluated"))
         return found, None
-    # Tracking never retries a version this Rollout aborted or rolled back from.
-    failed = {h.from_version for h in s.history if h.action in (HistoryAction.ABORT, HistoryAction.ROLLBACK)} - {s.stable_version}
+    failed = _refused(s)
     candidates = [v for v in observed.versions if v.phase in ("Approved", "Production") and v.version not in failed]
     if spec.track == Track.LATEST_APPROVED and candidates:
         return max(candidates, key=lambda v: (v.number, v.created)), None
     return None, (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
+
+
+def _refused(s: RolloutStatus) -> set[str]:
+    """Versions this Rollout aborted or rolled back from (never the one serving now)."""
+    return {h.from_version for h in s.history if h.action in (HistoryAction.ABORT, HistoryAction.ROLLBACK) and h.from_version} - {s.stable_version}
 
 
 def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None:
@@ -389,6 +405,8 @@ def _previous_stable(s: RolloutStatus, observed: Observed) -> VersionInfo | None
 def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[str, analysis.Measured]) -> None:
     """Walk the canary steps as far as they go this reconcile."""
     s = plan.s
+    # The handler measured for the step the Rollout was at: those values belong to that run only.
+    measured_for = s.current_step_index
     steps = spec.strategy.canary.steps
     total = len(steps)
     candidate = s.candidate_version
@@ -423,7 +441,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         run = s.analysis
         if run is None or run.step_index != index:
             run = analysis.start_run(metrics, index, plan.now)
-        run = analysis.advance(metrics, run, measured, plan.now)
+        run = analysis.advance(metrics, run, measured if index == measured_for else {}, plan.now)
         s.analysis = run
         if run.phase == AnalysisPhase.SUCCESSFUL:
             _next_step(plan)
@@ -469,9 +487,8 @@ def _promote(plan: _Plan, observed: Observed, skip_history: bool = False) -> Non
     plan.make_stable(candidate, observed)
     plan.end_canary()
     plan.extra_serving.discard(candidate.version)
-    message = f"promoted {candidate.version} (was {old}); " + MSG_HEALTHY.format(version=candidate.version)
-    plan.set_phase(RolloutPhase.HEALTHY, message, ready=True, reason=REASON_HEALTHY)
-    plan.events.append(Event("Normal", "Promoted", message))
+    plan.set_phase(RolloutPhase.HEALTHY, MSG_HEALTHY.format(version=candidate.version), ready=True, reason=REASON_HEALTHY)
+    plan.events.append(Event("Normal", "Promoted", f"promoted {candidate.version} (was {old}); it serves 100% of traffic"))
 
 
 def _finish(plan: _Plan, observed: Observed) -> Decision:

@@ -1,0 +1,339 @@
+"""A Rollout on the dev cluster: real serving Pods, a real Prometheus, traffic split by an HTTPRoute.
+
+The serving Pods run the OpenAI-compatible dev server on a tiny model with a LoRA adapter per
+ModelVersion; Prometheus discovers and scrapes them; a load generator sends requests to the
+stable and canary Services' Pods in the proportion the HTTPRoute's weights say. A "bad"
+version carries the server's test-only fault file, so every request to it fails.
+
+The tests run in order and share one Rollout, like a day in the life of a model:
+first version -> good canary promoted -> bad canary rolled back by analysis -> emergency
+abort -> operator restart mid-canary -> declarative rollback by pinning an earlier version.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import loadgen
+from finetune_trainer.testing import make_tiny_model
+from tests.helpers import wait_for
+from tests.prometheus import prometheus_factory  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+RO = "chat"
+MODEL = "chat-model"
+INTERVAL_S = 2
+FAILURE_LIMIT = 0
+PASSING = {"taskAccuracy": 0.9, "formatCompliance": 1.0, "safetyPassRate": 1.0, "generalScore": 1.0, "latencySeconds": 0.1}
+
+
+def adapter(base: Path, directory: Path, seed: int, faulty: bool = False) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    model.save_pretrained(directory)
+    if faulty:
+        (directory / "finetune-serve-faults.json").write_text(json.dumps({"errorRate": 1.0}))
+    return directory
+
+
+def model_version(version: str, path: Path) -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: finetune.ai/v1alpha1
+        kind: ModelVersion
+        metadata:
+          name: {MODEL}-{version}
+          labels: {{finetune.ai/model-name: {MODEL}, finetune.ai/version-number: "{version[1:]}"}}
+        spec:
+          modelName: {MODEL}
+          version: {version}
+          baseModel: {{uri: {path.parent / 'base'}}}
+          artifact: {{uri: {path}, digest: "sha256:{'0' * 64}", type: adapter}}
+          evaluation:
+            metrics: {json.dumps(PASSING)}
+            baseMetrics: {json.dumps(PASSING)}
+            gates:
+            - {{name: formatCompliance, metric: formatCompliance, comparator: GreaterThan, threshold: 0.95}}
+        """
+    )
+
+
+ERROR_RATE_QUERY = (
+    '(sum(rate(finetune_serve_request_errors_total{namespace="{{namespace}}", rollout="{{rollout}}", '
+    'model_version="{{canary}}"}[10s])) or vector(0)) / sum(rate(finetune_serve_requests_total{'
+    'namespace="{{namespace}}", rollout="{{rollout}}", model_version="{{canary}}"}[10s]))'
+)
+
+
+def rollout(prometheus_url: str, selector: str = "track: LatestApproved", pause: bool = False) -> str:
+    pause_step = "    - pause: {}\n" if pause else ""
+    return (
+        textwrap.dedent(
+            f"""
+            apiVersion: finetune.ai/v1alpha1
+            kind: Rollout
+            metadata: {{name: {RO}}}
+            spec:
+              modelName: {MODEL}
+              {selector}
+              scaleDownDelaySeconds: 0
+              serving:
+                type: custom
+                image: ghcr.io/finetune-operator/server:0.1.0
+                args: ["--model", "$(BASE_MODEL)", "--adapter", "$(MODEL_NAME)=$(ADAPTER_PATH)", "--version", "$(MODEL_VERSION)", "--port", "$(PORT)", "--served-model-name", "base"]
+                resources: {{gpus: 0}}
+              trafficRouter: {{gatewayAPI: {{httpRoute: {RO}}}}}
+              analysis:
+                prometheus: {{address: "{prometheus_url}"}}
+                metrics:
+                - name: error-rate
+                  query: '{ERROR_RATE_QUERY}'
+                  thresholds: {{max: 0.2}}
+                  interval: {INTERVAL_S}s
+                  count: 3
+                  failureLimit: {FAILURE_LIMIT}
+                  inconclusiveLimit: 20
+              strategy:
+                canary:
+                  steps:
+                  - setWeight: 30
+            """
+        )
+        + pause_step.replace("    ", "      ", 1)
+        + textwrap.indent(
+            textwrap.dedent(
+                """
+                - analysis: {}
+                - setWeight: 60
+                - analysis: {}
+                - setWeight: 100
+                """
+            ).strip("\n"),
+            "      ",
+        )
+        + "\n"
+    )
+
+
+HTTPROUTE = f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {RO}}}
+spec:
+  parentRefs: [{{name: inference-gateway}}]
+  hostnames: [chat.example.internal]
+  rules:
+  - backendRefs:
+    - {{name: {RO}-stable, port: 8000, weight: 100}}
+    - {{name: {RO}-canary, port: 8000, weight: 0}}
+"""
+
+
+class Stack:
+    def __init__(self, cluster, namespace, operator, prometheus, models: dict[str, Path]):
+        self.cluster, self.namespace, self.operator, self.prometheus = cluster, namespace, operator, prometheus
+        self.models = models
+        self.load: loadgen.LoadGenerator | None = None
+        self.stop_load = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.report = None
+
+    def status(self) -> dict:
+        return self.cluster.get("rollout.finetune.ai", RO, self.namespace).get("status") or {}
+
+    def weights(self) -> dict[str, int]:
+        route = self.cluster.get("httproute", RO, self.namespace)
+        return {ref["name"]: ref.get("weight", 1) for ref in route["spec"]["rules"][0]["backendRefs"]}
+
+    def register(self, version: str) -> None:
+        self.cluster.apply(model_version(version, self.models[version]), self.namespace)
+
+    def mv_phase(self, version: str) -> str | None:
+        return (self.cluster.get("modelversion", f"{MODEL}-{version}", self.namespace).get("status") or {}).get("phase")
+
+    def start_load(self) -> None:
+        """Steady traffic through the route, in short bounded runs until the scenario ends."""
+        source = loadgen.HTTPRouteSource(self.cluster.kubeconfig, self.namespace, RO)
+        self.load = loadgen.LoadGenerator(source, concurrency=2, max_tokens=4, refresh=0.5, seed=1)
+        self.reports = []
+
+        def loop():
+            deadline = time.monotonic() + 900
+            while not self.stop_load.is_set() and time.monotonic() < deadline:
+                self.reports.append(self.load.run(duration=2))
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serving")
+    base = make_tiny_model(root / "base")
+    return {
+        "v1": adapter(base, root / "v1", 1),
+        "v2": adapter(base, root / "v2", 2),
+        "v3": adapter(base, root / "v3", 3, faulty=True),
+        "v4": adapter(base, root / "v4", 4),
+        "v5": adapter(base, root / "v5", 5),
+    }
+
+
+@pytest.fixture(scope="module")
+def gateway_api_crds(cluster):
+    out = subprocess.run(["bash", str(ROOT / "hack" / "thirdparty" / "crds.sh")], check=True, capture_output=True, text=True)
+    crd_dir = Path(out.stdout.strip().splitlines()[-1]) / "gateway-api"
+    route_crd = next(crd_dir.glob("*httproutes*.yaml"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(route_crd))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
+
+
+@pytest.fixture(scope="module")
+def module_namespace(cluster):
+    name = f"rollout-{int(time.time()) % 100000}"
+    cluster.kubectl("create", "namespace", name)
+    wait_for(lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0, 60, "default SA")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def stack(cluster, module_namespace, _operator_process, gateway_api_crds, models, tmp_path_factory, request):
+    from tests.prometheus import PrometheusServer, prometheus_binary, serving_scrape_job, supports_kubernetes_sd
+    from hack.prometheus import kubernetes_sd
+
+    binary = prometheus_binary()
+    if binary is None:
+        pytest.fail("Prometheus is not installed: run hack/prometheus/install.sh (make test does)")
+    job = serving_scrape_job(cluster.kubeconfig, [module_namespace], "1s")
+    bridge = None
+    if not supports_kubernetes_sd():
+        bridge = kubernetes_sd.KubernetesSDBridge(kubernetes_sd.kubeconfig_pod_lister(cluster.kubeconfig)).start()
+        job = kubernetes_sd.to_http_sd(job, bridge.url)
+    prometheus = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus"), [job], "1s").start()
+    s = Stack(cluster, module_namespace, _operator_process, prometheus, models)
+    cluster.apply(HTTPROUTE, module_namespace)
+    yield s
+    s.stop_load.set()
+    if s.thread:
+        s.thread.join(timeout=30)
+    prometheus.stop()
+    if bridge:
+        bridge.stop()
+
+
+def test_first_version_becomes_stable_without_a_canary(stack):
+    stack.register("v1")
+    stack.cluster.apply(rollout(stack.prometheus.url), stack.namespace)
+    status = wait_for(lambda: (s := stack.status()).get("phase") == "Healthy" and s, 180, "the first version to serve")
+    assert status["stableVersion"] == "v1" and not status.get("candidateVersion")
+    assert stack.mv_phase("v1") == "Production"
+    assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
+    ready = [c for c in status["conditions"] if c["type"] == "Ready"][0]
+    assert ready["status"] == "True" and ready["observedGeneration"] == 1
+    stack.start_load()
+    wait_for(lambda: stack.prometheus.query(f'finetune_serve_requests_total{{namespace="{stack.namespace}", model_version="v1"}}'),
+             60, "Prometheus to scrape v1's request counter")
+
+
+def test_good_candidate_goes_through_every_step_to_100(stack):
+    stack.register("v2")
+    seen_weights = set()
+
+    def promoted():
+        s = stack.status()
+        if s.get("candidateVersion") == "v2":
+            seen_weights.add(s.get("canaryWeight"))
+        return s.get("phase") == "Healthy" and s.get("stableVersion") == "v2" and s
+
+    status = wait_for(promoted, 240, "v2 to be promoted")
+    assert {30, 60} <= seen_weights, seen_weights
+    assert status["history"][-1]["action"] == "promote" and status["history"][-1]["to"] == "v2"
+    assert stack.mv_phase("v2") == "Production"
+    assert stack.mv_phase("v1") == "Deprecated"
+    assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
+    # Real requests reached the canary through the route while it was weighted in.
+    counts = stack.prometheus.query(f'sum(finetune_serve_requests_total{{namespace="{stack.namespace}", model_version="v2"}})')
+    assert counts and float(counts[0]["value"][1]) > 0
+
+
+def test_bad_candidate_is_rolled_back_automatically(stack):
+    stack.register("v3")
+    started = wait_for(
+        lambda: (s := stack.status()).get("candidateVersion") == "v3" and s.get("canaryWeight", 0) > 0 and time.monotonic(),
+        120, "v3's canary to get traffic",
+    )
+    status = wait_for(lambda: (s := stack.status()).get("phase") == "Degraded" and s, 120, "v3 to be rolled back")
+    elapsed = time.monotonic() - started
+    # The first measurement is taken once the analysis step starts; failureLimit 0 fails on the
+    # first failed measurement; allow the query window to see errors and 10 s of slack.
+    assert elapsed <= INTERVAL_S * (FAILURE_LIMIT + 1) + 10 + 10, f"rolled back after {elapsed:.1f}s"
+    assert status["stableVersion"] == "v2" and not status.get("candidateVersion")
+    assert "error-rate" in status["message"] and "max 0.2" in status["message"]
+    assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
+    assert status["history"][-1]["action"] == "rollback" and status["history"][-1]["from"] == "v3"
+    # Tracking does not retry the version it rolled back.
+    assert stack.status().get("candidateVersion") is None
+
+
+def test_emergency_abort_puts_all_traffic_on_stable_within_5s(stack):
+    stack.cluster.apply(rollout(stack.prometheus.url, pause=True), stack.namespace)
+    stack.register("v4")
+    wait_for(lambda: (s := stack.status()).get("phase") == "Paused" and s.get("candidateVersion") == "v4", 120, "v4 paused at 30%")
+    assert stack.weights()[f"{RO}-canary"] == 30
+    plugin = [str(ROOT / "bin" / "kubectl-finetune"), "--kubeconfig", stack.cluster.kubeconfig, "-n", stack.namespace]
+    started = time.monotonic()
+    subprocess.run([*plugin, "abort", RO, "--reason", "pager went off"], check=True, capture_output=True)
+    wait_for(lambda: stack.weights()[f"{RO}-canary"] == 0, 5, "the canary weight to drop to 0")
+    assert time.monotonic() - started <= 5
+    status = wait_for(lambda: (s := stack.status()).get("phase") == "Degraded" and s, 10, "Degraded after abort")
+    assert status["history"][-1]["action"] == "abort" and "pager went off" in status["history"][-1]["reason"]
+    history = subprocess.run([*plugin, "history", RO], check=True, capture_output=True, text=True).stdout
+    assert "abort" in history and "promote" in history
+
+
+def test_operator_restart_mid_rollout_continues_from_the_recorded_step(stack):
+    stack.register("v5")
+    before = wait_for(
+        lambda: (s := stack.status()).get("phase") == "Paused" and s.get("candidateVersion") == "v5" and s, 120, "v5 paused"
+    )
+    stack.operator.restart(stack.cluster.kubeconfig)
+    after = wait_for(lambda: (s := stack.status()).get("observedGeneration") and s, 30, "status after restart")
+    assert after["currentStepIndex"] == before["currentStepIndex"]
+    assert after["canaryWeight"] == before["canaryWeight"] == 30
+    plugin = [str(ROOT / "bin" / "kubectl-finetune"), "--kubeconfig", stack.cluster.kubeconfig, "-n", stack.namespace]
+    subprocess.run([*plugin, "promote", RO], check=True, capture_output=True)
+    status = wait_for(lambda: (s := stack.status()).get("phase") == "Healthy" and s.get("stableVersion") == "v5" and s,
+                      180, "v5 promoted after the restart")
+    assert status["history"][-1]["action"] == "promote"
+
+
+def test_pinning_an_earlier_version_rolls_back_without_analysis(stack):
+    stack.cluster.apply(rollout(stack.prometheus.url, selector="version: v2"), stack.namespace)
+    status = wait_for(lambda: (s := stack.status()).get("stableVersion") == "v2" and s.get("phase") == "RolledBack" and s,
+                      60, "the pinned earlier version to serve")
+    assert not status.get("candidateVersion") and not status.get("analysis")
+    assert status["history"][-1]["action"] == "rollback" and "pinned" in status["history"][-1]["reason"]
+    assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
+    assert stack.mv_phase("v2") == "Production" and stack.mv_phase("v5") == "Deprecated"
+    stack.stop_load.set()
+    stack.thread.join(timeout=30)
+    sent = sum(r.sent for r in stack.reports)
+    backends = {name for r in stack.reports for name in r.counts()}
+    assert sent > 0 and {f"{RO}-stable", f"{RO}-canary"} <= backends, backends

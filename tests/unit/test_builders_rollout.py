@@ -1,0 +1,235 @@
+"""The serving children of a Rollout as rendered from (Owner, RolloutSpec, ServedVersion).
+
+Each row is one way a version can be served (an adapter on a Hugging Face base, artifacts on a
+PVC, a full model, a custom server, more GPUs...) and what the Deployment must then say; the
+Services rows say which version's Pods `<rollout>-<version>`, `<rollout>-stable` and
+`<rollout>-canary` select.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from finetune_operator.api.rollout import RolloutSpec
+from finetune_operator.builders import rollout as builders
+from finetune_operator.builders.rollout import Owner, ServedVersion
+
+OWNER = Owner(name="chat", namespace="team", uid="uid-1")
+OWNER_REFERENCE = {
+    "apiVersion": "finetune.ai/v1alpha1",
+    "kind": "Rollout",
+    "name": "chat",
+    "uid": "uid-1",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct"
+ADAPTER = ServedVersion("v2", BASE, "s3://models/chat/v2")
+SELECTS_V2 = {"finetune.ai/rollout": "chat", "finetune.ai/model-version": "v2"}
+VLLM_ADAPTER_ARGS = [
+    "--model", "$(BASE_MODEL)", "--host", "0.0.0.0", "--port", "$(PORT)", "--served-model-name", "$(MODEL_NAME)",
+    "--enable-lora", "--lora-modules", "$(MODEL_NAME)-$(MODEL_VERSION)=$(ADAPTER_PATH)",
+]
+SCRATCH_VOLUME = ("scratch", {"emptyDir": {}})
+
+
+def rollout_spec(**serving: Any) -> RolloutSpec:
+    return RolloutSpec.model_validate({"modelName": "chat", "track": "LatestApproved", "serving": serving})
+
+
+def facts(deployment: dict[str, Any]) -> dict[str, Any]:
+    """What a row may check about a rendered Deployment."""
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    args = container.get("args", [])
+    probe = container["readinessProbe"]["httpGet"]
+    return {
+        "name": deployment["metadata"]["name"],
+        "namespace": deployment["metadata"]["namespace"],
+        "labels": deployment["metadata"]["labels"],
+        "owner_references": deployment["metadata"]["ownerReferences"],
+        "selector": deployment["spec"]["selector"]["matchLabels"],
+        "pod_labels": pod["metadata"]["labels"],
+        "replicas": deployment["spec"].get("replicas"),
+        "image": container["image"],
+        "command": container.get("command"),
+        "args": args,
+        "model_arg": args[args.index("--model") + 1] if "--model" in args else None,
+        "lora": "--enable-lora" in args or "--lora-modules" in args,
+        "env": {e["name"]: e.get("value") for e in container["env"] if "value" in e},
+        "ports": container["ports"],
+        "readiness": (probe["path"], probe["port"]),
+        "limits": container.get("resources", {}).get("limits"),
+        "volumes": [(v["name"], {k: x for k, x in v.items() if k != "name"}) for v in pod["spec"]["volumes"]],
+        "mounts": [(m["name"], m["mountPath"]) for m in container["volumeMounts"]],
+        "node_selector": pod["spec"].get("nodeSelector"),
+        "tolerations": pod["spec"].get("tolerations"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("serving", "served", "replicas", "expected"),
+    [
+        pytest.param(
+            {}, ADAPTER, 1,
+            dict(
+                name="chat-v2", namespace="team", owner_references=[OWNER_REFERENCE], replicas=1,
+                labels={"app.kubernetes.io/managed-by": "finetune-operator", "finetune.ai/rollout": "chat",
+                        "finetune.ai/model-version": "v2", "finetune.ai/model-name": "chat"},
+                selector=SELECTS_V2,
+                pod_labels={**SELECTS_V2, "finetune.ai/model-name": "chat", "finetune.ai/serve": "true"},
+                image=builders.DEFAULT_VLLM_IMAGE, command=None, args=VLLM_ADAPTER_ARGS,
+                ports=[{"name": "http", "containerPort": 8000}], readiness=("/health", "http"),
+                limits={"nvidia.com/gpu": "1"}, volumes=[SCRATCH_VOLUME], mounts=[("scratch", "/tmp")],
+                node_selector=None, tolerations=None,
+            ),
+            id="adapter-on-hugging-face-base-served-by-vllm-multi-lora",
+        ),
+        pytest.param(
+            {}, ADAPTER, 1,
+            dict(env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": BASE,
+                      "ADAPTER_PATH": "s3://models/chat/v2", "ADAPTER_URI": "s3://models/chat/v2",
+                      "PORT": "8000", "HOME": "/tmp"}),
+            id="version-to-serve-is-in-the-environment",
+        ),
+        pytest.param(
+            {}, ServedVersion("v2", "pvc://base-models/smol", "pvc://models/chat/v2"), 1,
+            dict(
+                env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": "/mnt/pvc/base-models/smol",
+                     "ADAPTER_PATH": "/mnt/pvc/models/chat/v2", "ADAPTER_URI": "pvc://models/chat/v2",
+                     "PORT": "8000", "HOME": "/tmp"},
+                volumes=[("pvc-0", {"persistentVolumeClaim": {"claimName": "base-models", "readOnly": True}}),
+                         ("pvc-1", {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}}),
+                         SCRATCH_VOLUME],
+                mounts=[("pvc-0", "/mnt/pvc/base-models"), ("pvc-1", "/mnt/pvc/models"), ("scratch", "/tmp")],
+            ),
+            id="pvc-uris-mounted-read-only-under-mnt-pvc-claim",
+        ),
+        pytest.param(
+            {}, ServedVersion("v2", "pvc://models/base/smol", "pvc://models/chat/v2"), 1,
+            dict(volumes=[("pvc-0", {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}}),
+                          SCRATCH_VOLUME]),
+            id="one-claim-for-base-and-artifact-is-mounted-once",
+        ),
+        pytest.param(
+            {}, ServedVersion("v2", BASE, "file:///srv/models/chat/v2"), 1,
+            dict(
+                env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": BASE,
+                     "ADAPTER_PATH": "/srv/models/chat/v2", "ADAPTER_URI": "file:///srv/models/chat/v2",
+                     "PORT": "8000", "HOME": "/tmp"},
+                volumes=[("artifact", {"hostPath": {"path": "/srv/models/chat/v2", "type": "Directory"}}),
+                         SCRATCH_VOLUME],
+                mounts=[("artifact", "/srv/models/chat/v2"), ("scratch", "/tmp")],
+            ),
+            id="file-artifact-mounted-from-the-node",
+        ),
+        pytest.param(
+            {}, ServedVersion("v2", BASE, "s3://models/chat/v2", artifact_type="full"), 1,
+            dict(model_arg="$(ADAPTER_PATH)", lora=False),
+            id="full-model-artifact-served-as-the-model",
+        ),
+        pytest.param(
+            {"args": ["--max-model-len", "4096"]}, ADAPTER, 1,
+            dict(args=[*VLLM_ADAPTER_ARGS, "--max-model-len", "4096"], model_arg="$(BASE_MODEL)", lora=True),
+            id="extra-vllm-args-follow-the-generated-ones",
+        ),
+        pytest.param(
+            {"type": "custom", "image": "ghcr.io/acme/server:1", "command": ["python", "-m", "serve"],
+             "args": ["--adapter", "$(ADAPTER_PATH)"]},
+            ADAPTER, 1,
+            dict(image="ghcr.io/acme/server:1", command=["python", "-m", "serve"],
+                 args=["--adapter", "$(ADAPTER_PATH)"], lora=False,
+                 ports=[{"name": "http", "containerPort": 8000}], readiness=("/health", "http")),
+            id="custom-server-runs-image-command-and-args-as-given",
+        ),
+        pytest.param(
+            {"type": "custom", "image": "ghcr.io/acme/server:1"}, ADAPTER, 1,
+            dict(command=None, args=[]),
+            id="custom-server-without-command-keeps-image-entrypoint",
+        ),
+        pytest.param(
+            {"image": "registry.local/vllm:pinned"}, ADAPTER, 1,
+            dict(image="registry.local/vllm:pinned", args=VLLM_ADAPTER_ARGS),
+            id="vllm-with-own-image",
+        ),
+        pytest.param(
+            {"resources": {"gpus": 2, "cpu": "8", "memory": "64Gi"}}, ADAPTER, 1,
+            dict(limits={"nvidia.com/gpu": "2", "cpu": "8", "memory": "64Gi"}),
+            id="gpus-cpu-and-memory-limits",
+        ),
+        pytest.param(
+            {"resources": {"gpus": 1, "gpuResourceName": "amd.com/gpu"}}, ADAPTER, 1,
+            dict(limits={"amd.com/gpu": "1"}),
+            id="other-gpu-vendor",
+        ),
+        pytest.param(
+            {"resources": {"gpus": 0}}, ADAPTER, 1,
+            dict(limits=None),
+            id="no-gpus-no-limits",
+        ),
+        pytest.param(
+            {"port": 9000}, ADAPTER, 1,
+            dict(ports=[{"name": "http", "containerPort": 9000}], readiness=("/health", "http")),
+            id="own-port-still-named-http",
+        ),
+        pytest.param(
+            {"env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]}, ADAPTER, 1,
+            dict(env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": BASE,
+                      "ADAPTER_PATH": "s3://models/chat/v2", "ADAPTER_URI": "s3://models/chat/v2",
+                      "PORT": "8000", "HOME": "/tmp", "VLLM_LOGGING_LEVEL": "DEBUG"}),
+            id="extra-environment",
+        ),
+        pytest.param(
+            {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
+             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+            ADAPTER, 3,
+            dict(node_selector={"nvidia.com/gpu.product": "NVIDIA-L4"},
+                 tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                 replicas=3),
+            id="placement-and-replicas",
+        ),
+    ],
+)
+def test_deployment(serving, served, replicas, expected):
+    rendered = facts(builders.deployment(OWNER, rollout_spec(**serving), served, replicas))
+    assert {k: rendered[k] for k in expected} == expected
+
+
+def test_pod_ip_comes_from_the_downward_api():
+    container = builders.deployment(OWNER, rollout_spec(), ADAPTER, 1)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+
+
+@pytest.mark.parametrize(
+    ("render", "name", "selects", "labels"),
+    [
+        pytest.param(lambda s: builders.version_service(OWNER, s, "v2"), "chat-v2", "v2",
+                     {"finetune.ai/model-version": "v2"}, id="version-service-selects-its-version"),
+        pytest.param(lambda s: builders.track_service(OWNER, s, "stable", "v1"), "chat-stable", "v1",
+                     {"finetune.ai/track": "stable"}, id="stable-service-selects-the-stable-version"),
+        pytest.param(lambda s: builders.track_service(OWNER, s, "canary", "v2"), "chat-canary", "v2",
+                     {"finetune.ai/track": "canary"}, id="canary-service-selects-the-candidate"),
+        pytest.param(lambda s: builders.track_service(OWNER, s, "canary", "v1"), "chat-canary", "v1",
+                     {"finetune.ai/track": "canary"}, id="canary-service-selects-stable-without-candidate"),
+    ],
+)
+def test_service(render, name, selects, labels):
+    service = render(rollout_spec(port=9000))
+    meta = service["metadata"]
+    assert (meta["name"], meta["namespace"], meta["ownerReferences"]) == (name, "team", [OWNER_REFERENCE])
+    assert meta["labels"] == {
+        "app.kubernetes.io/managed-by": "finetune-operator", "finetune.ai/rollout": "chat", **labels
+    }
+    assert service["spec"]["ports"] == [{"name": "http", "port": 9000, "targetPort": "http"}]
+    # The selector picks exactly the Pods of the version's Deployment, and no other version's.
+    pods = {v: builders.deployment(OWNER, rollout_spec(), ServedVersion(v, BASE, f"s3://m/{v}"), 1)
+            ["spec"]["template"]["metadata"]["labels"] for v in ("v1", "v2")}
+    selected = [v for v, pod_labels in pods.items() if service["spec"]["selector"].items() <= pod_labels.items()]
+    assert selected == [selects]
+
+
+def test_names():
+    assert (builders.workload_name("chat", "v3"), builders.stable_service_name("chat"),
+            builders.canary_service_name("chat")) == ("chat-v3", "chat-stable", "chat-canary")
