@@ -20,7 +20,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane crds crds-check lint test test-unit test-trainer test-integration \
+.PHONY: help venv controlplane prometheus crds crds-check lint test test-unit test-trainer test-integration \
         devcluster-up devcluster-down demo chart-crds bench clean
 
 help:
@@ -38,6 +38,10 @@ $(VENV)/.ready: requirements/operator.txt requirements/trainer.txt requirements/
 
 controlplane:
 	@bash hack/controlplane/build.sh all >/dev/null
+
+# Debian's prometheus package: a real Prometheus for the analysis tests.
+prometheus:
+	@bash hack/prometheus/install.sh
 
 crds: venv
 	$(PY) -m finetune_operator.crdgen --out crds
@@ -60,7 +64,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests in $(1)"; exit 1; fi; exit $$rc
 endef
 
-test: venv controlplane crds-check lint
+test: venv controlplane prometheus crds-check lint
 	$(call run_pytest,tests)
 
 test-unit: venv
@@ -69,7 +73,7 @@ test-unit: venv
 test-trainer: venv
 	$(call run_pytest,tests/trainer)
 
-test-integration: venv controlplane
+test-integration: venv controlplane prometheus
 	$(call run_pytest,tests/integration tests/e2e)
 
 devcluster-up: venv controlplane

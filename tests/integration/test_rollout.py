@@ -170,7 +170,7 @@ class Stack:
     def start_load(self) -> None:
         """Steady traffic through the route, in short bounded runs until the scenario ends."""
         source = loadgen.HTTPRouteSource(self.cluster.kubeconfig, self.namespace, RO)
-        self.load = loadgen.LoadGenerator(source, concurrency=2, max_tokens=4, refresh=0.5, seed=1)
+        self.load = loadgen.LoadGenerator(source, concurrency=2, max_tokens=4, refresh=0.5, seed=1, model=MODEL)
         self.reports = []
 
         def loop():
