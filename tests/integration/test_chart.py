@@ -1,0 +1,61 @@
+"""The Helm chart renders, the API server accepts everything in it, and its RBAC is enough.
+
+The operator's ServiceAccount must be able to do exactly what the controllers do — create the
+Jobs, ConfigMaps, Roles and Deployments of the pipeline, register ModelVersions, patch route
+weights — and no more than that: it must not read Secrets or touch Nodes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "finetune-operator"
+
+
+def helm(cluster, *args: str) -> str:
+    binary = Path(cluster.state.bin_dir) / "helm"
+    result = subprocess.run([str(binary), *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
+    return result.stdout
+
+
+def test_chart_lints(cluster):
+    helm(cluster, "lint", str(CHART))
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={team-a}", "--set", "peering.enabled=true"]],
+                         ids=["clusterwide", "namespaced-with-peering"])
+def test_chart_is_accepted_by_the_api_server(cluster, namespace, values):
+    rendered = helm(cluster, "template", "ft", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3", *values)
+    kinds = {line.split(":", 1)[1].strip() for line in rendered.splitlines() if line.startswith("kind:")}
+    assert {"Deployment", "ServiceAccount", "ClusterRole", "ValidatingAdmissionPolicy"} <= kinds
+    cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered)
+
+
+def test_operator_rbac_allows_what_the_controllers_do_and_no_more(cluster, namespace):
+    rendered = helm(cluster, "template", "ft", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3",
+                    "--set", "fullnameOverride=ft-" + namespace)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rendered)
+    sa = f"system:serviceaccount:{namespace}:ft-{namespace}"
+
+    def can(verb, resource):
+        out = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={sa}", check=False)
+        return out.stdout.strip()
+
+    needed = [
+        ("create", "jobs.batch"), ("delete", "jobs.batch"), ("create", "configmaps"), ("create", "roles.rbac.authorization.k8s.io"),
+        ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts"),
+        ("create", "persistentvolumeclaims"), ("create", "modelversions.finetune.ai"),
+        ("patch", "finetunejobs.finetune.ai/status"), ("patch", "rollouts.finetune.ai/status"),
+        ("create", "deployments.apps"), ("patch", "httproutes.gateway.networking.k8s.io"), ("create", "events"),
+        ("watch", "pods"),
+    ]
+    assert [(v, r) for v, r in needed if can(v, r) != "yes"] == []
+    forbidden = [("get", "secrets"), ("list", "secrets"), ("delete", "nodes"), ("create", "pods"), ("delete", "modelversions.finetune.ai")]
+    assert [(v, r) for v, r in forbidden if can(v, r) != "no"] == []
+    cluster.kubectl("delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=ft", check=False)
