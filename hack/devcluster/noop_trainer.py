@@ -49,7 +49,7 @@ from finetune_trainer import exitcodes
 from finetune_trainer.artifacts import write_termination_message
 from finetune_trainer.config import ConfigFileError, TrainerConfig, load_config, uri_scheme
 
-STAGES = ("prepare", "train")
+STAGES = ("prepare", "train", "evaluate")
 DEFAULT_RECORDS = 100  # when the dataset cannot be read here (s3://, a claim not mounted, ...)
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PATCH_INTERVAL_SECONDS = 0.5
@@ -314,6 +314,27 @@ def train(config: TrainerConfig) -> dict[str, Any]:
     }
 
 
+# Metrics that pass every default gate; FINETUNE_NOOP_METRICS (JSON) overrides some of them,
+# e.g. {"safetyPassRate": 0.4} for a version the gates must reject.
+PASSING_METRICS = {
+    "taskAccuracy": 0.92, "formatCompliance": 1.0, "safetyPassRate": 0.98,
+    "generalScore": 0.61, "latencySeconds": 0.05,
+}
+BASE_METRICS = {
+    "taskAccuracy": 0.31, "formatCompliance": 0.12, "safetyPassRate": 0.98,
+    "generalScore": 0.62, "latencySeconds": 0.05,
+}
+
+
+def evaluate(config: TrainerConfig) -> dict[str, Any]:
+    """What the real evaluate stage reports, with fixed numbers (overridable for tests)."""
+    metrics = {**PASSING_METRICS, **json.loads(os.environ.get("FINETUNE_NOOP_METRICS") or "{}")}
+    results = str(config.output_path / "evaluation.json")
+    emit({"event": "evaluated", **metrics})
+    return {"status": "Evaluated", "stage": "evaluate", "metrics": metrics, "base": dict(BASE_METRICS),
+            "stderr": {k: 0.01 for k in metrics}, "samples": 0, "results": results}
+
+
 def fail_if_asked(stage: str) -> None:
     if os.environ.get("FINETUNE_NOOP_FAIL") != stage:
         return
@@ -341,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             raise exitcodes.ConfigError(str(exc)) from None
         termination_path = termination_path or config.termination_message_path
         fail_if_asked(args.stage)
-        summary = prepare(config) if args.stage == "prepare" else train(config)
+        summary = {"prepare": prepare, "train": train, "evaluate": evaluate}[args.stage](config)
         write_termination_message(termination_path, summary)
         return exitcodes.OK
     except exitcodes.TrainerError as exc:
