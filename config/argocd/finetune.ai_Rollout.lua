@@ -1,0 +1,71 @@
+-- Argo CD health check for finetune.ai Rollout (resource.customizations.health.finetune.ai_Rollout).
+-- Argo CD runs it in gopher-lua (Lua 5.1) with only the base and table libraries: no string or
+-- math functions here. argocd-cm-patch.yaml embeds this file; regenerate it with render.py.
+local hs = {}
+
+local status = obj.status
+local generation = obj.metadata.generation
+if status == nil or status.observedGeneration == nil
+    or (generation ~= nil and status.observedGeneration < generation) then
+  hs.status = "Progressing"
+  hs.message = "waiting for the operator to observe generation " .. tostring(generation or 1)
+  return hs
+end
+
+local message = status.message
+if message == nil or message == "" then
+  for _, c in ipairs(status.conditions or {}) do
+    if c.type == "Ready" then
+      message = c.message
+    end
+  end
+end
+if message == nil then
+  message = ""
+end
+
+-- Where a canary stands: "canary v4 at 25% (step 4/7): ".
+local function canary()
+  local candidate = status.candidateVersion
+  if candidate == nil then
+    return ""
+  end
+  local where = "canary " .. candidate .. " at " .. tostring(status.canaryWeight or 0) .. "%"
+  local index = status.currentStepIndex
+  if index ~= nil then
+    local steps = nil
+    if obj.spec ~= nil and obj.spec.strategy ~= nil and obj.spec.strategy.canary ~= nil then
+      steps = obj.spec.strategy.canary.steps
+    end
+    if steps ~= nil and #steps > 0 then
+      where = where .. " (step " .. tostring(index + 1) .. "/" .. tostring(#steps) .. ")"
+    else
+      where = where .. " (step " .. tostring(index + 1) .. ")"
+    end
+  end
+  return where .. ": "
+end
+
+local phase = status.phase
+if phase == "Healthy" or phase == "RolledBack" then
+  -- RolledBack: a rollback someone asked for (CLI, or an earlier spec.version) is in place.
+  hs.status = "Healthy"
+  hs.message = message
+elseif phase == "Progressing" then
+  hs.status = "Progressing"
+  hs.message = canary() .. message
+elseif phase == "Paused" then
+  -- As Argo CD shows a paused Argo Rollouts Rollout: waiting for a human (promote or abort).
+  hs.status = "Suspended"
+  hs.message = canary() .. message
+elseif phase == "Degraded" then
+  hs.status = "Degraded"
+  hs.message = message
+elseif phase == nil then
+  hs.status = "Progressing"
+  hs.message = "waiting for the operator to report a phase"
+else
+  hs.status = "Unknown"
+  hs.message = "unknown phase " .. tostring(phase) .. ": " .. message
+end
+return hs
