@@ -33,7 +33,12 @@ def dataset(tmp_path) -> Path:
     return path
 
 
-def manifest(name, model, data, output, *, max_steps=12, gpus=1, extra="", checkpoint_every=4):
+NO_EVALUATION = "evaluation: {enabled: false}\n"
+# A cheap but real evaluation: the test split and the general suite, short answers.
+LIGHT_EVALUATION = "evaluation: {maxNewTokens: 16, sampleCount: 5, suites: {safety: false, pii: false, bias: false}}\n"
+
+
+def manifest(name, model, data, output, *, max_steps=12, gpus=1, extra=NO_EVALUATION, checkpoint_every=4):
     return textwrap.dedent(
         f"""
         apiVersion: finetune.ai/v1alpha1
@@ -77,7 +82,7 @@ def events_of(cluster, namespace, name):
 
 def test_apply_trains_to_succeeded_with_progress_and_adapter(cluster, namespace, operator, tiny_model, dataset, tmp_path):
     output = tmp_path / "out"
-    cluster.apply(manifest("tiny-sft", tiny_model, dataset, output, max_steps=40), namespace)
+    cluster.apply(manifest("tiny-sft", tiny_model, dataset, output, max_steps=40, extra=LIGHT_EVALUATION), namespace)
 
     percents = set()
 
@@ -99,13 +104,18 @@ def test_apply_trains_to_succeeded_with_progress_and_adapter(cluster, namespace,
     adapter = Path(status["artifact"]["uri"].removeprefix("file://"))
     assert (adapter / "adapter_config.json").exists(), adapter
     assert status["gpuHours"] > 0
-    for cond_type in ("Accepted", "DataReady", "Trained", "Succeeded"):
+    for cond_type in ("Accepted", "DataReady", "Trained", "Evaluated", "Succeeded"):
         assert condition(status, cond_type)["status"] == "True", cond_type
     reasons = {e["reason"] for e in events_of(cluster, namespace, "tiny-sft")}
-    assert {"Accepted", "Preparing", "Training", "Succeeded"} <= reasons
+    assert {"Accepted", "Preparing", "Training", "Evaluating", "Registered", "Succeeded"} <= reasons
+    # The real evaluation ran and its verdict is registered (a random tiny model is Rejected).
+    mv = cluster.get("modelversion", status["modelVersion"], namespace)
+    assert mv["spec"]["evaluation"]["metrics"]["generalScore"] is not None
+    assert set(mv["spec"]["evaluation"]["baseMetrics"]) >= {"formatCompliance", "generalScore"}
+    assert condition(status, "GatesPassed") is not None
     # Exactly the two Jobs, each owned by the FineTuneJob.
     names = sorted(j["metadata"]["name"] for j in jobs(cluster, namespace, "tiny-sft"))
-    assert names == ["tiny-sft-prepare", "tiny-sft-train"]
+    assert names == ["tiny-sft-eval-1", "tiny-sft-prepare", "tiny-sft-train"]
     # The trainer's ServiceAccount may patch its progress ConfigMap and nothing else.
     sa = f"system:serviceaccount:{namespace}:tiny-sft-trainer"
     can = lambda *a: cluster.kubectl("auth", "can-i", *a, "-n", namespace, f"--as={sa}", check=False).stdout.strip()
@@ -176,7 +186,7 @@ def test_trainer_pod_deleted_mid_run_resumes_from_checkpoint(cluster, namespace,
 
 
 def test_suspend_then_resume(cluster, namespace, operator, tiny_model, dataset, tmp_path):
-    cluster.apply(manifest("pausable", tiny_model, dataset, tmp_path / "out", max_steps=12, extra="suspend: true\n"), namespace)
+    cluster.apply(manifest("pausable", tiny_model, dataset, tmp_path / "out", max_steps=12, extra="suspend: true\n" + NO_EVALUATION), namespace)
     wait_for(lambda: phase(cluster, namespace, "pausable") == "Suspended", 60, "pausable to be Suspended")
     assert jobs(cluster, namespace, "pausable") == [], "a suspended job starts nothing"
 

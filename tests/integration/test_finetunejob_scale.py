@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 NOOP = "ghcr.io/finetune-operator/trainer-noop"
 
 
-def noop_manifest(name: str, image: str = NOOP) -> str:
+def noop_manifest(name: str, image: str = NOOP, evaluate: bool = True) -> str:
     return textwrap.dedent(
         f"""
         apiVersion: finetune.ai/v1alpha1
@@ -31,6 +31,7 @@ def noop_manifest(name: str, image: str = NOOP) -> str:
           dataset: {{uri: /data/none.jsonl}}
           resources: {{gpusPerNode: 1}}
           output: {{uri: /tmp/finetune-noop/{name}}}
+          evaluation: {{enabled: {str(evaluate).lower()}}}
         """
     )
 
@@ -50,7 +51,7 @@ def train_jobs_per_owner(cluster, namespace):
 
 def test_200_finetunejobs_at_once_each_get_exactly_one_training_job(cluster, namespace, operator):
     count = 200
-    cluster.apply("---\n".join(noop_manifest(f"bulk-{i:03d}") for i in range(count)), namespace)
+    cluster.apply("---\n".join(noop_manifest(f"bulk-{i:03d}", evaluate=False) for i in range(count)), namespace)
 
     wait_for(
         lambda: phases(cluster, namespace).get("Succeeded", 0) == count,
@@ -84,7 +85,7 @@ def test_operator_restarted_mid_training_no_duplicates_and_status_keeps_updating
     )
     assert status["progress"]["percent"] == 100
     names = sorted(j["metadata"]["name"] for j in cluster.list("jobs", namespace, selector="finetune.ai/finetunejob=survivor"))
-    assert names == ["survivor-prepare", "survivor-train"]
+    assert names == ["survivor-eval-1", "survivor-prepare", "survivor-train"]
     pods = cluster.list("pods", namespace, selector="job-name=survivor-train")
     assert len(pods) == 1, "the restart must not start a second trainer"
     assert json.loads(pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"])["status"] == "Succeeded"

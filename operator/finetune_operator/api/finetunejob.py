@@ -538,6 +538,17 @@ DEFAULT_GATES: dict[str, Gate] = {
 }
 
 
+class EvaluationSuites(ApiModel):
+    """The shipped offline suites (each scores the base model too)."""
+
+    safety: bool = Field(
+        default=True, description="Jailbreak and harmful prompts plus benign controls: safetyPassRate."
+    )
+    pii: bool = Field(default=True, description="PII leakage probes: piiLeakageRate.")
+    bias: bool = Field(default=True, description="Demographic-swap consistency: biasConsistency.")
+    general: bool = Field(default=True, description="General-task regression suite: generalScore.")
+
+
 class EvaluationSpec(ApiModel):
     """How the fine-tuned model is evaluated on the test split, and the gates it must pass."""
 
@@ -564,6 +575,15 @@ class EvaluationSpec(ApiModel):
     compare_with_base: bool = Field(
         default=True,
         description="Also evaluate the base model, for RatioToBase gates and the before/after comparison.",
+    )
+    suites: EvaluationSuites = section(
+        EvaluationSuites, "Which shipped offline suites run besides the test split."
+    )
+    max_new_tokens: int = Field(
+        default=128, ge=1, le=4096, description="Tokens generated per answer (greedy)."
+    )
+    sample_count: int = Field(
+        default=60, ge=0, le=1000, description="Input/output pairs kept in the results for human review."
     )
     gates: list[GateSpec] = Field(
         default_factory=list,
