@@ -30,8 +30,11 @@ GROUP, VERSION, PLURAL = "finetune.ai", "v1alpha1", "rollouts"
 
 
 def _api(args) -> kubernetes.client.CustomObjectsApi:
-    kubernetes.config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-    return kubernetes.client.CustomObjectsApi()
+    from finetune_operator.k8s.client import with_bearer_token
+
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=args.kubeconfig, context=args.context, client_configuration=configuration)
+    return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(with_bearer_token(configuration)))
 
 
 def _namespace(args) -> str:

@@ -261,9 +261,10 @@ def test_pod_reaches_the_api_server_with_its_own_service_account(cluster, namesp
                 args:
                 - |
                   import json, os
-                  from kubernetes import client, config
-                  config.load_kube_config(os.environ["KUBECONFIG"])
-                  review = client.AuthenticationV1Api().create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+                  from kubernetes import client
+                  from finetune_operator.k8s.client import api_client
+                  # The operator's own client: in-cluster credentials first, then KUBECONFIG.
+                  review = client.AuthenticationV1Api(api_client()).create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
                   open(os.environ["TERMINATION_MESSAGE_PATH"], "w").write(json.dumps({"user": review.status.user_info.username, "host": os.environ["KUBERNETES_SERVICE_HOST"]}))
             """
         ),
@@ -271,7 +272,7 @@ def test_pod_reaches_the_api_server_with_its_own_service_account(cluster, namesp
     )
     pod = wait_for(
         lambda: (p := cluster.get("pod", "whoami", namespace))["status"].get("phase") in ("Succeeded", "Failed") and p,
-        60,
+        120,
         "pod whoami to finish",
     )
     assert pod["status"]["phase"] == "Succeeded", cluster.pod_log(namespace, "whoami", "main")

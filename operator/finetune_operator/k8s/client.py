@@ -24,8 +24,21 @@ def api_client() -> kubernetes.client.ApiClient:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)
             except kubernetes.config.ConfigException:
                 kubernetes.config.load_kube_config(client_configuration=configuration)
-            _client = kubernetes.client.ApiClient(configuration)
+            _client = kubernetes.client.ApiClient(with_bearer_token(configuration))
         return _client
+
+
+def with_bearer_token(configuration: kubernetes.client.Configuration) -> kubernetes.client.Configuration:
+    """Make token credentials actually be sent.
+
+    The client's config loaders (in-cluster and kubeconfig) store a token under
+    api_key['authorization'], while the generated client only sends api_key['BearerToken']: without
+    this, every request of a Pod's ServiceAccount (or a token kubeconfig) would go out anonymous.
+    """
+    token = configuration.api_key.get("authorization")
+    if token and "BearerToken" not in configuration.api_key:
+        configuration.api_key["BearerToken"] = token
+    return configuration
 
 
 def custom_objects() -> kubernetes.client.CustomObjectsApi:
