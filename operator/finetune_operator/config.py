@@ -87,6 +87,13 @@ class OperatorConfig(BaseModel):
     artifact_store_size: str = Field(
         default="100Gi", description="Size requested for the artifact store claim the operator creates."
     )
+    retain_versions: int = Field(
+        default=10,
+        ge=1,
+        le=10000,
+        description="Artifacts of the newest N ModelVersions per model are kept (and any in "
+        "Production or named by a Rollout); older artifacts are deleted, their records stay.",
+    )
     workers: int = Field(
         default=16, ge=1, le=256, description="Threads that run reconciles in parallel."
     )

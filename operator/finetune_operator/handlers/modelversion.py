@@ -12,11 +12,13 @@ from typing import Any
 
 import kopf
 
+from finetune_operator import config as operator_config
 from finetune_operator import metrics
 from finetune_operator.builders import modelversion as mv_builders
-from finetune_operator.k8s import apply, events, status
-from finetune_operator.k8s.resources import MODELVERSIONS
-from finetune_operator.logic import modelversion
+from finetune_operator.k8s import apply, client, events, status
+from finetune_operator.k8s.resources import MODELVERSIONS, ROLLOUTS
+from finetune_operator.logic import conditions, modelversion
+from finetune_operator.logic import retention as retention_logic
 from finetune_operator.logic.spec import InvalidSpec
 
 KIND = MODELVERSIONS.kind
@@ -44,3 +46,44 @@ def reconcile(body: kopf.Body, meta: kopf.Meta, namespace: str, name: str, **_: 
             status.patch(MODELVERSIONS, namespace, name, decision.status_patch)
         for event in decision.events:
             events.record(body, event.type, event.reason, event.message)
+
+
+@kopf.timer(*RESOURCE, interval=300, initial_delay=30, idle=None)
+def retention(body: kopf.Body, namespace: str, **_: Any) -> None:
+    """Past the newest N versions of a model, remove the artifact files (the record stays).
+
+    Runs on each version's timer but acts per namespace and model; the cleanup Job's name is
+    deterministic, so overlapping passes create it once.
+    """
+    model = (body.get("spec") or {}).get("modelName")
+    if not model:
+        return
+    cfg = operator_config.current()
+    versions = [
+        mv for mv in client.custom_objects().list_namespaced_custom_object(
+            MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural
+        )["items"]
+        if (mv.get("spec") or {}).get("modelName") == model
+    ]
+    in_use = set()
+    for ro in client.custom_objects().list_namespaced_custom_object(
+        ROLLOUTS.group, ROLLOUTS.version, namespace, ROLLOUTS.plural
+    )["items"]:
+        if (ro.get("spec") or {}).get("modelName") == model:
+            st = ro.get("status") or {}
+            in_use |= {f"{model}-{v}" for v in (st.get("stableVersion"), st.get("candidateVersion"), ro["spec"].get("version")) if v}
+    by_name = {mv["metadata"]["name"]: mv for mv in versions}
+    for name in retention_logic.expired([retention_logic.from_object(mv) for mv in versions], cfg.retain_versions, in_use):
+        mv = by_name[name]
+        job = mv_builders.artifact_cleanup_job(mv, cfg.trainer_image)
+        if job is None:
+            continue
+        apply.create_if_absent(job)
+        conds = modelversion.parse_status(mv.get("status")).conditions
+        updated = conditions.set_condition(
+            conds, "ArtifactRetained", "False", "RetentionExpired",
+            f"artifact removed: older than the newest {cfg.retain_versions} versions of {model}",
+            mv["metadata"].get("generation"), datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        )
+        status.patch(MODELVERSIONS, namespace, name, {"conditions": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]})
+        events.record(mv, "Normal", "ArtifactDeleted", f"artifact {mv['spec']['artifact']['uri']} removed by retention (newest {cfg.retain_versions} kept)")
