@@ -1,7 +1,7 @@
 """The operator against the real control plane: a FineTuneJob gets its first honest status.
 
 What a user sees after `kubectl apply`: status.observedGeneration catches up with the object's
-generation, phase Pending, the Accepted and Succeeded conditions, and an Event on the object;
+generation, phase Preparing, the Accepted and Succeeded conditions, and an Event on the object;
 an edit moves observedGeneration without resetting lastTransitionTime or repeating the Event;
 a spec the CRD accepts but the operator cannot work with is reported as InvalidSpec.
 """
@@ -33,6 +33,7 @@ spec:
         output: '{{"category": "hardware", "priority": "medium"}}'
   resources:
     gpusPerNode: 0
+  image: ghcr.io/finetune-operator/trainer-noop:slow
 """
 
 # Passes the CRD's pattern (an s3:// URI) but names no valid bucket: only the operator can say so.
@@ -82,10 +83,12 @@ def test_valid_job_gets_first_status_event_and_metrics(cluster, namespace, opera
     job = wait_for(caught_up(cluster, namespace, name), TIMEOUT, "status.observedGeneration == generation")
     cluster.kubectl("wait", "-n", namespace, f"finetunejob/{name}", "--for=condition=Accepted", "--timeout=30s")
 
-    assert job["status"]["phase"] == "Pending"
+    # Work starts at once: the first honest status is Preparing (Training soon after).
+    assert job["status"]["phase"] in ("Preparing", "Training")
     conditions = conditions_by_type(job)
     assert (conditions["Accepted"]["status"], conditions["Accepted"]["reason"]) == ("True", "SpecValid")
-    assert (conditions["Succeeded"]["status"], conditions["Succeeded"]["reason"]) == ("Unknown", "Pending")
+    assert conditions["Succeeded"]["status"] == "Unknown"
+    assert conditions["Succeeded"]["reason"] in ("Preparing", "Training")
     for condition in conditions.values():
         assert condition["observedGeneration"] == job["metadata"]["generation"]
         assert condition["lastTransitionTime"]
@@ -102,7 +105,8 @@ def test_valid_job_gets_first_status_event_and_metrics(cluster, namespace, opera
     assert wait_for(reconciled_jobs, TIMEOUT, "the FineTuneJob reconcile counter on /metrics") >= 1
     metrics = operator.metrics()
     assert sample(metrics, "finetune_operator_reconcile_duration_seconds_count", kind="FineTuneJob") >= 1
-    assert sample(metrics, "finetune_operator_finetunejobs", phase="Pending") >= 1
+    in_progress = [sample(metrics, "finetune_operator_finetunejobs", phase=p) or 0 for p in ("Preparing", "Training", "Evaluating", "Succeeded")]
+    assert sum(in_progress) >= 1
     assert sample(metrics, "finetune_operator_build_info") == 1
 
     # An edit: a new generation is observed; the verdict did not flip, so neither does the time.
