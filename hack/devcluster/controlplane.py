@@ -395,7 +395,9 @@ def stop(directory: Path, grace: float = 10) -> None:
         return
     state = ClusterState.load(directory)
     order = ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-    for name in order + [n for n in state.pids if n not in order]:
+    # Whatever else was started against the cluster (the demo's operator) goes first, while the
+    # API server is still there for it to shut down cleanly.
+    for name in [n for n in state.pids if n not in order] + order:
         pid = state.pids.get(name)
         if not pid or not _alive(pid):
             continue

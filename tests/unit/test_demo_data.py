@@ -93,3 +93,54 @@ def test_heldout_prompts_are_not_in_the_training_file():
 )
 def test_amounts_are_written_as_reports_write_them(millions, style, expected):
     assert _load_generator().money_text(millions, style) == expected
+
+
+def test_demo_manifest_renders_to_a_valid_finetunejob(tmp_path):
+    import yaml
+
+    from devcluster import demo
+    from finetune_operator.api.finetunejob import FineTuneJobSpec
+    from finetune_operator.logic import finetunejob
+
+    manifest = yaml.safe_load(demo.render_manifest(tmp_path / "model", DATA, tmp_path / "out"))
+    assert manifest["spec"]["baseModel"]["uri"] == str(tmp_path / "model")
+    assert manifest["spec"]["dataset"]["uri"] == str(DATA)
+    assert manifest["spec"]["output"]["uri"] == str(tmp_path / "out")
+    assert manifest["spec"]["resources"]["gpusPerNode"] == 0
+    assert isinstance(finetunejob.parse_spec(manifest["spec"]), FineTuneJobSpec)
+
+
+@pytest.mark.parametrize(
+    "answer, has_keys, correct",
+    [
+        ('{"revenue": 4200000000.0, "growth": 0.12, "net_income": 610000000.0}', True, 3),
+        ('{"revenue": 420000000.0, "growth": 0.12, "net_income": 610000000.0}', True, 2),
+        ('{"revenue": 4200000000.0, "growth": 0.12}', False, 2),
+        ('{"revenue": "4.2B", "growth": 0.12, "net_income": 610000000.0}', False, 2),
+        ("Acme's revenue was $4.2 billion.", False, 0),
+    ],
+)
+def test_demo_judges_answers(answer, has_keys, correct):
+    from devcluster import demo
+
+    verdict = demo.judge(answer, {"revenue": 4200000000.0, "growth": 0.12, "net_income": 610000000.0})
+    assert (verdict.has_keys, verdict.correct_fields) == (has_keys, correct)
+
+
+def test_demo_loss_curve_keeps_eval_loss_where_it_was_measured(tmp_path):
+    from devcluster import demo
+
+    lines = [
+        {"event": "started"},
+        {"event": "progress", "step": 1, "loss": 0.9, "eval_loss": None},
+        {"event": "progress", "step": 2, "loss": 0.5, "eval_loss": None},
+        {"event": "progress", "step": 2, "loss": 0.5, "eval_loss": 0.4},
+        {"event": "progress", "step": 3, "loss": 0.3, "eval_loss": 0.4},
+    ]
+    progress = tmp_path / "progress.jsonl"
+    progress.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert demo.read_loss_curve(progress) == [
+        {"step": 1, "loss": 0.9},
+        {"step": 2, "loss": 0.5, "eval_loss": 0.4},
+        {"step": 3, "loss": 0.3},
+    ]
