@@ -503,7 +503,8 @@ def test_success_records_the_artifact_and_completes_progress():
     }
     assert status.progress.percent == 100.0
     assert (status.progress.step, status.progress.eta_seconds) == (120, 0)
-    assert (status.progress.train_loss, status.progress.eval_loss) == (1.2, 1.4)
+    # The last logged loss stays (1.93), not the run mean (1.2); eval loss is the final one.
+    assert (status.progress.train_loss, status.progress.eval_loss) == (1.93, 1.4)
     assert status.completion_time == NOW
 
 

@@ -532,7 +532,8 @@ class _Plan:
                 "eta_seconds": 0,
                 "step": metrics.get("global_step", progress.step),
                 "total_steps": progress.total_steps or metrics.get("global_step"),
-                "train_loss": metrics.get("train_loss", progress.train_loss),
+                # The last logged loss, not the run's mean (metrics' train_loss) the trainer reports.
+                "train_loss": progress.train_loss if progress.train_loss is not None else metrics.get("train_loss"),
                 "eval_loss": metrics.get("eval_loss", progress.eval_loss),
                 "best_eval_loss": metrics.get("best_eval_loss", progress.best_eval_loss),
             }
