@@ -36,6 +36,10 @@ def settings_for(config: OperatorConfig):  # -> kopf.OperatorSettings
     settings.posting.level = logging.ERROR
     settings.posting.reporting_component = COMPONENT
     settings.posting.reporting_instance = INSTANCE
+    # Reconciles are synchronous Kubernetes API calls: I/O-bound, so more threads than cores.
+    settings.execution.max_workers = config.workers
+    # Each object's own events are batched briefly: a burst of child updates is one reconcile.
+    settings.batching.batch_window = 0.2
     settings.peering.name = config.peering_name
     settings.peering.standalone = not config.peering
     settings.peering.mandatory = config.peering
