@@ -288,6 +288,10 @@ def test_bad_candidate_is_rolled_back_automatically(stack):
     assert "error-rate" in status["message"] and "max 0.2" in status["message"]
     assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
     assert status["history"][-1]["action"] == "rollback" and status["history"][-1]["from"] == "v3"
+    # The version itself records what happened to it.
+    mv = stack.cluster.get("modelversion", f"{MODEL}-v3", stack.namespace)
+    serving = next(c for c in mv["status"]["conditions"] if c["type"] == "Serving")
+    assert (serving["status"], serving["reason"]) == ("False", "AnalysisFailed") and "error-rate" in serving["message"]
     # Tracking does not retry the version it rolled back.
     assert stack.status().get("candidateVersion") is None
 

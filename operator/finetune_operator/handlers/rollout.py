@@ -28,7 +28,8 @@ from finetune_operator.analysis.prometheus import PrometheusProvider
 from finetune_operator.builders import rollout as builders
 from finetune_operator.k8s import apply, client, events, status
 from finetune_operator.k8s.resources import FIELD_MANAGER, MODELVERSIONS, ROLLOUTS
-from finetune_operator.logic import analysis
+from finetune_operator.logic import analysis, conditions
+from finetune_operator.logic import modelversion as modelversion_logic
 from finetune_operator.logic import rollout as logic
 from finetune_operator.logic.spec import InvalidSpec
 
@@ -148,8 +149,25 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
         apply.apply(builders.track_service(owner, spec, "stable", decision.stable))
         apply.apply(builders.track_service(owner, spec, "canary", decision.canary or decision.stable))
         _route(router, owner, spec, decision)
-    for version_name, phase in decision.version_phases.items():
-        status.patch(MODELVERSIONS, namespace, version_name, {"phase": phase})
+    now = _now().replace(microsecond=0)
+    for version_name in set(decision.version_phases) | set(decision.version_serving):
+        patch: dict[str, Any] = {}
+        if version_name in decision.version_phases:
+            patch["phase"] = decision.version_phases[version_name]
+        if version_name in decision.version_serving:
+            try:
+                mv = client.custom_objects().get_namespaced_custom_object(
+                    MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural, version_name
+                )
+            except kubernetes.client.ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            value, reason, message = decision.version_serving[version_name]
+            current = modelversion_logic.parse_status(mv.get("status")).conditions
+            updated = conditions.set_condition(current, "Serving", value, reason, message, mv["metadata"].get("generation"), now)
+            patch["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]
+        status.patch(MODELVERSIONS, namespace, version_name, patch)
     _remove_unserved(namespace, name, set(decision.serve))
 
 

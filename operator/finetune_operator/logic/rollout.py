@@ -135,6 +135,8 @@ class Decision:
     canary: str | None = None  # version behind <rollout>-canary
     weight: int = 0  # percent of traffic on the canary
     version_phases: Mapping[str, str] = field(default_factory=dict)  # ModelVersion name -> phase
+    # ModelVersion name -> (status, reason, message) of its `Serving` condition: what rollouts did with it.
+    version_serving: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
     requeue_after: float | None = None
 
     @property
@@ -194,6 +196,7 @@ class _Plan:
         self.s = old.model_copy(deep=True)
         self.events: list[Event] = []
         self.version_phases: dict[str, str] = {}
+        self.version_serving: dict[str, tuple[str, str, str]] = {}
         self.requeue: float | None = None
         self.extra_serving: set[str] = set()
 
@@ -236,6 +239,9 @@ class _Plan:
             self.version_phases[previous.name] = "Deprecated"
             self.extra_serving.add(previous.version)
         self.version_phases[version.name] = "Production"
+        self.version_serving[version.name] = ("True", "Stable", f"Rollout {self.name} serves it as the stable version")
+        if previous is not None and previous.version != version.version:
+            self.version_serving[previous.name] = ("False", "Replaced", f"Rollout {self.name} replaced it with {version.version}")
         self.s.stable_version = version.version
 
 
@@ -369,6 +375,9 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
                 message = MSG_ABORTED.format(candidate=candidate, stable=s.stable_version, why=f" (aborted{who}{why})")
                 plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_ABORTED)
                 plan.events.append(Event("Warning", REASON_ABORTED, message))
+                aborted = observed.get(candidate)
+                if aborted is not None:
+                    plan.version_serving[aborted.name] = ("False", REASON_ABORTED, f"Rollout {plan.name}: {message}")
         elif request is s.promote_request:
             if s.candidate_version:
                 if request.full:
@@ -457,7 +466,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             plan.events.append(Event("Warning", REASON_ANALYSIS_FAILED, message))
             failed = observed.get(candidate)
             if failed is not None:
-                plan.version_phases.setdefault(failed.name, "")
+                plan.version_serving[failed.name] = ("False", REASON_ANALYSIS_FAILED, f"Rollout {plan.name}: {message}")
             return
         if run.phase == AnalysisPhase.INCONCLUSIVE:
             plan.set_phase(RolloutPhase.PAUSED, MSG_INCONCLUSIVE.format(detail=run.message), ready=False, reason=REASON_PAUSED)
@@ -526,6 +535,7 @@ def _finish(plan: _Plan, observed: Observed) -> Decision:
         canary=s.candidate_version or s.stable_version,
         weight=s.canary_weight if s.candidate_version else 0,
         version_phases={k: v for k, v in plan.version_phases.items() if v},
+        version_serving=dict(plan.version_serving),
         requeue_after=plan.requeue,
     )
 
