@@ -270,3 +270,28 @@ def test_nothing_left_is_a_data_error(config_factory):
     records = [{"instruction": "", "output": ""}] * 3
     with pytest.raises(DataError, match="no records left after filtering"):
         prepared(config_factory, records)
+
+
+def test_max_records_takes_a_seeded_sample_before_filters(tmp_path, tiny_model):
+    import json as _json
+
+    from finetune_trainer.config import parse_config
+    from finetune_trainer.prepare import prepare_dataset
+    from finetune_trainer.testing import json_format_records
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(_json.dumps(r) + "\n" for r in json_format_records(50)))
+
+    def run(out):
+        config = parse_config({
+            "model": {"uri": str(tiny_model)},
+            "dataset": {"source": str(data), "max_records": 20, "dedup": {"near": False}},
+            "output": {"dir": str(tmp_path / out)},
+            "early_stopping": {"enabled": True},
+        })
+        return prepare_dataset(config)
+
+    first, second = run("a"), run("b")
+    assert first["dropped"]["max_records"] == 30
+    assert sum(first["splits"].values()) <= 20
+    assert first["sha256"] == second["sha256"]  # the same seed picks the same sample

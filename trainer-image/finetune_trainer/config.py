@@ -172,6 +172,11 @@ class DatasetSpec(_Section):
     balance_cap: int | None = Field(
         default=None, ge=1, description="Per-category maximum for balance_mode cap."
     )
+    max_records: int | None = Field(
+        default=None,
+        ge=1,
+        description="Use at most this many records, a seeded random sample taken before any filter.",
+    )
     min_tokens: int = Field(
         default=1, ge=0, description="Drop records with fewer tokens (base model tokenizer)."
     )

@@ -186,6 +186,11 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     fmt, records = load_records(config)
     counts["read"] = len(records)
     source_digest = _source_digest(records)
+    if config.dataset.max_records is not None and len(records) > config.dataset.max_records:
+        # A seeded sample, kept in file order so errors and reports still read top to bottom.
+        keep = sorted(random.Random(config.data_seed).sample(range(len(records)), config.dataset.max_records))
+        dropped["max_records"] += len(records) - len(keep)
+        records = [records[i] for i in keep]
 
     kept = []
     for location, record in records:

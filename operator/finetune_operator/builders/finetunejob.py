@@ -168,6 +168,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "balance_by": dataset.balance_by,
             "balance_mode": dataset.balance_mode,
             "balance_cap": dataset.balance_cap,
+            "max_records": dataset.max_records,
             "seed": dataset.seed,
         },
         "hyperparameters": {
