@@ -158,12 +158,13 @@ def test_too_many_gpus_is_pending_unschedulable(cluster, namespace, operator, ti
 
 def test_trainer_pod_deleted_mid_run_resumes_from_checkpoint(cluster, namespace, operator, tiny_model, dataset, tmp_path):
     output = tmp_path / "out"
-    cluster.apply(manifest("resumable", tiny_model, dataset, output, max_steps=40, checkpoint_every=4), namespace)
+    # Long enough that the trainer is certainly still running when its Pod is deleted.
+    cluster.apply(manifest("resumable", tiny_model, dataset, output, max_steps=160, checkpoint_every=10), namespace)
     checkpoints = output / "checkpoints"
     wait_for(
-        lambda: any(checkpoints.glob("checkpoint-*")) and (ftj(cluster, namespace, "resumable")["status"].get("progress") or {}).get("step", 0) >= 8,
+        lambda: any(checkpoints.glob("checkpoint-*")) and (ftj(cluster, namespace, "resumable")["status"].get("progress") or {}).get("step", 0) >= 10,
         240,
-        "a checkpoint and step >= 8",
+        "a checkpoint and step >= 10",
     )
     first = [p for p in cluster.list("pods", namespace, selector="job-name=resumable-train") if p["status"].get("phase") == "Running"]
     assert first, "the training Pod should be running"
@@ -176,7 +177,7 @@ def test_trainer_pod_deleted_mid_run_resumes_from_checkpoint(cluster, namespace,
     )
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["restarts"] >= 1
-    assert status["progress"]["step"] == 40
+    assert status["progress"]["step"] == 160
     progress = [json.loads(line) for line in (output / "progress.jsonl").read_text().splitlines()]
     steps = [p["step"] for p in progress if p.get("event") == "progress"]
     # The second attempt continued from a checkpoint, not from step 0.
