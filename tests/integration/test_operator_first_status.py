@@ -83,12 +83,12 @@ def test_valid_job_gets_first_status_event_and_metrics(cluster, namespace, opera
     job = wait_for(caught_up(cluster, namespace, name), TIMEOUT, "status.observedGeneration == generation")
     cluster.kubectl("wait", "-n", namespace, f"finetunejob/{name}", "--for=condition=Accepted", "--timeout=30s")
 
-    # Work starts at once: the first honest status is Preparing (Training soon after).
-    assert job["status"]["phase"] in ("Preparing", "Training")
+    # Work starts at once: Preparing (Pending for a moment while the artifact claim binds).
+    assert job["status"]["phase"] in ("Pending", "Preparing", "Training")
     conditions = conditions_by_type(job)
     assert (conditions["Accepted"]["status"], conditions["Accepted"]["reason"]) == ("True", "SpecValid")
     assert conditions["Succeeded"]["status"] == "Unknown"
-    assert conditions["Succeeded"]["reason"] in ("Preparing", "Training")
+    assert conditions["Succeeded"]["reason"] in ("Unschedulable", "Preparing", "Training")
     for condition in conditions.values():
         assert condition["observedGeneration"] == job["metadata"]["generation"]
         assert condition["lastTransitionTime"]
@@ -105,7 +105,7 @@ def test_valid_job_gets_first_status_event_and_metrics(cluster, namespace, opera
     assert wait_for(reconciled_jobs, TIMEOUT, "the FineTuneJob reconcile counter on /metrics") >= 1
     metrics = operator.metrics()
     assert sample(metrics, "finetune_operator_reconcile_duration_seconds_count", kind="FineTuneJob") >= 1
-    in_progress = [sample(metrics, "finetune_operator_finetunejobs", phase=p) or 0 for p in ("Preparing", "Training", "Evaluating", "Succeeded")]
+    in_progress = [sample(metrics, "finetune_operator_finetunejobs", phase=p) or 0 for p in ("Pending", "Preparing", "Training", "Evaluating", "Succeeded")]
     assert sum(in_progress) >= 1
     assert sample(metrics, "finetune_operator_build_info") == 1
 

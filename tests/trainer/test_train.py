@@ -281,3 +281,29 @@ def test_artifact_is_uploaded_to_upload_uri(config_factory, tmp_path):
     assert summary["artifact"]["uri"] == f"file://{bucket}/runs/r1/adapter"
     assert (uploaded / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((uploaded / "results.json").read_text())["artifact"]["sha256"] == summary["artifact"]["sha256"]
+
+
+def test_a_finished_run_restarted_reports_its_result_instead_of_training_on(tmp_path, tiny_model):
+    """A Pod deleted after training finished but before it exited: the next attempt must not
+    train past max_steps from the last checkpoint; it reports the finished result."""
+    import json as _json
+
+    from finetune_trainer.config import parse_config
+    from finetune_trainer.testing import json_format_records
+    from finetune_trainer.train import train_model
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(_json.dumps(r) + "\n" for r in json_format_records(30)))
+    config = parse_config({
+        "model": {"uri": str(tiny_model)},
+        "dataset": {"source": str(data)},
+        "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_seq_length": 64, "eval_steps": 2},
+        "checkpointing": {"every_n_steps": 2},
+        "output": {"dir": str(tmp_path / "out")},
+        "termination_message_path": str(tmp_path / "termination"),
+    })
+    first = train_model(config)
+    progress_lines = (tmp_path / "out" / "progress.jsonl").read_text().splitlines()
+    again = train_model(config)
+    assert again["artifact"] == first["artifact"]
+    assert (tmp_path / "out" / "progress.jsonl").read_text().splitlines() == progress_lines  # no step ran

@@ -286,6 +286,10 @@ def _train(config, stop, torch, EarlyStoppingCallback, set_seed) -> dict[str, An
         except ImportError:
             raise ConfigError("adaptation.type qlora: the bitsandbytes package is missing from this image; use lora or an image with bitsandbytes") from None
 
+    finished = _finished_run(config)
+    if finished is not None:
+        return finished
+
     report = read_report(config.prepared_path)
     if report is None and is_main_process():
         report = prepare_dataset(config)
@@ -428,6 +432,38 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
     reporter_event = {"event": "finished", "artifact": artifact_uri, "sha256": digest, **summary["metrics"]}
     emit(reporter_event)
     return summary
+
+
+def _finished_run(config: TrainerConfig) -> dict[str, Any] | None:
+    """The summary of a run that already finished with this config, or None.
+
+    A Pod can be deleted (or preempted) after training finished but before it exited; the next
+    attempt must report that result, not train past max_steps from the last checkpoint.
+    """
+    path = config.output_path / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    artifact = results.get("artifact") or {}
+    artifact_dir = Path(artifact.get("path") or "")
+    if results.get("config") != config.model_dump(mode="json") or not artifact_dir.is_dir():
+        return None
+    if digest_files(artifact_dir) != artifact.get("sha256"):
+        return None
+    metrics = {k: v for k, v in (results.get("metrics") or {}).items() if v is not None}
+    emit({"event": "finished", "artifact": artifact.get("uri"), "sha256": artifact.get("sha256"), "already_finished": True, **metrics})
+    return {
+        "status": "Succeeded",
+        "stage": "train",
+        "artifact": {"kind": artifact.get("kind"), "uri": artifact.get("uri"), "sha256": artifact.get("sha256")},
+        "metrics": metrics,
+        "dataset": results.get("dataset"),
+        "results": str(path),
+        "_optional": ["dataset", "results"],
+    }
 
 
 def _upload_file(local: Path, uri: str) -> None:
