@@ -82,7 +82,7 @@ def events_of(cluster, namespace, name):
 
 def test_apply_trains_to_succeeded_with_progress_and_adapter(cluster, namespace, operator, tiny_model, dataset, tmp_path):
     output = tmp_path / "out"
-    cluster.apply(manifest("tiny-sft", tiny_model, dataset, output, max_steps=40, extra=LIGHT_EVALUATION), namespace)
+    cluster.apply(manifest("tiny-sft", tiny_model, dataset, output, max_steps=120, extra=LIGHT_EVALUATION), namespace)
 
     percents = set()
 
@@ -97,7 +97,7 @@ def test_apply_trains_to_succeeded_with_progress_and_adapter(cluster, namespace,
     # Progress was seen rising in status while it trained, not only at the end.
     assert len([p for p in percents if p < 100]) >= 1, percents
     assert status["progress"]["percent"] == 100
-    assert status["progress"]["step"] == 40
+    assert status["progress"]["step"] == 120
     assert status["dataReport"]["splits"]["train"] > 0
     assert status["dataReport"]["digest"]
     assert status["artifact"]["digest"].startswith("sha256:")

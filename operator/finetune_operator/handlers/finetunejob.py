@@ -71,6 +71,18 @@ def reconcile_object(body: dict[str, Any]) -> finetunejob.Decision | None:
     if meta.get("deletionTimestamp"):
         return None
     with _lock(namespace, name), metrics.reconciling(KIND):
+        # Read it again inside the lock: the body an event carried can predate the status the
+        # previous reconcile wrote, and deciding from it would repeat that transition's Events.
+        try:
+            body = client.custom_objects().get_namespaced_custom_object(
+                FINETUNEJOBS.group, FINETUNEJOBS.version, namespace, FINETUNEJOBS.plural, name
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if body["metadata"].get("deletionTimestamp") or body["metadata"]["uid"] != meta["uid"]:
+            return None
         return _reconcile_locked(body, builders.Owner(name=name, namespace=namespace, uid=meta["uid"]))
 
 
