@@ -30,6 +30,7 @@ from finetune_trainer import config as trainer_config
 from finetune_trainer import exitcodes
 
 from finetune_operator.api.finetunejob import FineTuneJobSpec
+from finetune_operator.builders import cleanup
 from finetune_operator.builders.labels import finetunejob_child_labels
 
 CONFIG_DIR = "/etc/finetune"
@@ -559,48 +560,11 @@ def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict
     """A Job that removes this run's output directory (spec.deleteArtifactsOnDelete).
 
     Not owned by the FineTuneJob (it is being deleted) and gone 5 minutes after it ends.
-    None for s3:// outputs: object stores have their own lifecycle rules.
     """
-    location = output_uri(owner, spec, settings)
-    if location.startswith("s3://"):
-        return None
-    volumes: list[dict] = []
-    mounts: list[dict] = []
-    if location.startswith("pvc://"):
-        claim = urlsplit(location).netloc
-        if not urlsplit(location).path.strip("/"):
-            return None  # the whole claim: never removed by the operator
-        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": "output", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
-    path = trainer_config.local_path(location, PVC_MOUNT_ROOT)
-    if not location.startswith("pvc://"):
-        volumes.append({"name": "output", "hostPath": {"path": str(path), "type": "DirectoryOrCreate"}})
-        mounts.append({"name": "output", "mountPath": str(path)})
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": f"{owner.name}-cleanup",
-            "namespace": owner.namespace,
-            "labels": {"app.kubernetes.io/managed-by": "finetune-operator", "finetune.ai/cleanup-of": owner.name},
-        },
-        "spec": {
-            "backoffLimit": 2,
-            "ttlSecondsAfterFinished": 300,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID},
-                    "containers": [
-                        {
-                            "name": "cleanup",
-                            "image": spec.image or settings.trainer_image,
-                            "command": ["python", "-c", "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)", str(path)],
-                            "volumeMounts": mounts,
-                        }
-                    ],
-                    "volumes": volumes,
-                }
-            },
-        },
-    }
+    return cleanup.removal_job(
+        name=f"{owner.name}-cleanup",
+        namespace=owner.namespace,
+        location=output_uri(owner, spec, settings),
+        image=spec.image or settings.trainer_image,
+        labels={"finetune.ai/cleanup-of": owner.name},
+    )

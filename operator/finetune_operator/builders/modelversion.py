@@ -16,6 +16,7 @@ from typing import Any
 
 from finetune_operator.api.finetunejob import FineTuneJobSpec
 from finetune_operator.api.modelversion import GateResult
+from finetune_operator.builders import cleanup
 
 MODEL_LABEL = "finetune.ai/model-name"
 VERSION_NUMBER_LABEL = "finetune.ai/version-number"
@@ -185,52 +186,14 @@ def model_card_config_map(mv: Mapping[str, Any], gate_results: list[GateResult])
 
 
 def artifact_cleanup_job(mv: Mapping[str, Any], image: str) -> dict[str, Any] | None:
-    """A Job removing a version's artifact files (retention). None for s3:// (bucket lifecycle)."""
-    uri = mv["spec"]["artifact"]["uri"]
+    """A Job removing a version's artifact files (retention); owned by the ModelVersion."""
     meta = mv["metadata"]
-    if uri.startswith("s3://"):
-        return None
-    volumes: list[dict] = []
-    mounts: list[dict] = []
-    if uri.startswith("pvc://"):
-        claim, _, rest = uri[len("pvc://"):].partition("/")
-        if not rest.strip("/"):
-            return None  # never a whole claim
-        path = f"/mnt/pvc/{claim}/{rest}"
-        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": "artifacts", "mountPath": f"/mnt/pvc/{claim}"})
-    else:
-        path = uri.removeprefix("file://")
-        volumes.append({"name": "artifacts", "hostPath": {"path": path, "type": "DirectoryOrCreate"}})
-        mounts.append({"name": "artifacts", "mountPath": path})
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": f"{meta['name']}-retention",
-            "namespace": meta["namespace"],
-            "labels": {"app.kubernetes.io/managed-by": "finetune-operator", "finetune.ai/retention-of": meta["name"]},
-            "ownerReferences": [
-                {"apiVersion": "finetune.ai/v1alpha1", "kind": "ModelVersion", "name": meta["name"], "uid": meta["uid"]}
-            ],
-        },
-        "spec": {
-            "backoffLimit": 2,
-            "ttlSecondsAfterFinished": 600,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
-                    "containers": [
-                        {
-                            "name": "cleanup",
-                            "image": image,
-                            "command": ["python", "-c", "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)", path],
-                            "volumeMounts": mounts,
-                        }
-                    ],
-                    "volumes": volumes,
-                }
-            },
-        },
-    }
+    return cleanup.removal_job(
+        name=f"{meta['name']}-retention",
+        namespace=meta["namespace"],
+        location=mv["spec"]["artifact"]["uri"],
+        image=image,
+        labels={"finetune.ai/retention-of": meta["name"]},
+        owner_references=[{"apiVersion": "finetune.ai/v1alpha1", "kind": "ModelVersion", "name": meta["name"], "uid": meta["uid"]}],
+        ttl_seconds=600,
+    )

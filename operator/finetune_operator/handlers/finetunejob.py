@@ -16,11 +16,9 @@ save a checkpoint), artifacts are kept unless spec.deleteArtifactsOnDelete asks 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import logging
-import threading
 from typing import Any
 
 import kopf
@@ -28,6 +26,7 @@ import kubernetes
 
 from finetune_operator import config as operator_config
 from finetune_operator import metrics
+from finetune_operator.handlers import locks
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
 from finetune_operator.k8s import apply, children, client, events, registry, status
@@ -42,13 +41,7 @@ BACKOFF_SECONDS = 10
 RESYNC_SECONDS = 30
 CHILD_LABELS = {FINETUNEJOB_LABEL: kopf.PRESENT}
 
-_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
-_locks_guard = threading.Lock()
-
-
-def _lock(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks[(namespace, name)]
+_lock = locks.ObjectLocks()
 
 
 def settings() -> builders.Settings:
@@ -193,5 +186,4 @@ def _deleted(type: str | None, **_: Any) -> bool:
 def forget(namespace: str, name: str, **_: Any) -> None:
     """Drop a deleted FineTuneJob from the by-phase gauge and its lock."""
     metrics.finetunejob_phases.forget(namespace, name)
-    with _locks_guard:
-        _locks.pop((namespace, name), None)
+    _lock.forget(namespace, name)

@@ -14,16 +14,15 @@ longer served are removed.
 
 from __future__ import annotations
 
-import collections
 import datetime
 import logging
-import threading
 from typing import Any
 
 import kopf
 import kubernetes
 
 from finetune_operator import metrics, routers
+from finetune_operator.handlers import locks
 from finetune_operator.analysis.prometheus import PrometheusProvider
 from finetune_operator.builders import rollout as builders
 from finetune_operator.k8s import apply, client, events, status
@@ -40,13 +39,7 @@ RESOURCE = (ROLLOUTS.group, ROLLOUTS.version, ROLLOUTS.plural)
 BACKOFF_SECONDS = 5
 TICK_SECONDS = 2
 
-_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
-_guard = threading.Lock()
-
-
-def _lock(namespace: str, name: str) -> threading.Lock:
-    with _guard:
-        return _locks[(namespace, name)]
+_lock = locks.ObjectLocks()
 
 
 def _now() -> datetime.datetime:

@@ -67,7 +67,6 @@ REASON_VERSION_UNUSABLE = "VersionUnusable"
 
 MSG_INVALID_SPEC = "the spec is invalid; nothing changes until it is fixed: {problems}"
 MSG_HEALTHY = "{version} serves 100% of traffic"
-MSG_FIRST_VERSION = "deploying {version} as the first stable version"
 MSG_WAITING_READY = "waiting for {version} to be ready"
 MSG_STEP = "step {index}/{total}: {what}"
 MSG_PAUSED_UNTIL_PROMOTED = "paused at step {index}/{total} until promoted (kubectl finetune promote {name})"
