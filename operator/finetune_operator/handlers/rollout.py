@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -38,6 +39,7 @@ KIND = ROLLOUTS.kind
 RESOURCE = (ROLLOUTS.group, ROLLOUTS.version, ROLLOUTS.plural)
 BACKOFF_SECONDS = 5
 TICK_SECONDS = 2
+RESYNC_SECONDS = 60
 
 _lock = locks.ObjectLocks()
 
@@ -223,8 +225,39 @@ def _remove_unserved(namespace: str, name: str, serve: set[str]) -> None:
 @kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.create(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.update(*RESOURCE, backoff=BACKOFF_SECONDS)
-@kopf.timer(*RESOURCE, interval=TICK_SECONDS, idle=None)
 def reconcile(body: kopf.Body, **_: Any) -> None:
+    reconcile_object(dict(body))
+
+
+_last_full: dict[tuple[str, str], float] = {}
+
+
+def _settled(body: kopf.Body) -> bool:
+    """Nothing can move by itself: no canary, no pending request, the spec observed."""
+    st = body.get("status") or {}
+    history = st.get("history") or []
+    if history:
+        # The version traffic just left keeps its Pods for scaleDownDelaySeconds, then goes.
+        delay = (body.get("spec") or {}).get("scaleDownDelaySeconds", 30)
+        last = datetime.datetime.fromisoformat(str(history[-1].get("time", "1970-01-01T00:00:00Z")).replace("Z", "+00:00"))
+        if _now() - last <= datetime.timedelta(seconds=delay + 2 * TICK_SECONDS):
+            return False
+    return (
+        st.get("phase") in ("Healthy", "Degraded", "RolledBack")
+        and not st.get("candidateVersion")
+        and st.get("observedGeneration") == body["metadata"].get("generation")
+        and not _request_pending(body)
+    )
+
+
+@kopf.timer(*RESOURCE, interval=TICK_SECONDS, idle=None)
+def tick(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    """Steps, analysis intervals and scale-down delays move with time; a settled Rollout is only
+    resynced every RESYNC_SECONDS (new versions and serving changes trigger it by their events)."""
+    now = time.monotonic()
+    if _settled(body) and now - _last_full.get((namespace, name), 0.0) < RESYNC_SECONDS:
+        return
+    _last_full[(namespace, name)] = now
     reconcile_object(dict(body))
 
 
