@@ -117,8 +117,8 @@ def make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                 status, body = 200, {"object": "chat.completion", "model": server.model,
                                      "choices": [{"index": 0, "finish_reason": "stop",
                                                   "message": {"role": "assistant", "content": "ok"}}]}
+            server.observe(status, time.monotonic() - started)  # counted before the client sees its answer
             self._send(status, json.dumps(body).encode())
-            server.observe(status, time.monotonic() - started)
 
     return Handler
 

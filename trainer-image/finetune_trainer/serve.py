@@ -474,8 +474,10 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - answer 500 and keep serving
             log.exception("request to %s failed", path)
             status, payload = 500, _error_body(f"{type(exc).__name__}: {exc}", "InternalServerError", 500)
-        self._send_json(status, payload)
+        # Counted before the answer goes out: a client that reads /metrics right after its answer
+        # must see its request (the write of the answer itself is not part of the latency).
         app.metrics.observe(label, status, time.perf_counter() - started)
+        self._send_json(status, payload)
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
