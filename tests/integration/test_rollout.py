@@ -12,16 +12,14 @@ abort -> operator restart mid-canary -> declarative rollback by pinning an earli
 
 from __future__ import annotations
 
-import json
 import subprocess
-import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from benchmarks import loadgen
+from devcluster import canary
 from finetune_trainer.testing import make_tiny_model
 from tests.helpers import wait_for
 from tests.prometheus import prometheus_factory  # noqa: F401 - fixture
@@ -36,150 +34,38 @@ FAILURE_LIMIT = 0
 PASSING = {"taskAccuracy": 0.9, "formatCompliance": 1.0, "safetyPassRate": 1.0, "generalScore": 1.0, "latencySeconds": 0.1}
 
 
-def adapter(base: Path, directory: Path, seed: int, faulty: bool = False) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(base),
-        LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
-    )
-    model.save_pretrained(directory)
-    if faulty:
-        (directory / "finetune-serve-faults.json").write_text(json.dumps({"errorRate": 1.0}))
-    return directory
-
-
-def model_version(version: str, path: Path) -> str:
-    return textwrap.dedent(
-        f"""
-        apiVersion: finetune.ai/v1alpha1
-        kind: ModelVersion
-        metadata:
-          name: {MODEL}-{version}
-          labels: {{finetune.ai/model-name: {MODEL}, finetune.ai/version-number: "{version[1:]}"}}
-        spec:
-          modelName: {MODEL}
-          version: {version}
-          baseModel: {{uri: {path.parent / 'base'}}}
-          artifact: {{uri: {path}, digest: "sha256:{'0' * 64}", type: adapter}}
-          evaluation:
-            metrics: {json.dumps(PASSING)}
-            baseMetrics: {json.dumps(PASSING)}
-            gates:
-            - {{name: formatCompliance, metric: formatCompliance, comparator: GreaterThan, threshold: 0.95}}
-        """
-    )
-
-
-ERROR_RATE_QUERY = (
-    '(sum(rate(finetune_serve_request_errors_total{namespace="{{namespace}}", rollout="{{rollout}}", '
-    'model_version="{{canary}}"}[10s])) or vector(0)) / sum(rate(finetune_serve_requests_total{'
-    'namespace="{{namespace}}", rollout="{{rollout}}", model_version="{{canary}}"}[10s]))'
-)
-
-
-def rollout(prometheus_url: str, selector: str = "track: LatestApproved", pause: bool = False) -> str:
-    pause_step = "    - pause: {}\n" if pause else ""
-    return (
-        textwrap.dedent(
-            f"""
-            apiVersion: finetune.ai/v1alpha1
-            kind: Rollout
-            metadata: {{name: {RO}}}
-            spec:
-              modelName: {MODEL}
-              {selector}
-              scaleDownDelaySeconds: 0
-              serving:
-                type: custom
-                image: ghcr.io/finetune-operator/server:0.1.0
-                args: ["--model", "$(BASE_MODEL)", "--adapter", "$(MODEL_NAME)=$(ADAPTER_PATH)", "--version", "$(MODEL_VERSION)", "--port", "$(PORT)", "--served-model-name", "base"]
-                resources: {{gpus: 0}}
-              trafficRouter: {{gatewayAPI: {{httpRoute: {RO}}}}}
-              analysis:
-                prometheus: {{address: "{prometheus_url}"}}
-                metrics:
-                - name: error-rate
-                  query: '{ERROR_RATE_QUERY}'
-                  thresholds: {{max: 0.2}}
-                  interval: {INTERVAL_S}s
-                  count: 3
-                  failureLimit: {FAILURE_LIMIT}
-                  inconclusiveLimit: 20
-              strategy:
-                canary:
-                  steps:
-                  - setWeight: 30
-            """
-        )
-        + pause_step.replace("    ", "      ", 1)
-        + textwrap.indent(
-            textwrap.dedent(
-                """
-                - analysis: {}
-                - setWeight: 60
-                - analysis: {}
-                - setWeight: 100
-                """
-            ).strip("\n"),
-            "      ",
-        )
-        + "\n"
-    )
-
-
-HTTPROUTE = f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: {RO}}}
-spec:
-  parentRefs: [{{name: inference-gateway}}]
-  hostnames: [chat.example.internal]
-  rules:
-  - backendRefs:
-    - {{name: {RO}-stable, port: 8000, weight: 100}}
-    - {{name: {RO}-canary, port: 8000, weight: 0}}
-"""
+def rollout(prometheus_url: str, selector: dict[str, str] | None = None, pause: bool = False) -> str:
+    steps = list(canary.DEFAULT_STEPS)
+    if pause:
+        steps.insert(1, {"pause": {}})
+    return yaml.safe_dump(canary.rollout(RO, MODEL, prometheus_url, selector=selector, steps=steps,
+                                         interval_s=INTERVAL_S, failure_limit=FAILURE_LIMIT))
 
 
 class Stack:
     def __init__(self, cluster, namespace, operator, prometheus, models: dict[str, Path]):
         self.cluster, self.namespace, self.operator, self.prometheus = cluster, namespace, operator, prometheus
         self.models = models
-        self.load: loadgen.LoadGenerator | None = None
-        self.stop_load = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.report = None
+        self.traffic: canary.TrafficLoop | None = None
 
     def status(self) -> dict:
         return self.cluster.get("rollout.finetune.ai", RO, self.namespace).get("status") or {}
 
     def weights(self) -> dict[str, int]:
-        route = self.cluster.get("httproute", RO, self.namespace)
-        return {ref["name"]: ref.get("weight", 1) for ref in route["spec"]["rules"][0]["backendRefs"]}
+        return canary.route_weights(self.cluster.get("httproute", RO, self.namespace))
 
     def register(self, version: str) -> None:
-        self.cluster.apply(model_version(version, self.models[version]), self.namespace)
+        path = self.models[version]
+        manifest = canary.model_version(MODEL, version, path, path.parent / "base", metrics=PASSING)
+        self.cluster.apply(yaml.safe_dump(manifest), self.namespace)
 
     def mv_phase(self, version: str) -> str | None:
         return (self.cluster.get("modelversion", f"{MODEL}-{version}", self.namespace).get("status") or {}).get("phase")
 
     def start_load(self) -> None:
         """Steady traffic through the route, in short bounded runs until the scenario ends."""
-        source = loadgen.HTTPRouteSource(self.cluster.kubeconfig, self.namespace, RO)
-        self.load = loadgen.LoadGenerator(source, concurrency=2, max_tokens=4, refresh=0.5, seed=1, model=MODEL)
-        self.reports = []
-
-        def loop():
-            deadline = time.monotonic() + 900
-            while not self.stop_load.is_set() and time.monotonic() < deadline:
-                self.reports.append(self.load.run(duration=2))
-
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
+        self.traffic = canary.TrafficLoop(self.cluster.kubeconfig, self.namespace, RO, model=MODEL,
+                                          limit_seconds=900).start()
 
 
 @pytest.fixture(scope="module")
@@ -187,21 +73,17 @@ def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serving")
     base = make_tiny_model(root / "base")
     return {
-        "v1": adapter(base, root / "v1", 1),
-        "v2": adapter(base, root / "v2", 2),
-        "v3": adapter(base, root / "v3", 3, faulty=True),
-        "v4": adapter(base, root / "v4", 4),
-        "v5": adapter(base, root / "v5", 5),
+        "v1": canary.make_adapter(base, root / "v1", 1),
+        "v2": canary.make_adapter(base, root / "v2", 2),
+        "v3": canary.make_adapter(base, root / "v3", 3, faulty=True),
+        "v4": canary.make_adapter(base, root / "v4", 4),
+        "v5": canary.make_adapter(base, root / "v5", 5),
     }
 
 
 @pytest.fixture(scope="module")
 def gateway_api_crds(cluster):
-    out = subprocess.run(["bash", str(ROOT / "hack" / "thirdparty" / "crds.sh")], check=True, capture_output=True, text=True)
-    crd_dir = Path(out.stdout.strip().splitlines()[-1]) / "gateway-api"
-    route_crd = next(crd_dir.glob("*httproutes*.yaml"))
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(route_crd))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
+    canary.install_httproute_crd(cluster.kubectl)
 
 
 @pytest.fixture(scope="module")
@@ -214,28 +96,19 @@ def module_namespace(cluster):
 
 
 @pytest.fixture(scope="module")
-def stack(cluster, module_namespace, _operator_process, gateway_api_crds, models, tmp_path_factory, request):
-    from tests.prometheus import PrometheusServer, prometheus_binary, serving_scrape_job, supports_kubernetes_sd
-    from hack.prometheus import kubernetes_sd
+def stack(cluster, module_namespace, _operator_process, gateway_api_crds, models, tmp_path_factory):
+    from hack.prometheus.server import PrometheusError, start_serving_prometheus
 
-    binary = prometheus_binary()
-    if binary is None:
-        pytest.fail("Prometheus is not installed: run hack/prometheus/install.sh (make test does)")
-    job = serving_scrape_job(cluster.kubeconfig, [module_namespace], "1s")
-    bridge = None
-    if not supports_kubernetes_sd():
-        bridge = kubernetes_sd.KubernetesSDBridge(kubernetes_sd.kubeconfig_pod_lister(cluster.kubeconfig)).start()
-        job = kubernetes_sd.to_http_sd(job, bridge.url)
-    prometheus = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus"), [job], "1s").start()
+    try:
+        prometheus = start_serving_prometheus(cluster.kubeconfig, [module_namespace], tmp_path_factory.mktemp("prometheus"))
+    except PrometheusError as exc:
+        pytest.fail(str(exc))
     s = Stack(cluster, module_namespace, _operator_process, prometheus, models)
-    cluster.apply(HTTPROUTE, module_namespace)
+    cluster.apply(yaml.safe_dump(canary.httproute(RO, "chat.example.internal")), module_namespace)
     yield s
-    s.stop_load.set()
-    if s.thread:
-        s.thread.join(timeout=30)
+    if s.traffic:
+        s.traffic.stop()
     prometheus.stop()
-    if bridge:
-        bridge.stop()
 
 
 def test_first_version_becomes_stable_without_a_canary(stack):
@@ -329,15 +202,13 @@ def test_operator_restart_mid_rollout_continues_from_the_recorded_step(stack):
 
 
 def test_pinning_an_earlier_version_rolls_back_without_analysis(stack):
-    stack.cluster.apply(rollout(stack.prometheus.url, selector="version: v2"), stack.namespace)
+    stack.cluster.apply(rollout(stack.prometheus.url, selector={"version": "v2"}), stack.namespace)
     status = wait_for(lambda: (s := stack.status()).get("stableVersion") == "v2" and s.get("phase") == "RolledBack" and s,
                       60, "the pinned earlier version to serve")
     assert not status.get("candidateVersion") and not status.get("analysis")
     assert status["history"][-1]["action"] == "rollback" and "pinned" in status["history"][-1]["reason"]
     assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
     assert stack.mv_phase("v2") == "Production" and stack.mv_phase("v5") == "Deprecated"
-    stack.stop_load.set()
-    stack.thread.join(timeout=30)
-    sent = sum(r.sent for r in stack.reports)
-    backends = {name for r in stack.reports for name in r.counts()}
+    stack.traffic.stop()
+    sent, backends = stack.traffic.sent(), stack.traffic.backends()
     assert sent > 0 and {f"{RO}-stable", f"{RO}-canary"} <= backends, backends
