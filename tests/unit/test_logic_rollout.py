@@ -973,16 +973,8 @@ def test_redeciding_the_same_inputs_changes_nothing(story):
     ("seconds_after_promotion", "expected_serve", "expected_requeue"),
     [
         pytest.param(0, ("v2", "v1"), 30, id="at-promotion-requeue-after-the-delay"),
-        pytest.param(
-            20, ("v2", "v1"), 10, id="midway-requeue-after-the-rest-of-the-delay",
-            marks=pytest.mark.xfail(strict=True, reason="requeue_after is re-armed to the full delay (30)"),
-        ),
-        pytest.param(
-            30, ("v2",), None, id="when-the-delay-has-passed-old-pods-go",
-            marks=pytest.mark.xfail(strict=True, reason=(
-                "at exactly scaleDownDelaySeconds v1 is still served and requeue_after is 30 again"
-            )),
-        ),
+        pytest.param(20, ("v2", "v1"), 10, id="midway-requeue-after-the-rest-of-the-delay"),
+        pytest.param(30, ("v2",), None, id="when-the-delay-has-passed-old-pods-go"),
     ],
 )
 def test_scale_down_delay_requeue(seconds_after_promotion, expected_serve, expected_requeue):

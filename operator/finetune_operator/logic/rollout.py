@@ -509,12 +509,13 @@ def _finish(plan: _Plan, observed: Observed) -> Decision:
     # The version traffic just left keeps its Pods for scaleDownDelaySeconds.
     delay = plan.spec.scale_down_delay_seconds if plan.spec else 0
     for entry in reversed(s.history):
-        if plan.now - (entry.time or plan.now) > datetime.timedelta(seconds=delay):
-            break
-        for version in (entry.from_version,):
-            if version and version not in serve and observed.get(version) is not None:
-                serve.append(version)
-                plan.requeue_in(delay)
+        remaining = delay - (plan.now - (entry.time or plan.now)).total_seconds()
+        if remaining <= 0:
+            break  # older entries left traffic even earlier
+        version = entry.from_version
+        if version and version not in serve and observed.get(version) is not None:
+            serve.append(version)
+            plan.requeue_in(remaining)
     for version in plan.extra_serving:
         if version not in serve and delay > 0 and observed.get(version) is not None:
             serve.append(version)
