@@ -270,7 +270,15 @@ class AnalysisMetric(ApiModel):
         ),
     )
     interval: Duration = Field(default="1m", description="Time between measurements.")
-    count: int = Field(default=5, ge=1, le=1000, description="Measurements per analysis run.")
+    count: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description=(
+            "Conclusive measurements (successful or failed) per analysis run; inconclusive ones and "
+            "query errors are measured again."
+        ),
+    )
     failure_limit: int = Field(
         default=0, ge=0, description="Failed measurements tolerated; one more fails the analysis."
     )

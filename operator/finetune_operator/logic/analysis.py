@@ -20,11 +20,13 @@ A metric's phase, checked in this order after every measurement:
     failed > failureLimit                    Failed        (the rollout rolls back)
     inconclusive > inconclusiveLimit         Inconclusive  (the rollout pauses for a human)
     ERROR_LIMIT consecutive errors           Inconclusive  (cannot measure: pause, never promote)
-    count measurements that were not errors  Successful
+    count conclusive measurements            Successful    (successful + failed within the limit)
     otherwise                                Running
 
-An Error does not count towards `count` (the query is retried at the next interval), so a
-flaky Prometheus costs time, not a verdict. The run's verdict: any metric Failed -> Failed
+Only conclusive measurements count towards `count`. An Error does not (the query is retried at
+the next interval), so a flaky Prometheus costs time, not a verdict; nor does an Inconclusive
+one, so a canary that got no traffic is never promoted on empty results: it is measured again
+until it has `count` real verdicts or its inconclusive measurements exceed the limit (a pause). The run's verdict: any metric Failed -> Failed
 (naming the metric, its value and the threshold it crossed); else any Inconclusive ->
 Inconclusive; else all Successful -> Successful; else Running. A Failed or Inconclusive metric
 ends the run at once: the other metrics are not measured further.
@@ -183,7 +185,7 @@ def metric_phase(metric: AnalysisMetric, result: MetricResult) -> tuple[Analysis
         return AnalysisPhase.INCONCLUSIVE, MSG_METRIC_ERRORS.format(
             errors=errors, last=_last(result, MeasurementPhase.ERROR)
         )
-    if taken >= metric.count:
+    if result.successful + result.failed >= metric.count:
         return AnalysisPhase.SUCCESSFUL, MSG_METRIC_SUCCESSFUL.format(
             successful=result.successful, count=metric.count
         )
