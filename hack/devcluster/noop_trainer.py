@@ -68,7 +68,9 @@ def emit(event: dict[str, Any]) -> None:
 
 def count_records(config: TrainerConfig) -> int:
     """Records in a local JSONL/JSON dataset file; DEFAULT_RECORDS when it cannot be read here."""
-    if uri_scheme(config.dataset.source) not in ("", "file"):
+    if config.dataset.synthetic is not None:
+        return config.dataset.synthetic.num_examples  # a teacher would have written this many
+    if config.dataset.source is None or uri_scheme(config.dataset.source) not in ("", "file"):
         return DEFAULT_RECORDS
     try:
         path = config.path(config.dataset.source)
@@ -97,7 +99,7 @@ def data_summary(config: TrainerConfig) -> dict[str, Any]:
     split = config.dataset.split
     validation = int(final * split.validation)
     test = int(final * split.test)
-    digest = hashlib.sha256(f"{config.dataset.source}\0{final}\0{config.data_seed}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{config.dataset.origin}\0{final}\0{config.data_seed}".encode()).hexdigest()
     return {
         "format": "chat" if config.dataset.format == "auto" else config.dataset.format,
         "counts": {"read": read, "after_quality": read, "after_length": read, "after_dedup": final, "final": final},

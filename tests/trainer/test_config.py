@@ -8,6 +8,8 @@ from pydantic import BaseModel
 from finetune_trainer.config import ConfigFileError, TrainerConfig, load_config, parse_config
 
 MINIMAL = {"model": {"uri": "/models/base"}, "dataset": {"source": "/data/x.jsonl"}, "output": {"dir": "/out"}}
+TEACHER = {"endpoint": "http://127.0.0.1:8000/v1", "model": "teacher", "prompt": "Write support tickets."}
+SEED = {"instruction": "Printer jams", "output": "hardware"}
 
 
 def with_(**sections):
@@ -60,11 +62,36 @@ def test_every_field_has_help_text():
         ({"adaptation": {"type": "lora-ish"}}, "adaptation.type"),
         ({"hyperparameters": {"learning_rate": 0}}, "learning_rate"),
         ({"output": {"dir": "/out", "colour": "red"}}, "colour"),
+        ({"dataset": {"source": "/d", "synthetic": TEACHER}}, "exactly one of dataset.source and dataset.synthetic"),
+        ({"dataset": {"source": None}}, "exactly one of dataset.source and dataset.synthetic"),
+        ({"dataset": {"source": None, "synthetic": {**TEACHER, "endpoint": "teacher:8000"}}}, "synthetic.endpoint"),
+        ({"dataset": {"source": None, "synthetic": {**TEACHER, "seed_examples": [SEED, {"q": "a"}]}}},
+         r"dataset.synthetic.seed_examples\[1\]: has q but the dataset format is instruction"),
+        ({"dataset": {"source": None, "synthetic": {**TEACHER, "seed_examples": [{"q": "a"}]}}}, "cannot tell the record format"),
+        ({"method": "dpo", "dataset": {"source": None, "synthetic": {**TEACHER, "seed_examples": [SEED]}}},
+         "method dpo needs preference records"),
     ],
 )
 def test_invalid_configs_name_the_problem(sections, message):
     with pytest.raises(ConfigFileError, match=message):
         parse_config(with_(**sections))
+
+
+@pytest.mark.parametrize(
+    "method, dataset, expected",
+    [
+        ("sft", {}, "instruction"),
+        ("dpo", {}, "preference"),
+        ("sft", {"format": "chat"}, "chat"),
+        ("sft", {"synthetic": {**TEACHER, "seed_examples": [{"messages": [{"role": "user", "content": "hi"}]}]}}, "chat"),
+    ],
+    ids=["sft-default", "dpo-default", "explicit-format", "from-the-first-seed-example"],
+)
+def test_synthetic_record_format(method, dataset, expected):
+    config = parse_config(with_(method=method, dataset={"source": None, "synthetic": TEACHER, **dataset}))
+    assert config.synthetic_format == expected
+    assert config.dataset.synthetic.api_key_env is None, "no key unless the config names its variable"
+    assert config.dataset.synthetic.request_budget == 15  # 100 records, 20 per request, 3x
 
 
 def test_uri_mapping(tmp_path):

@@ -38,6 +38,15 @@ RECORDS = [
     {"instruction": "Summarize: printer jams", "output": "hardware"},
     {"instruction": "Summarize: refund please", "output": "billing"},
 ]
+TEACHER = {
+    "endpoint": "http://teacher.models:8000/v1",
+    "model": "qwen-72b",
+    "prompt": "Write a support question as instruction and its category as output.",
+    "numExamples": 40,
+    "seedExamples": [{"instruction": "My card was charged twice", "output": "billing"}],
+    "temperature": 0.3,
+}
+TEACHER_KEY = {"secretRef": {"name": "teacher-api", "key": "token"}}
 PLACEMENT = {
     "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -355,6 +364,20 @@ def test_output_dir_is_on_a_writable_mount(ftj, expected_mount):
             spec(), SETTINGS, {"dataset.source": "s3://data/tickets.jsonl"},
             id="dataset-uri-is-read-where-it-is",
         ),
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": {**TEACHER, **TEACHER_KEY}}), SETTINGS,
+            {"dataset.source": None,
+             "dataset.synthetic": {
+                 "endpoint": "http://teacher.models:8000/v1", "model": "qwen-72b", "prompt": TEACHER["prompt"],
+                 "num_examples": 40, "seed_examples": TEACHER["seedExamples"], "temperature": 0.3,
+                 "api_key_env": "FINETUNE_SYNTHETIC_API_KEY"}},
+            id="synthetic-records-come-from-the-teacher-with-the-key-in-an-env-var",
+        ),
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": TEACHER}), SETTINGS,
+            {"dataset.source": None, "dataset.synthetic.api_key_env": None, "dataset.synthetic.num_examples": 40},
+            id="synthetic-without-a-secret-sends-no-key",
+        ),
         pytest.param(spec(hyperparameters={"precision": "bf16"}), SETTINGS, {"hyperparameters.bf16": True}, id="bf16"),
         pytest.param(spec(hyperparameters={"precision": "fp32"}), SETTINGS, {"hyperparameters.bf16": False}, id="fp32"),
         pytest.param(spec(), SETTINGS, {"hyperparameters.bf16": "auto"}, id="auto-precision"),
@@ -405,6 +428,10 @@ def test_trainer_config(ftj, settings, expected):
             id="inline-records-ship-as-dataset-jsonl",
         ),
         pytest.param(spec(), {"config.yaml"}, id="dataset-uri-ships-only-the-config"),
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": {**TEACHER, **TEACHER_KEY}}), {"config.yaml"},
+            id="synthetic-ships-only-the-config",
+        ),
     ],
 )
 def test_config_map(ftj, expected_files, tmp_path):
@@ -424,6 +451,46 @@ def test_config_map(ftj, expected_files, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("ftj", "stage", "expected_env"),
+    [
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": {**TEACHER, **TEACHER_KEY}}), "prepare",
+            {"FINETUNE_SYNTHETIC_API_KEY": {"secretKeyRef": {"name": "teacher-api", "key": "token"}}},
+            id="prepare-gets-the-teacher-key-from-the-secret",
+        ),
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": {**TEACHER, **TEACHER_KEY}}), "train", {"FINETUNE_SYNTHETIC_API_KEY": None},
+            id="train-never-sees-the-teacher-key",
+        ),
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": {**TEACHER, **TEACHER_KEY}}), "evaluate", {"FINETUNE_SYNTHETIC_API_KEY": None},
+            id="evaluate-never-sees-the-teacher-key",
+        ),
+        pytest.param(
+            spec(dataset={"uri": None, "synthetic": TEACHER}), "prepare", {"FINETUNE_SYNTHETIC_API_KEY": None},
+            id="no-secret-ref-no-key-env",
+        ),
+        pytest.param(spec(), "prepare", {"FINETUNE_SYNTHETIC_API_KEY": None}, id="file-datasets-need-no-key"),
+    ],
+)
+def test_teacher_api_key_env(ftj, stage, expected_env):
+    job = builders.eval_job(OWNER, ftj, SETTINGS) if stage == "evaluate" else render(stage, ftj)
+    env = view(job)["env"]
+    assert {name: env.get(name) for name in expected_env} == expected_env
+
+
+def test_teacher_key_is_referenced_never_copied():
+    ftj = spec(dataset={"uri": None, "synthetic": {**TEACHER, **TEACHER_KEY}})
+    config_map = builders.config_map(OWNER, ftj, SETTINGS)
+    text = json.dumps(config_map)
+    # The config names the variable the key arrives in; nothing in it points at or holds the key.
+    assert json.loads(config_map["data"]["config.yaml"])["dataset"]["synthetic"]["api_key_env"] == "FINETUNE_SYNTHETIC_API_KEY"
+    assert "teacher-api" not in text and "secretRef" not in text and "secret_ref" not in text
+    [env] = [v for v in view(render("prepare", ftj))["env"].items() if v[0] == "FINETUNE_SYNTHETIC_API_KEY"]
+    assert set(env[1]) == {"secretKeyRef"}, "the key is never given as a literal value"
+
+
+@pytest.mark.parametrize(
     ("ftj", "expected_field"),
     [
         pytest.param(
@@ -431,9 +498,9 @@ def test_config_map(ftj, expected_files, tmp_path):
             id="fp16-is-not-supported-by-the-trainer",
         ),
         pytest.param(
-            spec(dataset={"uri": None, "synthetic": {"endpoint": "http://teacher:8000/v1", "model": "m", "prompt": "p"}}),
+            spec(method="dpo", dataset={"uri": None, "format": "auto", "synthetic": TEACHER}),
             "spec.dataset.synthetic",
-            id="synthetic-only-dataset-is-not-available-yet",
+            id="dpo-with-instruction-seed-examples-cannot-ask-for-preference-records",
         ),
         pytest.param(
             spec(hyperparameters={"evalSteps": 30}, checkpointing={"intervalSteps": 100}),
@@ -450,7 +517,7 @@ def test_spec_the_trainer_cannot_run_is_refused_naming_the_field(ftj, expected_f
 
 
 # Manifests the current release refuses on purpose, and the field the refusal names.
-REFUSED_EXAMPLES = {"finetunejob-synthetic.yaml": "spec.dataset.synthetic"}
+REFUSED_EXAMPLES: dict[str, str] = {}
 
 
 def test_examples_are_found():

@@ -4,8 +4,9 @@
 field carries its help text and its allowed choices (Literal types), and every rule that spans
 fields lives in one model validator, so a bad config fails before any data is read or any model
 is loaded.
-This module imports only pydantic and the standard library (PyYAML lazily, in `load_config`):
-the operator imports it to render and pre-validate trainer configs without pulling in torch.
+This module imports only pydantic, the standard library and formats.py (which needs nothing
+else; PyYAML lazily, in `load_config`): the operator imports it to render and pre-validate
+trainer configs without pulling in torch.
 
 Locations are URIs. Local paths and `file://` are used as they are; `pvc://<claim>/<path>` is the
 path under `pvc_mount_root` where the operator mounts the claim (`<pvc_mount_root>/<claim>/<path>`);
@@ -13,6 +14,11 @@ path under `pvc_mount_root` where the operator mounts the claim (`<pvc_mount_roo
 AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...); `hf://<org>/<name>` is allowed for base models only
 when already in the local Hugging Face cache (nothing is downloaded); `gguf://<path>?file=<name>`
 (or `model.gguf_file`) loads a GGUF checkpoint and dequantizes it before training.
+
+Instead of a `dataset.source`, `dataset.synthetic` asks a teacher model behind an
+OpenAI-compatible endpoint to write the records. Its API key is never part of the config: the
+config names the environment variable that holds it (`api_key_env`), which the operator fills
+from a Secret.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from . import formats
+from .exitcodes import DataError
 
 MODEL_SCHEMES = ("", "file", "pvc", "hf", "gguf", "s3")
 DATA_SCHEMES = ("", "file", "pvc", "s3")
@@ -137,11 +146,87 @@ class DedupSpec(_Section):
     shingle_size: int = Field(default=3, ge=1, le=16, description="Words per shingle.")
 
 
+SYNTHETIC_API_KEY_ENV = "FINETUNE_SYNTHETIC_API_KEY"  # where the operator puts the Secret's key
+
+
+class SyntheticSpec(_Section):
+    """Records written by a teacher model: `POST {endpoint}/chat/completions`, answers as JSON lines."""
+
+    endpoint: str = Field(
+        min_length=1,
+        pattern=r"^https?://.+",
+        description="Base URL of the OpenAI-compatible API, e.g. http://vllm.models:8000/v1 "
+        "(requests go to <endpoint>/chat/completions).",
+    )
+    model: str = Field(min_length=1, description="Model name sent in every request.")
+    prompt: str = Field(
+        min_length=1, description="What the records are about; sent to the teacher with the seed examples."
+    )
+    num_examples: int = Field(default=100, ge=1, description="Valid records to generate.")
+    seed_examples: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Example records shown to the teacher (in the dataset's format). With "
+        "dataset.format auto, the format is taken from the first one (default: instruction for "
+        "sft, preference for dpo).",
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
+    api_key_env: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Environment variable holding the API key, sent as a bearer token; it must "
+        f"be set and non-empty (the operator uses {SYNTHETIC_API_KEY_ENV}). Unset: no "
+        "Authorization header. The key itself never appears in the config.",
+    )
+    records_per_request: int = Field(
+        default=20, ge=1, le=500, description="Records asked for in one request (fewer for the last one)."
+    )
+    max_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most chat completions requested before giving up with a data error "
+        "(default: three times the requests num_examples needs, at least 5).",
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="max_tokens of each completion (default: the server's)."
+    )
+    request_timeout_seconds: float = Field(
+        default=120,
+        gt=0,
+        description="Seconds to wait for the teacher to connect and to answer one request before "
+        "it is retried.",
+    )
+    max_retries: int = Field(
+        default=4,
+        ge=0,
+        description="Retries of one request after HTTP 429, HTTP 5xx, a timeout or a connection error.",
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Wait before the first retry; doubled for each further one (capped at 60 s). "
+        "A Retry-After header, when longer, is honoured up to the same cap.",
+    )
+
+    @property
+    def request_budget(self) -> int:
+        if self.max_requests is not None:
+            return self.max_requests
+        needed = -(-self.num_examples // self.records_per_request)
+        return max(5, 3 * needed)
+
+
 class DatasetSpec(_Section):
-    source: str = Field(
+    source: str | None = Field(
+        default=None,
         min_length=1,
         description="Data location: a file or directory (local, file://, pvc://, s3://) of JSONL, "
-        "JSON or Parquet files, or a directory written by datasets' save_to_disk.",
+        "JSON or Parquet files, or a directory written by datasets' save_to_disk. Exactly one of "
+        "source and synthetic.",
+    )
+    synthetic: SyntheticSpec | None = Field(
+        default=None,
+        description="Generate the records with a teacher model instead of reading them; they then "
+        "go through the same validation, filters, dedup, PII policy and split.",
     )
     format: Literal["auto", "instruction", "chat", "preference"] = Field(
         default="auto",
@@ -191,6 +276,13 @@ class DatasetSpec(_Section):
         description="Where prepare writes train/validation/test JSONL and data_report.json, and "
         "where train reads them (default: <output.dir>/data).",
     )
+
+    @property
+    def origin(self) -> str:
+        """The source as errors and reports name it."""
+        if self.synthetic is not None:
+            return f"synthetic ({self.synthetic.model} at {self.synthetic.endpoint})"
+        return self.source or "<no source>"
 
 
 class Hyperparameters(_Section):
@@ -420,6 +512,8 @@ class TrainerConfig(_Section):
                 problems.append(f"{field} {uri!r}: name the claim: pvc://<claim>/<path>")
 
         scheme_in("model.uri", self.model.uri, MODEL_SCHEMES)
+        if (self.dataset.source is None) == (self.dataset.synthetic is None):
+            problems.append("dataset: set exactly one of dataset.source and dataset.synthetic")
         scheme_in("dataset.source", self.dataset.source, DATA_SCHEMES)
         scheme_in("dataset.prepared_dir", self.dataset.prepared_dir, OUTPUT_SCHEMES)
         scheme_in("output.dir", self.output.dir, OUTPUT_SCHEMES)
@@ -456,6 +550,9 @@ class TrainerConfig(_Section):
         if data.balance_cap is not None and data.balance_mode != "cap":
             problems.append("dataset.balance_cap is only used with dataset.balance_mode cap")
 
+        if data.synthetic is not None:
+            problems.extend(self._synthetic_problems())
+
         if self.method == "dpo":
             if self.dataset.format not in ("auto", "preference"):
                 problems.append(
@@ -484,6 +581,46 @@ class TrainerConfig(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _synthetic_problems(self) -> list[str]:
+        """Seed examples must be records of the format the teacher will be asked for."""
+        spec = self.dataset.synthetic
+        assert spec is not None
+        fmt = self.synthetic_format
+        if fmt is None:
+            keys = ", ".join(sorted(map(str, spec.seed_examples[0]))) or "no keys"
+            return [
+                f"dataset.synthetic.seed_examples[0]: has {keys}; cannot tell the record format "
+                "(expected instruction/output, messages, or prompt/chosen/rejected); fix the example "
+                "or set dataset.format"
+            ]
+        problems = []
+        for index, example in enumerate(spec.seed_examples):
+            try:
+                formats.validate(f"dataset.synthetic.seed_examples[{index}]", example, fmt)
+            except DataError as exc:
+                problems.append(str(exc).removeprefix("dataset "))
+        if self.dataset.format == "auto":
+            # An explicit format is checked against the method below; a detected one here.
+            if self.method == "dpo" and fmt != "preference":
+                problems.append(
+                    f"dataset.synthetic.seed_examples: method dpo needs preference records "
+                    f"(prompt/chosen/rejected), not {fmt} examples"
+                )
+            elif self.method == "sft" and fmt == "preference":
+                problems.append("dataset.synthetic.seed_examples: preference examples are for method dpo; use method: dpo")
+        return problems
+
+    @property
+    def synthetic_format(self) -> str | None:
+        """The record format a teacher is asked for: dataset.format, else the first seed
+        example's, else the method's (preference for dpo, instruction for sft)."""
+        if self.dataset.format != "auto":
+            return self.dataset.format
+        spec = self.dataset.synthetic
+        if spec is not None and spec.seed_examples:
+            return formats.detect_format(spec.seed_examples[0])
+        return "preference" if self.method == "dpo" else "instruction"
 
     # Resolved locations -------------------------------------------------------------------
 

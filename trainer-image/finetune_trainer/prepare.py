@@ -3,12 +3,14 @@
     python -m finetune_trainer.prepare --config config.yaml
 
 Stages, in order (each counted in the report): read and validate every record (a malformed one
-stops the run with its file:line) -> drop empty/incomplete records -> PII policy (block fails
-naming file:line and type, redact replaces, allow keeps) -> token-length limits (base model
-tokenizer) -> exact then near-duplicate removal -> optional category balancing -> a seeded
-train/validation/test split. Output goes to `dataset.prepared_dir` (default
-<output.dir>/data): train.jsonl, validation.jsonl, test.jsonl and data_report.json, written in a
-temporary directory and renamed into place, so a failed run leaves no partial output.
+stops the run with its file:line), or have a teacher model write them (`dataset.synthetic`, see
+synthetic.py; what it was asked, wrote and had rejected is in the report) -> drop
+empty/incomplete records -> PII policy (block fails naming file:line and type, redact replaces,
+allow keeps) -> token-length limits (base model tokenizer) -> exact then near-duplicate removal
+-> optional category balancing -> a seeded train/validation/test split. Output goes to
+`dataset.prepared_dir` (default <output.dir>/data): train.jsonl, validation.jsonl, test.jsonl
+and data_report.json, written in a temporary directory and renamed into place, so a failed run
+leaves no partial output.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import dedup, formats, pii
+from . import dedup, formats, pii, synthetic
 from .artifacts import atomic_directory, digest_files, write_json
 from .cli import emit, run
 from .config import TrainerConfig
@@ -54,11 +56,11 @@ def load_records(config: TrainerConfig) -> tuple[str, list[tuple[str, dict]]]:
                 )
         records.append((raw.location, formats.validate(raw.location, raw.value, fmt)))
     if fmt is None or not records:
-        raise DataError(f"dataset {config.dataset.source}: contains no records")
+        raise DataError(f"dataset {config.dataset.origin}: contains no records")
     if config.method == "dpo" and fmt != "preference":
-        raise DataError(f"dataset {config.dataset.source}: is {fmt} data but method dpo needs prompt/chosen/rejected records")
+        raise DataError(f"dataset {config.dataset.origin}: is {fmt} data but method dpo needs prompt/chosen/rejected records")
     if config.method == "sft" and fmt == "preference":
-        raise DataError(f"dataset {config.dataset.source}: is preference data; use method dpo for prompt/chosen/rejected records")
+        raise DataError(f"dataset {config.dataset.origin}: is preference data; use method dpo for prompt/chosen/rejected records")
     return fmt, records
 
 
@@ -95,7 +97,7 @@ def apply_pii_policy(config: TrainerConfig, fmt: str, records: list[tuple[str, d
         listed = "; ".join(f"{loc} ({', '.join(kinds)})" for loc, kinds in affected[:_MAX_LISTED])
         more = f" and {len(affected) - _MAX_LISTED} more records" if len(affected) > _MAX_LISTED else ""
         raise DataError(
-            f"dataset {config.dataset.source}: PII found and dataset.pii_policy is block: {listed}{more}; "
+            f"dataset {config.dataset.origin}: PII found and dataset.pii_policy is block: {listed}{more}; "
             "remove it from the source, or set dataset.pii_policy to redact"
         )
     report = {
@@ -146,7 +148,7 @@ def split_records(config: TrainerConfig, records: list[dict]) -> dict[str, list[
     sizes["train"] = total - sizes["validation"] - sizes["test"]
     if sizes["train"] < 1:
         raise DataError(
-            f"dataset {config.dataset.source}: only {total} records left after filtering, too few "
+            f"dataset {config.dataset.origin}: only {total} records left after filtering, too few "
             "to split; add data or relax the filters"
         )
     order = list(range(total))
@@ -183,7 +185,12 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     counts: dict[str, int] = {}
     dropped: Counter[str] = Counter()
 
-    fmt, records = load_records(config)
+    synthetic_report: dict[str, Any] | None = None
+    if config.dataset.synthetic is not None:
+        generated = synthetic.generate(config)
+        fmt, records, synthetic_report = generated.format, generated.records, generated.report
+    else:
+        fmt, records = load_records(config)
     counts["read"] = len(records)
     source_digest = _source_digest(records)
     if config.dataset.max_records is not None and len(records) > config.dataset.max_records:
@@ -249,13 +256,13 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     counts["final"] = len(records)
     if not records:
         raise DataError(
-            f"dataset {config.dataset.source}: no records left after filtering (dropped: "
+            f"dataset {config.dataset.origin}: no records left after filtering (dropped: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(dropped.items()) if v) or 'none'}); fix the data or relax the filters"
         )
 
     splits = split_records(config, [r for _, r in records])
     report: dict[str, Any] = {
-        "source": config.dataset.source,
+        "source": config.dataset.origin,
         "format": fmt,
         "seed": config.data_seed,
         "counts": counts,
@@ -268,6 +275,8 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     }
     if balance_report:
         report["balance"] = balance_report
+    if synthetic_report:
+        report["synthetic"] = synthetic_report
 
     with atomic_directory(config.prepared_path) as staging:
         for name, rows in splits.items():
@@ -281,7 +290,7 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
 
 def report_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The part of the data report that goes into status and termination messages."""
-    return {
+    summary = {
         "format": report["format"],
         "counts": report["counts"],
         "dropped": report["dropped"],
@@ -290,6 +299,10 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
         "tokens": {k: report["tokens"].get(k) for k in ("mean", "p95", "max")},
         "sha256": report["sha256"],
     }
+    if "synthetic" in report:
+        teacher = report["synthetic"]
+        summary["synthetic"] = {k: teacher[k] for k in ("requested", "generated", "rejected_total", "requests", "retries")}
+    return summary
 
 
 def read_report(prepared: Path) -> dict[str, Any] | None:

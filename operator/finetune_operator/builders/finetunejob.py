@@ -12,6 +12,8 @@ nothing new:
 
 The progress channel is deliberately narrow: the trainer's ServiceAccount may read and patch
 exactly one ConfigMap, by name, and nothing else. The operator watches those ConfigMaps.
+Secrets are narrow too: the API key of a synthetic dataset's teacher reaches only the prepare
+Pod, as an environment variable from a secretKeyRef; the config names the variable, not the key.
 
 The trainer config is rendered into `finetune_trainer.config.TrainerConfig` — the one schema
 the trainer reads — and validated here, so a spec the trainer would refuse is refused before
@@ -36,6 +38,7 @@ from finetune_operator.builders.labels import finetunejob_child_labels
 CONFIG_DIR = "/etc/finetune"
 CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
 INLINE_DATASET_FILE = f"{CONFIG_DIR}/dataset.jsonl"
+SYNTHETIC_API_KEY_ENV = trainer_config.SYNTHETIC_API_KEY_ENV
 PVC_MOUNT_ROOT = "/mnt/pvc"
 SCRATCH_DIR = "/tmp"
 LOCAL_OUTPUT_DIR = "/workspace/output"  # used when artifacts go to s3://
@@ -129,11 +132,6 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
         raise RenderError(
             "spec.hyperparameters.precision: fp16 is not supported by the trainer; use bf16 or auto"
         )
-    if spec.dataset.uri is None and spec.dataset.inline is None:
-        raise RenderError(
-            "spec.dataset.synthetic: synthetic data generation is not available in this release; "
-            "provide spec.dataset.uri or spec.dataset.inline"
-        )
     adaptation: dict[str, Any] = {
         "type": spec.adaptation.type.value,
         "rank": spec.adaptation.rank,
@@ -153,7 +151,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
         "method": spec.method.value,
         "adaptation": adaptation,
         "dataset": {
-            "source": dataset.uri if dataset.uri is not None else INLINE_DATASET_FILE,
+            **_dataset_source(spec),
             "format": dataset.format.value,
             "split": {
                 "train": dataset.split.train,
@@ -226,6 +224,29 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
     return rendered
 
 
+def _dataset_source(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """Where the records come from: a URI, the inline file in the ConfigMap, or a teacher model.
+
+    A synthetic source names the environment variable holding its API key, never the key: the
+    prepare Pod gets that variable from the Secret (see `_secret_env`).
+    """
+    dataset = spec.dataset
+    if dataset.synthetic is not None:
+        teacher = dataset.synthetic
+        return {
+            "synthetic": {
+                "endpoint": teacher.endpoint,
+                "model": teacher.model,
+                "prompt": teacher.prompt,
+                "num_examples": teacher.num_examples,
+                "seed_examples": [dict(example) for example in teacher.seed_examples],
+                "temperature": teacher.temperature,
+                "api_key_env": SYNTHETIC_API_KEY_ENV if teacher.secret_ref is not None else None,
+            }
+        }
+    return {"source": dataset.uri if dataset.uri is not None else INLINE_DATASET_FILE}
+
+
 # Trainer config fields -> the FineTuneJob fields they are rendered from, for error messages.
 _TRAINER_TO_SPEC = {
     "checkpointing.every_n_steps": "spec.checkpointing.intervalSteps",
@@ -237,6 +258,7 @@ _TRAINER_TO_SPEC = {
     "dataset.split": "spec.dataset.split",
     "dataset.format": "spec.dataset.format",
     "dataset.source": "spec.dataset.uri",
+    "dataset.synthetic": "spec.dataset.synthetic",
     "early_stopping.enabled": "spec.earlyStopping.enabled",
     "model.uri": "spec.baseModel.uri",
     "model.gguf_file": "spec.baseModel.ggufFile",
@@ -390,6 +412,16 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[l
     return volumes, mounts
 
 
+def _secret_env(spec: FineTuneJobSpec) -> list[dict]:
+    """The teacher's API key, for the prepare Pod only: a secretKeyRef, so the value never
+    passes through the operator, the ConfigMap or the FineTuneJob."""
+    teacher = spec.dataset.synthetic
+    if teacher is None or teacher.secret_ref is None:
+        return []
+    ref = {"name": teacher.secret_ref.name, "key": teacher.secret_ref.key}
+    return [{"name": SYNTHETIC_API_KEY_ENV, "valueFrom": {"secretKeyRef": ref}}]
+
+
 def _resources(spec: FineTuneJobSpec, stage: str) -> dict:
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
@@ -418,6 +450,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         {"name": "HF_HOME", "value": f"{SCRATCH_DIR}/hf"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+        *(_secret_env(spec) if stage == "prepare" else []),
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,
