@@ -21,11 +21,12 @@ export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
 .PHONY: help venv controlplane prometheus crds crds-check lint test test-unit test-trainer test-integration \
-        devcluster-up devcluster-down demo chart-crds bench clean
+        devcluster-up devcluster-down demo demo-rollout chart-crds bench clean
 
 help:
 	@echo "make demo            start the dev cluster + operator and run a FineTuneJob end to end"
 	@echo "make test            run the whole test suite (builds what it needs first)"
+	@echo "make demo-rollout    then canary the demo's model 10% -> 100%, and roll a broken build back"
 	@echo "make devcluster-up   start the local control plane (.devcluster/kubeconfig)"
 	@echo "make devcluster-down stop it"
 	@echo "make crds            regenerate crds/ from the API models"
@@ -84,6 +85,10 @@ devcluster-down: venv
 
 demo: venv controlplane
 	$(PY) -m devcluster.demo
+
+# The demo's model canaried to live traffic (runs `make demo`'s FineTuneJob first when needed).
+demo-rollout: venv controlplane prometheus
+	$(PY) -m devcluster.demo_rollout
 
 bench: venv controlplane
 	@for b in benchmarks/*.py; do case $$b in benchmarks/gpu_*) continue;; esac; echo "== $$b"; $(PY) $$b || exit 1; done
