@@ -40,6 +40,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -143,6 +144,23 @@ def quantity_to_float(value: str) -> float:
     return float(value)
 
 
+MAX_IP_ATTEMPTS = 1000
+
+
+def container_ports(pod: dict) -> list[int]:
+    return [p["containerPort"] for c in pod["spec"].get("containers") or [] for p in c.get("ports") or []
+            if p.get("containerPort")]
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
 def field_ref(pod: dict, path: str, pod_ip: str) -> str:
     meta = pod["metadata"]
     simple = {
@@ -196,7 +214,7 @@ class PodRunner(threading.Thread):
         self.name = pod["metadata"]["name"]
         self.uid = pod["metadata"]["uid"]
         self.dir = agent.node_dir / "pods" / f"{self.ns}_{self.name}_{self.uid[:8]}"
-        self.pod_ip = agent.allocate_ip()
+        self.pod_ip = agent.allocate_ip(container_ports(pod))
         self.deleting = threading.Event()
         self.grace = 30.0
         self.procs: dict[str, subprocess.Popen] = {}
@@ -744,15 +762,24 @@ class NodeAgent:
         self.ca_file = cluster_dir / "pki" / "ca.crt"
         self.runners: dict[str, PodRunner] = {}
         self.lock = threading.Lock()
-        self.next_ip = 0
+        # A random start: two dev clusters on one machine (a demo and a test run) rarely meet.
+        self.next_ip = int.from_bytes(os.urandom(2), "big") << 4
         self.stopping = threading.Event()
 
-    def allocate_ip(self) -> str:
-        # 127.1.0.1 upwards: each Pod its own loopback address, routed on lo.
-        with self.lock:
-            self.next_ip += 1
-            n = self.next_ip
-        return f"127.{1 + (n >> 16) % 254}.{(n >> 8) & 255}.{n & 255 or 1}"
+    def allocate_ip(self, ports: list[int] = ()) -> str:
+        """Each Pod its own loopback address in 127.1.0.1-127.254.255.255, routed on lo.
+
+        An address where one of the Pod's ports is already bound (a Pod of another dev cluster
+        on this machine) is skipped.
+        """
+        for _ in range(MAX_IP_ATTEMPTS):
+            with self.lock:
+                self.next_ip += 1
+                n = self.next_ip
+            ip = f"127.{1 + (n >> 16) % 254}.{(n >> 8) & 255}.{n & 255 or 1}"
+            if all(_port_free(ip, port) for port in ports):
+                return ip
+        raise RuntimeError(f"no free loopback address for ports {ports} after {MAX_IP_ATTEMPTS} tries")
 
     # ---- nodes
 

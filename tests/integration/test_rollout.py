@@ -12,6 +12,7 @@ abort -> operator restart mid-canary -> declarative rollback by pinning an earli
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -50,6 +51,15 @@ class Stack:
 
     def status(self) -> dict:
         return self.cluster.get("rollout.finetune.ai", RO, self.namespace).get("status") or {}
+
+    def wait(self, check, timeout: float, what: str):
+        """`wait_for`, with the Rollout's phase, message and analysis in the failure."""
+        try:
+            return wait_for(check, timeout, what)
+        except AssertionError as exc:
+            s = self.status()
+            raise AssertionError(f"{exc}\nRollout: phase {s.get('phase')}, message {s.get('message')!r}, "
+                                 f"weights {self.weights()}, analysis {json.dumps(s.get('analysis'))[:3000]}") from None
 
     def weights(self) -> dict[str, int]:
         return canary.route_weights(self.cluster.get("httproute", RO, self.namespace))
@@ -114,14 +124,14 @@ def stack(cluster, module_namespace, _operator_process, gateway_api_crds, models
 def test_first_version_becomes_stable_without_a_canary(stack):
     stack.register("v1")
     stack.cluster.apply(rollout(stack.prometheus.url), stack.namespace)
-    status = wait_for(lambda: (s := stack.status()).get("phase") == "Healthy" and s, 180, "the first version to serve")
+    status = stack.wait(lambda: (s := stack.status()).get("phase") == "Healthy" and s, 180, "the first version to serve")
     assert status["stableVersion"] == "v1" and not status.get("candidateVersion")
     assert stack.mv_phase("v1") == "Production"
     assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
     ready = [c for c in status["conditions"] if c["type"] == "Ready"][0]
     assert ready["status"] == "True" and ready["observedGeneration"] == 1
     stack.start_load()
-    wait_for(lambda: stack.prometheus.query(f'finetune_serve_requests_total{{namespace="{stack.namespace}", model_version="v1"}}'),
+    stack.wait(lambda: stack.prometheus.query(f'finetune_serve_requests_total{{namespace="{stack.namespace}", model_version="v1"}}'),
              60, "Prometheus to scrape v1's request counter")
 
 
@@ -135,7 +145,7 @@ def test_good_candidate_goes_through_every_step_to_100(stack):
             seen_weights.add(s.get("canaryWeight"))
         return s.get("phase") == "Healthy" and s.get("stableVersion") == "v2" and s
 
-    status = wait_for(promoted, 240, "v2 to be promoted")
+    status = stack.wait(promoted, 240, "v2 to be promoted")
     assert {30, 60} <= seen_weights, seen_weights
     assert status["history"][-1]["action"] == "promote" and status["history"][-1]["to"] == "v2"
     assert stack.mv_phase("v2") == "Production"
@@ -148,11 +158,11 @@ def test_good_candidate_goes_through_every_step_to_100(stack):
 
 def test_bad_candidate_is_rolled_back_automatically(stack):
     stack.register("v3")
-    started = wait_for(
+    started = stack.wait(
         lambda: (s := stack.status()).get("candidateVersion") == "v3" and s.get("canaryWeight", 0) > 0 and time.monotonic(),
         120, "v3's canary to get traffic",
     )
-    status = wait_for(lambda: (s := stack.status()).get("phase") == "Degraded" and s, 120, "v3 to be rolled back")
+    status = stack.wait(lambda: (s := stack.status()).get("phase") == "Degraded" and s, 120, "v3 to be rolled back")
     elapsed = time.monotonic() - started
     # The first measurement is taken once the analysis step starts; failureLimit 0 fails on the
     # first failed measurement; allow the query window to see errors and 10 s of slack.
@@ -172,14 +182,14 @@ def test_bad_candidate_is_rolled_back_automatically(stack):
 def test_emergency_abort_puts_all_traffic_on_stable_within_5s(stack):
     stack.cluster.apply(rollout(stack.prometheus.url, pause=True), stack.namespace)
     stack.register("v4")
-    wait_for(lambda: (s := stack.status()).get("phase") == "Paused" and s.get("candidateVersion") == "v4", 120, "v4 paused at 30%")
+    stack.wait(lambda: (s := stack.status()).get("phase") == "Paused" and s.get("candidateVersion") == "v4", 120, "v4 paused at 30%")
     assert stack.weights()[f"{RO}-canary"] == 30
     plugin = [str(ROOT / "bin" / "kubectl-finetune"), "--kubeconfig", stack.cluster.kubeconfig, "-n", stack.namespace]
     started = time.monotonic()
     subprocess.run([*plugin, "abort", RO, "--reason", "pager went off"], check=True, capture_output=True)
-    wait_for(lambda: stack.weights()[f"{RO}-canary"] == 0, 5, "the canary weight to drop to 0")
+    stack.wait(lambda: stack.weights()[f"{RO}-canary"] == 0, 5, "the canary weight to drop to 0")
     assert time.monotonic() - started <= 5
-    status = wait_for(lambda: (s := stack.status()).get("phase") == "Degraded" and s, 10, "Degraded after abort")
+    status = stack.wait(lambda: (s := stack.status()).get("phase") == "Degraded" and s, 10, "Degraded after abort")
     assert status["history"][-1]["action"] == "abort" and "pager went off" in status["history"][-1]["reason"]
     history = subprocess.run([*plugin, "history", RO], check=True, capture_output=True, text=True).stdout
     assert "abort" in history and "promote" in history
@@ -187,23 +197,23 @@ def test_emergency_abort_puts_all_traffic_on_stable_within_5s(stack):
 
 def test_operator_restart_mid_rollout_continues_from_the_recorded_step(stack):
     stack.register("v5")
-    before = wait_for(
+    before = stack.wait(
         lambda: (s := stack.status()).get("phase") == "Paused" and s.get("candidateVersion") == "v5" and s, 120, "v5 paused"
     )
     stack.operator.restart(stack.cluster.kubeconfig)
-    after = wait_for(lambda: (s := stack.status()).get("observedGeneration") and s, 30, "status after restart")
+    after = stack.wait(lambda: (s := stack.status()).get("observedGeneration") and s, 30, "status after restart")
     assert after["currentStepIndex"] == before["currentStepIndex"]
     assert after["canaryWeight"] == before["canaryWeight"] == 30
     plugin = [str(ROOT / "bin" / "kubectl-finetune"), "--kubeconfig", stack.cluster.kubeconfig, "-n", stack.namespace]
     subprocess.run([*plugin, "promote", RO], check=True, capture_output=True)
-    status = wait_for(lambda: (s := stack.status()).get("phase") == "Healthy" and s.get("stableVersion") == "v5" and s,
+    status = stack.wait(lambda: (s := stack.status()).get("phase") == "Healthy" and s.get("stableVersion") == "v5" and s,
                       180, "v5 promoted after the restart")
     assert status["history"][-1]["action"] == "promote"
 
 
 def test_pinning_an_earlier_version_rolls_back_without_analysis(stack):
     stack.cluster.apply(rollout(stack.prometheus.url, selector={"version": "v2"}), stack.namespace)
-    status = wait_for(lambda: (s := stack.status()).get("stableVersion") == "v2" and s.get("phase") == "RolledBack" and s,
+    status = stack.wait(lambda: (s := stack.status()).get("stableVersion") == "v2" and s.get("phase") == "RolledBack" and s,
                       60, "the pinned earlier version to serve")
     assert not status.get("candidateVersion") and not status.get("analysis")
     assert status["history"][-1]["action"] == "rollback" and "pinned" in status["history"][-1]["reason"]
