@@ -26,12 +26,17 @@ FAULTS_FILE = "finetune-serve-faults.json"
 HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
 SERVING_PORT = 8000
 
-# The canary's error ratio over the last 10 s; empty (inconclusive) until it served a request.
-ERROR_RATE_QUERY = (
-    '(sum(rate(finetune_serve_request_errors_total{namespace="{{namespace}}", rollout="{{rollout}}", '
-    'model_version="{{canary}}"}[10s])) or vector(0)) / sum(rate(finetune_serve_requests_total{'
-    'namespace="{{namespace}}", rollout="{{rollout}}", model_version="{{canary}}"}[10s]))'
-)
+
+
+def error_rate_query(window: str = "10s") -> str:
+    """The canary's error ratio over `window`; empty (inconclusive) until it served a request."""
+    labels = '{namespace="{{namespace}}", rollout="{{rollout}}", model_version="{{canary}}"}'
+    return (
+        "(sum(rate(finetune_serve_request_errors_total" + labels + "[" + window + "])) or vector(0))"
+        " / sum(rate(finetune_serve_requests_total" + labels + "[" + window + "]))"
+    )
+
+
 DEFAULT_STEPS: tuple[dict[str, Any], ...] = (
     {"setWeight": 30}, {"analysis": {}}, {"setWeight": 60}, {"analysis": {}}, {"setWeight": 100},
 )
@@ -122,7 +127,8 @@ def httproute(name: str, hostname: str | None = None) -> dict[str, Any]:
 
 def rollout(name: str, model: str, prometheus_url: str, *, selector: Mapping[str, str] | None = None,
             steps: Sequence[Mapping[str, Any]] = DEFAULT_STEPS, interval_s: int = 2, count: int = 3,
-            failure_limit: int = 0, max_error_rate: float = 0.2, scale_down_delay_s: int = 0) -> dict[str, Any]:
+            failure_limit: int = 0, max_error_rate: float = 0.2, scale_down_delay_s: int = 0,
+            window: str = "10s", cpu: str | None = None) -> dict[str, Any]:
     """A Rollout of `model` on the dev server, routed by the HTTPRoute `name`, analysed by error rate."""
     return {
         "apiVersion": "finetune.ai/v1alpha1",
@@ -137,14 +143,14 @@ def rollout(name: str, model: str, prometheus_url: str, *, selector: Mapping[str
                 "image": SERVER_IMAGE,
                 "args": ["--model", "$(BASE_MODEL)", "--adapter", "$(MODEL_NAME)=$(ADAPTER_PATH)",
                          "--version", "$(MODEL_VERSION)", "--port", "$(PORT)", "--served-model-name", "base"],
-                "resources": {"gpus": 0},
+                "resources": {"gpus": 0, **({"cpu": cpu} if cpu else {})},
             },
             "trafficRouter": {"gatewayAPI": {"httpRoute": name}},
             "analysis": {
                 "prometheus": {"address": prometheus_url},
                 "metrics": [{
                     "name": "error-rate",
-                    "query": ERROR_RATE_QUERY,
+                    "query": error_rate_query(window),
                     "thresholds": {"max": max_error_rate},
                     "interval": f"{interval_s}s",
                     "count": count,

@@ -23,7 +23,8 @@ What it does, each step skipped when already done:
    the weights are printed as they move, then the history and what the load generator saw.
 
 Serving Pods, the Rollout and the HTTPRoute stay for `kubectl`; Prometheus and the load generator
-stop with the demo (`kubectl delete rollout earnings-json` stops the serving Pods).
+stop with the demo. Everything of the rollout lives in the namespace `earnings-rollout`, made
+afresh on each run (`kubectl delete namespace earnings-rollout` stops the serving Pods).
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ from pathlib import Path
 import yaml
 
 from . import canary, controlplane, demo
-from .demo import NAMESPACE, DemoError, say, step
+from .demo import DemoError, say, step
 
 MODEL = "earnings-json"
 ROUTE = MODEL
+NAMESPACE = "earnings-rollout"  # its own: a fresh run deletes it (a Production version goes with it)
 STEPS = (
     {"setWeight": 10}, {"analysis": {}}, {"setWeight": 25}, {"analysis": {}},
     {"setWeight": 50}, {"analysis": {}}, {"setWeight": 100},
 )
 INTERVAL_S = 3
+WINDOW = "30s"  # at 10% a CPU-served canary sees a request every few seconds: a wider rate window
 COUNT = 3
 GATES = (
     {"name": "formatCompliance", "metric": "formatCompliance", "comparator": "GreaterThan", "threshold": 0.95},
@@ -69,8 +72,8 @@ class Demo:
     def apply(self, manifest: dict) -> None:
         self.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(manifest))
 
-    def get(self, kind: str, name: str) -> dict:
-        result = controlplane.kubectl(self.state, "get", kind, name, "-n", NAMESPACE, "-o", "json", check=False)
+    def get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict:
+        result = controlplane.kubectl(self.state, "get", kind, name, "-n", namespace, "-o", "json", check=False)
         return json.loads(result.stdout) if result.returncode == 0 else {}
 
     def rollout_status(self) -> dict:
@@ -136,7 +139,7 @@ def demo_run(state: controlplane.ClusterState, timeout: float) -> demo.Run:
             raise DemoError("the demo FineTuneJob did not succeed; see above")
         job = demo.get_job(state)
     else:
-        say(f"    reusing FineTuneJob {NAMESPACE}/{demo.JOB_NAME} (Succeeded)")
+        say(f"    reusing FineTuneJob {demo.NAMESPACE}/{demo.JOB_NAME} (Succeeded)")
     directory = state.path / "artifacts" / demo.JOB_NAME
     return demo.Run(state=state, job=job, output_dir=directory, model_dir=demo.materialize_model())
 
@@ -150,7 +153,7 @@ class Versions:
         mv_name = run.status.get("modelVersion")
         if source is None or not mv_name:
             raise DemoError(f"the demo FineTuneJob left no adapter or ModelVersion under {run.output_dir}")
-        mv = d.get("modelversion", mv_name)
+        mv = d.get("modelversion", mv_name, demo.NAMESPACE)
         self.evaluation = (mv.get("spec") or {}).get("evaluation") or {}
         if not self.evaluation.get("metrics"):
             raise DemoError(f"ModelVersion {mv_name} records no evaluation metrics")
@@ -189,20 +192,28 @@ def _wait_phase(d: Demo, version: str, timeout: float = 60) -> str:
     raise DemoError(f"ModelVersion {MODEL}-{version} was not judged within {timeout:.0f}s")
 
 
-def reset(d: Demo) -> None:
-    """A fresh start: the Rollout, its route and the earnings-json versions of an earlier run."""
-    for kind, name in (("rollout.finetune.ai", ROUTE), ("httproute", ROUTE)):
-        controlplane.kubectl(d.state, "delete", kind, name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true",
-                             "--timeout=120s", check=False)
-    controlplane.kubectl(d.state, "delete", "modelversion", "-n", NAMESPACE, "-l", f"finetune.ai/model-name={MODEL}",
-                         "--ignore-not-found", "--wait=true", "--timeout=120s", check=False)
+def reset(d: Demo, timeout: float = 180) -> None:
+    """A fresh namespace: the Rollout, route and versions of an earlier run go with the old one.
+
+    Deleting a ModelVersion in Production is refused by the admission policy; deleting its
+    namespace is not.
+    """
+    controlplane.kubectl(d.state, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true",
+                         f"--timeout={timeout:.0f}s", check=False)
+    d.kubectl("create", "namespace", NAMESPACE)
+    deadline = time.monotonic() + 60
+    while controlplane.kubectl(d.state, "get", "serviceaccount", "default", "-n", NAMESPACE, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise DemoError(f"no default ServiceAccount in namespace {NAMESPACE} after 60s")
+        time.sleep(0.5)
+    say(f"    namespace {NAMESPACE} (created afresh)")
 
 
 def print_history(d: Demo) -> None:
-    plugin = [str(demo.REPO_ROOT / "bin" / "kubectl-finetune"), "--kubeconfig", str(d.state.kubeconfig),
-              "-n", NAMESPACE, "history", ROUTE]
     import subprocess
 
+    plugin = [str(demo.REPO_ROOT / "bin" / "kubectl-finetune"), "--kubeconfig", str(d.state.kubeconfig),
+              "-n", NAMESPACE, "history", ROUTE]
     result = subprocess.run(plugin, capture_output=True, text=True, check=False)
     for line in (result.stdout or result.stderr).splitlines():
         say(f"  {line}")
@@ -256,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         step(f"v1: Rollout {ROUTE} tracking the latest Approved {MODEL}; the first version serves at once")
         versions.register("v1", "the demo's adapter")
         d.apply(canary.rollout(ROUTE, MODEL, prometheus.url, steps=STEPS, interval_s=INTERVAL_S, count=COUNT,
-                               failure_limit=0, max_error_rate=0.05))
+                               failure_limit=0, max_error_rate=0.05, window=WINDOW, cpu="1"))
         d.follow(lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "v1", 300, "v1 to serve")
         traffic = canary.TrafficLoop(str(state.kubeconfig), NAMESPACE, ROUTE, model=MODEL, concurrency=4, max_tokens=4).start()
 
@@ -282,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         print_traffic(traffic)
         say()
         say(f"Rollout {NAMESPACE}/{ROUTE}: stable {status.get('stableVersion')}, v3 rolled back. The serving Pods keep running:")
-        say(f"  kubectl --kubeconfig {state.kubeconfig} get ro,mv,deploy,httproute")
-        say(f"  kubectl finetune --kubeconfig {state.kubeconfig} status {ROUTE}   (bin/ on PATH)")
-        say(f"  stop them: kubectl --kubeconfig {state.kubeconfig} delete rollout {ROUTE}")
+        say(f"  kubectl --kubeconfig {state.kubeconfig} -n {NAMESPACE} get ro,mv,deploy,httproute")
+        say(f"  kubectl finetune --kubeconfig {state.kubeconfig} -n {NAMESPACE} status {ROUTE}   (bin/ on PATH)")
+        say(f"  stop them: kubectl --kubeconfig {state.kubeconfig} delete namespace {NAMESPACE}")
         return 0
     except DemoError as exc:
         say()

@@ -35,6 +35,7 @@ import base64
 import datetime
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -150,6 +151,18 @@ MAX_IP_ATTEMPTS = 1000
 def container_ports(pod: dict) -> list[int]:
     return [p["containerPort"] for c in pod["spec"].get("containers") or [] for p in c.get("ports") or []
             if p.get("containerPort")]
+
+
+def cpu_threads(container: dict) -> int | None:
+    """Threads a container's CPU limit allows (at least one), None without a limit."""
+    limit = str(((container.get("resources") or {}).get("limits") or {}).get("cpu") or "")
+    if not limit:
+        return None
+    try:
+        cores = quantity_to_float(limit)
+    except ValueError:
+        return None
+    return max(1, math.ceil(cores))
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -436,6 +449,10 @@ class PodRunner(threading.Thread):
                 env[var] = os.environ[var]
         env.update(entry.env)
         env.update(self.in_cluster_env)
+        threads = cpu_threads(container)
+        if threads:
+            # What a CPU limit means to a process: as many busy threads as it has cores.
+            env["OMP_NUM_THREADS"] = str(threads)
         term_path = container.get("terminationMessagePath") or "/dev/termination-log"
         term_file = self.dir / "termination" / cname
         term_file.parent.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 
+from devcluster import nodeagent  # noqa: E402
 from devcluster.nodeagent import ImageEntry, ImageMap, _expand, quantity_to_float, resource_ref  # noqa: E402
 
 IMAGES = ImageMap(
@@ -65,3 +67,28 @@ def test_resource_field_ref_with_divisor():
     assert resource_ref(container, {"resource": "limits.memory", "divisor": "1Mi"}) == "1024"
     assert resource_ref(container, {"resource": "limits.cpu"}) == "2"
     assert resource_ref(container, {"resource": "requests.cpu"}) == "0"
+
+
+@pytest.mark.parametrize(
+    ("limits", "threads"),
+    [({}, None), ({"cpu": "2"}, 2), ({"cpu": "1500m"}, 2), ({"cpu": "100m"}, 1), ({"cpu": "0.5"}, 1),
+     ({"memory": "1Gi"}, None)],
+)
+def test_a_cpu_limit_sets_the_thread_count(limits, threads):
+    assert nodeagent.cpu_threads({"resources": {"limits": limits}}) == threads
+
+
+def test_pod_addresses_skip_ones_whose_ports_are_taken():
+    import socket
+
+    agent = nodeagent.NodeAgent.__new__(nodeagent.NodeAgent)
+    agent.lock, agent.next_ip = threading.Lock(), 0
+    taken = socket.socket()
+    taken.bind(("127.1.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        assert agent.allocate_ip([port]) == "127.1.0.2"
+        assert agent.allocate_ip([port]) == "127.1.0.3"
+    finally:
+        taken.close()
