@@ -307,3 +307,15 @@ def test_a_finished_run_restarted_reports_its_result_instead_of_training_on(tmp_
     again = train_model(config)
     assert again["artifact"] == first["artifact"]
     assert (tmp_path / "out" / "progress.jsonl").read_text().splitlines() == progress_lines  # no step ran
+
+
+def test_packing_on_the_cpu_warns_that_it_is_slower_there(config_factory, capsys):
+    from finetune_trainer.train import attention_implementation
+
+    raw = config_factory(json_format_records(24), hyperparameters={"packing": True, "max_steps": 1})
+    config = parse_config(raw)
+    assert attention_implementation(config, cuda=False) is None
+    train_model(config)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warnings = [e for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "hyperparameters.packing" in warnings[0]["message"]

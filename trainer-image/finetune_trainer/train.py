@@ -120,6 +120,9 @@ def _load_model(config: TrainerConfig, model_dir: Path, cuda: bool, bf16: bool):
         # Full fine-tuning keeps fp32 master weights (bf16 autocast does the math); frozen LoRA
         # bases can live in bf16 and halve their memory.
         kwargs["dtype"] = torch.bfloat16 if (bf16 and config.adaptation.type == "lora") else torch.float32
+    attention = attention_implementation(config, cuda)
+    if attention:
+        kwargs["attn_implementation"] = attention
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as exc:
@@ -131,6 +134,23 @@ def _load_model(config: TrainerConfig, model_dir: Path, cuda: bool, bf16: bool):
             model, use_gradient_checkpointing=config.hyperparameters.gradient_checkpointing
         )
     return model
+
+
+PACKING_WITHOUT_FLASH_ATTENTION = (
+    "hyperparameters.packing: packed batches are flattened into one padding-free sequence, which "
+    "pays off only with FlashAttention's variable-length kernels (a CUDA GPU and the flash-attn "
+    "package); without them attention spans the whole flattened batch and training is slower than "
+    "unpacked (benchmarks/trainer_throughput.py measures it). Turn packing off here."
+)
+
+
+def attention_implementation(config: TrainerConfig, cuda: bool) -> str | None:
+    """FlashAttention 2 for packed SFT on a GPU that has it; otherwise the library's default."""
+    import importlib.util
+
+    if config.method == "sft" and config.hyperparameters.packing and cuda and importlib.util.find_spec("flash_attn"):
+        return "flash_attention_2"
+    return None
 
 
 def _peft_config(config: TrainerConfig):
@@ -314,6 +334,9 @@ def _train(config, stop, torch, EarlyStoppingCallback, set_seed) -> dict[str, An
         remote=ConfigMapReporter.from_env() if is_main_process() else None,
     )
     callbacks: list = [reporter, stop]
+    if is_main_process() and config.method == "sft" and config.hyperparameters.packing \
+            and attention_implementation(config, cuda) is None:
+        emit({"event": "warning", "message": PACKING_WITHOUT_FLASH_ATTENTION})
     if has_validation and config.early_stopping.enabled:
         callbacks.append(
             EarlyStoppingCallback(
