@@ -110,7 +110,8 @@ class Demo:
                 return status
             time.sleep(POLL_S)
         raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}; "
-                        f"`kubectl --kubeconfig {self.state.kubeconfig} describe rollout {ROUTE}` says why")
+                        f"`kubectl --kubeconfig {self.state.kubeconfig} -n {NAMESPACE} describe rollout.finetune.ai {ROUTE}` "
+                        "says why")
 
 
 def _bar(percent: int, width: int = 10) -> str:
