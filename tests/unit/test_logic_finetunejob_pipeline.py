@@ -457,10 +457,25 @@ def test_data_report_from_the_prepare_termination_message():
         "balancedDropped": 10,
         "splits": {"train": 63, "validation": 18, "test": 9},
         "digest": DIGEST,
+        "synthetic": None,
     }
     assert condition(run(SPEC, S["prepared"]).status, "DataReady").message == (
         "dataset prepared: 120 records read, 63/18/9 train/validation/test"
     )
+
+
+def test_data_report_carries_the_teacher_figures_of_synthetic_data():
+    dataset = json.loads(PREPARED_MESSAGE)["dataset"]
+    teacher = {"requested": 500, "generated": 500, "rejected_total": 37, "requests": 29, "retries": 2}
+    message = termination(status="Prepared", stage="prepare", dataset={**dataset, "synthetic": teacher})
+    children = Children(jobs=(PREPARE_COMPLETE,), pods=(pod(PREPARE, terminated=dict(exitCode=0, reason="Completed",
+                                                                                     message=message)),))
+    report = run(SPEC, children).status.data_report
+
+    assert report.synthetic.model_dump(mode="json", by_alias=True) == {
+        "requested": 500, "generated": 500, "rejected": 37, "requests": 29, "retries": 2,
+    }
+    assert run(SPEC, S["prepared"]).status.data_report.synthetic is None
 
 
 @pytest.mark.parametrize(

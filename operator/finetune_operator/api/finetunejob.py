@@ -733,6 +733,18 @@ class SplitSizes(StatusModel):
     test: int = Field(default=0, ge=0, description="Records in the test split.")
 
 
+class SyntheticReport(StatusModel):
+    """What the teacher model behind spec.dataset.synthetic was asked for and wrote."""
+
+    requested: int = Field(default=0, ge=0, description="Records asked for (spec.dataset.synthetic.numExamples).")
+    generated: int = Field(default=0, ge=0, description="Valid records the teacher wrote and preparation kept.")
+    rejected: int = Field(
+        default=0, ge=0, description="Records the teacher wrote that were malformed, incomplete or repeated."
+    )
+    requests: int = Field(default=0, ge=0, description="Chat-completion requests sent to the endpoint.")
+    retries: int = Field(default=0, ge=0, description="Requests retried after 429, 5xx, timeouts or lost connections.")
+
+
 class DataReport(StatusModel):
     """What data preparation found and did."""
 
@@ -753,6 +765,9 @@ class DataReport(StatusModel):
     splits: SplitSizes = Field(default_factory=SplitSizes, description="Records in each split.")
     digest: str | None = Field(
         default=None, description="sha256 digest of the prepared dataset, for lineage."
+    )
+    synthetic: SyntheticReport | None = Field(
+        default=None, description="The teacher model's figures, when the records came from spec.dataset.synthetic."
     )
 
 

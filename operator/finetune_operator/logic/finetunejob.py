@@ -48,6 +48,7 @@ from finetune_operator.api.finetunejob import (
     DataReport,
     Progress,
     SplitSizes,
+    SyntheticReport,
 )
 from finetune_operator.api.modelversion import ModelVersionSpec
 from finetune_operator.builders import finetunejob as builders
@@ -387,6 +388,18 @@ def evaluation_record(result: Mapping[str, Any], spec: FineTuneJobSpec) -> dict[
     return record
 
 
+def _synthetic_report(teacher: Any) -> SyntheticReport | None:
+    if not isinstance(teacher, Mapping):
+        return None
+    return SyntheticReport(
+        requested=int(teacher.get("requested", 0)),
+        generated=int(teacher.get("generated", 0)),
+        rejected=int(teacher.get("rejected_total", 0)),
+        requests=int(teacher.get("requests", 0)),
+        retries=int(teacher.get("retries", 0)),
+    )
+
+
 def _data_card(report: DataReport | None) -> dict[str, Any] | None:
     if report is None:
         return None
@@ -480,6 +493,7 @@ class _Plan:
             balanced_dropped=int(dropped.get("balance", 0)),
             splits=SplitSizes(**{k: int(splits.get(k, 0)) for k in ("train", "validation", "test")}),
             digest=summary.get("sha256"),
+            synthetic=_synthetic_report(summary.get("synthetic")),
         )
 
     def progress(self, progress_map: Mapping[str, Any] | None) -> None:
