@@ -25,7 +25,21 @@ container's terminationMessagePath) is rewritten to the local directory; and
 `TERMINATION_MESSAGE_PATH` / `KUBECONFIG` tell the process where its
 termination log and its in-cluster credentials are.  Each Pod gets its own
 loopback address 127.x.y.z as its Pod IP (in env as POD_IP via the downward
-API, as usual).
+API, as usual), allocated and reported before any of its containers start.
+
+There is no cluster DNS either, so the agent stands in for it the same way:
+every dotted name in a container's env values and args that cluster DNS would
+answer from the Pod's namespace is replaced by the IP it would return.  That is
+`<hostname>.<subdomain>`, `….<ns>`, `….<ns>.svc` and `….svc.cluster.local` for
+a Pod with spec.subdomain naming an existing Service (hostname defaults to the
+Pod's name; the Indexed Job controller sets `<job>-<index>`), and
+`<service>.<ns>[.svc[.cluster.local]]` for a headless Service (its first
+ready, or publishNotReadyAddresses, Pod IP).  A peer Pod that has no IP yet is
+waited for (up to DNS_WAIT_SECONDS), so `torchrun --master_addr=<job>-0.<job>`
+reaches rank 0's own address.  Processes bind as they like; torch's TCPStore
+listens on every address, so on one machine only one multi-node training at a
+time can use a given rendezvous port (29500 for FineTuneJobs).  `python` and
+`torchrun` as a command mean the project's Python.
 """
 
 from __future__ import annotations
@@ -146,6 +160,15 @@ def quantity_to_float(value: str) -> float:
 
 
 MAX_IP_ATTEMPTS = 1000
+# An address no Pod gets: a port bound there is bound on every address (a wildcard listener,
+# such as torch's TCPStore), and no choice of Pod address gets away from it.
+UNUSED_IP = "127.255.255.254"
+# Commands that mean the project's Python (and its console scripts) rather than a PATH lookup.
+LAUNCHERS = {
+    "python": [sys.executable],
+    "python3": [sys.executable],
+    "torchrun": [sys.executable, "-m", "torch.distributed.run"],
+}
 
 
 def container_ports(pod: dict) -> list[int]:
@@ -211,6 +234,98 @@ class PodSetupError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+# --------------------------------------------------------------------------- cluster DNS stand-in
+
+DNS_WAIT_SECONDS = 60.0
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+# A dotted name standing on its own (not the tail of a longer word or name).
+_DNS_NAME = re.compile(rf"(?<![\w.-]){_DNS_LABEL}(?:\.{_DNS_LABEL})+(?![\w-])")
+
+
+@dataclass(frozen=True)
+class DnsTarget:
+    """What a cluster DNS name points at: the Pod `hostname` behind headless Service `service`
+    (its spec.hostname and spec.subdomain), or, with no hostname, the Service itself."""
+
+    service: str
+    hostname: str | None = None
+
+
+def dns_targets(name: str, namespace: str) -> list[DnsTarget]:
+    """What cluster DNS would try for `name`, asked from a Pod in `namespace`, in its order.
+
+    `….svc` and `….svc.cluster.local` are qualified: `<svc>.<ns>` or `<host>.<sub>.<ns>`.
+    Other names go through the Pod's search path (`<ns>.svc.cluster.local svc.cluster.local`):
+    `<host>.<sub>` is a Pod of this namespace, then `<svc>.<ns>` and `<host>.<sub>.<ns>`.
+    Names in other namespaces are not answered.
+    """
+    for suffix in (".svc.cluster.local", ".svc"):
+        if name.endswith(suffix):
+            labels, qualified = name[: -len(suffix)].split("."), True
+            break
+    else:
+        labels, qualified = name.split("."), False
+    targets = []
+    if len(labels) == 2 and not qualified:
+        targets.append(DnsTarget(service=labels[1], hostname=labels[0]))
+    if labels[-1] == namespace and len(labels) == 2:
+        targets.append(DnsTarget(service=labels[0]))
+    if labels[-1] == namespace and len(labels) == 3:
+        targets.append(DnsTarget(service=labels[1], hostname=labels[0]))
+    return targets
+
+
+def replace_dns_names(value: str, namespace: str, address) -> str:
+    """Every cluster DNS name in `value` replaced by the first address `address(target)` has
+    for one of its targets; names nothing answers stay as they are."""
+
+    def one(match: re.Match) -> str:
+        for target in dns_targets(match.group(0), namespace):
+            ip = address(target)
+            if ip:
+                return ip
+        return match.group(0)
+
+    return _DNS_NAME.sub(one, value)
+
+
+def _live(pod: dict) -> bool:
+    status = pod.get("status") or {}
+    return bool(status.get("podIP")) and not pod["metadata"].get("deletionTimestamp") \
+        and status.get("phase") not in ("Succeeded", "Failed")
+
+
+def pod_address(pods: list[dict], target: DnsTarget) -> str | None:
+    """The IP of the live Pod whose hostname (default: its name) and subdomain `target` names."""
+    for pod in pods:
+        spec = pod.get("spec") or {}
+        if (spec.get("hostname") or pod["metadata"]["name"], spec.get("subdomain")) == (target.hostname, target.service) \
+                and _live(pod):
+            return pod["status"]["podIP"]
+    return None
+
+
+def service_addresses(service: dict, pods: list[dict]) -> list[str]:
+    """What a Service's own DNS name returns here: a headless Service's selected Pod IPs (Ready
+    ones, unless publishNotReadyAddresses).  A ClusterIP means nothing without kube-proxy."""
+    spec = service.get("spec") or {}
+    selector = spec.get("selector") or {}
+    if spec.get("clusterIP") != "None" or not selector:
+        return []
+
+    def ready(pod):
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    return sorted(
+        pod["status"]["podIP"]
+        for pod in pods
+        if _live(pod)
+        and selector.items() <= (pod["metadata"].get("labels") or {}).items()
+        and (spec.get("publishNotReadyAddresses") or ready(pod))
+    )
 
 
 # --------------------------------------------------------------------------- pods
@@ -407,6 +522,42 @@ class PodRunner(threading.Thread):
                 env[name] = base64.b64decode(value).decode() if is_secret else value
         return env
 
+    def _dns(self):
+        """A cluster DNS stand-in for one container start: DnsTarget -> IP, from this
+        namespace's Services and Pods (each listed once, and only if some name needs them).
+
+        A Pod name needs a Service named as its subdomain, as cluster DNS does; then it waits
+        up to DNS_WAIT_SECONDS for that Pod's IP, since the Pods of an Indexed Job start together
+        and the peer a Pod names may not have reached this agent yet.
+        """
+        listed: dict[str, list[dict]] = {}
+        core = self.agent.core
+        spec = self.pod["spec"]
+        own = DnsTarget(service=spec.get("subdomain") or "", hostname=spec.get("hostname") or self.name)
+
+        def items(kind: str) -> list[dict]:
+            if kind not in listed:
+                lister = core.list_namespaced_service if kind == "services" else core.list_namespaced_pod
+                listed[kind] = json.loads(lister(self.ns, _preload_content=False).data)["items"]
+            return listed[kind]
+
+        def address(target: DnsTarget) -> str | None:
+            service = next((s for s in items("services") if s["metadata"]["name"] == target.service), None)
+            if service is None:
+                return None
+            if target.hostname is None:
+                return next(iter(service_addresses(service, items("pods"))), None)
+            if target == own:
+                return self.pod_ip
+            deadline = time.monotonic() + DNS_WAIT_SECONDS
+            while (ip := pod_address(items("pods"), target)) is None and time.monotonic() < deadline:
+                if self.deleting.wait(0.5):
+                    break
+                listed.pop("pods")
+            return ip
+
+        return address
+
     def _rewrite(self, value: str, container: dict, term_path: str, term_file: Path) -> str:
         """Rewrites every mount path (and the termination path) inside `value` to its local dir."""
         pairs = [(term_path, str(term_file))]
@@ -437,7 +588,7 @@ class PodRunner(threading.Thread):
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.dir / "home"),
-            "HOSTNAME": self.name,
+            "HOSTNAME": self.pod["spec"].get("hostname") or self.name,
             "POD_IP": self.pod_ip,
             "PYTHONUNBUFFERED": "1",
         }
@@ -460,16 +611,16 @@ class PodRunner(threading.Thread):
         env["TERMINATION_MESSAGE_PATH"] = str(term_file)
         # Only what the Pod spec says is in the container's view of the filesystem; the
         # agent's own values above are host paths already and must not be rewritten.
+        dns = self._dns()
         for key, value in self._env(container).items():
-            env[key] = self._rewrite(value, container, term_path, term_file)
+            env[key] = replace_dns_names(self._rewrite(value, container, term_path, term_file), self.ns, dns)
         command = container.get("command") or entry.entrypoint
         args = container.get("args") or ([] if container.get("command") else [])
         argv = [_expand(a, env) for a in list(command) + list(args)]
-        argv = [self._rewrite(a, container, term_path, term_file) for a in argv]
+        argv = [replace_dns_names(self._rewrite(a, container, term_path, term_file), self.ns, dns) for a in argv]
         if not argv:
             raise PodSetupError("CreateContainerError", f"container {cname}: no command and the image map has no entrypoint")
-        if argv[0] in ("python", "python3"):
-            argv[0] = sys.executable
+        argv = LAUNCHERS.get(argv[0], argv[:1]) + argv[1:]
         workdir = container.get("workingDir") or entry.workdir
         cwd = self._rewrite(workdir, container, term_path, term_file) if workdir else str(self.dir)
         if not Path(cwd).is_dir():
@@ -787,8 +938,9 @@ class NodeAgent:
         """Each Pod its own loopback address in 127.1.0.1-127.254.255.255, routed on lo.
 
         An address where one of the Pod's ports is already bound (a Pod of another dev cluster
-        on this machine) is skipped.
+        on this machine) is skipped; a port taken on every address is not looked at.
         """
+        ports = [port for port in ports if _port_free(UNUSED_IP, port)]
         for _ in range(MAX_IP_ATTEMPTS):
             with self.lock:
                 self.next_ip += 1

@@ -324,3 +324,55 @@ def test_job_controller_garbage_collects_pods_of_a_deleted_job(cluster, namespac
     wait_for(lambda: (p := pod_of_job(cluster, namespace, "long")) and p["status"].get("phase") == "Running", 60, "job long's pod to run")
     cluster.kubectl("delete", "job", "long", "-n", namespace, "--cascade=foreground", "--wait=true", "--timeout=60s")
     wait_for(lambda: not cluster.list("pods", namespace, selector="job-name=long"), 60, "job long's pods to be gone")
+
+
+def test_pods_of_an_indexed_job_find_each_other_by_dns_name(cluster, namespace, tmp_path):
+    # No cluster DNS here: the node agent answers these names in env and args with Pod IPs.
+    # Each Pod waits on a shared directory until both have started: a finished Pod has no name.
+    cluster.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: peers}}
+            spec: {{clusterIP: None, publishNotReadyAddresses: true, selector: {{app: peers}}, ports: [{{port: 9}}]}}
+            ---
+            apiVersion: batch/v1
+            kind: Job
+            metadata: {{name: peers}}
+            spec:
+              completions: 2
+              parallelism: 2
+              completionMode: Indexed
+              backoffLimit: 0
+              template:
+                metadata: {{labels: {{app: peers}}}}
+                spec:
+                  subdomain: peers
+                  restartPolicy: Never
+                  containers:
+                  - name: main
+                    image: busybox
+                    command: ["sh", "-c"]
+                    args:
+                    - |
+                      touch /shared/$HOSTNAME
+                      for _ in $(seq 300); do [ -e /shared/peers-0 ] && [ -e /shared/peers-1 ] && break; sleep 0.1; done
+                      printf "%s %s %s %s" "$FIRST" peers-1.peers.{namespace}.svc "$HOSTNAME" "$ANY" > /dev/termination-log
+                    volumeMounts: [{{name: shared, mountPath: /shared}}]
+                    env:
+                    - {{name: FIRST, value: "peers-0.peers"}}
+                    - {{name: ANY, value: "peers.{namespace}.svc.cluster.local"}}
+                  volumes: [{{name: shared, hostPath: {{path: "{tmp_path}"}}}}]
+            """
+        ),
+        namespace,
+    )
+    wait_for(lambda: cluster.get("job", "peers", namespace)["status"].get("succeeded") == 2, 90, "both peers to succeed")
+    pods = {p["spec"]["hostname"]: p for p in cluster.list("pods", namespace, selector="job-name=peers")}
+    ips = [pods["peers-0"]["status"]["podIP"], pods["peers-1"]["status"]["podIP"]]
+    assert ips[0] != ips[1]
+    for hostname, pod in pods.items():
+        first, second, own, any_peer = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"].split()
+        assert [first, second, own] == [*ips, hostname]
+        assert any_peer in ips

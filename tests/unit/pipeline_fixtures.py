@@ -73,8 +73,11 @@ def pod(
     finished: str | None = None,
     created: str = CREATED,
     container: str = "trainer",
+    index: int | None = None,
 ) -> dict[str, Any]:
     """A Pod of `job_name`'s Job, with the trainer container in one state.
+
+    index: its completion index in an Indexed Job (the node rank of a multi-node run).
 
     terminated: dict(exitCode=..., reason=..., message=...) -> state.terminated (phase Failed,
         or Succeeded for exit code 0); started/finished become its startedAt/finishedAt.
@@ -115,6 +118,7 @@ def pod(
             "namespace": "team",
             "creationTimestamp": created,
             "labels": {"job-name": job_name},
+            **({"annotations": {"batch.kubernetes.io/job-completion-index": str(index)}} if index is not None else {}),
         },
         "status": status,
     }

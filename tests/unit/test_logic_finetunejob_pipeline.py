@@ -523,6 +523,24 @@ def test_success_records_the_artifact_and_completes_progress():
     assert status.completion_time == NOW
 
 
+def test_a_multi_node_run_takes_its_results_from_node_rank_0():
+    # Rank 1 ends last (and is listed last) with the bare summary every non-main rank writes.
+    ranks = (
+        pod(TRAIN, name="ft-train-0-abcde", index=0, terminated=dict(exitCode=0, reason="Completed", message=TRAINED_MESSAGE)),
+        pod(TRAIN, name="ft-train-1-fghij", index=1, terminated=dict(
+            exitCode=0, reason="Completed", message=termination(status="Succeeded", stage="train"))),
+    )
+    children = Children(
+        jobs=(PREPARE_COMPLETE, job(TRAIN, conditions=["Complete"], succeeded=2)),
+        pods=(PREPARE_POD_DONE, *ranks),
+        progress=progress_map(PROGRESS, **PROGRESS_LINE),
+    )
+    status = run(spec(resources={"nodes": 2}), children).status
+
+    assert status.artifact.uri == "pvc://finetune-artifacts/ft/adapter"
+    assert status.progress.step == 120
+
+
 @pytest.mark.parametrize(
     ("ftj", "pods", "price", "expected"),
     [

@@ -345,6 +345,10 @@ def _train(config, stop, torch, EarlyStoppingCallback, set_seed) -> dict[str, An
             )
         )
     trainer = _build_trainer(config, model, tokenizer, rows["train"], rows["validation"], cuda, bf16, callbacks)
+    if trainer.args.world_size > 1:
+        # Every rank says it joined, so each node's log shows its place in the run.
+        emit({"event": "joined", "rank": trainer.args.process_index, "world_size": trainer.args.world_size,
+              "backend": torch.distributed.get_backend(), "device": str(trainer.args.device)})
 
     resume_from = latest_checkpoint(config.checkpoints_path) if config.checkpointing.resume else None
     if stop.requested:

@@ -47,6 +47,8 @@ RENDEZVOUS_PORT = 29500
 PROGRESS_KEY = "progress"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 STAGE_LABEL = "finetune.ai/stage"
+# Set by the Job controller on each Pod of an Indexed Job: the node rank of a multi-node run.
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 TRAINER_UID = 10001  # the trainer image's user
 
 
@@ -528,7 +530,7 @@ def _make_distributed(owner: Owner, spec: FineTuneJobSpec, job_spec: dict, conta
         {"name": "NNODES", "value": str(nodes)},
         {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus_per_node, 1))},
         {"name": "WORLD_SIZE", "value": str(nodes * max(spec.resources.gpus_per_node, 1))},
-        {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}},
     ]
     container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}]
     container["command"] = [

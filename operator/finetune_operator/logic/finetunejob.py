@@ -628,8 +628,13 @@ def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _termination_json(pods, *, succeeded: bool) -> dict[str, Any] | None:
-    """The trainer's compact JSON from the newest Pod that ended (successfully, if asked)."""
+    """The trainer's compact JSON from the newest Pod that ended (successfully, if asked).
+
+    Of a multi-node run only node rank 0 (completion index 0) reports the run's results.
+    """
     for pod in reversed(pods):
+        if (pod["metadata"].get("annotations") or {}).get(builders.COMPLETION_INDEX_ANNOTATION, "0") != "0":
+            continue
         terminated = _container_status(pod).get("state", {}).get("terminated") or {}
         if not terminated or (succeeded and terminated.get("exitCode") != 0):
             continue
