@@ -212,7 +212,17 @@ def test_operator_restart_mid_rollout_continues_from_the_recorded_step(stack):
 
 
 def test_pinning_an_earlier_version_rolls_back_without_analysis(stack):
+    before = stack.cluster.get("rollout.finetune.ai", RO, stack.namespace)
+    assert before["status"]["stableVersion"] == "v5"
+    assert next(c for c in before["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
     stack.cluster.apply(rollout(stack.prometheus.url, selector={"version": "v2"}), stack.namespace)
+    # CI waits with plain kubectl: the previous run's Ready=True (an older observedGeneration) must not match.
+    stack.cluster.kubectl("wait", "--for=condition=Ready", f"rollout.finetune.ai/{RO}", "-n", stack.namespace,
+                          "--timeout=60s")
+    waited = stack.cluster.get("rollout.finetune.ai", RO, stack.namespace)
+    assert waited["metadata"]["generation"] > before["metadata"]["generation"]
+    assert waited["status"]["observedGeneration"] == waited["metadata"]["generation"]
+    assert waited["status"]["stableVersion"] == "v2"
     status = stack.wait(lambda: (s := stack.status()).get("stableVersion") == "v2" and s.get("phase") == "RolledBack" and s,
                       60, "the pinned earlier version to serve")
     assert not status.get("candidateVersion") and not status.get("analysis")
