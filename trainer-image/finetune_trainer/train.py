@@ -208,6 +208,9 @@ def _training_arguments(config: TrainerConfig, cuda: bool, bf16: bool, has_valid
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": True,
         "save_only_model": False,  # optimizer and scheduler state are needed to resume exactly
+        # Every trainable parameter (LoRA matrices or the whole model) gets a gradient each step:
+        # DDP need not search the graph for unused ones (an extra pass per step otherwise).
+        "ddp_find_unused_parameters": False,
     }
 
 
