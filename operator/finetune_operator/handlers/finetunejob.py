@@ -42,6 +42,8 @@ RESYNC_SECONDS = 30
 CHILD_LABELS = {FINETUNEJOB_LABEL: kopf.PRESENT}
 
 _lock = locks.ObjectLocks()
+_waiting = locks.Pending()
+_seen = locks.Fingerprints()
 
 
 def settings() -> builders.Settings:
@@ -60,11 +62,17 @@ def _now() -> datetime.datetime:
 def reconcile_object(body: dict[str, Any]) -> finetunejob.Decision | None:
     """Reconcile one FineTuneJob body: the whole observe -> decide -> act loop."""
     meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
         return None
+    return _reconcile_fresh(meta["namespace"], meta["name"], meta["uid"])
+
+
+def _reconcile_fresh(namespace: str, name: str, uid: str | None, on_locked=None) -> finetunejob.Decision | None:
+    """Under the object's lock: read the FineTuneJob (of `uid`, or whichever exists) and reconcile it."""
     with _lock(namespace, name), metrics.reconciling(KIND):
-        # Read it again inside the lock: the body an event carried can predate the status the
+        if on_locked is not None:
+            on_locked()
+        # Read it inside the lock: the body an event carried can predate the status the
         # previous reconcile wrote, and deciding from it would repeat that transition's Events.
         try:
             body = client.custom_objects().get_namespaced_custom_object(
@@ -74,7 +82,8 @@ def reconcile_object(body: dict[str, Any]) -> finetunejob.Decision | None:
             if exc.status == 404:
                 return None
             raise
-        if body["metadata"].get("deletionTimestamp") or body["metadata"]["uid"] != meta["uid"]:
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp") or (uid is not None and meta["uid"] != uid):
             return None
         return _reconcile_locked(body, builders.Owner(name=name, namespace=namespace, uid=meta["uid"]))
 
@@ -115,15 +124,19 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
 
 
 def reconcile_by_name(namespace: str, name: str) -> None:
+    """Reconcile the FineTuneJob of a child event, coalescing bursts.
+
+    When a reconcile of that job is already waiting for its lock, this event is covered: the
+    waiting one reads the job and its children only once it holds the lock, so it sees what
+    this event reported. A Pod's start alone brings a handful of events; 1000 jobs, thousands.
+    """
+    key = (namespace, name)
+    if not _waiting.claim(key):
+        return
     try:
-        body = client.custom_objects().get_namespaced_custom_object(
-            FINETUNEJOBS.group, FINETUNEJOBS.version, namespace, FINETUNEJOBS.plural, name
-        )
-    except kubernetes.client.ApiException as exc:
-        if exc.status == 404:
-            return
-        raise
-    reconcile_object(body)
+        _reconcile_fresh(namespace, name, None, on_locked=lambda: _waiting.release(key))
+    finally:
+        _waiting.release(key)
 
 
 @kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
@@ -136,9 +149,15 @@ def reconcile(body: kopf.Body, **_: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "configmaps", labels={FINETUNEJOB_LABEL: kopf.PRESENT, builders.STAGE_LABEL: "progress"})
-def child_changed(labels: kopf.Labels, namespace: str, type: str | None, **_: Any) -> None:
-    """A child moved: reconcile its FineTuneJob (found by label, not by ownerReference)."""
+def child_changed(labels: kopf.Labels, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:
+    """A child moved: reconcile its FineTuneJob (found by label, not by ownerReference).
+
+    Events that change nothing `decide` reads (a Pod's IP, its heartbeats) are dropped.
+    """
     if type is None:  # the initial listing: resume handlers cover it
+        return
+    uid = body.get("metadata", {}).get("uid")
+    if uid and not _seen.changed(uid, finetunejob.child_fingerprint(body.get("kind", ""), body), gone=type == "DELETED"):
         return
     reconcile_by_name(namespace, labels[FINETUNEJOB_LABEL])
 

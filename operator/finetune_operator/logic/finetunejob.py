@@ -863,3 +863,44 @@ def location_problems(field_path: str, uri: str, schemes: Sequence[str]) -> list
     if ".." in PurePosixPath("/" + tail).parts:
         return [SpecProblem(field_path, f"{uri!r} contains '..'", f"use {form} without '..'")]
     return []
+
+
+# --- which child events matter ---------------------------------------------------------------------
+
+
+def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple:
+    """What `decide` can read of a child Job or Pod: an event that leaves it unchanged is noise.
+
+    A Pod's life brings many events (scheduling, IP, container creation, kubelet heartbeats of
+    its status); only its phase, conditions, container states and deletion change a decision.
+    A Job's status and suspension do. Anything else (a progress ConfigMap) always matters.
+    """
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    if kind == "Pod":
+        containers = tuple(
+            (
+                c.get("name"),
+                tuple(sorted((c.get("state") or {}).keys())),
+                _state_detail(c.get("state") or {}),
+                c.get("restartCount", 0),
+            )
+            for c in status.get("containerStatuses") or []
+        )
+        conditions = tuple(
+            (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []
+        )
+        return ("Pod", status.get("phase"), bool(meta.get("deletionTimestamp")), conditions, containers)
+    if kind == "Job":
+        return ("Job", json.dumps(status, sort_keys=True), (obj.get("spec") or {}).get("suspend"),
+                bool(meta.get("deletionTimestamp")))
+    return (kind, meta.get("resourceVersion"))
+
+
+def _state_detail(state: Mapping[str, Any]) -> tuple:
+    for key in ("terminated", "waiting"):
+        if key in state:
+            detail = state[key] or {}
+            return (key, detail.get("reason"), detail.get("exitCode"), detail.get("message"))
+    return ()
+
