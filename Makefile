@@ -90,7 +90,7 @@ demo: venv controlplane
 demo-rollout: venv controlplane prometheus
 	$(PY) -m devcluster.demo_rollout
 
-bench: venv controlplane
+bench: venv controlplane prometheus
 	@for b in benchmarks/*.py; do case $$b in benchmarks/gpu_*) continue;; esac; echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
