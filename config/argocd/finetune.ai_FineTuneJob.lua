@@ -1,39 +1,10 @@
--- Argo CD health check for finetune.ai FineTuneJob (resource.customizations.health.finetune.ai_FineTuneJob).
--- Argo CD runs it in gopher-lua (Lua 5.1) with only the base and table libraries: no string or
--- math functions here. argocd-cm-patch.yaml embeds this file; regenerate it with render.py.
-local hs = {}
-
-local function condition(status, type)
-  for _, c in ipairs(status.conditions or {}) do
-    if c.type == type then
-      return c
-    end
-  end
-  return nil
-end
-
+-- FineTuneJob (resource.customizations.health.finetune.ai_FineTuneJob), after prelude.lua.
 local function percent(n)
   local tenths = n * 10 + 0.5
   return tostring((tenths - tenths % 1) / 10) .. "%"
 end
 
-local status = obj.status
-local generation = obj.metadata.generation
-if status == nil or status.observedGeneration == nil
-    or (generation ~= nil and status.observedGeneration < generation) then
-  hs.status = "Progressing"
-  hs.message = "waiting for the operator to observe generation " .. tostring(generation or 1)
-  return hs
-end
-
-local summary = condition(status, "Succeeded")
-local message = status.message
-if (message == nil or message == "") and summary ~= nil then
-  message = summary.message
-end
-if message == nil then
-  message = ""
-end
+local message = summary_message(status, condition(status, "Succeeded"))
 local phase = status.phase
 
 if phase == "Succeeded" then

@@ -1,28 +1,5 @@
--- Argo CD health check for finetune.ai Rollout (resource.customizations.health.finetune.ai_Rollout).
--- Argo CD runs it in gopher-lua (Lua 5.1) with only the base and table libraries: no string or
--- math functions here. argocd-cm-patch.yaml embeds this file; regenerate it with render.py.
-local hs = {}
-
-local status = obj.status
-local generation = obj.metadata.generation
-if status == nil or status.observedGeneration == nil
-    or (generation ~= nil and status.observedGeneration < generation) then
-  hs.status = "Progressing"
-  hs.message = "waiting for the operator to observe generation " .. tostring(generation or 1)
-  return hs
-end
-
-local message = status.message
-if message == nil or message == "" then
-  for _, c in ipairs(status.conditions or {}) do
-    if c.type == "Ready" then
-      message = c.message
-    end
-  end
-end
-if message == nil then
-  message = ""
-end
+-- Rollout (resource.customizations.health.finetune.ai_Rollout), after prelude.lua.
+local message = summary_message(status, condition(status, "Ready"))
 
 -- Where a canary stands: "canary v4 at 25% (step 4/7): ".
 local function canary()

@@ -1,8 +1,9 @@
 """Render argocd-cm-patch.yaml from the health checks next to it, so the two never drift.
 
 Each `finetune.ai_<Kind>.lua` here is the source of truth for the Argo CD health check of that
-kind; the patch embeds every one of them, unchanged, under
-`resource.customizations.health.finetune.ai_<Kind>`.
+kind, after `prelude.lua` (what every kind does first: the observedGeneration check, condition
+lookup, the summary message). Argo CD wants one self-contained script per kind, so the patch
+embeds prelude + kind script under `resource.customizations.health.finetune.ai_<Kind>`.
 
     python config/argocd/render.py           # rewrite argocd-cm-patch.yaml
     python config/argocd/render.py --check   # exit 1 when it is out of date
@@ -36,8 +37,16 @@ data:
 """
 
 
+PRELUDE = HERE / "prelude.lua"
+
+
 def script_path(kind: str) -> Path:
     return HERE / f"{GROUP}_{kind}.lua"
+
+
+def script(kind: str) -> str:
+    """The whole health check of `kind`, as Argo CD runs it."""
+    return PRELUDE.read_text(encoding="utf-8") + "\n" + script_path(kind).read_text(encoding="utf-8")
 
 
 def config_key(kind: str) -> str:
@@ -48,9 +57,9 @@ def render() -> str:
     """The patch: every health check as a literal block scalar, byte for byte."""
     parts = [HEADER]
     for kind in KINDS:
-        script = script_path(kind).read_text(encoding="utf-8")
-        lines = script.splitlines()
-        if not lines or not script.endswith("\n") or script.endswith("\n\n"):
+        text = script(kind)
+        lines = text.splitlines()
+        if not lines or not text.endswith("\n") or text.endswith("\n\n"):
             raise ValueError(f"{script_path(kind).name} must end with exactly one newline")
         if any("\t" in line or line != line.rstrip() for line in lines):
             raise ValueError(f"{script_path(kind).name}: no tabs or trailing spaces (YAML block scalar)")

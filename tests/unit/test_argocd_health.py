@@ -61,7 +61,7 @@ render = _load_render()
 
 
 def script(kind: str) -> str:
-    return (ARGOCD / f"finetune.ai_{kind}.lua").read_text(encoding="utf-8")
+    return render.script(kind)
 
 
 def run_health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
