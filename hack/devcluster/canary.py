@@ -70,13 +70,6 @@ def mark_faulty(directory: Path, error_rate: float = 1.0) -> Path:
     return directory
 
 
-def artifact_digest(directory: Path) -> str:
-    """The trainer's sha256 of an adapter directory, as a ModelVersion records it."""
-    from finetune_trainer.artifacts import digest_files
-
-    return digest_files(directory)
-
-
 # ---- manifests
 
 

@@ -33,11 +33,14 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+
+from finetune_trainer.artifacts import digest_files
 
 from . import canary, controlplane, demo
 from .demo import DemoError, say, step
@@ -173,7 +176,7 @@ class Versions:
         path = self.paths[version]
         self.d.apply(canary.model_version(
             MODEL, version, path, self.base, metrics=self.evaluation["metrics"],
-            base_metrics=self.evaluation.get("baseMetrics") or {}, gates=GATES, digest=canary.artifact_digest(path),
+            base_metrics=self.evaluation.get("baseMetrics") or {}, gates=GATES, digest=digest_files(path),
         ))
         phase = _wait_phase(self.d, version)
         compliance = self.evaluation["metrics"].get("formatCompliance", float("nan"))
@@ -211,8 +214,6 @@ def reset(d: Demo, timeout: float = 180) -> None:
 
 
 def print_history(d: Demo) -> None:
-    import subprocess
-
     plugin = [str(demo.REPO_ROOT / "bin" / "kubectl-finetune"), "--kubeconfig", str(d.state.kubeconfig),
               "-n", NAMESPACE, "history", ROUTE]
     result = subprocess.run(plugin, capture_output=True, text=True, check=False)

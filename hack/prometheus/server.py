@@ -48,16 +48,18 @@ class PrometheusError(RuntimeError):
     """Prometheus did not start, or answered an API call with an error."""
 
 
+class PrometheusExited(PrometheusError):
+    """The process ended: waiting longer cannot help."""
+
+
 def _wait(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
         try:
             last = check()
-        except PrometheusError as exc:
-            if "exited" in str(exc):
-                raise
-            last = exc
+        except PrometheusExited:
+            raise
         except Exception as exc:  # noqa: BLE001 - a transient error is just "not yet"
             last = exc
         else:
@@ -152,7 +154,7 @@ class PrometheusServer:
 
         def ready() -> bool:
             if self.process.poll() is not None:
-                raise PrometheusError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise PrometheusExited(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
             return self._get("/-/ready")[0] == 200
 
         try:
