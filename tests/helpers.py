@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 
@@ -30,3 +32,29 @@ def condition(obj: dict, kind: str) -> dict | None:
         if cond.get("type") == kind:
             return cond
     return None
+
+
+NOOP_TRAINER = "ghcr.io/finetune-operator/trainer-noop"
+
+
+def noop_finetunejob(name: str, *, image: str = NOOP_TRAINER, model_name: str | None = None,
+                     **spec: Any) -> str:
+    """A FineTuneJob for the no-op trainer image (the trainer's contract and results, no ML).
+
+    Its paths are never read; `spec` adds or replaces top-level spec fields (e.g. evaluation).
+    """
+    output = {"uri": f"/tmp/finetune-noop/{name}", **({"modelName": model_name} if model_name else {})}
+    return yaml.safe_dump({
+        "apiVersion": "finetune.ai/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {
+            "baseModel": {"uri": "/models/base"},
+            "image": image,
+            "dataset": {"uri": "/data/train.jsonl"},
+            "resources": {"gpusPerNode": 1},
+            "output": output,
+            **spec,
+        },
+    })
+

@@ -8,33 +8,12 @@ from __future__ import annotations
 
 import collections
 import json
-import textwrap
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import NOOP_TRAINER, noop_finetunejob, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-NOOP = "ghcr.io/finetune-operator/trainer-noop"
-
-
-def noop_manifest(name: str, image: str = NOOP, evaluate: bool = True) -> str:
-    return textwrap.dedent(
-        f"""
-        apiVersion: finetune.ai/v1alpha1
-        kind: FineTuneJob
-        metadata: {{name: {name}}}
-        spec:
-          baseModel: {{uri: /models/none}}
-          image: {image}
-          dataset: {{uri: /data/none.jsonl}}
-          resources: {{gpusPerNode: 1}}
-          output: {{uri: /tmp/finetune-noop/{name}}}
-          evaluation: {{enabled: {str(evaluate).lower()}}}
-        """
-    )
-
 
 def phases(cluster, namespace):
     return collections.Counter(
@@ -51,7 +30,7 @@ def train_jobs_per_owner(cluster, namespace):
 
 def test_200_finetunejobs_at_once_each_get_exactly_one_training_job(cluster, namespace, operator):
     count = 200
-    cluster.apply("---\n".join(noop_manifest(f"bulk-{i:03d}", evaluate=False) for i in range(count)), namespace)
+    cluster.apply("---\n".join(noop_finetunejob(f"bulk-{i:03d}", evaluation={"enabled": False}) for i in range(count)), namespace)
 
     wait_for(
         lambda: phases(cluster, namespace).get("Succeeded", 0) == count,
@@ -67,7 +46,7 @@ def test_200_finetunejobs_at_once_each_get_exactly_one_training_job(cluster, nam
 
 
 def test_operator_restarted_mid_training_no_duplicates_and_status_keeps_updating(cluster, namespace, operator):
-    cluster.apply(noop_manifest("survivor", image=f"{NOOP}:slow"), namespace)
+    cluster.apply(noop_finetunejob("survivor", image=f"{NOOP_TRAINER}:slow"), namespace)
 
     def step():
         status = cluster.get("finetunejob", "survivor", namespace).get("status") or {}

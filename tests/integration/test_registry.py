@@ -7,31 +7,11 @@ with a verdict: register `<model>-v<N>`, judge the gates, say so on both objects
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import NOOP_TRAINER, noop_finetunejob, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-NOOP = "ghcr.io/finetune-operator/trainer-noop"
-
-
-def job(name: str, model: str, image: str = NOOP, gates: str = "") -> str:
-    return textwrap.dedent(
-        f"""
-        apiVersion: finetune.ai/v1alpha1
-        kind: FineTuneJob
-        metadata: {{name: {name}}}
-        spec:
-          baseModel: {{uri: /models/base}}
-          image: {image}
-          dataset: {{uri: /data/train.jsonl}}
-          resources: {{gpusPerNode: 1}}
-          output: {{uri: /tmp/finetune-noop/{name}, modelName: {model}}}
-        """
-    ) + textwrap.indent(textwrap.dedent(gates), "  ")
 
 
 def finished(cluster, namespace, name):
@@ -44,7 +24,7 @@ def condition(status, type):
 
 
 def test_approved_version_is_registered_with_gates_lineage_and_model_card(cluster, namespace, operator):
-    cluster.apply(job("good", "summarizer"), namespace)
+    cluster.apply(noop_finetunejob("good", model_name="summarizer"), namespace)
     status = wait_for(lambda: finished(cluster, namespace, "good"), 180, "good to finish")
     assert status["phase"] == "Succeeded" and status["modelVersion"] == "summarizer-v1"
     assert condition(status, "GatesPassed")["status"] == "True"
@@ -67,7 +47,7 @@ def test_approved_version_is_registered_with_gates_lineage_and_model_card(cluste
 
 
 def test_unsafe_model_is_rejected_by_the_safety_gate(cluster, namespace, operator):
-    cluster.apply(job("unsafe", "assistant", image=f"{NOOP}:unsafe"), namespace)
+    cluster.apply(noop_finetunejob("unsafe", model_name="assistant", image=f"{NOOP_TRAINER}:unsafe"), namespace)
     status = wait_for(lambda: finished(cluster, namespace, "unsafe"), 180, "unsafe to finish")
     # A rejection is an outcome of a successful run, not a failure of the job.
     assert status["phase"] == "Succeeded"
@@ -81,13 +61,9 @@ def test_unsafe_model_is_rejected_by_the_safety_gate(cluster, namespace, operato
 
 
 def test_overridden_thresholds_are_honoured(cluster, namespace, operator):
-    lenient = """
-    evaluation:
-      gates:
-      - {name: safety, threshold: 0.3}
-      - {name: latency, enabled: false}
-    """
-    cluster.apply(job("lenient", "assistant", image=f"{NOOP}:unsafe", gates=lenient), namespace)
+    lenient = {"gates": [{"name": "safety", "threshold": 0.3}, {"name": "latency", "enabled": False}]}
+    cluster.apply(noop_finetunejob("lenient", model_name="assistant", image=f"{NOOP_TRAINER}:unsafe", evaluation=lenient),
+                  namespace)
     status = wait_for(lambda: finished(cluster, namespace, "lenient"), 180, "lenient to finish")
     mv = wait_for(lambda: (m := cluster.get("modelversion", status["modelVersion"], namespace)).get("status", {}).get("phase") and m,
                   60, "the verdict")
@@ -99,7 +75,7 @@ def test_overridden_thresholds_are_honoured(cluster, namespace, operator):
 
 def test_jobs_finishing_together_get_distinct_version_numbers(cluster, namespace, operator):
     names = [f"twin-{i}" for i in range(4)]
-    cluster.apply("---\n".join(job(n, "twins") for n in names), namespace)
+    cluster.apply("---\n".join(noop_finetunejob(n, model_name="twins") for n in names), namespace)
     statuses = [wait_for(lambda n=n: finished(cluster, namespace, n), 240, f"{n} to finish") for n in names]
     versions = sorted(s["modelVersion"] for s in statuses)
     assert versions == ["twins-v1", "twins-v2", "twins-v3", "twins-v4"]
@@ -109,7 +85,7 @@ def test_jobs_finishing_together_get_distinct_version_numbers(cluster, namespace
 
 
 def test_deleting_a_production_version_is_refused(cluster, namespace, operator):
-    cluster.apply(job("prod", "served"), namespace)
+    cluster.apply(noop_finetunejob("prod", model_name="served"), namespace)
     status = wait_for(lambda: finished(cluster, namespace, "prod"), 180, "prod to finish")
     name = status["modelVersion"]
     cluster.kubectl("patch", "modelversion", name, "-n", namespace, "--subresource=status", "--type=merge",
