@@ -4,9 +4,13 @@
 #               run a FineTuneJob end to end and show the result
 #   make test   install what is needed and run the whole suite
 #
-# Heavy things are cached outside the repository, keyed by version:
-# the Python environment (hack/venv.sh) and the control plane binaries
-# (hack/controlplane/build.sh).
+# Heavy things are cached outside the repository, keyed by version, under one
+# cache root: $FINETUNE_CACHE, else $XDG_CACHE_HOME/finetune-operator, else
+# ~/.cache/finetune-operator. Under it: the Python environment (hack/venv.sh),
+# the control plane binaries (hack/controlplane/build.sh), the third-party
+# router CRDs (hack/thirdparty/crds.sh) and the demo's model. Every install step
+# is a prerequisite here, so an install failure is reported as one, before any
+# test runs. CI points FINETUNE_CACHE at an empty directory (.ci/run).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -20,7 +24,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane prometheus crds crds-check lint test test-unit test-trainer test-integration \
+.PHONY: help venv controlplane prometheus thirdparty-crds crds crds-check lint test test-unit test-trainer test-integration \
         devcluster-up devcluster-down demo demo-rollout chart-crds bench clean
 
 help:
@@ -32,10 +36,11 @@ help:
 	@echo "make crds            regenerate crds/ from the API models"
 	@echo "make bench           run the benchmarks under benchmarks/"
 
-venv: $(VENV)/.ready
-$(VENV)/.ready: requirements/operator.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt requirements/constraints.txt hack/venv.sh
+# Always asks hack/venv.sh (a hash and a symlink when nothing changed): the environment is
+# keyed by the requirements and lives under the cache root, so a stamp file in .venv would
+# keep pointing at an old cache root's environment after FINETUNE_CACHE changed.
+venv:
 	@bash hack/venv.sh
-	@touch $@
 
 controlplane:
 	@bash hack/controlplane/build.sh all >/dev/null
@@ -43,6 +48,10 @@ controlplane:
 # Debian's prometheus package: a real Prometheus for the analysis tests.
 prometheus:
 	@bash hack/prometheus/install.sh
+
+# The Gateway API, Istio and KServe CRDs the routers drive, from their Go modules.
+thirdparty-crds:
+	@bash hack/thirdparty/crds.sh >/dev/null
 
 crds: venv
 	$(PY) -m finetune_operator.crdgen --out crds
@@ -65,7 +74,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests in $(1)"; exit 1; fi; exit $$rc
 endef
 
-test: venv controlplane prometheus crds-check lint
+test: venv controlplane prometheus thirdparty-crds crds-check lint
 	$(call run_pytest,tests)
 
 test-unit: venv
@@ -74,7 +83,7 @@ test-unit: venv
 test-trainer: venv
 	$(call run_pytest,tests/trainer)
 
-test-integration: venv controlplane prometheus
+test-integration: venv controlplane prometheus thirdparty-crds
 	$(call run_pytest,tests/integration tests/e2e)
 
 devcluster-up: venv controlplane
@@ -87,10 +96,10 @@ demo: venv controlplane
 	$(PY) -m devcluster.demo
 
 # The demo's model canaried to live traffic (runs `make demo`'s FineTuneJob first when needed).
-demo-rollout: venv controlplane prometheus
+demo-rollout: venv controlplane prometheus thirdparty-crds
 	$(PY) -m devcluster.demo_rollout
 
-bench: venv controlplane prometheus
+bench: venv controlplane prometheus thirdparty-crds
 	@for b in benchmarks/*.py; do case $$b in benchmarks/gpu_*) continue;; esac; echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

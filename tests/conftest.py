@@ -75,6 +75,11 @@ class Cluster:
             self._api = config.new_client_from_config(self.kubeconfig)
         return self._api
 
+    def wait_for_condition(self, resources: list[str], condition: str, namespace: str | None = None,
+                           timeout: float = 60.0) -> None:
+        """`kubectl wait --for=condition=...` that also waits out objects with no status yet."""
+        controlplane.wait_for_condition(self.state, resources, condition, namespace=namespace, timeout=timeout)
+
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         matches = sorted(self.node_dir.glob(f"pods/{namespace}_{pod}_*/logs/{container}.log"))
         return matches[-1].read_text(errors="replace") if matches else ""
@@ -86,7 +91,7 @@ def _install_crds(cluster: Cluster) -> None:
         return
     for f in files:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"-f={f}" for f in files])
+    controlplane.wait_for_crds(cluster.state, files)
     for policy in sorted((ROOT / "config" / "admission").glob("*.yaml")):
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(policy))
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import controlplane
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_IMAGE = "ghcr.io/finetune-operator/server:0.1.0"
 FAULTS_FILE = "finetune-serve-faults.json"
@@ -162,17 +164,14 @@ def route_weights(route: Mapping[str, Any]) -> dict[str, int]:
 
 
 def httproute_crd_file() -> Path:
-    """The Gateway API HTTPRoute CRD, from its Go module (hack/thirdparty/crds.sh fetches it once)."""
-    out = subprocess.run(["bash", str(REPO_ROOT / "hack" / "thirdparty" / "crds.sh")],
-                         check=True, capture_output=True, text=True)
-    crd_dir = Path(out.stdout.strip().splitlines()[-1]) / "gateway-api"
-    return next(crd_dir.glob("*httproutes*.yaml"))
+    """The Gateway API HTTPRoute CRD, from its Go module (`make thirdparty-crds` fetches it once)."""
+    return next((controlplane.thirdparty_crds_dir() / "gateway-api").glob("*httproutes*.yaml"))
 
 
-def install_httproute_crd(kubectl: Callable[..., Any]) -> None:
-    """Applies the HTTPRoute CRD with `kubectl(*args)` and waits until it is Established."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(httproute_crd_file()))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{HTTPROUTE_CRD}")
+def install_httproute_crd(state: controlplane.ClusterState) -> None:
+    """Applies the HTTPRoute CRD and waits until it is Established (its status may not exist yet)."""
+    controlplane.kubectl(state, "apply", "--server-side", "--force-conflicts", "-f", str(httproute_crd_file()))
+    controlplane.wait_for_condition(state, [f"customresourcedefinition/{HTTPROUTE_CRD}"], "Established")
 
 
 # ---- traffic

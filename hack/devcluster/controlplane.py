@@ -36,11 +36,38 @@ from . import certs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
+THIRDPARTY_CRDS_SCRIPT = REPO_ROOT / "hack" / "thirdparty" / "crds.sh"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 class ClusterError(RuntimeError):
     """The control plane did not come up; the message carries the log tail."""
+
+
+def cache_root() -> Path:
+    """The project's cache root, read exactly as the install scripts read it.
+
+    `FINETUNE_CACHE` when set, else `$XDG_CACHE_HOME/finetune-operator`, else
+    `~/.cache/finetune-operator`: the venv, the control plane binaries, the third-party CRDs
+    and the demo's model all live under it, keyed by version.
+    """
+    explicit = os.environ.get("FINETUNE_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "finetune-operator"
+
+
+def thirdparty_crds_dir() -> Path:
+    """The directory of the third-party router CRDs that `make thirdparty-crds` fetched.
+
+    Fetches nothing: a missing fetch is an install step that did not run, reported with the
+    command that runs it (`hack/thirdparty/crds.sh --installed`).
+    """
+    out = subprocess.run(["bash", str(THIRDPARTY_CRDS_SCRIPT), "--installed"], check=False, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ClusterError(out.stderr.strip() or f"{THIRDPARTY_CRDS_SCRIPT} --installed exited {out.returncode}")
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:
@@ -362,6 +389,79 @@ def kubectl(state: ClusterState, *args: str, check: bool = True, input: str | No
         text=True,
         input=input,
     )
+
+
+def _describe_conditions(obj: dict | None) -> str:
+    if obj is None:
+        return "the object does not exist yet"
+    status = obj.get("status") or {}
+    conditions = status.get("conditions")
+    if not conditions:
+        return "its status has no conditions yet" if status else "its status is not written yet"
+    return "conditions " + ", ".join(
+        f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']}: {c.get('message', '')})" if c.get("reason") else "")
+        for c in conditions
+    )
+
+
+def wait_for_condition(
+    state: ClusterState,
+    resources: list[str],
+    condition: str,
+    *,
+    namespace: str | None = None,
+    timeout: float = 60.0,
+    expected: str = "True",
+    interval: float = 0.25,
+) -> None:
+    """Waits until each `kind/name` in `resources` has `condition` == `expected`.
+
+    Unlike `kubectl wait --for=condition=...`, an object that is not created yet, or whose
+    status (or conditions list) nobody has written yet, is "not yet" rather than an error:
+    right after a CRD is created its status is empty for a moment, and kubectl gives up on it
+    (`.status.conditions accessor error`). On the deadline the error names the object, the
+    condition and what it last saw.
+    """
+    deadline = time.monotonic() + timeout
+    scope = ["-n", namespace] if namespace else []
+    for resource in resources:
+        last = "nothing read yet"
+        while True:
+            out = kubectl(state, "get", resource, *scope, "-o", "json", check=False)
+            if out.returncode == 0:
+                obj = json.loads(out.stdout)
+                conditions = (obj.get("status") or {}).get("conditions") or []
+                if any(c.get("type") == condition and c.get("status") == expected for c in conditions):
+                    break
+                last = _describe_conditions(obj)
+            elif "NotFound" in out.stderr or "not found" in out.stderr:
+                last = _describe_conditions(None)
+            else:
+                last = f"kubectl get {resource} failed: {out.stderr.strip()}"
+            if time.monotonic() >= deadline:
+                where = f" in namespace {namespace}" if namespace else ""
+                raise ClusterError(
+                    f"timed out after {timeout:.0f}s waiting for {resource}{where} to be {condition}={expected}; "
+                    f"last seen: {last}"
+                )
+            time.sleep(interval)
+
+
+def crd_resources(files) -> list[str]:
+    """`customresourcedefinition/<name>` for every CRD defined in the YAML `files`."""
+    import yaml
+
+    names = []
+    for path in files:
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition":
+                names.append(f"customresourcedefinition/{doc['metadata']['name']}")
+    return names
+
+
+def wait_for_crds(state: ClusterState, files, timeout: float = 60.0) -> None:
+    """Waits until every CRD in the YAML `files` is Established (see `wait_for_condition`)."""
+    wait_for_condition(state, crd_resources(files), "Established", timeout=timeout)
 
 
 def _wait_usable(state: ClusterState, timeout: float) -> None:

@@ -49,7 +49,7 @@ CRDS = REPO_ROOT / "crds"
 TEMPLATE = REPO_ROOT / "examples" / "demo" / "finetunejob-earnings-demo.yaml"
 DATASET = REPO_ROOT / "examples" / "data" / "earnings.jsonl"
 DATA_GENERATOR = REPO_ROOT / "examples" / "data" / "make_earnings.py"
-CACHE_DIR = Path(os.environ.get("FINETUNE_CACHE_DIR", Path.home() / ".cache" / "finetune-operator"))
+CACHE_DIR = controlplane.cache_root()  # FINETUNE_CACHE, as the install scripts read it
 MODELS_DIR = CACHE_DIR / "models"
 MODEL_NAME = "smollm2-135m-instruct"
 
@@ -119,7 +119,10 @@ def install_crds(state: controlplane.ClusterState) -> None:
         raise DemoError(f"no CRDs in {CRDS}; run `make crds`")
     for crd in files:
         kubectl(state, "apply", "--server-side", "--force-conflicts", "--field-manager=finetune-demo", "-f", str(crd))
-    kubectl(state, "wait", "--for=condition=Established", "--timeout=60s", *[f"-f={crd}" for crd in files])
+    try:
+        controlplane.wait_for_crds(state, files)
+    except controlplane.ClusterError as exc:
+        raise DemoError(str(exc)) from None
     say(f"    {len(files)} CRDs established: {', '.join(f.stem.split('_', 1)[-1] for f in files)}")
 
 

@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         state = demo.ensure_cluster(directory)
         demo.install_crds(state)
         demo.ensure_operator(state)
-        canary.install_httproute_crd(lambda *a: demo.kubectl(state, *a))
+        canary.install_httproute_crd(state)
         say("    Gateway API HTTPRoute CRD established")
         step("the demo's fine-tuned model")
         run = demo_run(state, args.timeout)
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  kubectl finetune --kubeconfig {state.kubeconfig} -n {NAMESPACE} status {ROUTE}   (bin/ on PATH)")
         say(f"  stop them: kubectl --kubeconfig {state.kubeconfig} delete namespace {NAMESPACE}")
         return 0
-    except DemoError as exc:
+    except (DemoError, controlplane.ClusterError) as exc:
         say()
         say(f"demo-rollout: {exc}")
         return 1

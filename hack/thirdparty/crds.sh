@@ -12,6 +12,10 @@
 # Modules come from the Go module proxy into the module cache (`go mod download`), nothing
 # else is downloaded. A second run finds the directory complete and only prints it.
 # On failure it names the module and version and exits non-zero.
+#
+#   crds.sh              fetch when needed (`make thirdparty-crds`), print the directory
+#   crds.sh --installed  fetch nothing: print the directory, or exit 3 saying how to fetch it
+#                        (what tests call, so a fetch failure is reported by make, before them)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,12 +34,28 @@ if [ -f "$OUT/.complete" ]; then
   echo "$OUT"
   exit 0
 fi
+case "${1:-}" in
+  "") ;;
+  --installed)
+    log "the third-party CRDs ($KEY) are not fetched into $CACHE_ROOT yet; run \`make thirdparty-crds\`"
+    exit 3 ;;
+  *) fail "unknown argument $1 (expected none or --installed)" ;;
+esac
 command -v go >/dev/null || fail "go is not on PATH; the CRDs come from Go modules (Go >= 1.26 needed)"
 
 mkdir -p "$CACHE_ROOT/thirdparty-crds"
 STAGING="$(mktemp -d "$CACHE_ROOT/thirdparty-crds/.staging.XXXXXX")"
 EMPTY="$(mktemp -d)"  # outside any go.mod, so no module's requirements get involved
-trap 'chmod -R u+w "$STAGING" 2>/dev/null; rm -rf "$STAGING" "$EMPTY"' EXIT
+# Runs on every exit. Once the staging directory has been moved into place it no longer
+# exists, so each step checks first: an EXIT trap's failing command would otherwise become
+# the script's exit status (under set -e) after all the work succeeded.
+cleanup() {
+  local rc=$?
+  if [ -d "$STAGING" ]; then chmod -R u+w "$STAGING" 2>/dev/null || true; rm -rf "$STAGING"; fi
+  rm -rf "$EMPTY"
+  exit "$rc"
+}
+trap cleanup EXIT
 
 # module_dir MODULE VERSION -> the module's extracted directory in the module cache
 module_dir() {

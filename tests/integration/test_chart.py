@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from devcluster import controlplane
 
 pytestmark = pytest.mark.cluster
 
@@ -41,9 +42,9 @@ def test_chart_is_accepted_by_the_api_server(cluster, namespace, namespaced):
 
 
 def install_httproute_crd(cluster) -> None:
-    out = subprocess.run(["bash", str(CHART.parents[1] / "hack" / "thirdparty" / "crds.sh")], check=True, capture_output=True, text=True)
-    crd = next((Path(out.stdout.strip().splitlines()[-1]) / "gateway-api").glob("*httproutes*.yaml"))
+    crd = next((controlplane.thirdparty_crds_dir() / "gateway-api").glob("*httproutes*.yaml"))
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    controlplane.wait_for_crds(cluster.state, [crd])
 
 
 def test_operator_rbac_allows_what_the_controllers_do_and_no_more(cluster, namespace):

@@ -81,7 +81,7 @@ def test_valid_job_gets_first_status_event_and_metrics(cluster, namespace, opera
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=VALID_JOB.format(name=name))
 
     job = wait_for(caught_up(cluster, namespace, name), TIMEOUT, "status.observedGeneration == generation")
-    cluster.kubectl("wait", "-n", namespace, f"finetunejob/{name}", "--for=condition=Accepted", "--timeout=30s")
+    cluster.wait_for_condition([f"finetunejob/{name}"], "Accepted", namespace=namespace, timeout=30)
 
     # Work starts at once: Preparing (Pending for a moment while the artifact claim binds).
     assert job["status"]["phase"] in ("Pending", "Preparing", "Training")

@@ -244,8 +244,7 @@ def test_kubernetes_discovery_and_default_query(cluster, namespace, prometheus_f
         service("summarizer-stable", "serve-stable"),
     ]
     cluster.apply("\n---\n".join(json.dumps(m) for m in manifests), namespace)
-    cluster.kubectl("wait", "--for=condition=Ready", "pod/serve-canary", "pod/serve-stable", "-n", namespace,
-                    "--timeout=90s")
+    cluster.wait_for_condition(["pod/serve-canary", "pod/serve-stable"], "Ready", namespace=namespace, timeout=90)
 
     prometheus = prometheus_factory(static=False, kubernetes=cluster, namespaces=[namespace])
     prometheus.wait_for_series(

@@ -93,7 +93,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def gateway_api_crds(cluster):
-    canary.install_httproute_crd(cluster.kubectl)
+    canary.install_httproute_crd(cluster.state)
 
 
 @pytest.fixture(scope="module")

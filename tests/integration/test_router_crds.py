@@ -1,7 +1,7 @@
 """The traffic routers' patches against the real third-party CRDs on the dev cluster.
 
 The Gateway API, Istio and KServe CRDs come from their Go modules at pinned versions
-(hack/thirdparty/crds.sh). Each test creates the routed object as a user would (`kubectl apply`),
+(`make thirdparty-crds` runs hack/thirdparty/crds.sh before any test). Each test creates the routed object as a user would (`kubectl apply`),
 then server-side applies the router's rendered patch with the router's field manager, and
 checks that the API server accepted it (schema and CEL), that the weights read back, that the
 user's other fields survived, and that managedFields give the router exactly the fields it
@@ -10,10 +10,10 @@ claims to own.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from devcluster import controlplane
 
 from finetune_operator.routers import (
     Backend,
@@ -28,7 +28,6 @@ from finetune_operator.routers import (
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS_SCRIPT = ROOT / "hack" / "thirdparty" / "crds.sh"
 RO = "support"
 STABLE = Backend(service="support-stable", port=8000, deployment="support-v1", version="v1")
 CANARY = Backend(service="support-canary", port=8000, deployment="support-v2", version="v2")
@@ -37,15 +36,15 @@ CANARY = Backend(service="support-canary", port=8000, deployment="support-v2", v
 @pytest.fixture(scope="module")
 def router_crds(cluster) -> Path:
     """The CRDs fetched from their modules, installed and Established."""
-    result = subprocess.run(["bash", str(CRDS_SCRIPT)], capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        pytest.fail(f"{CRDS_SCRIPT.relative_to(ROOT)} failed ({result.returncode}):\n{result.stderr}", pytrace=False)
-    directory = Path(result.stdout.strip().splitlines()[-1])
+    try:
+        directory = controlplane.thirdparty_crds_dir()
+    except controlplane.ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
     files = sorted(directory.glob("*/*.yaml"))
     assert {f.parent.name for f in files} == {"gateway-api", "istio", "kserve"}, files
     for f in files:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"-f={f}" for f in files])
+    controlplane.wait_for_crds(cluster.state, files)
     return directory
 
 
