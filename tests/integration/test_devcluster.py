@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import uuid
 
 import pytest
 
@@ -376,3 +377,69 @@ def test_pods_of_an_indexed_job_find_each_other_by_dns_name(cluster, namespace, 
         first, second, own, any_peer = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"].split()
         assert [first, second, own] == [*ips, hostname]
         assert any_peer in ips
+
+
+# --------------------------------------------------------------------------- waiting on conditions
+
+
+def _crd(group: str, plural: str, kind: str) -> str:
+    return json.dumps({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": True, "storage": True,
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        },
+    })
+
+
+def test_waiting_for_a_crd_created_a_moment_ago_tolerates_its_empty_status(cluster):
+    """Right after creation a CRD has no status: the harness waits instead of failing as kubectl does."""
+    from devcluster import controlplane
+
+    suffix = uuid.uuid4().hex[:6]
+    names = [f"widgets{suffix}{i}" for i in range(5)]
+    try:
+        for name in names:
+            cluster.kubectl("create", "-f", "-", input=_crd("waits.finetune.test", name, f"Widget{suffix}{name[-1]}"))
+            # No pause between creating and waiting: the race a slow, cold machine loses.
+            controlplane.wait_for_condition(cluster.state, [f"customresourcedefinition/{name}.waits.finetune.test"],
+                                            "Established", timeout=60)
+        for name in names:
+            crd = cluster.get("customresourcedefinition", f"{name}.waits.finetune.test")
+            assert condition(crd, "Established")["status"] == "True"
+    finally:
+        cluster.kubectl("delete", "customresourcedefinition", *[f"{n}.waits.finetune.test" for n in names],
+                        "--wait=false", check=False)
+
+
+def test_waiting_for_an_object_created_later_succeeds_and_a_timeout_names_what_it_saw(cluster, namespace):
+    import threading
+
+    from devcluster import controlplane
+
+    later = threading.Timer(1.5, lambda: cluster.apply(textwrap.dedent("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: late}
+        spec:
+          restartPolicy: Never
+          containers: [{name: main, image: busybox, command: ["sh", "-c", "sleep 30"]}]
+        """), namespace))
+    later.start()
+    try:
+        controlplane.wait_for_condition(cluster.state, ["pod/late"], "PodScheduled", namespace=namespace, timeout=60)
+    finally:
+        later.join()
+    # A condition nothing ever sets: the error names the object, the condition and the last status.
+    with pytest.raises(controlplane.ClusterError) as failure:
+        controlplane.wait_for_condition(cluster.state, ["pod/late"], "NeverSet", namespace=namespace, timeout=2)
+    message = str(failure.value)
+    assert f"pod/late in namespace {namespace} to be NeverSet=True" in message
+    assert "PodScheduled=True" in message
+    with pytest.raises(controlplane.ClusterError, match="pod/absent .* the object does not exist yet"):
+        controlplane.wait_for_condition(cluster.state, ["pod/absent"], "Ready", namespace=namespace, timeout=1)
