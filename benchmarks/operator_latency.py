@@ -189,6 +189,8 @@ class Bench:
             "KUBECONFIG": str(self.state.kubeconfig),
             "FINETUNE_METRICS_PORT": str(controlplane.free_port()),
             "FINETUNE_HEALTH_PORT": str(health),
+            # The jobs write under <tmp>/out (node paths): the only ones this operator may mount.
+            "FINETUNE_ALLOWED_HOST_PATHS": str(self.tmp / "out"),
             "PYTHONPATH": os.pathsep.join(str(REPO_ROOT / p) for p in ("operator", "trainer-image", "hack")),
         }
         log = self.cluster_dir / "logs" / "operator.log"

@@ -35,6 +35,9 @@ def condition(obj: dict, kind: str) -> dict | None:
 
 
 NOOP_TRAINER = "ghcr.io/finetune-operator/trainer-noop"
+# Where no-op FineTuneJobs write (each run under <root>/<name>/<name>-<uid>); the test operator
+# allows it as a node path (FINETUNE_ALLOWED_HOST_PATHS).
+NOOP_OUTPUT_ROOT = "/tmp/finetune-noop"
 
 
 def noop_finetunejob(name: str, *, image: str = NOOP_TRAINER, model_name: str | None = None,
@@ -43,7 +46,7 @@ def noop_finetunejob(name: str, *, image: str = NOOP_TRAINER, model_name: str | 
 
     Its paths are never read; `spec` adds or replaces top-level spec fields (e.g. evaluation).
     """
-    output = {"uri": f"/tmp/finetune-noop/{name}", **({"modelName": model_name} if model_name else {})}
+    output = {"uri": f"{NOOP_OUTPUT_ROOT}/{name}", **({"modelName": model_name} if model_name else {})}
     return yaml.safe_dump({
         "apiVersion": "finetune.ai/v1alpha1",
         "kind": "FineTuneJob",

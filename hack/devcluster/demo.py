@@ -149,6 +149,9 @@ def ensure_operator(state: controlplane.ClusterState, timeout: float = 90) -> in
         "KUBECONFIG": str(state.kubeconfig),
         "FINETUNE_METRICS_PORT": str(metrics_port),
         "FINETUNE_HEALTH_PORT": str(health_port),
+        # The demos' FineTuneJobs write under <cluster dir>/artifacts (a node path): the only node
+        # directory this operator may mount (none by default).
+        "FINETUNE_ALLOWED_HOST_PATHS": str(state.path / "artifacts"),
         "PYTHONPATH": os.pathsep.join(
             [str(REPO_ROOT / "operator"), str(REPO_ROOT / "trainer-image"), str(REPO_ROOT / "hack")]
             + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])

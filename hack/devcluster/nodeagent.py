@@ -64,6 +64,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import urllib3
 import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -91,6 +92,7 @@ PROVISIONER = "devcluster.finetune.ai/local-path"
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 TERMINATION_MESSAGE_LIMIT = 4096
+STATUS_RETRY_SECONDS = 120
 
 
 def now_iso() -> str:
@@ -641,6 +643,8 @@ class PodRunner(threading.Thread):
         with self.lock:
             self.procs[cname] = proc
         statuses[cname] = self._container_status(container, restart_count, running={"startedAt": started})
+        # As a kubelet does: the running container's id, here its process (chaos tests signal it).
+        statuses[cname]["containerID"] = f"devcluster://{proc.pid}"
         self.report()
         code = proc.wait()
         with self.lock:
@@ -760,11 +764,26 @@ class PodRunner(threading.Thread):
             status["reason"] = reason
         if message:
             status["message"] = message
-        try:
-            self.agent.core.patch_namespaced_pod_status(self.name, self.ns, {"status": status})
-        except ApiException as e:
-            if e.status != 404:
-                log.warning("pod %s/%s: status patch failed: %s %s", self.ns, self.name, e.reason, e.body)
+        if self.agent.stopping.is_set():
+            return  # a node going away reports nothing more; its successor finds the Pods lost
+        # As a kubelet does, keep a status until the API server takes it: a final status lost to
+        # an API server restart would leave the Pod Running forever.
+        deadline = time.monotonic() + STATUS_RETRY_SECONDS
+        while True:
+            try:
+                self.agent.core.patch_namespaced_pod_status(self.name, self.ns, {"status": status})
+                return
+            except ApiException as e:
+                retry = e.status in (429, 500, 502, 503, 504)
+                if not retry or time.monotonic() > deadline or self.agent.stopping.is_set():
+                    if e.status != 404:
+                        log.warning("pod %s/%s: status patch failed: %s %s", self.ns, self.name, e.reason, e.body)
+                    return
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                if time.monotonic() > deadline or self.agent.stopping.is_set():
+                    log.warning("pod %s/%s: status patch failed: %s", self.ns, self.name, e)
+                    return
+            time.sleep(0.5)
 
     # ---- lifecycle
 

@@ -26,6 +26,13 @@ Behaviour knobs (environment; the image map can set them per image tag):
 
 SIGTERM during `train` ends it like the real trainer after a checkpoint: exit 143 and a
 `Terminated` message naming the step reached.
+
+When the output is a local path, `train` writes what the real trainer writes there, in small:
+the artifact directory (a few deterministic files; the reported sha256 is `digest_files` of
+them, so a digest check of a registered version means something), and, when it takes time
+(FINETUNE_NOOP_TRAIN_SECONDS), a checkpoint directory every `checkpointing.every_n_steps`
+steps; a restarted `train` resumes from the newest one (a `resumed` progress line, like the
+real trainer's), so losing a Pod mid-run is testable without ML.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_trainer import exitcodes
-from finetune_trainer.artifacts import write_termination_message
+from finetune_trainer.artifacts import atomic_directory, digest_files, write_json, write_termination_message
 from finetune_trainer.config import ConfigFileError, TrainerConfig, load_config, uri_scheme
 
 STAGES = ("prepare", "train", "evaluate")
@@ -131,6 +138,41 @@ def artifact(config: TrainerConfig) -> dict[str, str]:
     base = config.output.upload_uri or config.output.uri or output_dir
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
     return {"kind": kind, "uri": base.rstrip("/") + "/" + name, "path": output_dir.rstrip("/") + "/" + name, "sha256": "sha256:" + digest}
+
+
+def write_artifact(config: TrainerConfig, art: dict[str, str]) -> dict[str, str]:
+    """Writes the artifact's files (deterministic, so a retried run writes the same bytes) when
+    the output is local, and reports their digest instead of the config's."""
+    if local_output(config) is None:
+        return art
+    final = Path(art["path"])
+    with atomic_directory(final) as staging:
+        write_json(staging / "adapter_config.json", {"noop": True, "peft_type": "LORA", "r": config.adaptation.rank})
+        (staging / "adapter_model.safetensors").write_bytes(hashlib.sha256(config.model_dump_json().encode()).digest() * 64)
+    return {**art, "sha256": digest_files(final)}
+
+
+_CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def latest_checkpoint(config: TrainerConfig) -> tuple[int, Path] | None:
+    """The newest complete checkpoint (one with trainer_state.json), as the real trainer picks it."""
+    directory = config.checkpoints_path
+    if local_output(config) is None or not config.checkpointing.resume or not directory.is_dir():
+        return None
+    found = [
+        (int(child.name[len(_CHECKPOINT_PREFIX):]), child) for child in directory.iterdir()
+        if child.name.startswith(_CHECKPOINT_PREFIX) and child.name[len(_CHECKPOINT_PREFIX):].isdigit()
+        and (child / "trainer_state.json").is_file()
+    ]
+    return max(found) if found else None
+
+
+def save_checkpoint(config: TrainerConfig, step: int) -> dict[str, Any]:
+    path = config.checkpoints_path / f"{_CHECKPOINT_PREFIX}{step}"
+    with atomic_directory(path) as staging:
+        write_json(staging / "trainer_state.json", {"global_step": step})
+    return {"uri": str(path), "step": step, "time": now_iso()}
 
 
 def local_output(config: TrainerConfig) -> Path | None:
@@ -253,21 +295,28 @@ def train(config: TrainerConfig) -> dict[str, Any]:
     total = total_steps(config, dataset["splits"]["train"])
     seconds = float(os.environ.get("FINETUNE_NOOP_TRAIN_SECONDS", "0") or 0)
     progress = Progress(config)
-    progress.write({"event": "started", "from_step": 0, "checkpoint": None,
+    resumed = latest_checkpoint(config) if seconds > 0 else None
+    from_step = min(resumed[0], total) if resumed else 0
+    progress.write({"event": "resumed" if resumed else "started", "from_step": from_step,
+                    "checkpoint": str(resumed[1]) if resumed else None,
                     "train_records": dataset["splits"]["train"], "validation_records": dataset["splits"]["validation"]})
     started = time.monotonic()
     # Without a duration, one progress line (the last step) is enough: no API call per step.
-    steps = range(1, total + 1) if seconds > 0 else [total]
+    steps = range(from_step + 1, total + 1) if seconds > 0 else [total]
+    every = config.checkpointing.every_n_steps
+    checkpoint = None
     epochs = config.hyperparameters.epochs if not config.hyperparameters.max_steps else 1.0
     best = None
-    step = 0
+    step = from_step
     for step in steps:
         if seconds > 0:
-            deadline = started + seconds * step / total
+            deadline = started + seconds * (step - from_step) / total
             while not stop.requested and time.monotonic() < deadline:
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         if stop.requested:
             step -= 1
+            if step > from_step and local_output(config) is not None:
+                save_checkpoint(config, step)
             raise exitcodes.Terminated(
                 f"train: stopped by SIGTERM at step {step}; checkpoint saved, a restart resumes from it",
                 {"step": step, "total_steps": total,
@@ -276,8 +325,11 @@ def train(config: TrainerConfig) -> dict[str, Any]:
         eval_loss = round(loss_at(step, total) + 0.08, 4)
         best = eval_loss if best is None else min(best, eval_loss)
         elapsed = time.monotonic() - started
+        if seconds > 0 and local_output(config) is not None and step % every == 0 and step < total:
+            checkpoint = save_checkpoint(config, step)
         progress.write(
             {
+                **({"checkpoint": checkpoint} if checkpoint else {}),
                 "event": "progress",
                 "step": step,
                 "total_steps": total,
@@ -288,11 +340,11 @@ def train(config: TrainerConfig) -> dict[str, Any]:
                 "best_eval_loss": best,
                 "learning_rate": config.hyperparameters.learning_rate,
                 "tokens_per_second": None,
-                "eta_seconds": round(elapsed / step * (total - step), 1),
+                "eta_seconds": round(elapsed / max(step - from_step, 1) * (total - step), 1),
             },
             final=step == total,
         )
-    art = artifact(config)
+    art = write_artifact(config, artifact(config))
     metrics = {
         "train_loss": loss_at(total // 2, total),
         "eval_loss": best,

@@ -4,13 +4,20 @@
     kubectl finetune history  ROLLOUT          promotions, rollbacks and aborts, with reasons
     kubectl finetune promote  ROLLOUT [--full] leave a pause / skip to 100%
     kubectl finetune abort    ROLLOUT          all traffic back to stable, now
-    kubectl finetune rollback ROLLOUT [--to VERSION]
-                                               serve the previous (or given) version, now
+    kubectl finetune rollback ROLLOUT [--to VERSION] [--force]
+                                               serve the previous stable (or given) version, now
     kubectl finetune wait     ROLLOUT          until Healthy (exit 0) or Degraded (exit 1)
 
 promote, abort and rollback write a request into the Rollout's *status* subresource, as Argo
 Rollouts' plugin does: the spec (owned by Git) is never touched, so Argo CD sees no drift. The
 operator acts on each request once (by its requestedAt) and records it in status.history.
+
+`rollback` goes to the version that was stable before the current one — never to a candidate
+that was aborted or rolled back by analysis. A rollback to a version that is Rejected, or was
+aborted or rolled back by analysis, is refused (condition RollbackAccepted=False and a Warning
+Event name the version and why) unless `--force` is given; a forced rollback is recorded in
+status.history (`forced: true`) and as a Warning Event. `rollback` waits for the operator's
+answer and exits 1 when it refused.
 Install: put `bin/kubectl-finetune` on PATH.
 """
 
@@ -56,11 +63,27 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _request(api, namespace: str, name: str, key: str, fields: dict[str, Any]) -> None:
-    body = {"status": {key: {"requestedAt": _now(), "requestedBy": getpass.getuser(), **fields}}}
+def _request(api, namespace: str, name: str, key: str, fields: dict[str, Any]) -> str:
+    requested_at = _now()
+    body = {"status": {key: {"requestedAt": requested_at, "requestedBy": getpass.getuser(), **fields}}}
     api.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
     )
+    return requested_at
+
+
+def _handled(api, namespace: str, name: str, requested_at: str, timeout: float) -> dict[str, Any] | None:
+    """The Rollout's status once the operator acted on the request written at `requested_at`."""
+    asked = datetime.datetime.fromisoformat(requested_at.replace("Z", "+00:00"))
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _get(api, namespace, name).get("status") or {}
+        handled = st.get("lastHandledRequest")
+        if handled and datetime.datetime.fromisoformat(handled.replace("Z", "+00:00")) >= asked:
+            return st
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.5)
 
 
 def cmd_status(api, namespace: str, args) -> int:
@@ -111,8 +134,23 @@ def cmd_rollback(api, namespace: str, args) -> int:
         fields["toVersion"] = args.to
     if args.reason:
         fields["reason"] = args.reason
-    _request(api, namespace, args.rollout, "rollbackRequest", fields)
-    print(f"rollback requested for {args.rollout}" + (f" to {args.to}" if args.to else " to the previous stable version"))
+    if args.force:
+        fields["force"] = True
+    requested_at = _request(api, namespace, args.rollout, "rollbackRequest", fields)
+    print(f"rollback requested for {args.rollout}" + (f" to {args.to}" if args.to else " to the previous stable version")
+          + (" (forced)" if args.force else ""))
+    if args.wait <= 0:
+        return 0
+    st = _handled(api, namespace, args.rollout, requested_at, args.wait)
+    if st is None:
+        print(f"{args.rollout}: the operator has not acted on the request after {args.wait:g}s; "
+              f"see kubectl finetune status {args.rollout}", file=sys.stderr)
+        return 2
+    outcome = next((c for c in st.get("conditions") or [] if c.get("type") == "RollbackAccepted"), {})
+    if outcome.get("status") == "False":
+        print(f"{args.rollout}: {outcome.get('message', 'rollback refused')}", file=sys.stderr)
+        return 1
+    print(f"{args.rollout}: {outcome.get('message') or st.get('message', '')}")
     return 0
 
 
@@ -147,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--full", action="store_true", help="skip the remaining steps and analysis")
         if name == "rollback":
             p.add_argument("--to", default=None, help="version to go back to (default: the previous stable)")
+            p.add_argument("--force", action="store_true",
+                           help="serve it even if it is Rejected or was aborted or rolled back by analysis (recorded)")
+            p.add_argument("--wait", type=float, default=30,
+                           help="seconds to wait for the operator's answer (0: do not wait)")
         if name == "status":
             p.add_argument("-o", "--output", choices=["text", "json"], default="text")
         if name == "wait":

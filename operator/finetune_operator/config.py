@@ -82,7 +82,14 @@ class OperatorConfig(BaseModel):
         pattern=r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?|s3://[a-z0-9][a-z0-9.-]+[a-z0-9](/.*)?|/.+)$",
         description="Where artifacts go when a FineTuneJob has no spec.output.uri: pvc://<claim> "
         "(created per namespace when missing, never deleted with a job), s3://<bucket>[/prefix] "
-        "or an absolute path; each job writes under <store>/<job name>.",
+        "or an absolute path; each run writes under <store>/<job name>-<job uid>.",
+    )
+    allowed_host_paths: tuple[str, ...] = Field(
+        default=(),
+        description="Comma-separated node directories (absolute paths) under which a FineTuneJob's "
+        "spec.output.uri may be a node path (absolute or file:///), mounted into its Pods as a "
+        "hostPath. Empty (the default) refuses node paths: a hostPath lets whoever creates a "
+        "FineTuneJob read, write and delete files on the node. For single-node and dev clusters only.",
     )
     artifact_store_size: str = Field(
         default="100Gi", description="Size requested for the artifact store claim the operator creates."
@@ -115,6 +122,26 @@ class OperatorConfig(BaseModel):
                     "at most 63 characters)"
                 )
         return value
+
+    @field_validator("allowed_host_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_host_paths")
+    @classmethod
+    def _absolute_normalised_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        normalised = []
+        for path in value:
+            segments = [segment for segment in path.split("/") if segment]
+            if not path.startswith("/") or any(segment in (".", "..") for segment in segments):
+                raise ValueError(f"{path!r} is not an absolute path without '.' or '..' segments")
+            if not segments:
+                raise ValueError("'/' would allow every node path; name the directories to allow")
+            normalised.append("/" + "/".join(segments))
+        return tuple(normalised)
 
     @field_validator("log_format", mode="before")
     @classmethod

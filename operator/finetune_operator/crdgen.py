@@ -192,6 +192,8 @@ def crd(kind: type[Resource]) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
+    if info.rules:
+        root["x-kubernetes-validations"] = [dict(rule) for rule in info.rules]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

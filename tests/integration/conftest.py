@@ -9,11 +9,13 @@ under any failing test, so a failure shows what the operator saw.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,9 +24,14 @@ from pathlib import Path
 import pytest
 
 import finetune_operator
-from tests.helpers import wait_for
+from tests.helpers import NOOP_OUTPUT_ROOT, wait_for
 
 OPERATOR_START_TIMEOUT = 90
+# Node paths the test operator may mount as a FineTuneJob's output (FINETUNE_ALLOWED_HOST_PATHS):
+# the no-op jobs' root and pytest's temporary directories, where tests put real outputs.
+ALLOWED_HOST_PATHS = ",".join(
+    [NOOP_OUTPUT_ROOT, str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")]
+)
 LOG_TAIL_LINES = 200
 
 
@@ -81,6 +88,7 @@ def _start_operator(kubeconfig: str, log_path: Path, append: bool = False) -> Op
         "FINETUNE_HEALTH_HOST": "127.0.0.1",
         "FINETUNE_HEALTH_PORT": str(health_port),
         "FINETUNE_PEERING": "off",
+        "FINETUNE_ALLOWED_HOST_PATHS": os.environ.get("FINETUNE_ALLOWED_HOST_PATHS", ALLOWED_HOST_PATHS),
     }
     log = log_path.open("ab" if append else "wb")
     process = subprocess.Popen(

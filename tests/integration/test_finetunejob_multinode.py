@@ -81,8 +81,10 @@ def test_two_nodes_train_data_parallel_to_one_adapter(cluster, namespace, operat
     # One adapter, written by rank 0 alone, after the steps asked for (each a step of both ranks).
     finished = {i: [e for e in found if e["event"] == "finished"] for i, found in events.items()}
     assert (len(finished["0"]), len(finished["1"])) == (1, 0), finished
-    results = json.loads((output / "results.json").read_text())
+    run = Path(status["outputUri"])  # <spec.output.uri>/<name>-<uid>: the run's own directory
+    assert run.parent == output
+    results = json.loads((run / "results.json").read_text())
     assert (results["metrics"]["global_step"], results["metrics"]["total_steps"]) == (MAX_STEPS, MAX_STEPS)
-    assert (output / "adapter" / "adapter_config.json").is_file()
+    assert (run / "adapter" / "adapter_config.json").is_file()
     assert status["artifact"]["uri"].endswith("/adapter"), status["artifact"]
     assert status["progress"]["step"] == MAX_STEPS

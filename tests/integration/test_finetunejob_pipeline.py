@@ -64,6 +64,13 @@ def ftj(cluster, namespace, name):
     return cluster.get("finetunejob", name, namespace)
 
 
+def run_dir(cluster, namespace, name) -> Path:
+    """The run's own output directory, <spec.output.uri>/<name>-<uid>, as its status reports it."""
+    uri = wait_for(lambda: (ftj(cluster, namespace, name).get("status") or {}).get("outputUri"), 60,
+                   f"{name}'s output location in its status")
+    return Path(uri)
+
+
 def phase(cluster, namespace, name):
     return (ftj(cluster, namespace, name).get("status") or {}).get("phase")
 
@@ -160,7 +167,9 @@ def test_trainer_pod_deleted_mid_run_resumes_from_checkpoint(cluster, namespace,
     output = tmp_path / "out"
     # Long enough that the trainer is certainly still running when its Pod is deleted.
     cluster.apply(manifest("resumable", tiny_model, dataset, output, max_steps=160, checkpoint_every=10), namespace)
-    checkpoints = output / "checkpoints"
+    run = run_dir(cluster, namespace, "resumable")
+    assert run.parent == output and run.name.startswith("resumable-")
+    checkpoints = run / "checkpoints"
     wait_for(
         lambda: any(checkpoints.glob("checkpoint-*")) and (ftj(cluster, namespace, "resumable")["status"].get("progress") or {}).get("step", 0) >= 10,
         240,
@@ -178,7 +187,7 @@ def test_trainer_pod_deleted_mid_run_resumes_from_checkpoint(cluster, namespace,
     assert status["phase"] == "Succeeded", status.get("message")
     assert status["restarts"] >= 1
     assert status["progress"]["step"] == 160
-    progress = [json.loads(line) for line in (output / "progress.jsonl").read_text().splitlines()]
+    progress = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
     steps = [p["step"] for p in progress if p.get("event") == "progress"]
     # The second attempt continued from a checkpoint, not from step 0.
     restart_at = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from devcluster import canary
+from finetune_trainer.artifacts import digest_files
 from finetune_trainer.testing import make_tiny_model
 from tests.helpers import wait_for
 from tests.prometheus import prometheus_factory  # noqa: F401 - fixture
@@ -65,12 +66,18 @@ class Stack:
         return canary.route_weights(self.cluster.get("httproute", RO, self.namespace))
 
     def register(self, version: str) -> None:
+        # Serving Pods check the artifact against the registered digest: register the real one.
         path = self.models[version]
-        manifest = canary.model_version(MODEL, version, path, path.parent / "base", metrics=PASSING)
+        manifest = canary.model_version(MODEL, version, path, path.parent / "base", metrics=PASSING,
+                                        digest=digest_files(path))
         self.cluster.apply(yaml.safe_dump(manifest), self.namespace)
 
     def mv_phase(self, version: str) -> str | None:
         return (self.cluster.get("modelversion", f"{MODEL}-{version}", self.namespace).get("status") or {}).get("phase")
+
+    def wait_mv_phase(self, version: str, phase: str, timeout: float = 30) -> None:
+        """The ModelVersion controller derives the phase from the Rollout's Serving condition."""
+        self.wait(lambda: self.mv_phase(version) == phase, timeout, f"{MODEL}-{version} to be {phase}")
 
     def start_load(self) -> None:
         """Steady traffic through the route, in short bounded runs until the scenario ends."""
@@ -126,7 +133,7 @@ def test_first_version_becomes_stable_without_a_canary(stack):
     stack.cluster.apply(rollout(stack.prometheus.url), stack.namespace)
     status = stack.wait(lambda: (s := stack.status()).get("phase") == "Healthy" and s, 180, "the first version to serve")
     assert status["stableVersion"] == "v1" and not status.get("candidateVersion")
-    assert stack.mv_phase("v1") == "Production"
+    stack.wait_mv_phase("v1", "Production")
     assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
     ready = [c for c in status["conditions"] if c["type"] == "Ready"][0]
     assert ready["status"] == "True" and ready["observedGeneration"] == 1
@@ -148,8 +155,8 @@ def test_good_candidate_goes_through_every_step_to_100(stack):
     status = stack.wait(promoted, 240, "v2 to be promoted")
     assert {30, 60} <= seen_weights, seen_weights
     assert status["history"][-1]["action"] == "promote" and status["history"][-1]["to"] == "v2"
-    assert stack.mv_phase("v2") == "Production"
-    assert stack.mv_phase("v1") == "Deprecated"
+    stack.wait_mv_phase("v2", "Production")
+    stack.wait_mv_phase("v1", "Deprecated")
     assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
     # Real requests reached the canary through the route while it was weighted in.
     counts = stack.prometheus.query(f'sum(finetune_serve_requests_total{{namespace="{stack.namespace}", model_version="v2"}})')
@@ -158,9 +165,12 @@ def test_good_candidate_goes_through_every_step_to_100(stack):
 
 def test_bad_candidate_is_rolled_back_automatically(stack):
     stack.register("v3")
+    # Timed from the analysis step: the setWeight step before it is done only once v3's Pods are
+    # Available (after their artifact check) and the HTTPRoute carries the weight.
     started = stack.wait(
-        lambda: (s := stack.status()).get("candidateVersion") == "v3" and s.get("canaryWeight", 0) > 0 and time.monotonic(),
-        120, "v3's canary to get traffic",
+        lambda: (s := stack.status()).get("candidateVersion") == "v3" and s.get("canaryWeight", 0) > 0
+        and (s.get("currentStepIndex") or 0) >= 1 and time.monotonic(),
+        120, "v3's canary to get traffic and its analysis to start",
     )
     status = stack.wait(lambda: (s := stack.status()).get("phase") == "Degraded" and s, 120, "v3 to be rolled back")
     elapsed = time.monotonic() - started
@@ -228,7 +238,8 @@ def test_pinning_an_earlier_version_rolls_back_without_analysis(stack):
     assert not status.get("candidateVersion") and not status.get("analysis")
     assert status["history"][-1]["action"] == "rollback" and "pinned" in status["history"][-1]["reason"]
     assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
-    assert stack.mv_phase("v2") == "Production" and stack.mv_phase("v5") == "Deprecated"
+    stack.wait_mv_phase("v2", "Production")
+    stack.wait_mv_phase("v5", "Deprecated")
     stack.traffic.stop()
     sent, backends = stack.traffic.sent(), stack.traffic.backends()
     assert sent > 0 and {f"{RO}-stable", f"{RO}-canary"} <= backends, backends

@@ -111,9 +111,16 @@ class Cluster:
     generation: int = 1
     last: logic.Decision | None = None
     last_at: float = 0.0
+    # The traffic router as the handler reads it; None: it carries whatever was decided.
+    routing: logic.Routing | None = None
+    serving_failures: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    force_version: str | None = None  # the finetune.ai/force-version annotation
 
     def observed(self) -> logic.Observed:
-        return logic.Observed(versions=tuple(self.versions), ready={v: True for v in self.ready})
+        return logic.Observed(
+            versions=tuple(self.versions), ready={v: True for v in self.ready}, routing=self.routing,
+            serving_failures=dict(self.serving_failures),
+        )
 
     def approve(self, number: int, *, ready: bool = False) -> None:
         self.versions.append(version(number))
@@ -139,7 +146,8 @@ class Cluster:
                 due = logic.due_metrics(self.rollout_spec, self.status, now)
             measured = {m.name: measured for m in due}
         decision = logic.decide(
-            NAME, self.rollout_spec, self.status, self.observed(), now, generation=self.generation, measured=measured
+            NAME, self.rollout_spec, self.status, self.observed(), now, generation=self.generation, measured=measured,
+            force_version=self.force_version,
         )
         self.status = decision.status
         for name, phase in decision.version_phases.items():
@@ -157,7 +165,8 @@ class Cluster:
     def redecide(self) -> logic.Decision:
         """The same inputs again, at the same moment, with nothing newly measured."""
         return logic.decide(
-            NAME, self.rollout_spec, self.status, self.observed(), at(self.last_at), generation=self.generation
+            NAME, self.rollout_spec, self.status, self.observed(), at(self.last_at), generation=self.generation,
+            force_version=self.force_version,
         )
 
 
@@ -179,6 +188,9 @@ def view(decision: logic.Decision, fields: Iterable[str] | None = None) -> dict[
         "version_phases": dict(decision.version_phases),
         "events": [(e.type, e.reason) for e in decision.events],
         "history": [(str(h.action), h.from_version, h.to_version) for h in status.history],
+        "forced": [h.forced for h in status.history],
+        "rollback_accepted": (c := next((c for c in status.conditions if c.type == "RollbackAccepted"), None))
+        and (str(c.status), c.reason),
         "analysis": status.analysis and (status.analysis.step_index, str(status.analysis.phase)),
         "measurements": status.analysis and sum(len(m.measurements) for m in status.analysis.metrics),
         "requeue": decision.requeue_after,

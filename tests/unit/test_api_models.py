@@ -375,6 +375,29 @@ INVALID_SPECS = [
         MSG_THRESHOLDS,
     ),
     ("ro-zero-replicas", RolloutSpec, merged(RO_SPEC, serving={"replicas": 0}), "serving.replicas"),
+    # Versions name objects: lowercase DNS labels, short enough to follow a model's name.
+    ("mv-version-uppercase", ModelVersionSpec, merged(MV_SPEC, version="V1"), "version"),
+    ("mv-version-underscore", ModelVersionSpec, merged(MV_SPEC, version="v1_rc"), "version"),
+    ("mv-version-too-long", ModelVersionSpec, merged(MV_SPEC, version="v" * 33), "version"),
+    ("ftj-version-with-dot", FineTuneJobSpec, merged(FTJ_SPEC, output={"version": "v1.0"}), "output.version"),
+    # Artifact locations: normalised, never a claim's root, never climbing out.
+    ("mv-artifact-claim-root", ModelVersionSpec, merged(MV_SPEC, artifact={**MV_SPEC["artifact"], "uri": "pvc://models"}),
+     "root of a claim"),
+    ("mv-artifact-claim-root-slash", ModelVersionSpec,
+     merged(MV_SPEC, artifact={**MV_SPEC["artifact"], "uri": "pvc://models/"}), "root of a claim"),
+    ("mv-artifact-claim-dot", ModelVersionSpec, merged(MV_SPEC, artifact={**MV_SPEC["artifact"], "uri": "pvc://models/."}),
+     "'.'"),
+    ("mv-artifact-dot-dot", ModelVersionSpec,
+     merged(MV_SPEC, artifact={**MV_SPEC["artifact"], "uri": "/srv/models/../../etc"}), "'..'"),
+    ("mv-artifact-file-host", ModelVersionSpec,
+     merged(MV_SPEC, artifact={**MV_SPEC["artifact"], "uri": "file://etc/models"}), "file:///"),
+    ("ftj-output-claim-dot", FineTuneJobSpec, merged(FTJ_SPEC, output={"uri": "pvc://store/."}), "output.uri"),
+    ("ftj-output-claim-root", FineTuneJobSpec, merged(FTJ_SPEC, output={"uri": "pvc://store"}), "root of a claim"),
+    ("ftj-output-query", FineTuneJobSpec, merged(FTJ_SPEC, output={"uri": "/srv/x?y"}), "'?' or '#'"),
+    ("ftj-dataset-dot-dot", FineTuneJobSpec, merged(FTJ_SPEC, dataset={"uri": "pvc://data/a/../../b"}), "dataset.uri"),
+    # Inline records are capped in bytes, pointing at dataset.uri.
+    ("ftj-inline-too-big", FineTuneJobSpec,
+     merged(FTJ_SPEC, dataset={"inline": [{"instruction": "x" * 2000, "output": "y"}] * 80}), "dataset.uri"),
     ("ro-unknown-serving-type", RolloutSpec, merged(RO_SPEC, serving={"type": "triton"}), "serving.type"),
 ]
 
@@ -620,3 +643,52 @@ def test_invalid_manifest_is_rejected_by_the_models_too(path):
     document = yaml.safe_load(path.read_text())
     with pytest.raises(ValidationError):
         KIND_MODELS[document["kind"]].model_validate(document)
+
+
+@pytest.mark.parametrize(
+    ("name", "output", "expected"),
+    [
+        pytest.param("a" * 53, {"modelName": "m"}, None, id="longest-name-with-a-model-name"),
+        pytest.param("a" * 54, {"modelName": "m"}, "at most 53", id="name-longer-than-its-children-allow"),
+        pytest.param("1job", {}, "start with a lowercase letter", id="name-not-a-service-name"),
+        pytest.param("a" * 45, {}, None, id="longest-name-as-model-name"),
+        pytest.param("a" * 46, {}, "ModelVersion name", id="derived-version-name-too-long"),
+        pytest.param("job", {"modelName": "m" * 40, "version": "v" * 12}, "ModelVersion name", id="model-and-version-too-long"),
+    ],
+)
+def test_finetunejob_names_fit_every_child(name, output, expected):
+    body = {"metadata": {"name": name}, "spec": merged(FTJ_SPEC, output=output)}
+    if expected is None:
+        FineTuneJob.model_validate(body)
+        return
+    with pytest.raises(ValidationError) as excinfo:
+        FineTuneJob.model_validate(body)
+    assert expected in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("m" * 52, None, id="longest"),
+        pytest.param("m" * 53, "at most 52", id="model-card-would-not-fit"),
+        pytest.param("model.v1", "DNS label", id="dots"),
+    ],
+)
+def test_modelversion_name_fits_its_children(name, expected):
+    body = {"metadata": {"name": name}, "spec": MV_SPEC}
+    if expected is None:
+        ModelVersion.model_validate(body)
+        return
+    with pytest.raises(ValidationError) as excinfo:
+        ModelVersion.model_validate(body)
+    assert expected in str(excinfo.value)
+
+
+def test_inline_cap_is_measured_as_compact_json():
+    from finetune_operator.api.finetunejob import INLINE_MAX_BYTES, inline_bytes
+
+    records = [{"instruction": "x" * 100, "output": "y"}]
+    assert inline_bytes(records) == len('[{"instruction":"' + "x" * 100 + '","output":"y"}]')
+    fits = [{"t": "x" * (INLINE_MAX_BYTES - 12)}]
+    assert inline_bytes(fits) <= INLINE_MAX_BYTES
+    FineTuneJobSpec.model_validate(merged(FTJ_SPEC, dataset={"inline": fits}))

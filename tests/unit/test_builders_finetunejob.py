@@ -29,6 +29,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("finetunejob-*.yaml"))
 
 OWNER = Owner(name="ft", namespace="team", uid="uid-1")
 SETTINGS = Settings()
+HOST_PATHS = Settings(allowed_host_paths=("/artifacts",))
+RUN = "ft-uid-1"  # the run's own directory: <name>-<uid>
 
 MINIMAL = {
     "baseModel": {"uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
@@ -231,9 +233,12 @@ def test_every_job_has_the_same_failure_policy_and_sandbox(stage):
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
 
+    # Disruptions first (ignored), then the codes no retry can fix: the trainer's own and the
+    # kernel OOM killer's 137, so an OOMKilled trainer fails at once instead of retrying.
     assert job["spec"]["podFailurePolicy"]["rules"] == [
-        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": FAIL_FAST}},
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob",
+         "onExitCodes": {"containerName": "trainer", "operator": "In", "values": sorted({*FAIL_FAST, 137})}},
     ]
     assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -322,14 +327,14 @@ def _writable_mount_holding(job: dict, path: str) -> str | None:
         pytest.param(spec(output={"uri": "pvc://models/finetuned/ft"}), "/mnt/pvc/models", id="pvc-output"),
         pytest.param(spec(output={"uri": "s3://models/finetuned/ft"}), "/workspace/output", id="s3-output"),
         pytest.param(
-            spec(output={"uri": "/artifacts/ft"}), "/artifacts/ft",
-            id="absolute-path-output",
+            spec(output={"uri": "/artifacts/ft"}), f"/artifacts/ft/{RUN}",
+            id="allowed-node-path-output-mounts-only-the-runs-own-directory",
         ),
     ],
 )
 def test_output_dir_is_on_a_writable_mount(ftj, expected_mount):
-    job = builders.train_job(OWNER, ftj, SETTINGS)
-    output_dir = builders.trainer_config_dict(OWNER, ftj, SETTINGS)["output"]["dir"]
+    job = builders.train_job(OWNER, ftj, HOST_PATHS)
+    output_dir = builders.trainer_config_dict(OWNER, ftj, HOST_PATHS)["output"]["dir"]
     local = str(trainer_config.local_path(output_dir, builders.PVC_MOUNT_ROOT))
     assert _writable_mount_holding(job, local) == expected_mount
 
@@ -341,18 +346,23 @@ def test_output_dir_is_on_a_writable_mount(ftj, expected_mount):
     [
         pytest.param(
             spec(), SETTINGS,
-            {"output": {"dir": "pvc://finetune-artifacts/ft", "uri": "pvc://finetune-artifacts/ft"}},
-            id="default-output-goes-to-the-artifact-store-under-the-job-name",
+            {"output": {"dir": f"pvc://finetune-artifacts/{RUN}", "uri": f"pvc://finetune-artifacts/{RUN}"}},
+            id="default-output-goes-to-the-artifact-store-under-name-and-uid",
         ),
         pytest.param(
             spec(), Settings(artifact_store="pvc://team-store/"),
-            {"output": {"dir": "pvc://team-store/ft", "uri": "pvc://team-store/ft"}},
+            {"output": {"dir": f"pvc://team-store/{RUN}", "uri": f"pvc://team-store/{RUN}"}},
             id="artifact-store-setting-with-trailing-slash",
         ),
         pytest.param(
+            spec(output={"uri": "pvc://models//finetuned/ft/"}), SETTINGS,
+            {"output": {"dir": f"pvc://models/finetuned/ft/{RUN}", "uri": f"pvc://models/finetuned/ft/{RUN}"}},
+            id="output-uri-is-normalised-then-gets-the-runs-directory",
+        ),
+        pytest.param(
             spec(output={"uri": "s3://models/finetuned/ft"}), SETTINGS,
-            {"output": {"dir": "/workspace/output", "upload_uri": "s3://models/finetuned/ft",
-                        "uri": "s3://models/finetuned/ft"}},
+            {"output": {"dir": "/workspace/output", "upload_uri": f"s3://models/finetuned/ft/{RUN}",
+                        "uri": f"s3://models/finetuned/ft/{RUN}"}},
             id="s3-output-is-uploaded-from-a-local-dir",
         ),
         pytest.param(
@@ -648,41 +658,170 @@ def test_artifact_store_pvc(settings, expected):
     assert "ownerReferences" not in claim["metadata"]  # artifacts outlive the job
 
 
-# --- cleanup (spec.deleteArtifactsOnDelete) --------------------------------------------------------
+# --- cleanup (spec.deleteArtifactsOnDelete): the run's scratch, never its artifact ---------------
+
+SCRATCH = ("checkpoints", "data", "progress.jsonl")
+
+
+def _removed(job: dict) -> tuple[list[str], dict]:
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"][:2] == ["python", "-c"]
+    [volume] = pod["volumes"]
+    return container["command"][3:], {k: v for k, v in volume.items() if k != "name"}
+
 
 @pytest.mark.parametrize(
-    ("ftj", "expected"),
+    ("ftj", "settings", "expected"),
     [
-        pytest.param(spec(), ("/mnt/pvc/finetune-artifacts/ft", "finetune-artifacts"), id="default-store-run-dir"),
         pytest.param(
-            spec(output={"uri": "pvc://models/finetuned/classifier"}),
-            ("/mnt/pvc/models/finetuned/classifier", "models"),
-            id="pvc-output-dir",
+            spec(), SETTINGS,
+            (f"/mnt/pvc/finetune-artifacts/{RUN}", {"persistentVolumeClaim": {"claimName": "finetune-artifacts"}}),
+            id="default-store-runs-scratch",
         ),
-        pytest.param(spec(output={"uri": "s3://models/finetuned/ft"}), None, id="s3-output-left-to-bucket-lifecycle"),
         pytest.param(
-            spec(output={"uri": "pvc://models"}), (None, "models"),
-            id="output-at-a-claim-root",
+            spec(output={"uri": "pvc://models/finetuned/classifier"}), SETTINGS,
+            (f"/mnt/pvc/models/finetuned/classifier/{RUN}", {"persistentVolumeClaim": {"claimName": "models"}}),
+            id="pvc-output-runs-scratch",
         ),
+        pytest.param(
+            spec(output={"uri": "/artifacts/ft"}), HOST_PATHS,
+            (f"/artifacts/ft/{RUN}", {"hostPath": {"path": f"/artifacts/ft/{RUN}", "type": "DirectoryOrCreate"}}),
+            id="allowed-node-path-mounts-only-the-runs-directory",
+        ),
+        pytest.param(
+            spec(), Settings(artifact_store="/srv/artifacts"),
+            (f"/srv/artifacts/{RUN}", {"hostPath": {"path": f"/srv/artifacts/{RUN}", "type": "DirectoryOrCreate"}}),
+            id="the-operators-own-node-path-store-is-allowed",
+        ),
+        pytest.param(spec(output={"uri": "s3://models/finetuned/ft"}), SETTINGS, None, id="s3-output-left-to-bucket-lifecycle"),
+        pytest.param(spec(output={"uri": "/var/lib/kubelet"}), SETTINGS, None, id="node-path-not-allowed-is-never-mounted"),
+        pytest.param(spec(output={"uri": "/artifacts-other/x"}), HOST_PATHS, None, id="prefix-match-is-by-directory-not-by-text"),
     ],
 )
-def test_cleanup_job(ftj, expected):
-    """expected: None for no cleanup Job, else (the path removed, or None for "anything but the
-    claim's root", and the claim mounted)."""
-    cleanup = builders.cleanup_job(OWNER, ftj, SETTINGS)
+def test_cleanup_job_removes_only_the_runs_scratch(ftj, settings, expected):
+    cleanup = builders.cleanup_job(OWNER, ftj, settings)
     if expected is None:
         assert cleanup is None
         return
-    path, claim = expected
-    if cleanup is None and path is None:
-        return  # refusing to clean up is a safe answer too
-    pod = cleanup["spec"]["template"]["spec"]
-    [container] = pod["containers"]
+    run, volume = expected
+    removed, mounted = _removed(cleanup)
     assert cleanup["metadata"]["name"] == "ft-cleanup"
     assert "ownerReferences" not in cleanup["metadata"]  # the FineTuneJob is being deleted
     assert cleanup["spec"]["ttlSecondsAfterFinished"] == 300
-    assert pod["volumes"] == [{"name": "output", "persistentVolumeClaim": {"claimName": claim}}]
-    removed = container["command"][-1]
-    assert removed != f"/mnt/pvc/{claim}", "the cleanup would wipe the whole claim"
-    if path is not None:
-        assert removed == path
+    assert mounted == volume
+    assert removed == [f"{run}/{entry}" for entry in SCRATCH]
+    assert not any(path.endswith(("/adapter", "/model")) or path == run for path in removed)
+
+
+def test_scratch_entries_are_where_the_trainer_writes_its_scratch():
+    """What the cleanup removes is what the trainer's own config says is scratch, and the
+    artifact directory the trainer writes is not among it."""
+    rendered = trainer_config.parse_config(builders.trainer_config_dict(OWNER, spec(), SETTINGS))
+    run = rendered.output_path
+    scratch = {run / entry for entry in builders.SCRATCH_ENTRIES}
+    assert {rendered.checkpoints_path, rendered.prepared_path, rendered.progress_path} == scratch
+    assert not scratch & {run / "adapter", run / "model", run / "results.json", run / "evaluation.json"}
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        pytest.param("pvc://store/.", id="claim-root-with-dot"),
+        pytest.param("pvc://store", id="bare-claim"),
+        pytest.param("pvc://store/", id="claim-root-with-slash"),
+        pytest.param("pvc://store//", id="claim-root-with-slashes"),
+        pytest.param("pvc://store/runs/..", id="dot-dot-back-to-the-root"),
+        pytest.param("pvc://store/a/../../other", id="escapes-the-claim"),
+        pytest.param("pvc://store/a?x=1", id="query"),
+        pytest.param("s3://bucket/prefix", id="s3-left-to-lifecycle"),
+        pytest.param("/", id="filesystem-root"),
+        pytest.param("file:///", id="file-root"),
+        pytest.param("/var/lib/kubelet/pods", id="node-path-not-allowed"),
+        pytest.param("/artifacts", id="whole-allowed-prefix-would-mount-above-it"),
+    ],
+)
+def test_removal_job_refuses_locations_it_must_never_remove(location):
+    from finetune_operator.builders import cleanup
+
+    job = cleanup.removal_job(name="x", namespace="team", location=location, image="img", labels={},
+                              allowed_host_paths=("/artifacts",))
+    assert job is None
+
+
+@pytest.mark.parametrize(
+    ("location", "removed", "volume"),
+    [
+        pytest.param(
+            "pvc://store/runs//ft-1/adapter/", ["/mnt/pvc/store/runs/ft-1/adapter"],
+            {"persistentVolumeClaim": {"claimName": "store"}}, id="normalised-before-use",
+        ),
+        pytest.param(
+            "file:///artifacts/ft-1/adapter", ["/artifacts/ft-1/adapter"],
+            {"hostPath": {"path": "/artifacts/ft-1", "type": "DirectoryOrCreate"}}, id="allowed-node-path-from-its-parent",
+        ),
+    ],
+)
+def test_removal_job_of_a_whole_version_location(location, removed, volume):
+    """Retention removes a version's whole artifact location (never a root, never unallowed)."""
+    from finetune_operator.builders import cleanup
+
+    job = cleanup.removal_job(name="x", namespace="team", location=location, image="img", labels={},
+                              allowed_host_paths=("/artifacts",))
+    assert _removed(job) == (removed, volume)
+
+
+@pytest.mark.parametrize(
+    ("output", "settings", "problem"),
+    [
+        pytest.param("/var/lib/kubelet", SETTINGS, "FINETUNE_ALLOWED_HOST_PATHS: none", id="no-node-path-allowed-by-default"),
+        pytest.param("file:///etc", HOST_PATHS, "FINETUNE_ALLOWED_HOST_PATHS: /artifacts", id="file-uri-outside-the-prefixes"),
+        pytest.param("/artifacts/../etc", HOST_PATHS, "'..' segment", id="dot-dot-out-of-an-allowed-prefix"),
+        pytest.param("pvc://store/.", SETTINGS, "'.' segment", id="claim-root-with-dot"),
+        pytest.param("pvc://store/", SETTINGS, "is the root of a claim", id="claim-root"),
+    ],
+)
+def test_unusable_output_location_is_a_render_error_naming_the_field(output, settings, problem):
+    """The builders' own guard: a spec that never went through the model (an object stored before
+    a rule existed) still cannot mount or write outside what it may."""
+    ftj = spec().model_copy(update={"output": spec().output.model_copy(update={"uri": output})})
+    with pytest.raises(RenderError) as caught:
+        builders.train_job(OWNER, ftj, settings)
+    assert str(caught.value).startswith("spec.output.uri: ") and problem in str(caught.value)
+    assert builders.cleanup_job(OWNER, ftj, settings) is None
+
+
+@pytest.mark.parametrize(
+    ("uid", "expected"),
+    [
+        pytest.param("uid-1", "pvc://finetune-artifacts/ft-uid-1", id="first-run"),
+        pytest.param("uid-2", "pvc://finetune-artifacts/ft-uid-2", id="same-name-re-created"),
+    ],
+)
+def test_every_run_writes_to_a_location_of_its_own(uid, expected):
+    owner = Owner(name="ft", namespace="team", uid=uid)
+    assert builders.output_uri(owner, spec(), SETTINGS) == expected
+    assert builders.trainer_config_dict(owner, spec(), SETTINGS)["output"]["dir"] == expected
+
+
+# --- names: every child of the longest allowed name is a valid name -------------------------------
+
+def test_every_child_of_the_longest_allowed_name_fits_in_a_dns_label():
+    """The admission limit on metadata.name comes from the suffixes the builders really use."""
+    from finetune_operator.api.finetunejob import MAX_EVAL_ATTEMPT, MAX_NODES, NAME_MAX_LENGTH
+
+    owner = Owner(name="a" * NAME_MAX_LENGTH, namespace="team", uid="uid-1")
+    ftj = spec(resources={"nodes": MAX_NODES, "gpusPerNode": 1}, deleteArtifactsOnDelete=True)
+    objects = [
+        *builders.setup_objects(owner, ftj, SETTINGS),
+        builders.prepare_job(owner, ftj, SETTINGS),
+        builders.train_job(owner, ftj, SETTINGS),
+        builders.eval_job(owner, ftj, SETTINGS, attempt=MAX_EVAL_ATTEMPT),
+        builders.cleanup_job(owner, ftj, SETTINGS),
+    ]
+    names = {obj["metadata"]["name"] for obj in objects}
+    # An Indexed Job's Pods are named (and host-named) <job>-<index>.
+    names.add(f"{builders.train_job_name(owner.name)}-{MAX_NODES - 1}")
+    dns_label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    assert all(len(name) <= 63 and dns_label.match(name) for name in names), sorted(names, key=len)[-1]
+    assert max(len(name) for name in names) == 63  # the limit is tight, not guessed

@@ -90,7 +90,7 @@ def facts(deployment: dict[str, Any]) -> dict[str, Any]:
         pytest.param(
             {}, ADAPTER, 1,
             dict(env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": BASE,
-                      "ADAPTER_PATH": "s3://models/chat/v2", "ADAPTER_URI": "s3://models/chat/v2",
+                      "ADAPTER_PATH": "s3://models/chat/v2", "ADAPTER_URI": "s3://models/chat/v2", "ARTIFACT_DIGEST": "",
                       "PORT": "8000", "HOME": "/tmp"}),
             id="version-to-serve-is-in-the-environment",
         ),
@@ -98,7 +98,7 @@ def facts(deployment: dict[str, Any]) -> dict[str, Any]:
             {}, ServedVersion("v2", "pvc://base-models/smol", "pvc://models/chat/v2"), 1,
             dict(
                 env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": "/mnt/pvc/base-models/smol",
-                     "ADAPTER_PATH": "/mnt/pvc/models/chat/v2", "ADAPTER_URI": "pvc://models/chat/v2",
+                     "ADAPTER_PATH": "/mnt/pvc/models/chat/v2", "ADAPTER_URI": "pvc://models/chat/v2", "ARTIFACT_DIGEST": "",
                      "PORT": "8000", "HOME": "/tmp"},
                 volumes=[("pvc-0", {"persistentVolumeClaim": {"claimName": "base-models", "readOnly": True}}),
                          ("pvc-1", {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}}),
@@ -117,7 +117,7 @@ def facts(deployment: dict[str, Any]) -> dict[str, Any]:
             {}, ServedVersion("v2", BASE, "file:///srv/models/chat/v2"), 1,
             dict(
                 env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": BASE,
-                     "ADAPTER_PATH": "/srv/models/chat/v2", "ADAPTER_URI": "file:///srv/models/chat/v2",
+                     "ADAPTER_PATH": "/srv/models/chat/v2", "ADAPTER_URI": "file:///srv/models/chat/v2", "ARTIFACT_DIGEST": "",
                      "PORT": "8000", "HOME": "/tmp"},
                 volumes=[("artifact", {"hostPath": {"path": "/srv/models/chat/v2", "type": "Directory"}}),
                          SCRATCH_VOLUME],
@@ -177,7 +177,7 @@ def facts(deployment: dict[str, Any]) -> dict[str, Any]:
         pytest.param(
             {"env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]}, ADAPTER, 1,
             dict(env={"MODEL_NAME": "chat", "MODEL_VERSION": "v2", "BASE_MODEL": BASE,
-                      "ADAPTER_PATH": "s3://models/chat/v2", "ADAPTER_URI": "s3://models/chat/v2",
+                      "ADAPTER_PATH": "s3://models/chat/v2", "ADAPTER_URI": "s3://models/chat/v2", "ARTIFACT_DIGEST": "",
                       "PORT": "8000", "HOME": "/tmp", "VLLM_LOGGING_LEVEL": "DEBUG"}),
             id="extra-environment",
         ),
@@ -233,3 +233,41 @@ def test_service(render, name, selects, labels):
 def test_names():
     assert (builders.workload_name("chat", "v3"), builders.stable_service_name("chat"),
             builders.canary_service_name("chat")) == ("chat-v3", "chat-stable", "chat-canary")
+
+
+# ---- the artifact digest is checked where the bytes are used
+
+DIGEST = "sha256:" + "ab" * 32
+TRAINER = "ghcr.io/finetune-operator/trainer:0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("served", "verifier", "expected"),
+    [
+        pytest.param(ServedVersion("v2", BASE, "pvc://models/chat/v2", "adapter", DIGEST), TRAINER,
+                     ["python", "-m", "finetune_trainer.artifacts", "verify", "/mnt/pvc/models/chat/v2", DIGEST],
+                     id="pvc-artifact-is-verified-before-the-server-starts"),
+        pytest.param(ServedVersion("v2", BASE, "/srv/models/chat/v2", "adapter", DIGEST), TRAINER,
+                     ["python", "-m", "finetune_trainer.artifacts", "verify", "/srv/models/chat/v2", DIGEST],
+                     id="node-local-artifact-is-verified"),
+        pytest.param(ServedVersion("v2", BASE, "s3://models/chat/v2", "adapter", DIGEST), TRAINER, None,
+                     id="an-artifact-the-pod-does-not-mount-is-not-checked-here"),
+        pytest.param(ServedVersion("v2", BASE, "pvc://models/chat/v2", "adapter", DIGEST), None, None,
+                     id="no-verifier-image-no-init-container"),
+    ],
+)
+def test_verify_artifact_init_container(served, verifier, expected):
+    deployment = builders.deployment(OWNER, rollout_spec(type="custom", image="srv"), served, 1, verifier_image=verifier)
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["ARTIFACT_DIGEST"] == DIGEST
+    init = pod.get("initContainers")
+    if expected is None:
+        assert init is None
+        return
+    (verify,) = init
+    assert verify["name"] == "verify-artifact" and verify["image"] == TRAINER
+    assert verify["command"] == expected
+    assert verify["volumeMounts"] == pod["containers"][0]["volumeMounts"]
+    assert all(m.get("readOnly") for m in verify["volumeMounts"] if m["name"] != "scratch")
+    assert verify["securityContext"]["allowPrivilegeEscalation"] is False

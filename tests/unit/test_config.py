@@ -43,6 +43,11 @@ def test_defaults():
         pytest.param({"FINETUNE_PEERING": "OFF"}, "peering", False, id="peering-off"),
         pytest.param({"FINETUNE_GPU_HOUR_PRICE": "2.49"}, "gpu_hour_price", 2.49, id="gpu-hour-price"),
         pytest.param({"KUBECONFIG": "/elsewhere", "UNRELATED": "x"}, "log_level", "INFO", id="other-variables-ignored"),
+        pytest.param({}, "allowed_host_paths", (), id="no-node-paths-allowed-by-default"),
+        pytest.param({"FINETUNE_ALLOWED_HOST_PATHS": "/srv/finetune, /tmp/runs/,"}, "allowed_host_paths",
+                     ("/srv/finetune", "/tmp/runs"), id="host-path-prefixes-normalised"),
+        pytest.param({"FINETUNE_ALLOWED_HOST_PATHS": "//srv//finetune"}, "allowed_host_paths", ("/srv/finetune",),
+                     id="host-path-repeated-slashes"),
     ],
 )
 def test_parses(env, attribute, expected):
@@ -59,6 +64,9 @@ def test_parses(env, attribute, expected):
         pytest.param({"FINETUNE_PEERING": "maybe"}, "FINETUNE_PEERING", id="peering-not-on-off"),
         pytest.param({"FINETUNE_GPU_HOUR_PRICE": "-1"}, "FINETUNE_GPU_HOUR_PRICE", id="negative-price"),
         pytest.param({"FINETUNE_WATCH_NAMESPACES": "Team_A"}, "FINETUNE_WATCH_NAMESPACES", id="namespace-not-a-dns-label"),
+        pytest.param({"FINETUNE_ALLOWED_HOST_PATHS": "srv/finetune"}, "FINETUNE_ALLOWED_HOST_PATHS", id="host-path-relative"),
+        pytest.param({"FINETUNE_ALLOWED_HOST_PATHS": "/srv/../etc"}, "FINETUNE_ALLOWED_HOST_PATHS", id="host-path-dot-dot"),
+        pytest.param({"FINETUNE_ALLOWED_HOST_PATHS": "/"}, "FINETUNE_ALLOWED_HOST_PATHS", id="host-path-root-allows-everything"),
     ],
 )
 def test_bad_value_names_the_variable(env, variable):

@@ -165,6 +165,17 @@ def rules(kind: str) -> dict[str, list[str]]:
         ("FineTuneJob", ".spec", "self.method != 'dpo'"),
         ("FineTuneJob", ".spec.evaluation.gates[]", "has(self.metric)"),
         ("ModelVersion", ".spec", "self == oldSelf"),
+        # Names that would make invalid children, refused on the whole object (only the root sees metadata).
+        ("FineTuneJob", "<root>", "self.metadata.name.size() <= 53"),
+        ("FineTuneJob", "<root>", "self.metadata.name.matches("),
+        ("FineTuneJob", "<root>", "self.spec.output.modelName.size()"),
+        ("ModelVersion", "<root>", "self.metadata.name.size() <= 52"),
+        # Locations: no '.'/'..' segments anywhere; never the bare root of a claim where runs write.
+        ("FineTuneJob", ".spec.output.uri", "[.][.]?"),
+        ("FineTuneJob", ".spec.output.uri", "^(pvc|s3)://[^/]*/*$"),
+        ("FineTuneJob", ".spec.dataset.uri", "[.][.]?"),
+        ("ModelVersion", ".spec.artifact.uri", "[.][.]?"),
+        ("ModelVersion", ".spec.artifact.uri", "^(pvc|s3)://[^/]*/*$"),
         ("Rollout", ".spec", "has(self.version) != has(self.track)"),
         (
             "Rollout",
@@ -325,3 +336,31 @@ def test_yaml_header_says_generated():
     for text in crdgen.render().values():
         assert text.startswith("# Generated from finetune_operator.api")
         assert re.search(r"^apiVersion: apiextensions.k8s.io/v1$", text, re.M)
+
+
+# --- derived names ---------------------------------------------------------------------------------
+
+
+def test_finetunejob_name_limit_comes_from_the_longest_child_name():
+    """A name of the longest length admitted gives children that are all DNS labels of <= 63."""
+    from finetune_operator.api.finetunejob import NAME_MAX_LENGTH, FineTuneJobSpec
+    from finetune_operator.builders import finetunejob as builders
+
+    name = "a" * NAME_MAX_LENGTH
+    spec = FineTuneJobSpec.model_validate(
+        {"baseModel": {"uri": "hf://org/model"}, "dataset": {"uri": "s3://data/x.jsonl"},
+         "resources": {"nodes": 128, "gpusPerNode": 1}}
+    )
+    owner = builders.Owner(name=name, namespace="team", uid="uid-1")
+    children = [obj["metadata"]["name"] for obj in builders.setup_objects(owner, spec, builders.Settings())]
+    children += [builders.prepare_job_name(name), builders.train_job_name(name), builders.eval_job_name(name, 9),
+                 f"{builders.train_job_name(name)}-{spec.resources.nodes - 1}",  # the last rank's Pod host name
+                 builders.cleanup_job(owner, spec, builders.Settings(artifact_store="pvc://store"))["metadata"]["name"]]
+    assert max(len(child) for child in children) == 63, children
+    assert all(re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", child) for child in children), children
+
+
+def test_modelversion_name_limit_leaves_room_for_its_children():
+    from finetune_operator.api.modelversion import CHILD_NAME_SUFFIXES, NAME_MAX_LENGTH
+
+    assert max(len("v" * NAME_MAX_LENGTH + suffix) for suffix in CHILD_NAME_SUFFIXES) == 63

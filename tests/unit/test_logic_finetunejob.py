@@ -193,6 +193,25 @@ def with_(path, value):
         pytest.param(
             {**VALID, "dataset": {"uri": "s3://data/x.jsonl", "inline": [{"a": 1}]}}, "spec.dataset", id="two-dataset-sources"
         ),
+        # Locations are normalised before use; what could reach outside what they name is refused.
+        pytest.param(with_("output", {"uri": "pvc://store/."}), "spec.output.uri", id="output-claim-dot-segment"),
+        pytest.param(with_("output", {"uri": "pvc://store"}), "spec.output.uri", id="output-bare-claim-root"),
+        pytest.param(with_("output", {"uri": "pvc://store/"}), "spec.output.uri", id="output-claim-root-slash"),
+        pytest.param(with_("output", {"uri": "pvc://store//./"}), "spec.output.uri", id="output-claim-root-dot-slashes"),
+        pytest.param(with_("output", {"uri": "pvc://store/runs/../.."}), "spec.output.uri", id="output-escapes-claim"),
+        pytest.param(with_("output", {"uri": "s3://bucket"}), "spec.output.uri", id="output-bare-bucket"),
+        pytest.param(with_("output", {"uri": "/srv/runs/./a"}), "spec.output.uri", id="output-host-path-dot"),
+        pytest.param(with_("output", {"uri": "file://etc/passwd"}), "spec.output.uri", id="output-file-uri-with-host"),
+        pytest.param(with_("output", {"uri": "/srv/runs?x=1"}), "spec.output.uri", id="output-query"),
+        pytest.param({**VALID, "dataset": {"uri": "pvc://data/./train.jsonl"}}, "spec.dataset.uri", id="dataset-dot-segment"),
+        pytest.param({**VALID, "dataset": {"uri": "file:///data/../etc/shadow"}}, "spec.dataset.uri",
+                     id="dataset-file-uri-escapes"),
+        pytest.param(with_("baseModel.uri", "pvc://models/../other"), "spec.baseModel.uri", id="model-escapes-claim"),
+        pytest.param(
+            {**VALID, "dataset": {"inline": [{"instruction": "x" * 1024, "output": "y"}] * 200}},
+            "spec.dataset",
+            id="inline-dataset-over-the-byte-cap",
+        ),
     ],
 )
 def test_invalid_spec_names_the_field(raw, field):
@@ -212,6 +231,11 @@ def test_invalid_spec_names_the_field(raw, field):
         pytest.param(with_("baseModel.uri", "/opt/models/tiny"), id="local-path"),
         pytest.param(with_("baseModel.uri", "file:///opt/models/tiny"), id="file-uri"),
         pytest.param({**VALID, "output": {"uri": "pvc://artifacts/ftj"}}, id="pvc-output"),
+        pytest.param({**VALID, "output": {"uri": "pvc://artifacts//ftj/"}}, id="pvc-output-extra-slashes"),
+        pytest.param({**VALID, "output": {"uri": "/srv/runs"}}, id="host-path-output-is-checked-against-settings-later"),
+        pytest.param(with_("baseModel.uri", "pvc://models"), id="model-at-a-claim-root-is-only-read"),
+        pytest.param({**VALID, "dataset": {"inline": [{"instruction": "x" * 100, "output": "y"}] * 100}},
+                     id="inline-dataset-under-the-byte-cap"),
     ],
 )
 def test_valid_spec_parses(raw):
@@ -224,6 +248,14 @@ def test_every_problem_is_reported_at_once():
     }
     parsed = parse_spec(raw)
     assert {p.field for p in parsed.problems} == {"spec.baseModel.uri", "spec.adaptation.targetModules"}
+
+
+def test_problems_say_the_fix():
+    parsed = parse_spec(with_("output", {"uri": "pvc://store/."}))
+    [problem] = parsed.problems
+    assert problem.field == "spec.output.uri" and "'.'" in str(problem) and "write the location" in str(problem), problem
+    parsed = parse_spec({**VALID, "dataset": {"inline": [{"instruction": "x" * 1024, "output": "y"}] * 200}})
+    assert "dataset.inline" in parsed.message and "dataset.uri" in parsed.message
 
 
 def test_long_problem_lists_are_shortened():

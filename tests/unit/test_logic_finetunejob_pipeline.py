@@ -83,12 +83,12 @@ PREPARED_MESSAGE = termination(
 )
 PROGRESS_LINE = dict(
     step=40, total_steps=120, percent=33.3, epoch=1.0, loss=1.93, eval_loss=2.01, best_eval_loss=1.98,
-    eta_seconds=96.0, checkpoint={"uri": "/mnt/pvc/finetune-artifacts/ft/checkpoints/checkpoint-40", "step": 40,
+    eta_seconds=96.0, checkpoint={"uri": "/mnt/pvc/finetune-artifacts/ft-uid-1/checkpoints/checkpoint-40", "step": 40,
                                  "time": "2025-01-01T11:50:00Z"},
 )
 TRAINED_MESSAGE = termination(
     status="Succeeded", stage="train",
-    artifact={"kind": "lora-adapter", "uri": "pvc://finetune-artifacts/ft/adapter", "sha256": DIGEST},
+    artifact={"kind": "lora-adapter", "uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "sha256": DIGEST},
     metrics={"train_loss": 1.2, "eval_loss": 1.4, "best_eval_loss": 1.35, "global_step": 120, "total_steps": 120},
 )
 
@@ -151,7 +151,7 @@ EVALUATED_MESSAGE = termination(
              "latencySeconds": 0.2},
     base={"taskAccuracy": 0.1, "formatCompliance": 0.0, "safetyPassRate": 0.98, "generalScore": 0.62,
           "latencySeconds": 0.15},
-    stderr={"taskAccuracy": 0.02}, results="/mnt/pvc/finetune-artifacts/ft/evaluation.json",
+    stderr={"taskAccuracy": 0.02}, results="/mnt/pvc/finetune-artifacts/ft-uid-1/evaluation.json",
 )
 EVAL_COMPLETE = job(EVAL, conditions=["Complete"], succeeded=1)
 EVAL_POD_DONE = pod(EVAL, terminated=dict(exitCode=0, reason="Completed", message=EVALUATED_MESSAGE))
@@ -179,7 +179,7 @@ def registered(children, evaluation=True, failing=False):
         record["metrics"]["safetyPassRate"] = 0.4
     mv = {"metadata": {"name": "ft-v1", "namespace": "team", "uid": "mv-uid"},
           "spec": {"modelName": "ft", "version": "v1", "baseModel": {"uri": "hf://org/base"},
-                   "artifact": {"uri": "pvc://finetune-artifacts/ft/adapter", "digest": f"sha256:{DIGEST}"},
+                   "artifact": {"uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "digest": f"sha256:{DIGEST}"},
                    **({"evaluation": record} if evaluation else {})}}
     return Children(jobs=children.jobs, pods=children.pods, progress=children.progress, model_version=mv)
 
@@ -485,12 +485,12 @@ def test_data_report_carries_the_teacher_figures_of_synthetic_data():
             progress_map(PROGRESS, **PROGRESS_LINE),
             dict(step=40, totalSteps=120, epoch=1.0, percent=33.3, etaSeconds=96, trainLoss=1.93, evalLoss=2.01,
                  bestEvalLoss=1.98),
-            dict(uri="/mnt/pvc/finetune-artifacts/ft/checkpoints/checkpoint-40", step=40, time="2025-01-01T11:50:00Z"),
+            dict(uri="/mnt/pvc/finetune-artifacts/ft-uid-1/checkpoints/checkpoint-40", step=40, time="2025-01-01T11:50:00Z"),
             id="progress-line-with-a-checkpoint",
         ),
         pytest.param(
-            progress_map(PROGRESS, step=121, total_steps=120, percent=100.8),
-            dict(step=121, totalSteps=120, percent=100.0), None,
+            progress_map(PROGRESS, step=120, total_steps=120, percent=100.8),
+            dict(step=120, totalSteps=120, percent=100.0), None,
             id="percent-is-clamped-to-100",
         ),
         pytest.param(progress_map(PROGRESS), None, None, id="empty-progress-config-map"),
@@ -514,7 +514,7 @@ def test_success_records_the_artifact_and_completes_progress():
     status = run(SPEC, S["registered"]).status
 
     assert status.artifact.model_dump(by_alias=True) == {
-        "uri": "pvc://finetune-artifacts/ft/adapter", "digest": f"sha256:{DIGEST}", "type": "lora-adapter",
+        "uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "digest": f"sha256:{DIGEST}", "type": "lora-adapter",
     }
     assert status.progress.percent == 100.0
     assert (status.progress.step, status.progress.eta_seconds) == (120, 0)
@@ -537,7 +537,7 @@ def test_a_multi_node_run_takes_its_results_from_node_rank_0():
     )
     status = run(spec(resources={"nodes": 2}), children).status
 
-    assert status.artifact.uri == "pvc://finetune-artifacts/ft/adapter"
+    assert status.artifact.uri == "pvc://finetune-artifacts/ft-uid-1/adapter"
     assert status.progress.step == 120
 
 
@@ -703,7 +703,7 @@ def test_evaluated_job_registers_a_model_version_with_lineage_metrics_and_gates(
     registration = decision.register
     assert registration.model_name == "ft" and registration.version is None
     body = registration.spec
-    assert body["artifact"] == {"uri": "pvc://finetune-artifacts/ft/adapter", "digest": f"sha256:{DIGEST}", "type": "adapter"}
+    assert body["artifact"] == {"uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "digest": f"sha256:{DIGEST}", "type": "adapter"}
     assert body["lineage"]["fineTuneJob"] == "ft" and body["lineage"]["datasetDigest"] == DIGEST
     assert body["evaluation"]["metrics"]["formatCompliance"] == 1.0
     assert body["evaluation"]["baseMetrics"]["formatCompliance"] == 0.0
@@ -732,3 +732,100 @@ def test_without_evaluation_the_version_is_registered_unevaluated():
     assert "evaluation" not in decision.register.spec
     done = run(no_eval, registered(S["train-complete"], evaluation=False)).status
     assert done.phase == "Succeeded" and "Candidate" in done.message
+
+
+# --- locations: a run of its own, node paths only where allowed, artifacts inside the run ---------
+
+
+@pytest.mark.parametrize(
+    ("output", "settings", "problem"),
+    [
+        pytest.param("/var/lib/kubelet", None, "FINETUNE_ALLOWED_HOST_PATHS: none", id="node-path-refused-by-default"),
+        pytest.param("file:///etc/kubernetes", Settings(allowed_host_paths=("/tmp/runs",)),
+                     "FINETUNE_ALLOWED_HOST_PATHS: /tmp/runs", id="node-path-outside-the-allowed-prefixes"),
+        pytest.param("pvc://store/", None, "is the root of a claim", id="claim-root"),
+        pytest.param("pvc://store/a/../..", None, "'..' segment", id="escapes-the-claim"),
+    ],
+)
+def test_unusable_output_location_is_an_invalid_spec_and_starts_nothing(output, settings, problem):
+    parsed = finetunejob.parse_spec({**copy.deepcopy(MINIMAL), "output": {"uri": output}})
+    decision = run(parsed, S["nothing-yet"], settings=settings)
+    accepted = condition(decision.status, "Accepted")
+    assert (decision.status.phase, accepted.reason) == ("Failed", "InvalidSpec")
+    assert "spec.output.uri" in accepted.message and problem in accepted.message
+    assert decision.create == ()
+
+
+@pytest.mark.parametrize(
+    ("ftj", "settings", "expected"),
+    [
+        pytest.param(SPEC, None, "pvc://finetune-artifacts/ft-uid-1", id="artifact-store"),
+        pytest.param(spec(output={"uri": "/tmp/runs/x"}), Settings(allowed_host_paths=("/tmp/runs",)),
+                     "/tmp/runs/x/ft-uid-1", id="allowed-node-path"),
+    ],
+)
+def test_status_records_the_runs_own_output_location(ftj, settings, expected):
+    assert run(ftj, S["nothing-yet"], settings=settings).status.output_uri == expected
+
+
+@pytest.mark.parametrize(
+    ("artifact", "problem"),
+    [
+        pytest.param({"uri": "pvc://finetune-artifacts/ft-uid-0/adapter"}, "outside this run's location",
+                     id="another-runs-adapter"),
+        pytest.param({"uri": "pvc://finetune-artifacts/ft-uid-1"}, "outside this run's location", id="the-run-directory-itself"),
+        pytest.param({"uri": "pvc://finetune-artifacts/."}, "'.' segment", id="claim-root"),
+        pytest.param({"uri": "/var/lib/kubelet"}, "outside this run's location", id="node-path"),
+        pytest.param({"uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "sha256": "nope"}, "malformed artifact digest",
+                     id="malformed-digest"),
+        pytest.param({"uri": 42}, "no artifact digest", id="uri-not-text"),
+    ],
+)
+def test_an_artifact_reported_outside_the_run_is_never_registered(artifact, problem):
+    message = termination(status="Succeeded", stage="train", artifact={"kind": "lora-adapter", "sha256": DIGEST, **artifact},
+                          metrics={"global_step": 120})
+    trained = Children(jobs=(PREPARE_COMPLETE, job(TRAIN, conditions=["Complete"], succeeded=1)),
+                       pods=(PREPARE_POD_DONE, pod(TRAIN, terminated=dict(exitCode=0, reason="Completed", message=message))))
+    decision = run(spec(evaluation={"enabled": False}), trained)
+    assert decision.register is None
+    assert decision.status.phase == "Failed" and problem in decision.status.message
+
+
+# --- a FineTuneJob re-created under the same name: the old run's children are not this run's -----
+
+
+def owned(obj: dict, uid: str, kind: str = "FineTuneJob", own_uid: str | None = None) -> dict:
+    """`obj` with a controller ownerReference to `uid` (and its own metadata.uid)."""
+    meta = {**obj["metadata"], "ownerReferences": [{"kind": kind, "name": "ft", "uid": uid, "controller": True}]}
+    if own_uid:
+        meta["uid"] = own_uid
+    return {**obj, "metadata": meta}
+
+
+OLD_CONFIG = owned({"metadata": {"name": "ft-config"}, "data": {"config.yaml": "{}"}}, "uid-0")
+OLD_TRAIN_DONE = owned(job(TRAIN, conditions=["Complete"], succeeded=1), "uid-0", own_uid="old-train")
+OLD_TRAIN_POD = owned(pod(TRAIN, terminated=dict(exitCode=0, reason="Completed", message=TRAINED_MESSAGE)), "old-train", kind="Job")
+OLD_PREPARE_DONE = owned(PREPARE_COMPLETE, "uid-0", own_uid="old-prepare")
+NEW_PREPARE = owned(PREPARE_RUNNING, "uid-1", own_uid="new-prepare")
+
+
+@pytest.mark.parametrize(
+    "left_over",
+    [
+        pytest.param(Children(jobs=(OLD_PREPARE_DONE, OLD_TRAIN_DONE), pods=(OLD_TRAIN_POD,), config=OLD_CONFIG),
+                     id="old-runs-jobs-and-config-still-there"),
+        pytest.param(Children(config=OLD_CONFIG), id="only-the-old-config-left"),
+    ],
+)
+def test_a_recreated_job_waits_for_the_old_runs_children_and_never_adopts_them(left_over):
+    decision = run(SPEC, left_over)
+    assert (decision.status.phase, condition(decision.status, "Succeeded").reason) == ("Pending", "WaitingForPreviousRun")
+    assert decision.create == () and decision.register is None
+    assert decision.status.artifact is None  # the old run's training result is not this run's
+
+
+def test_old_children_left_over_beside_this_runs_own_are_ignored():
+    children = Children(jobs=(NEW_PREPARE, OLD_TRAIN_DONE), pods=(OLD_TRAIN_POD,))
+    decision = run(SPEC, children)
+    assert decision.status.phase == "Preparing"
+    assert decision.status.artifact is None

@@ -141,3 +141,46 @@ def test_approved_version_resync_is_silent():
     first = decide(evaluated(GOOD), ModelVersionStatus(), T0, generation=1).status
     again = decide(evaluated(GOOD), first, T1, generation=1)
     assert not again.status_changed and not again.events
+
+
+# ---- one writer per status field: the phase follows the Rollout's `Serving` condition
+
+from finetune_operator.api.common import Condition  # noqa: E402
+from finetune_operator.logic.modelversion import owned  # noqa: E402
+
+
+def serving(status: str, reason: str) -> Condition:
+    return Condition(type="Serving", status=status, reason=reason, message="by Rollout chat", last_transition_time=T0)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "before", "expected"),
+    [
+        pytest.param(GOOD, ModelVersionStatus(conditions=[serving("True", "Stable")]), "Production",
+                     id="served-as-stable-is-production"),
+        pytest.param(GOOD, ModelVersionStatus(phase="Production", conditions=[serving("False", "Replaced")]), "Deprecated",
+                     id="replaced-as-stable-is-deprecated"),
+        pytest.param(GOOD, ModelVersionStatus(phase="Approved", conditions=[serving("False", "AnalysisFailed")]), "Approved",
+                     id="a-canary-rolled-back-by-analysis-stays-approved"),
+        pytest.param(GOOD, ModelVersionStatus(phase="Deprecated", conditions=[serving("True", "Stable")]), "Production",
+                     id="rolled-back-to-is-production-again"),
+        pytest.param({**GOOD, "safetyPassRate": 0.1}, ModelVersionStatus(conditions=[serving("True", "Stable")]), "Rejected",
+                     id="a-rejected-verdict-always-wins"),
+        pytest.param(GOOD, ModelVersionStatus(phase="Production"), "Production",
+                     id="production-written-before-the-condition-is-kept"),
+    ],
+)
+def test_phase_is_derived_from_the_verdict_and_the_serving_condition(metrics, before, expected):
+    assert decide(evaluated(metrics), before, T1, generation=1).status.phase == expected
+
+
+def test_the_controller_applies_only_the_fields_it_owns():
+    before = ModelVersionStatus(conditions=[serving("True", "Stable"),
+                                            Condition(type="ArtifactRetained", status="True", reason="Kept", message="")])
+    decision = decide(evaluated(GOOD), before, T1, generation=1)
+    body = decision.owned_status
+    assert sorted(c["type"] for c in body["conditions"]) == ["GatesPassed", "Ready"]
+    assert body["phase"] == "Production" and {g["name"] for g in body["gates"]} >= {"safety", "latency"}
+    # Others' conditions stay in the status it reads, untouched.
+    assert {c.type for c in decision.status.conditions} == {"Serving", "ArtifactRetained", "GatesPassed", "Ready"}
+    assert owned(decision.status) == body

@@ -416,3 +416,24 @@ def test_each_router_has_its_own_field_manager():
 def test_weights_outside_0_to_100_are_refused(router, observed, weight):
     with pytest.raises(ValueError, match="canary weight"):
         router.desired(RO, NS, STABLE, CANARY, weight, observed)
+
+
+# ---- reading the weight back: what a canary step compares with the weight it set
+
+from finetune_operator import routers as _routers  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("router", "weight", "carried", "expected"),
+    [
+        pytest.param(_routers.GatewayApiRouter(), 30, 30, 30, id="gateway-carries-the-weight"),
+        pytest.param(_routers.GatewayApiRouter(), 30, 0, 0, id="gateway-not-yet-moved"),
+        pytest.param(_routers.GatewayApiRouter(), 30, None, None, id="gateway-says-nothing"),
+        pytest.param(_routers.ReplicaRatioRouter(1), 30, 50, 30, id="one-replica-each-is-the-closest-to-30"),
+        pytest.param(_routers.ReplicaRatioRouter(4), 30, 25, 30, id="one-of-four-is-the-closest-to-30"),
+        pytest.param(_routers.ReplicaRatioRouter(4), 30, 0, 0, id="replicas-not-yet-split"),
+        pytest.param(_routers.KServeRouter("isvc"), 60, 60, 60, id="kserve-carries-the-percent"),
+    ],
+)
+def test_applied_weight(router, weight, carried, expected):
+    assert _routers.applied_weight(router, weight, carried) == expected

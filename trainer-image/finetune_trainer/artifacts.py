@@ -5,6 +5,11 @@ at 4 KiB, so the message is a compact JSON summary that is trimmed, field group 
 until it fits; the full results live next to the artifacts. Artifact digests are computed over
 the sorted relative paths and contents of every file, so the same files always give the same
 digest whatever the filesystem's order or timestamps.
+
+`python -m finetune_trainer.artifacts verify PATH DIGEST` checks a directory (or file) against a
+registered digest where the bytes are used — the serving Pods' init container runs it before any
+server starts: exit 0 when they match; exit 3 with a termination message naming both digests
+when they do not (or the artifact is missing), so other bytes are never served.
 """
 
 from __future__ import annotations
@@ -122,3 +127,55 @@ def write_termination_message(path: str | Path | None, summary: dict[str, Any]) 
     except OSError as exc:
         print(f"warning: termination message {target}: not written ({exc.strerror})", file=sys.stderr)
     return text
+
+
+EXIT_DIGEST_MISMATCH = 3
+
+
+def digest_path(path: Path) -> str:
+    """The digest of an artifact: a directory's files (as `digest_files`), or one file."""
+    path = Path(path)
+    if path.is_file():
+        return digest_files(path.parent, [path])
+    return digest_files(path)
+
+
+def verify(path: str | Path, expected: str) -> str | None:
+    """None when the artifact at `path` has digest `expected`; else why not, in words."""
+    path = Path(path)
+    if not path.exists():
+        return f"artifact {path} does not exist; the ModelVersion's digest is {expected}"
+    if path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
+        return f"artifact {path} is empty; the ModelVersion's digest is {expected}"
+    actual = digest_path(path)
+    if actual != expected:
+        return (f"artifact digest mismatch: {path} has {actual}, the ModelVersion says {expected}; "
+                "refusing to serve other bytes than the registered ones")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m finetune_trainer.artifacts")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("verify", help="check an artifact against its registered sha256 digest")
+    check.add_argument("path")
+    check.add_argument("digest")
+    args = parser.parse_args(argv)
+    problem = verify(args.path, args.digest)
+    if problem is None:
+        print(f"artifact {args.path}: digest {args.digest} verified")
+        return 0
+    print(f"error: {problem}", file=sys.stderr)
+    target = Path(os.environ.get("TERMINATION_MESSAGE_PATH") or DEFAULT_TERMINATION_PATH)
+    if str(target) != DEFAULT_TERMINATION_PATH or target.exists():
+        try:
+            target.write_text(problem[:TERMINATION_MESSAGE_LIMIT], encoding="utf-8")
+        except OSError:
+            pass
+    return EXIT_DIGEST_MISMATCH
+
+
+if __name__ == "__main__":
+    sys.exit(main())

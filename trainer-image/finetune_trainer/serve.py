@@ -21,6 +21,15 @@ small (standard-library HTTP, one request generating at a time); real clusters u
   honoured and capped by `--max-tokens-limit` and the model's context; `stop` strings cut the
   text; streaming is not supported.
 
+Trust and shutdown:
+- `--artifact-digest sha256:...` (env ARTIFACT_DIGEST, which a Rollout's Pods get from the
+  ModelVersion) checks the adapter directory (or, without adapters, the model directory) against
+  the registered digest before loading; a mismatch exits with an error and never serves.
+- On SIGTERM the server drains: /health answers 503 at once (readiness goes away), requests keep
+  being answered for `--drain-seconds` (env FINETUNE_SERVE_DRAIN_SECONDS, default 5) while
+  routers and Services move traffic off the Pod, then it stops accepting and finishes the
+  requests in flight before exiting. No request that reached the Pod is dropped.
+
 Test-only fault injection, to make a deliberately bad candidate for rollback tests (never set
 them in production): `--error-rate F` (env FINETUNE_SERVE_ERROR_RATE) answers that fraction of
 inference requests with HTTP 500, and `--extra-latency-ms N` (env FINETUNE_SERVE_EXTRA_LATENCY_MS)
@@ -84,6 +93,8 @@ class ServeConfig:
     seed: int = 0
     cache_dir: str = "/tmp/finetune-cache/models"
     pvc_mount_root: str = "/mnt/pvc"
+    artifact_digest: str = ""
+    drain_seconds: float = 5.0
 
 
 class MetricSet:
@@ -186,6 +197,7 @@ class ModelServer:
             raise ValueError(f"adapter name {self.base_name!r} is also the base model's served name; rename one")
         self.metrics = MetricSet(config.model_version, self.base_name)
         self.ready = threading.Event()
+        self.draining = threading.Event()
         self.load_error: str | None = None
         self.created = int(time.time())
         self._lock = threading.Lock()  # one generation at a time: the active adapter is global state
@@ -435,7 +447,9 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0]
         if path == "/health":
-            if app.ready.is_set():
+            if app.draining.is_set():
+                self._send_json(503, {"status": "draining"})
+            elif app.ready.is_set():
                 self._send_json(200, {"status": "ok"})
             else:
                 self._send_json(503, {"status": "loading" if app.load_error is None else "failed",
@@ -515,7 +529,9 @@ def _error_body(message: str, error_type: str, code: int) -> dict[str, Any]:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+    # Requests in flight finish before the process exits (server_close joins their threads).
+    daemon_threads = False
+    block_on_close = True
 
     def __init__(self, address: tuple[str, int], app: ModelServer):
         self.app = app
@@ -566,6 +582,10 @@ def parse_args(argv: list[str] | None) -> ServeConfig:
     parser.add_argument("--cache-dir", default=os.environ.get("FINETUNE_MODEL_CACHE", "/tmp/finetune-cache/models"),
                         help="writable directory for materialized models (GGUF, s3:// copies)")
     parser.add_argument("--pvc-mount-root", default="/mnt/pvc", help="where claims named in pvc:// URIs are mounted")
+    parser.add_argument("--artifact-digest", default=os.environ.get("ARTIFACT_DIGEST", ""),
+                        help="sha256:<hex> the adapter (or model) directory must have (env ARTIFACT_DIGEST)")
+    parser.add_argument("--drain-seconds", type=float, default=_env_float("FINETUNE_SERVE_DRAIN_SECONDS", 5.0),
+                        help="after SIGTERM, keep answering this long before shutting down")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.model:
@@ -593,11 +613,33 @@ def parse_args(argv: list[str] | None) -> ServeConfig:
         seed=args.seed,
         cache_dir=args.cache_dir,
         pvc_mount_root=args.pvc_mount_root,
+        artifact_digest=args.artifact_digest,
+        drain_seconds=max(args.drain_seconds, 0.0),
     )
+
+
+def verify_artifact(config: ServeConfig) -> str | None:
+    """Why the bytes to serve are not the registered ones, or None (also when no digest is given)."""
+    if not config.artifact_digest:
+        return None
+    from .artifacts import verify
+
+    if len(config.adapters) > 1:
+        return None  # one digest cannot name several adapters; the Pod's init container checks each version
+    path = next(iter(config.adapters.values()), None) or config.model
+    if not Path(path).exists():
+        return None if "://" in path else f"artifact {path} does not exist; the ModelVersion's digest is {config.artifact_digest}"
+    return verify(path, config.artifact_digest)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
+    problem = verify_artifact(config)
+    if problem is not None:
+        from .artifacts import EXIT_DIGEST_MISMATCH
+
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        return EXIT_DIGEST_MISMATCH
     try:
         app = ModelServer(config)
     except ValueError as exc:
@@ -605,7 +647,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Bind first: /health answers 503 while the model loads, and /metrics is scrapeable at once.
     httpd = make_http_server(app, config.host, config.port)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
+
+    def drain_then_stop() -> None:
+        app.draining.set()
+        log.info("SIGTERM: draining for %.1fs before shutting down", config.drain_seconds)
+        time.sleep(config.drain_seconds)
+        httpd.shutdown()
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=drain_then_stop, daemon=True).start())
     serving = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)
     serving.start()
     log.info("listening on http://%s:%d", *httpd.server_address[:2])

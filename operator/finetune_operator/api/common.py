@@ -21,6 +21,7 @@ Conditions follow the Kubernetes API conventions (metav1.Condition): `set_condit
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -88,9 +89,11 @@ ObjectName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
 ]
+# A version is part of object names (`<model>-<version>`, `<rollout>-<version>`), so it is a
+# lowercase DNS label, short enough to leave room for the model's name in front of it.
+VERSION_MAX_LENGTH = 32
 VersionName = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"),
+    str, StringConstraints(min_length=1, max_length=VERSION_MAX_LENGTH, pattern=DNS_LABEL_PATTERN)
 ]
 Duration = Annotated[
     str,
@@ -106,6 +109,170 @@ Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 MODEL_URI_PATTERN = r"^((hf|s3|pvc|file)://.+|/.*)$"
 DATA_URI_PATTERN = r"^((s3|pvc|file)://.+|/.*)$"
 ARTIFACT_URI_PATTERN = r"^((s3|pvc|file)://.+|/.*)$"
+
+
+# --- names of derived objects ----------------------------------------------------------------------
+# The operator names every child `<owner name><suffix>`. Job names become a Pod label (`job-name`),
+# Pod host names and Service names become DNS labels: each at most 63 characters. So the owner's
+# name may be at most 63 minus its longest suffix, and must itself be a DNS-1035 label (a
+# Service name starts with a letter). The API server checks both at admission (`name_rules`).
+MAX_DERIVED_NAME = 63
+DNS_1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def max_owner_name(suffixes: tuple[str, ...]) -> int:
+    """How long an owner's name may be so that `<name><suffix>` fits for every suffix."""
+    return MAX_DERIVED_NAME - max(len(suffix) for suffix in suffixes)
+
+
+def name_rules(kind: str, max_length: int) -> tuple[dict[str, str], ...]:
+    """Root CEL rules on `metadata.name`: a DNS-1035 label short enough for every child name."""
+    return (
+        cel(
+            f"self.metadata.name.size() <= {max_length}",
+            f"metadata.name must be at most {max_length} characters: the {kind}'s Jobs, Pods and "
+            f"Services are named after it and must fit in {MAX_DERIVED_NAME}",
+        ),
+        cel(
+            f"self.metadata.name.matches('{DNS_1035_LABEL_PATTERN}')",
+            "metadata.name must start with a lowercase letter and hold only lowercase letters, "
+            "digits and '-' (it names Jobs, Pods and Services)",
+        ),
+    )
+
+
+def name_problem(name: str, max_length: int) -> str | None:
+    """What `name_rules` would refuse about `name`, in the same words; None when it is fine."""
+    if len(name) > max_length:
+        return f"must be at most {max_length} characters (got {len(name)})"
+    if not re.fullmatch(DNS_1035_LABEL_PATTERN, name):
+        return "must start with a lowercase letter and hold only lowercase letters, digits and '-'"
+    return None
+
+
+# --- locations -------------------------------------------------------------------------------------
+# A location (pvc://<claim>/<path>, s3://<bucket>/<key>, file:///<path> or /<path>) is used in its
+# normalised form only: no '.' or '..' segments, no query or fragment, duplicate and trailing
+# slashes dropped. What a location must never be is refused twice: by CEL at admission (`location_rules`)
+# and by `parse_location` wherever a location is used, so a rule the API server did not see (an
+# object created before the rule, a location reported by a trainer) still holds.
+
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+MSG_LOCATION_DOT_SEGMENT = "must not contain '.' or '..' segments: write the location itself"
+MSG_LOCATION_QUERY = "must not contain '?' or '#'"
+MSG_LOCATION_CLAIM = "must name a PersistentVolumeClaim first: pvc://<claim>/<path>"
+MSG_LOCATION_FILE_HOST = "file:// locations name no host: file:///<absolute path>"
+MSG_LOCATION_ROOT_PROBLEM = "is the root of a claim, bucket or filesystem"
+MSG_LOCATION_ROOT_FIX = "name a directory under it, e.g. pvc://<claim>/<dir>"
+MSG_LOCATION_ROOT = f"{MSG_LOCATION_ROOT_PROBLEM}; {MSG_LOCATION_ROOT_FIX}"
+
+
+class LocationError(ValueError):
+    """A location that cannot be used: what is wrong with it, and the fix."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Location:
+    """A normalised storage location. `path` has no leading or trailing '/'; '' is the root."""
+
+    scheme: Literal["pvc", "s3", "file", ""]
+    authority: str  # the claim or bucket; '' for file:// and absolute paths
+    path: str
+
+    def __str__(self) -> str:
+        if self.scheme == "":
+            return "/" + self.path
+        if self.scheme == "file":
+            return "file:///" + self.path
+        return f"{self.scheme}://{self.authority}" + (f"/{self.path}" if self.path else "")
+
+    @property
+    def is_root(self) -> bool:
+        return not self.path
+
+    @property
+    def is_host_path(self) -> bool:
+        """A node-local path (absolute or file://): mounted from the node, so guarded."""
+        return self.scheme in ("", "file")
+
+    @property
+    def host_path(self) -> str:
+        return "/" + self.path
+
+    def child(self, *segments: str) -> Location:
+        """This location with more segments; each must be a plain name."""
+        for segment in segments:
+            if not segment or "/" in segment or segment in (".", ".."):
+                raise LocationError(f"{segment!r} is not a plain name", "use a name without '/'")
+        return Location(self.scheme, self.authority, "/".join(s for s in (self.path, *segments) if s))
+
+    def contains(self, other: Location) -> bool:
+        """Whether `other` is this location or lies under it."""
+        if (self.scheme, self.authority) != (other.scheme, other.authority):
+            return False
+        return not self.path or other.path == self.path or other.path.startswith(self.path + "/")
+
+
+def parse_location(uri: str, *, allow_root: bool = True) -> Location:
+    """The normalised location of `uri`, or LocationError saying what is wrong and the fix."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in uri):
+        raise LocationError(f"{uri!r} contains control characters", "remove them")
+    if "?" in uri or "#" in uri:
+        raise LocationError(f"{uri!r} {MSG_LOCATION_QUERY}", "remove the query or fragment")
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        if not uri.startswith("/"):
+            raise LocationError(f"{uri!r} is neither a URI nor an absolute path", "use pvc://, s3:// or an absolute path")
+        scheme, authority, path = "", "", uri
+    elif scheme == "file":
+        if not rest.startswith("/"):
+            raise LocationError(f"{uri!r} names a host", "use file:///<absolute path>")
+        authority, path = "", rest
+    elif scheme in ("pvc", "s3"):
+        authority, _, path = rest.partition("/")
+        if scheme == "pvc" and (len(authority) > 253 or not re.match(_DNS_SUBDOMAIN, authority)):
+            raise LocationError(
+                f"{authority!r} is not a PersistentVolumeClaim name",
+                "use pvc://<claim>/<path> with the claim's name (lowercase letters, digits, '-' and '.')",
+            )
+        if scheme == "s3" and not re.match(_S3_BUCKET, authority):
+            raise LocationError(
+                f"{authority!r} is not a valid S3 bucket name",
+                "use s3://<bucket>/<prefix> with a bucket of 3-63 lowercase letters, digits, dots or hyphens",
+            )
+    else:
+        raise LocationError(f"scheme {scheme}:// is not a storage location", "use pvc://, s3:// or an absolute path")
+    segments = [segment for segment in path.split("/") if segment]
+    for segment in segments:
+        if segment in (".", ".."):
+            raise LocationError(f"{uri!r} has a {segment!r} segment", "write the location without '.' and '..' segments")
+    location = Location(scheme, authority, "/".join(segments))  # type: ignore[arg-type]
+    if location.is_root and not allow_root:
+        raise LocationError(f"{uri!r} {MSG_LOCATION_ROOT_PROBLEM}", MSG_LOCATION_ROOT_FIX)
+    return location
+
+
+def location_rules(*, writable: bool) -> dict[str, Any]:
+    """`json_schema_extra` of a location field: CEL twins of `parse_location`'s refusals.
+
+    `writable` locations (outputs, registered artifacts) may not be the root of a claim, bucket
+    or filesystem: a cleanup of such a location would remove everything else stored there.
+    """
+    rules = [
+        cel("!self.matches('(^|/)[.][.]?(/|$)')", MSG_LOCATION_DOT_SEGMENT),
+        cel("!self.matches('[?#]')", MSG_LOCATION_QUERY),
+        cel("!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)')", MSG_LOCATION_CLAIM),
+        cel("!self.startsWith('file://') || self.startsWith('file:///')", MSG_LOCATION_FILE_HOST),
+    ]
+    if writable:
+        rules.append(cel("!self.matches('^(pvc|s3)://[^/]*/*$') && !self.matches('^(file://)?/*$')", MSG_LOCATION_ROOT))
+    return cel_rules(*rules)
 
 
 class ConditionStatus(enum.StrEnum):
@@ -282,6 +449,8 @@ class KindInfo:
     short_names: tuple[str, ...]
     printer_columns: tuple[PrinterColumn, ...]
     categories: tuple[str, ...] = ("finetune",)
+    # CEL rules on the whole object (e.g. on metadata.name, which only the root may see).
+    rules: tuple[dict[str, str], ...] = ()
 
     @property
     def crd_name(self) -> str:

@@ -14,10 +14,12 @@ validators with the same messages.
 from __future__ import annotations
 
 import enum
+import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from finetune_operator.api.common import (
     AGE_COLUMN,
@@ -42,7 +44,15 @@ from finetune_operator.api.common import (
     cel,
     cel_rules,
     conditions_field,
+    MSG_LOCATION_CLAIM,
+    MSG_LOCATION_DOT_SEGMENT,
+    MSG_LOCATION_QUERY,
+    MSG_LOCATION_ROOT,
+    location_rules,
     map_list,
+    max_owner_name,
+    name_problem,
+    name_rules,
     section,
 )
 
@@ -99,6 +109,44 @@ MSG_GATE_INCOMPLETE = (
     "noRegression, latency) must set metric, comparator and threshold"
 )
 SPLIT_TOLERANCE = 1e-6
+
+# Inline records live in the object itself, and kopf keeps a copy of the spec in an annotation:
+# the whole object must stay far below etcd's 1.5 MiB request limit (and annotations below
+# 256 KiB in total), so inline data is for demos and small sets; real datasets go in dataset.uri.
+# Measured as compact JSON (what the API server stores); config/admission/finetunejob-inline-size.yaml
+# refuses it at admission with the same limit.
+INLINE_MAX_BYTES = 128 * 1024
+MSG_INLINE_TOO_BIG = (
+    f"dataset.inline holds more than {INLINE_MAX_BYTES // 1024} KiB of records; put them in a file and "
+    "point dataset.uri at it (pvc://<claim>/<path>, s3://<bucket>/<key> or file:///<path>)"
+)
+
+# Every child of a FineTuneJob is named `<name><suffix>` (builders/finetunejob.py): the config and
+# progress ConfigMaps, the trainer's ServiceAccount, the Jobs, the Pod host names of a multi-node
+# run (`<name>-train-<rank>`) and the training Service. The longest one bounds the name.
+MAX_NODES = 128
+MAX_EVAL_ATTEMPT = 9
+CHILD_NAME_SUFFIXES = (
+    "-config",
+    "-progress",
+    "-trainer",
+    "-prepare",
+    "-train",
+    f"-train-{MAX_NODES - 1}",
+    f"-eval-{MAX_EVAL_ATTEMPT}",
+    "-cleanup",
+)
+NAME_MAX_LENGTH = max_owner_name(CHILD_NAME_SUFFIXES)
+# The ModelVersion it registers is `<model>-<version>` and has children of its own
+# (`-model-card`, `-retention`); automatic versions are v<N>, reserved up to v99999.
+MODEL_VERSION_NAME_MAX_LENGTH = max_owner_name(("-model-card", "-retention"))
+AUTO_VERSION_RESERVE = len("v99999")
+MSG_MODEL_VERSION_NAME = (
+    f"the ModelVersion name <model>-<version> would be longer than {MODEL_VERSION_NAME_MAX_LENGTH} "
+    "characters (model: spec.output.modelName, else metadata.name; version: spec.output.version, else "
+    f"v<N> with up to {AUTO_VERSION_RESERVE - 1} digits); use a shorter metadata.name or set a shorter "
+    "spec.output.modelName or spec.output.version"
+)
 
 
 class AdaptationSpec(ApiModel):
@@ -240,14 +288,18 @@ class DatasetSpec(ApiModel):
         pattern=DATA_URI_PATTERN,
         description=(
             "JSONL, JSON or Parquet file or directory: s3://<bucket>/<key>, pvc://<claim>/<path>, "
-            "file://<path> or an absolute path."
+            "file:///<path> or an absolute path (inside the trainer image); no '.' or '..' segments."
         ),
+        json_schema_extra=location_rules(writable=False),
     )
     inline: list[dict[str, Any]] | None = Field(
         default=None,
         min_length=1,
         max_length=2000,
-        description="Records given in the manifest itself, one object per record (small datasets and demos).",
+        description=(
+            f"Records given in the manifest itself, one object per record: small datasets and demos, at most "
+            f"{INLINE_MAX_BYTES // 1024} KiB as JSON; larger ones go in dataset.uri."
+        ),
     )
     synthetic: SyntheticDataSpec | None = Field(
         default=None, description="Generate the records with a teacher model instead of reading them."
@@ -292,15 +344,43 @@ class DatasetSpec(ApiModel):
         default=42, ge=0, description="Seed of the shuffle before splitting, so splits are reproducible."
     )
 
+    @field_validator("uri")
+    @classmethod
+    def _usable_uri(cls, uri: str | None) -> str | None:
+        return usable_location(uri, writable=False)
+
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
         if sum(source is not None for source in (self.uri, self.inline, self.synthetic)) != 1:
             raise ValueError(MSG_DATASET_ONE_SOURCE)
+        if self.inline is not None and inline_bytes(self.inline) > INLINE_MAX_BYTES:
+            raise ValueError(f"{MSG_INLINE_TOO_BIG} (got {inline_bytes(self.inline)} bytes)")
         if self.balance_mode == "cap" and self.balance_cap is None:
             raise ValueError(MSG_BALANCE_CAP)
         if self.balance_cap is not None and self.balance_mode != "cap":
             raise ValueError(MSG_BALANCE_CAP_ONLY)
         return self
+
+
+def usable_location(uri: str | None, *, writable: bool) -> str | None:
+    """The pydantic twin of `location_rules` (same patterns, same messages): the URI as written,
+    or ValueError. Scheme-specific shapes (bucket names, hf:// ids) are checked in logic."""
+    if uri is None:
+        return uri
+    if re.search(r"(^|/)[.][.]?(/|$)", uri):
+        raise ValueError(MSG_LOCATION_DOT_SEGMENT)
+    if re.search(r"[?#]", uri):
+        raise ValueError(MSG_LOCATION_QUERY)
+    if uri.startswith("pvc://") and not re.match(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)", uri):
+        raise ValueError(MSG_LOCATION_CLAIM)
+    if writable and (re.match(r"^(pvc|s3)://[^/]*/*$", uri) or re.match(r"^(file://)?/*$", uri)):
+        raise ValueError(MSG_LOCATION_ROOT)
+    return uri
+
+
+def inline_bytes(records: list[dict[str, Any]]) -> int:
+    """Size of inline records as compact JSON, as the API server stores them."""
+    return len(json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 class Hyperparameters(ApiModel):
@@ -430,9 +510,13 @@ class OutputSpec(ApiModel):
         max_length=2048,
         pattern=ARTIFACT_URI_PATTERN,
         description=(
-            "s3://, pvc:// or absolute path for checkpoints and the final artifact; defaults to the "
-            "operator's artifact store."
+            "Where runs write: s3://<bucket>/<prefix>, pvc://<claim>/<dir>, or a node path (absolute or "
+            "file:///) under a prefix the operator allows (FINETUNE_ALLOWED_HOST_PATHS; none by default). "
+            "Each run writes to <uri>/<name>-<uid> (status.outputUri), so a FineTuneJob re-created with "
+            "the same name never shares checkpoints with, or overwrites the artifact of, an earlier run. "
+            "Defaults to the operator's artifact store."
         ),
+        json_schema_extra=location_rules(writable=True),
     )
     model_name: DnsLabel | None = Field(
         default=None,
@@ -443,6 +527,11 @@ class OutputSpec(ApiModel):
     version: VersionName | None = Field(
         default=None, description="ModelVersion version; defaults to the next free v<N> of the model."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _usable_uri(cls, uri: str | None) -> str | None:
+        return usable_location(uri, writable=True)
 
 
 class GateSpec(ApiModel):
@@ -692,7 +781,9 @@ class FineTuneJobSpec(ApiModel):
     delete_artifacts_on_delete: bool = Field(
         default=False,
         description=(
-            "Delete checkpoints in the output location with the FineTuneJob (never a registered artifact)."
+            "When the FineTuneJob is deleted, remove its run's scratch files from the output location: "
+            "checkpoints, the prepared dataset and progress.jsonl. The trained adapter or model (which "
+            "a ModelVersion references) and the results files are never removed."
         ),
     )
 
@@ -808,6 +899,10 @@ class FineTuneJobStatus(StatusModel):
     gpu_hours: float | None = Field(default=None, ge=0.0, description="GPU-hours consumed so far.")
     estimated_cost: float | None = Field(default=None, ge=0.0, description="gpuHours x cost per GPU-hour.")
     artifact: ArtifactStatus | None = Field(default=None, description="The trained adapter or model.")
+    output_uri: str | None = Field(
+        default=None,
+        description="This run's own output location (<spec.output.uri or artifact store>/<name>-<uid>).",
+    )
     model_version: ObjectName | None = Field(default=None, description="Name of the ModelVersion produced.")
     message: str | None = Field(default=None, description="Human-readable summary of the current state.")
     start_time: datetime | None = Field(default=None, description="When work on the job started.")
@@ -831,8 +926,34 @@ class FineTuneJob(Resource):
             PrinterColumn("Model Version", "string", ".status.modelVersion", "ModelVersion produced."),
             AGE_COLUMN,
         ),
+        # Names that would make invalid children are refused at admission.
+        rules=(
+            *name_rules("FineTuneJob", NAME_MAX_LENGTH),
+            cel(
+                "(has(self.spec.output) && has(self.spec.output.modelName)"
+                " ? self.spec.output.modelName.size() : self.metadata.name.size()) + 1"
+                " + (has(self.spec.output) && has(self.spec.output.version)"
+                f" ? self.spec.output.version.size() : {AUTO_VERSION_RESERVE})"
+                f" <= {MODEL_VERSION_NAME_MAX_LENGTH}",
+                MSG_MODEL_VERSION_NAME,
+            ),
+        ),
     )
 
     kind: Literal["FineTuneJob"] = Field(default="FineTuneJob", description="FineTuneJob")
     spec: FineTuneJobSpec = Field(description="Desired fine-tuning run.")
     status: FineTuneJobStatus = Field(default_factory=FineTuneJobStatus, description="Observed state.")
+
+    @model_validator(mode="after")
+    def _names_fit(self) -> FineTuneJob:
+        """The twins of KIND_INFO.rules (the API server checks them at admission)."""
+        if not self.name:
+            return self
+        problem = name_problem(self.name, NAME_MAX_LENGTH)
+        if problem:
+            raise ValueError(f"metadata.name {problem}")
+        model = self.spec.output.model_name or self.name
+        version = len(self.spec.output.version) if self.spec.output.version else AUTO_VERSION_RESERVE
+        if len(model) + 1 + version > MODEL_VERSION_NAME_MAX_LENGTH:
+            raise ValueError(MSG_MODEL_VERSION_NAME)
+        return self

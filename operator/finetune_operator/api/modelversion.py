@@ -14,7 +14,9 @@ import enum
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator, model_validator
 
 from finetune_operator.api.common import (
     AGE_COLUMN,
@@ -23,6 +25,7 @@ from finetune_operator.api.common import (
     ApiModel,
     BaseModelRef,
     Comparator,
+    DNS_LABEL_PATTERN,
     Condition,
     DnsLabel,
     GateBaseline,
@@ -33,13 +36,25 @@ from finetune_operator.api.common import (
     Sha256Digest,
     StatusModel,
     VersionName,
+    LocationError,
     cel,
     cel_rules,
     conditions_field,
+    location_rules,
     map_list,
+    max_owner_name,
+    parse_location,
 )
 
 MSG_SPEC_IMMUTABLE = "spec is immutable"
+# A ModelVersion's children are `<name>-model-card` (ConfigMap) and `<name>-retention` (Job).
+CHILD_NAME_SUFFIXES = ("-model-card", "-retention")
+NAME_MAX_LENGTH = max_owner_name(CHILD_NAME_SUFFIXES)
+MSG_NAME_LENGTH = (
+    f"metadata.name must be at most {NAME_MAX_LENGTH} characters: the ModelVersion's model card "
+    "ConfigMap and retention Job are named after it and must fit in 63"
+)
+MSG_NAME_LABEL = "metadata.name must be a DNS label: lowercase letters, digits and '-', starting and ending alphanumeric"
 
 
 class ModelVersionPhase(enum.StrEnum):
@@ -62,7 +77,11 @@ class Artifact(ApiModel):
         min_length=1,
         max_length=2048,
         pattern=ARTIFACT_URI_PATTERN,
-        description="Location of the artifact: s3://, pvc:// or an absolute path.",
+        description=(
+            "Location of the artifact: s3://<bucket>/<key>, pvc://<claim>/<dir> or an absolute path (file:///<path>);"
+            " never the root of a claim or bucket, no '.' or '..' segments."
+        ),
+        json_schema_extra=location_rules(writable=True),
     )
     digest: Sha256Digest = Field(
         description="sha256:<hex> digest over the artifact's files, checked before serving."
@@ -70,6 +89,17 @@ class Artifact(ApiModel):
     type: ArtifactType = Field(
         default=ArtifactType.ADAPTER, description="adapter (served on the base model) or full weights."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _usable_location(cls, uri: str) -> str:
+        # The CEL rules' twin, for objects the API server admitted before they existed. The URI
+        # is kept as written: the spec is immutable and its digest names these bytes.
+        try:
+            parse_location(uri, allow_root=False)
+        except LocationError as exc:
+            raise ValueError(str(exc)) from None
+        return uri
 
 
 class Lineage(ApiModel):
@@ -212,8 +242,21 @@ class ModelVersion(Resource):
             PHASE_COLUMN,
             AGE_COLUMN,
         ),
+        rules=(
+            cel(f"self.metadata.name.size() <= {NAME_MAX_LENGTH}", MSG_NAME_LENGTH),
+            cel("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')", MSG_NAME_LABEL),
+        ),
     )
 
     kind: Literal["ModelVersion"] = Field(default="ModelVersion", description="ModelVersion")
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> ModelVersion:
+        """The twins of KIND_INFO.rules (the API server checks them at admission)."""
+        if self.name and len(self.name) > NAME_MAX_LENGTH:
+            raise ValueError(MSG_NAME_LENGTH)
+        if self.name and not re.fullmatch(DNS_LABEL_PATTERN, self.name):
+            raise ValueError(MSG_NAME_LABEL)
+        return self
     spec: ModelVersionSpec = Field(description="The artifact, its lineage and model card (immutable).")
     status: ModelVersionStatus = Field(default_factory=ModelVersionStatus, description="Observed state.")

@@ -69,6 +69,22 @@ class HistoryAction(enum.StrEnum):
     ABORT = "abort"
 
 
+class HistoryTrigger(enum.StrEnum):
+    """What made a history entry happen; the Rollout's decisions read this, never the reason text."""
+
+    STEPS = "Steps"  # every canary step passed: the candidate became stable
+    ANALYSIS = "Analysis"  # a failed analysis sent the candidate's traffic back to stable
+    ABORT = "Abort"  # an abort request sent the candidate's traffic back to stable
+    REQUEST = "Request"  # a promote or rollback request (kubectl finetune)
+    SPEC = "Spec"  # spec.version was pinned to an earlier version (declarative rollback)
+    SERVING = "ServingFailed"  # the candidate's serving Pods refused its artifact (digest mismatch)
+
+
+# Versions ended by these triggers were refused: a rollback or pin to them needs force.
+REFUSING_TRIGGERS = (HistoryTrigger.ANALYSIS, HistoryTrigger.ABORT, HistoryTrigger.SERVING)
+FORCE_VERSION_ANNOTATION = "finetune.ai/force-version"
+
+
 class MeasurementPhase(enum.StrEnum):
     SUCCESSFUL = "Successful"
     FAILED = "Failed"
@@ -374,7 +390,12 @@ class RolloutSpec(ApiModel):
         description="Model whose ModelVersions are served (spec.modelName of the ModelVersions)."
     )
     version: VersionName | None = Field(
-        default=None, description="Pinned version to run; pin an earlier one to roll back."
+        default=None,
+        description=(
+            "Pinned version to run; pin an earlier one to roll back. A version that is Rejected or was "
+            "aborted or rolled back by analysis is refused unless the annotation "
+            "finetune.ai/force-version names it."
+        ),
     )
     track: Track | None = Field(
         default=None, description="Follow a moving version instead of pinning: LatestApproved."
@@ -451,6 +472,20 @@ class HistoryEntry(StatusModel):
     reason: str | None = Field(
         default=None, description="Why, e.g. the failed metric or the person who aborted."
     )
+    trigger: HistoryTrigger | None = Field(
+        default=None,
+        description=(
+            "What caused it: Steps (all canary steps passed), Analysis (failed analysis), Abort, Request "
+            "(kubectl finetune promote/rollback), Spec (an earlier spec.version pinned) or ServingFailed "
+            "(the candidate's Pods refused its artifact)."
+        ),
+    )
+    forced: bool | None = Field(
+        default=None,
+        description=(
+            "true when the version was served although it was Rejected, aborted or rolled back by analysis (force)."
+        ),
+    )
     time: datetime | None = Field(default=None, description="When it happened.")
 
 
@@ -477,6 +512,13 @@ class RollbackRequest(StatusModel):
     requested_at: datetime = Field(description="When the rollback was requested; handled once per value.")
     to_version: VersionName | None = Field(
         default=None, description="Version to go back to; default: the one before the current stable."
+    )
+    force: bool = Field(
+        default=False,
+        description=(
+            "Serve the version even if it is Rejected or was aborted or rolled back by analysis "
+            "(recorded in history and as a Warning Event); without it such a rollback is refused."
+        ),
     )
     reason: str | None = Field(default=None, description="Why, for the history.")
     requested_by: str | None = Field(default=None, description="Who requested it.")

@@ -1,20 +1,49 @@
-"""A Job that removes one artifact location: a FineTuneJob's output, or a version past retention.
+"""A Job that removes files from one artifact location: a run's scratch, or a version past retention.
 
-pvc:// locations mount their claim, node-local paths are mounted where they are; s3:// is left
-to the bucket's lifecycle rules and the root of a claim is never removed (both: None).
+Removal is the one thing the operator does that cannot be undone, so a location is used only in
+its normalised form (`api.common.parse_location`) and refused (None: no Job) when it is
+- s3:// (left to the bucket's lifecycle rules),
+- the root of a claim, a bucket or the filesystem (`pvc://store/.` once removed a whole store),
+- a node path (absolute or file://) outside the host path prefixes the operator allows: a
+  hostPath mount of anything else would let a manifest delete files on a node.
+
+`entries` narrows the removal to names under the location: a FineTuneJob's cleanup removes only
+its run's scratch (checkpoints, prepared data, progress log), never the registered adapter or
+model beside them. Without `entries` the whole location goes (retention of a version's artifact).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-from finetune_trainer import config as trainer_config
+from finetune_operator.api.common import Location, LocationError, parse_location
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
 RUN_AS = 10001  # the trainer image's user
-_RMTREE = "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)"
+# Removes each path given; a symlink is unlinked, never followed.
+_REMOVE = (
+    "import os, shutil, sys\n"
+    "for path in sys.argv[1:]:\n"
+    "    if os.path.isdir(path) and not os.path.islink(path):\n"
+    "        shutil.rmtree(path, ignore_errors=True)\n"
+    "    elif os.path.lexists(path):\n"
+    "        os.remove(path)\n"
+)
+
+
+def host_path_allowed(location: Location, allowed_prefixes: Sequence[str]) -> bool:
+    """Whether a node path lies under one of the allowed prefixes (normalised absolute paths)."""
+    if not location.is_host_path:
+        return True
+    for prefix in allowed_prefixes:
+        try:
+            allowed = parse_location(prefix)
+        except LocationError:
+            continue
+        if allowed.is_host_path and not allowed.is_root and Location("", "", allowed.path).contains(Location("", "", location.path)):
+            return True
+    return False
 
 
 def removal_job(
@@ -26,20 +55,32 @@ def removal_job(
     labels: Mapping[str, str],
     owner_references: list[dict[str, Any]] | None = None,
     ttl_seconds: int = 300,
+    entries: Sequence[str] | None = None,
+    allowed_host_paths: Sequence[str] = (),
 ) -> dict[str, Any] | None:
-    if location.startswith("s3://"):
+    """The Job removing `location` (or only `entries` under it), or None when it must not be removed."""
+    try:
+        target = parse_location(location, allow_root=False)
+        removed = [target.child(entry) for entry in entries] if entries is not None else [target]
+    except LocationError:
         return None
-    parts = urlsplit(location)
-    if location.startswith("pvc://"):
-        if not parts.path.strip("/"):
-            return None
-        path = str(trainer_config.local_path(location, PVC_MOUNT_ROOT))
-        volume = {"name": "output", "persistentVolumeClaim": {"claimName": parts.netloc}}
-        mount = {"name": "output", "mountPath": f"{PVC_MOUNT_ROOT}/{parts.netloc}"}
+    if target.scheme == "s3" or not removed:
+        return None
+    if target.is_host_path and not host_path_allowed(target, allowed_host_paths):
+        return None
+    parent = Location(target.scheme, target.authority, target.path.rpartition("/")[0])
+    if entries is None and target.is_host_path and (parent.is_root or not host_path_allowed(parent, allowed_host_paths)):
+        return None  # removing it whole mounts its parent, which must be allowed too
+    if target.scheme == "pvc":
+        volume = {"name": "output", "persistentVolumeClaim": {"claimName": target.authority}}
+        mount = {"name": "output", "mountPath": f"{PVC_MOUNT_ROOT}/{target.authority}"}
+        paths = [f"{PVC_MOUNT_ROOT}/{target.authority}/{item.path}" for item in removed]
     else:
-        path = str(trainer_config.local_path(location, PVC_MOUNT_ROOT))
-        volume = {"name": "output", "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
-        mount = {"name": "output", "mountPath": path}
+        # Entries are removed from inside the mounted location; a whole location from its parent.
+        mounted = target.host_path if entries is not None else parent.host_path
+        volume = {"name": "output", "hostPath": {"path": mounted, "type": "DirectoryOrCreate"}}
+        mount = {"name": "output", "mountPath": mounted}
+        paths = [item.host_path for item in removed]
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
@@ -59,7 +100,17 @@ def removal_job(
                     "restartPolicy": "Never",
                     "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS},
                     "containers": [
-                        {"name": "cleanup", "image": image, "command": ["python", "-c", _RMTREE, path], "volumeMounts": [mount]}
+                        {
+                            "name": "cleanup",
+                            "image": image,
+                            "command": ["python", "-c", _REMOVE, *paths],
+                            "volumeMounts": [mount],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
                     ],
                     "volumes": [volume],
                 }

@@ -9,6 +9,12 @@ nothing new:
     <name>-trainer    ServiceAccount + Role + RoleBinding: get/patch of <name>-progress only
     <name>-prepare    Job        data preparation
     <name>-train      Job        training (an Indexed Job with a headless Service for >1 node)
+    <name>-cleanup    Job        on deletion, when asked: removes the run's scratch (not owned)
+
+Every run writes to a location of its own, <spec.output.uri or the artifact store>/<name>-<uid>:
+a FineTuneJob deleted and applied again under the same name never resumes from, or overwrites,
+what an earlier run wrote (an adapter a ModelVersion may reference). Node paths (absolute or
+file://) are mounted as hostPath volumes, so only under the prefixes the operator allows.
 
 The progress channel is deliberately narrow: the trainer's ServiceAccount may read and patch
 exactly one ConfigMap, by name, and nothing else. The operator watches those ConfigMaps.
@@ -31,6 +37,7 @@ from urllib.parse import urlsplit
 from finetune_trainer import config as trainer_config
 from finetune_trainer import exitcodes
 
+from finetune_operator.api.common import Location, LocationError, parse_location
 from finetune_operator.api.finetunejob import FineTuneJobSpec
 from finetune_operator.builders import cleanup
 from finetune_operator.builders.labels import finetunejob_child_labels
@@ -50,6 +57,11 @@ STAGE_LABEL = "finetune.ai/stage"
 # Set by the Job controller on each Pod of an Indexed Job: the node rank of a multi-node run.
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 TRAINER_UID = 10001  # the trainer image's user
+# What a run writes in its output location besides the artifact: the trainer's defaults for the
+# checkpoints, the prepared dataset and the progress log (TrainerConfig.checkpoints_path,
+# prepared_path, progress_path). spec.deleteArtifactsOnDelete removes these and nothing else:
+# the adapter/ or model/ directory beside them is what a ModelVersion references.
+SCRATCH_ENTRIES = ("checkpoints", "data", "progress.jsonl")
 
 
 class RenderError(ValueError):
@@ -75,6 +87,8 @@ class Settings:
     artifact_store: str = "pvc://finetune-artifacts"
     artifact_store_size: str = "100Gi"
     image_pull_policy: str = "IfNotPresent"
+    # Node directories under which spec.output.uri may be a node path (mounted as a hostPath).
+    allowed_host_paths: tuple[str, ...] = ()
 
 
 def config_map_name(name: str) -> str:
@@ -97,11 +111,47 @@ def train_job_name(name: str) -> str:
     return f"{name}-train"
 
 
+MSG_HOST_PATH_REFUSED = (
+    "node path {path} is not under a directory the operator allows (its setting allowedHostPaths, "
+    "FINETUNE_ALLOWED_HOST_PATHS: {allowed}); use pvc:// or s3://, or ask the operator's admin to allow it"
+)
+
+
+def run_directory_name(owner: Owner) -> str:
+    """The run's own directory: a FineTuneJob re-created with the same name gets a new uid."""
+    return f"{owner.name}-{owner.uid}" if owner.uid else owner.name
+
+
+def output_location(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> Location:
+    """Where this run writes (checkpoints, prepared data, the artifact), normalised:
+    <spec.output.uri, else the artifact store>/<name>-<uid>.
+
+    Raises RenderError when the location is unusable, or a node path the operator does not allow.
+    """
+    field = "spec.output.uri" if spec.output.uri else "the operator's artifact store"
+    try:
+        base = parse_location(spec.output.uri or settings.artifact_store, allow_root=not spec.output.uri)
+        location = base.child(run_directory_name(owner))
+    except LocationError as exc:
+        raise RenderError(f"{field}: {exc}") from None
+    if spec.output.uri and base.is_host_path and not cleanup.host_path_allowed(base, settings.allowed_host_paths):
+        allowed = ", ".join(settings.allowed_host_paths) or "none"
+        raise RenderError(f"{field}: " + MSG_HOST_PATH_REFUSED.format(path=base.host_path, allowed=allowed))
+    return location
+
+
 def output_uri(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> str:
-    """Where this job's artifacts go: the spec's output.uri, else <artifact store>/<name>."""
-    if spec.output.uri:
-        return spec.output.uri
-    return f"{settings.artifact_store.rstrip('/')}/{owner.name}"
+    """The run's output location as a URI (see `output_location`)."""
+    return str(output_location(owner, spec, settings))
+
+
+def host_paths_allowed(settings: Settings) -> tuple[str, ...]:
+    """Node paths the operator may mount: the allowed prefixes, and its own artifact store."""
+    try:
+        store = parse_location(settings.artifact_store)
+    except LocationError:
+        return settings.allowed_host_paths
+    return settings.allowed_host_paths + ((store.host_path,) if store.is_host_path and not store.is_root else ())
 
 
 def claims(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[str]:
@@ -126,7 +176,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
     """The TrainerConfig this spec asks for, validated by the trainer's own model."""
     out = output_uri(owner, spec, settings)
     output: dict[str, Any] = {"dir": out, "uri": out}
-    if out.startswith("s3://"):
+    if output_location(owner, spec, settings).scheme == "s3":
         output = {"dir": LOCAL_OUTPUT_DIR, "upload_uri": out, "uri": out}
     hp = spec.hyperparameters
     bf16 = _PRECISION_TO_BF16[hp.precision]
@@ -373,18 +423,29 @@ def artifact_store_pvc(namespace: str, settings: Settings) -> dict | None:
     }
 
 
+# A container the kernel's OOM killer ended exits 128 + SIGKILL. The Job API cannot match the
+# OOMKilled reason itself, so the exit code stands for it; disruptions (preemption, eviction,
+# drain) are matched first and ignored, so a SIGKILL after a deletion's grace period never counts.
+OOM_KILLED_EXIT_CODE = 137
+
+
 def _pod_failure_policy() -> dict:
     return {
         "rules": [
             {
-                # Bad config or data, a missing model, OOM, divergence: retrying cannot help.
-                "action": "FailJob",
-                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": sorted(exitcodes.FAIL_FAST)},
-            },
-            {
                 # Preemption, eviction, node drain: not the trainer's fault, resume from a checkpoint.
                 "action": "Ignore",
                 "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+            {
+                # Bad config or data, a missing model, OOM (the trainer's own or the kernel's),
+                # divergence: retrying the same Pod cannot help.
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": sorted({*exitcodes.FAIL_FAST, OOM_KILLED_EXIT_CODE}),
+                },
             },
         ]
     }
@@ -399,15 +460,15 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[l
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
-    location = output_uri(owner, spec, settings)
-    if location.startswith("s3://"):
+    location = output_location(owner, spec, settings)
+    if location.scheme == "s3":
         volumes.append({"name": "output", "emptyDir": {}})
         mounts.append({"name": "output", "mountPath": LOCAL_OUTPUT_DIR})
-    elif not location.startswith("pvc://"):
-        # A node-local directory (single-node clusters, development): mounted where it is.
-        path = str(trainer_config.local_path(location, PVC_MOUNT_ROOT))
-        volumes.append({"name": "output", "hostPath": {"path": path, "type": "DirectoryOrCreate"}})
-        mounts.append({"name": "output", "mountPath": path})
+    elif location.is_host_path:
+        # A node-local directory under an allowed prefix (single-node clusters, development):
+        # the run's own directory, mounted where it is.
+        volumes.append({"name": "output", "hostPath": {"path": location.host_path, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": "output", "mountPath": location.host_path})
     for i, claim in enumerate(claims(owner, spec, settings)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
@@ -591,15 +652,28 @@ def setup_objects(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> li
     return objects
 
 
-def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict | None:
-    """A Job that removes this run's output directory (spec.deleteArtifactsOnDelete).
+def cleanup_job_name(name: str) -> str:
+    return f"{name}-cleanup"
 
+
+def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict | None:
+    """A Job that removes this run's scratch (spec.deleteArtifactsOnDelete): its checkpoints,
+    prepared data and progress log. Never the adapter or model directory, which a ModelVersion
+    may reference, nor anything outside the run's own location.
+
+    None when there is nothing the operator may remove (s3://, an unusable or refused location).
     Not owned by the FineTuneJob (it is being deleted) and gone 5 minutes after it ends.
     """
+    try:
+        location = output_uri(owner, spec, settings)
+    except RenderError:
+        return None
     return cleanup.removal_job(
-        name=f"{owner.name}-cleanup",
+        name=cleanup_job_name(owner.name),
         namespace=owner.namespace,
-        location=output_uri(owner, spec, settings),
+        location=location,
         image=spec.image or settings.trainer_image,
         labels={"finetune.ai/cleanup-of": owner.name},
+        entries=SCRATCH_ENTRIES,
+        allowed_host_paths=host_paths_allowed(settings),
     )

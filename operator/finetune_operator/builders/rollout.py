@@ -10,8 +10,16 @@ config never has to name a version.
 
 vLLM serves the base model with the version's LoRA adapter (multi-LoRA); `custom` runs the
 image and arguments the template gives. Either way the container gets the version to serve in
-its environment (BASE_MODEL, ADAPTER_PATH, ADAPTER_URI, MODEL_NAME, MODEL_VERSION, PORT), so
-arguments can say `$(ADAPTER_PATH)` and Kubernetes expands it.
+its environment (BASE_MODEL, ADAPTER_PATH, ADAPTER_URI, ARTIFACT_DIGEST, MODEL_NAME,
+MODEL_VERSION, PORT), so arguments can say `$(ADAPTER_PATH)` and Kubernetes expands it.
+
+Digests are checked where bytes are used: before the server starts, an init container
+(`verify-artifact`, the trainer image) computes the sha256 digest of the artifact directory the
+Pod mounts, the way the trainer computed it at registration, and compares it with the
+ModelVersion's `spec.artifact.digest`. A mismatch fails the Pod before any server runs (the
+termination message says both digests), so other bytes are never served; the Rollout reads it
+and turns Degraded with reason ArtifactDigestMismatch. Artifacts the Pod does not mount (s3://,
+hf://) are fetched by the server itself and not checked here.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ VERSION_LABEL = "finetune.ai/model-version"
 MODEL_LABEL = "finetune.ai/model-name"
 SERVE_LABEL = "finetune.ai/serve"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+VERIFY_CONTAINER = "verify-artifact"
+REASON_DIGEST_MISMATCH = "ArtifactDigestMismatch"
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class ServedVersion:
     base_model_uri: str
     artifact_uri: str
     artifact_type: str = "adapter"
+    artifact_digest: str = ""  # sha256:<hex> from the ModelVersion; checked before serving
 
 
 def workload_name(rollout: str, version: str) -> str:
@@ -107,7 +118,26 @@ def _volumes(served: ServedVersion) -> tuple[list[dict], list[dict]]:
     return volumes, mounts
 
 
-def deployment(owner: Owner, spec: RolloutSpec, served: ServedVersion, replicas: int) -> dict[str, Any]:
+def _mounted(uri: str) -> bool:
+    return uri.startswith(("pvc://", "file://", "/"))
+
+
+def verify_container(served: ServedVersion, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The init container that refuses to let the server start on bytes other than the registered ones."""
+    return {
+        "name": VERIFY_CONTAINER,
+        "image": image,
+        "command": ["python", "-m", "finetune_trainer.artifacts", "verify", _local(served.artifact_uri), served.artifact_digest],
+        "volumeMounts": [dict(m) for m in mounts],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def deployment(
+    owner: Owner, spec: RolloutSpec, served: ServedVersion, replicas: int, *, verifier_image: str | None = None
+) -> dict[str, Any]:
+    """The serving Deployment of one version; `verifier_image` (the trainer image) checks its digest."""
     serving = spec.serving
     full = served.artifact_type == "full"
     env = [
@@ -116,6 +146,7 @@ def deployment(owner: Owner, spec: RolloutSpec, served: ServedVersion, replicas:
         {"name": "BASE_MODEL", "value": _local(served.base_model_uri)},
         {"name": "ADAPTER_PATH", "value": _local(served.artifact_uri)},
         {"name": "ADAPTER_URI", "value": served.artifact_uri},
+        {"name": "ARTIFACT_DIGEST", "value": served.artifact_digest},
         {"name": "PORT", "value": str(serving.port)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "HOME", "value": "/tmp"},
@@ -153,6 +184,8 @@ def deployment(owner: Owner, spec: RolloutSpec, served: ServedVersion, replicas:
     container["volumeMounts"] = mounts
     pod_labels = {**_selector(owner, served.version), MODEL_LABEL: spec.model_name, SERVE_LABEL: "true"}
     pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 30}
+    if verifier_image and served.artifact_digest and _mounted(served.artifact_uri):
+        pod_spec["initContainers"] = [verify_container(served, verifier_image, mounts)]
     if serving.node_selector:
         pod_spec["nodeSelector"] = dict(serving.node_selector)
     if serving.tolerations:

@@ -11,7 +11,9 @@ does not retry it in a loop. API errors while acting are transient: they propaga
 retries after `backoff` seconds.
 
 Deletion goes through kopf's finalizer: the Jobs are deleted first (their Pods get SIGTERM and
-save a checkpoint), artifacts are kept unless spec.deleteArtifactsOnDelete asks otherwise.
+save a checkpoint); the run's scratch (checkpoints, prepared data) is removed only when
+spec.deleteArtifactsOnDelete asks, and the trained artifact never. A namespace being deleted
+never waits on the finalizer: what can no longer be created there is skipped.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def settings() -> builders.Settings:
         trainer_image=cfg.trainer_image,
         artifact_store=cfg.artifact_store,
         artifact_store_size=cfg.artifact_store_size,
+        allowed_host_paths=cfg.allowed_host_paths,
     )
 
 
@@ -111,8 +114,14 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
         events.record(body, "Normal", "Registered", f"registered ModelVersion {mv['metadata']['name']}")
         # Decide again with the version in place, so the job finishes in this reconcile.
         return _reconcile_locked(body, owner, registered=True)
-    for obj in decision.create:
-        apply.create_if_absent(obj)
+    try:
+        for obj in decision.create:
+            apply.create_if_absent(obj)
+    except kubernetes.client.ApiException as exc:
+        if not namespace_going_away(exc):
+            raise
+        logger.info("FineTuneJob %s/%s: its namespace is being deleted; nothing more is started", namespace, name)
+        return decision
     for job_name, suspend in decision.suspend:
         apply.set_job_suspended(namespace, job_name, suspend)
     if decision.status_changed:
@@ -176,25 +185,58 @@ def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str
     reconcile_object(dict(body))
 
 
+def namespace_going_away(exc: kubernetes.client.ApiException) -> bool:
+    """The API refused because the namespace is being deleted (403) or is gone (404).
+
+    Nothing can be created in such a namespace, and everything in it goes with it: a finalizer
+    that waited for that would hold the namespace's deletion forever.
+    """
+    if exc.status == 404:
+        return True
+    return exc.status == 403 and "being terminated" in str(exc.body or "")
+
+
 @kopf.on.delete(*RESOURCE, backoff=BACKOFF_SECONDS)
 def stop(body: kopf.Body, spec: kopf.Spec, namespace: str, name: str, **_: Any) -> None:
-    """Stop the Jobs (SIGTERM to the trainer) and keep or remove the artifacts as asked."""
+    """Stop the Jobs (SIGTERM to the trainer) and keep or remove the run's scratch as asked.
+
+    Never blocks the deletion of a namespace: a Job or cleanup that cannot be created there any
+    more is skipped, and the finalizer is released.
+    """
     for job_name in (builders.train_job_name(name), builders.prepare_job_name(name)):
-        apply.delete("batch/v1", "Job", namespace, job_name, propagation="Foreground")
+        try:
+            apply.delete("batch/v1", "Job", namespace, job_name, propagation="Foreground")
+        except kubernetes.client.ApiException as exc:
+            if not namespace_going_away(exc):
+                raise
     parsed = finetunejob.parse_spec(dict(spec))
     if isinstance(parsed, finetunejob.InvalidSpec):
         return
     owner = builders.Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
-    location = builders.output_uri(owner, parsed, settings())
-    if parsed.delete_artifacts_on_delete:
-        cleanup = builders.cleanup_job(owner, parsed, settings())
-        if cleanup is not None:
-            apply.create_if_absent(cleanup)
-            events.record(dict(body), "Normal", "DeletingArtifacts", f"deleting artifacts at {location}")
-            return
-        events.record(dict(body), "Warning", "ArtifactsKept", f"artifacts at {location} cannot be deleted by the operator; remove them by hand")
+    try:
+        location = builders.output_uri(owner, parsed, settings())
+    except builders.RenderError as exc:
+        logger.warning("FineTuneJob %s/%s: nothing to keep or remove (%s)", namespace, name, exc)
         return
-    events.record(dict(body), "Normal", "ArtifactsKept", f"artifacts kept at {location}")
+    if not parsed.delete_artifacts_on_delete:
+        events.record(dict(body), "Normal", "ArtifactsKept", f"artifacts kept at {location}")
+        return
+    cleanup = builders.cleanup_job(owner, parsed, settings())
+    if cleanup is None:
+        events.record(dict(body), "Warning", "ArtifactsKept", f"scratch files at {location} cannot be removed by the operator; remove them by hand")
+        return
+    try:
+        apply.create_if_absent(cleanup)
+    except kubernetes.client.ApiException as exc:
+        if not namespace_going_away(exc):
+            raise
+        logger.warning(
+            "FineTuneJob %s/%s: its namespace is being deleted, so no cleanup Job can run; scratch files stay at %s",
+            namespace, name, location,
+        )
+        return
+    scratch = ", ".join(builders.SCRATCH_ENTRIES)
+    events.record(dict(body), "Normal", "DeletingScratch", f"removing {scratch} from {location}; the trained artifact stays")
 
 
 def _deleted(type: str | None, **_: Any) -> bool:

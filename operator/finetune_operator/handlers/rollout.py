@@ -6,14 +6,21 @@ CLI waits), ModelVersion changes of the model (a newly Approved version starts a
 serving Deployments' readiness, and an immediate reconcile when the CLI writes a request into
 status. Reconciles of one Rollout never overlap.
 
-Acting, in order: serving Deployments and Services for every version to serve, the stable and
-canary Services' selectors, the traffic router's weights (its own field manager), ModelVersion
-phases (Production / Deprecated), the Rollout's status, Events; last, the Pods of versions no
-longer served are removed.
+Observing includes the traffic router (the weight its objects carry, or why it cannot route)
+and the serving Pods' artifact check, so `decide` never walks on weights that were not applied.
+
+Acting, in order: serving Deployments and Services for every version to serve; the stable and
+canary Services' selectors, each re-pointed only once the version it will select is Available;
+the traffic router's weights (its own field manager; a failure is decided on again, so the
+status says Degraded in the same reconcile); the versions' `Serving` conditions (server-side
+apply under this controller's own field manager); the Rollout's status and Events; last, the
+Deployments of versions neither served nor selected by a Service are removed — the old version's
+Pods go only after the Services stopped selecting them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -22,6 +29,7 @@ from typing import Any
 import kopf
 import kubernetes
 
+from finetune_operator import config as operator_config
 from finetune_operator import metrics, routers
 from finetune_operator.handlers import locks
 from finetune_operator.analysis.prometheus import PrometheusProvider
@@ -32,6 +40,9 @@ from finetune_operator.logic import analysis, conditions
 from finetune_operator.logic import modelversion as modelversion_logic
 from finetune_operator.logic import rollout as logic
 from finetune_operator.logic.spec import InvalidSpec
+from finetune_operator.api.rollout import FORCE_VERSION_ANNOTATION
+
+SERVING = modelversion_logic.SERVING
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +59,10 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def observe(namespace: str, name: str, model: str) -> logic.Observed:
+VERIFY_CONTAINER = builders.VERIFY_CONTAINER
+
+
+def observe(namespace: str, name: str, model: str, spec=None, current: logic.RolloutStatus | None = None) -> logic.Observed:
     versions = [
         logic.VersionInfo.from_object(mv)
         for mv in client.custom_objects().list_namespaced_custom_object(
@@ -60,8 +74,85 @@ def observe(namespace: str, name: str, model: str) -> logic.Observed:
     for deployment in client.apps().list_namespaced_deployment(namespace, label_selector=f"{builders.ROLLOUT_LABEL}={name}").items:
         version = (deployment.metadata.labels or {}).get(builders.VERSION_LABEL)
         if version:
-            ready[version] = bool(deployment.status.ready_replicas) and (deployment.status.ready_replicas or 0) >= 1
-    return logic.Observed(versions=tuple(versions), ready=ready)
+            ready[version] = _available(deployment)
+    failures = _serving_failures(namespace, name) if not all(ready.values()) else {}
+    routing = None
+    if spec is not None and not isinstance(spec, InvalidSpec) and current is not None and current.stable_version:
+        routing = _observe_routing(spec, namespace, name, current)
+    return logic.Observed(versions=tuple(versions), ready=ready, routing=routing, serving_failures=failures)
+
+
+def _available(deployment) -> bool:
+    """Serving Pods of the Deployment's current template are up: a Service may point at them."""
+    st = deployment.status
+    if (st.observed_generation or 0) < (deployment.metadata.generation or 0):
+        return False
+    available = next((c for c in st.conditions or [] if c.type == "Available"), None)
+    return bool(st.ready_replicas) and (st.available_replicas or 0) >= 1 and (available is None or available.status == "True")
+
+
+def _serving_failures(namespace: str, name: str) -> dict[str, tuple[str, str]]:
+    """Versions whose Pods refuse to serve: the artifact check (an init container) failed.
+
+    A label-selected read of the Rollout's Pods, only while some version is not ready.
+    """
+    failures: dict[str, tuple[str, str]] = {}
+    pods = client.core().list_namespaced_pod(namespace, label_selector=f"{builders.ROLLOUT_LABEL}={name}").items
+    for pod in pods:
+        version = (pod.metadata.labels or {}).get(builders.VERSION_LABEL)
+        for container in (pod.status.init_container_statuses or []) if pod.status else []:
+            if container.name != VERIFY_CONTAINER:
+                continue
+            for state in (container.state, container.last_state):
+                terminated = state.terminated if state else None
+                if terminated is not None and terminated.exit_code not in (0, None):
+                    message = (terminated.message or "").strip() or f"the artifact check exited with {terminated.exit_code}"
+                    failures[version] = (builders.REASON_DIGEST_MISMATCH, f"{version}: {message}")
+    return failures
+
+
+def _backends(owner_name: str, spec, stable: str, canary: str | None):
+    port = spec.serving.port
+    stable_backend = routers.Backend(
+        service=builders.stable_service_name(owner_name), port=port,
+        deployment=builders.workload_name(owner_name, stable), version=stable,
+    )
+    canary_version = canary or stable
+    canary_backend = routers.Backend(
+        service=builders.canary_service_name(owner_name), port=port,
+        deployment=builders.workload_name(owner_name, canary_version), version=canary_version,
+    )
+    router = routers.for_rollout(spec.traffic_router, replicas=spec.serving.replicas)
+    if router.kind == "replicaRatio" and canary_version == stable:
+        canary_backend = None
+    return router, stable_backend, canary_backend
+
+
+def _read_targets(router, refs) -> dict:
+    observed = {}
+    for ref in refs:
+        try:
+            observed[ref] = apply._dynamic_client().resources.get(api_version=ref.api_version, kind=ref.kind).get(
+                name=ref.name, namespace=ref.namespace
+            ).to_dict()
+        except (kubernetes.dynamic.exceptions.NotFoundError, kubernetes.dynamic.exceptions.ResourceNotFoundError):
+            pass
+    return observed
+
+
+def _observe_routing(spec, namespace: str, name: str, current: logic.RolloutStatus) -> logic.Routing:
+    """The weight the router's objects carry for the current stable/candidate, or why it cannot route."""
+    router, stable, canary = _backends(name, spec, current.stable_version, current.candidate_version)
+    try:
+        observed = _read_targets(router, router.targets(name, namespace, stable, canary))
+        router.desired(name, namespace, stable, canary, current.canary_weight if current.candidate_version else 0, observed)
+    except routers.RouterError as exc:
+        return logic.Routing(error=str(exc))
+    except kubernetes.dynamic.exceptions.DynamicApiError as exc:
+        return logic.Routing(error=f"{exc.status} {exc.reason}: {exc.summary()}")
+    carried = router.observed_weight(name, namespace, stable, canary, observed)
+    weight = current.canary_weight if current.candidate_version else 0
+    return logic.Routing(weight=routers.applied_weight(router, weight, carried))
 
 
 def measure(spec, status_obj, namespace: str, name: str, now: datetime.datetime) -> dict[str, analysis.Measured]:
@@ -101,15 +192,28 @@ def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
             if exc.status == 404:
                 return None
             raise
+        meta = body["metadata"]
         spec = logic.parse_spec(body.get("spec"))
         current = logic.parse_status(body.get("status"))
         now = _now()
         model = body.get("spec", {}).get("modelName", "")
-        observed = observe(namespace, name, model)
+        observed = observe(namespace, name, model, spec, current)
         measured = {} if isinstance(spec, InvalidSpec) else measure(spec, current, namespace, name, now)
-        decision = logic.decide(name, spec, current, observed, now, generation=meta["generation"], measured=measured)
+        force_version = (meta.get("annotations") or {}).get(FORCE_VERSION_ANNOTATION)
+
+        def decide(seen: logic.Observed) -> logic.Decision:
+            return logic.decide(name, spec, current, seen, now, generation=meta["generation"], measured=measured,
+                                force_version=force_version)
+
+        decision = decide(observed)
         if not isinstance(spec, InvalidSpec):
-            _act(body, spec, observed, decision)
+            routing_error = _act(body, spec, observed, decision)
+            if routing_error and not (observed.routing and observed.routing.error):
+                # The router refused the weights just decided: decide again knowing it, so the
+                # status says Degraded and the canary does not walk on weights never applied.
+                carried = observed.routing.weight if observed.routing else None
+                observed = dataclasses.replace(observed, routing=logic.Routing(weight=carried, error=routing_error))
+                decision = decide(observed)
         if decision.status_changed:
             status.patch(ROLLOUTS, namespace, name, decision.status_patch)
         for event in decision.events:
@@ -117,53 +221,93 @@ def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
         return decision
 
 
-def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.Decision) -> None:
+def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.Decision) -> str | None:
+    """Serving, Services, router weights, the versions' Serving conditions, then scale-down.
+
+    Returns why the router could not apply the weights, or None.
+    """
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
     router = routers.for_rollout(spec.traffic_router, replicas=spec.serving.replicas)
+    replica_ratio = router.kind == "replicaRatio"
     replicas = {v: spec.serving.replicas for v in decision.serve}
-    if isinstance(router, routers.ReplicaRatioRouter) and decision.canary and decision.canary != decision.stable:
+    if replica_ratio and decision.canary and decision.canary != decision.stable:
         split = routers.split_replicas(spec.serving.replicas, decision.weight)
         replicas[decision.stable] = split.stable
         replicas[decision.canary] = split.canary
+    verifier = operator_config.current().trainer_image
     for version in decision.serve:
         info = observed.get(version)
         if info is None:
             continue
-        served = builders.ServedVersion(version, info.base_model_uri, info.artifact_uri, info.artifact_type)
-        deployment = builders.deployment(owner, spec, served, replicas[version])
-        if isinstance(router, routers.ReplicaRatioRouter):
+        served = builders.ServedVersion(version, info.base_model_uri, info.artifact_uri, info.artifact_type, info.artifact_digest)
+        deployment = builders.deployment(owner, spec, served, replicas[version], verifier_image=verifier)
+        if replica_ratio:
             deployment["spec"].pop("replicas")  # the router's field manager owns it
             existing = _exists("apps/v1", "Deployment", namespace, deployment["metadata"]["name"])
             if not existing:
                 deployment["spec"]["replicas"] = replicas[version]
         apply.apply(deployment)
         apply.apply(builders.version_service(owner, spec, version))
+    selected: set[str] = set()
     if decision.stable:
-        apply.apply(builders.track_service(owner, spec, "stable", decision.stable))
-        apply.apply(builders.track_service(owner, spec, "canary", decision.canary or decision.stable))
-        _route(router, owner, spec, decision)
+        # A Service is re-pointed only at a version whose Deployment is Available: until then it
+        # keeps selecting the version that serves now, so no request meets an empty Service.
+        for track, version in (("stable", decision.stable), ("canary", decision.canary or decision.stable)):
+            selected |= _point_service(owner, spec, track, version, observed)
+    routing_error = _route(router, owner, spec, decision) if decision.stable else None
+    _write_serving_conditions(namespace, decision)
+    _remove_unserved(namespace, name, set(decision.serve) | selected)
+    return routing_error
+
+
+def _point_service(owner: builders.Owner, spec, track: str, version: str, observed: logic.Observed) -> set[str]:
+    """Point `<rollout>-<track>` at `version` once it is Available.
+
+    Returns the versions whose Pods it selected before or selects now: both keep their Pods this
+    reconcile, so a version the Service has just left goes no earlier than the next reconcile,
+    once endpoints and routers have moved off it.
+    """
+    service = builders.track_service(owner, spec, track, version)
+    current = _selected_version(owner.namespace, service["metadata"]["name"])
+    if current is None or current == version or observed.ready.get(version) or not observed.ready.get(current):
+        apply.apply(service)
+        return {v for v in (current, version) if v}
+    return {current}
+
+
+def _selected_version(namespace: str, service_name: str) -> str | None:
+    try:
+        service = client.core().read_namespaced_service(service_name, namespace)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return ((service.spec.selector or {}) if service.spec else {}).get(builders.VERSION_LABEL)
+
+
+def _write_serving_conditions(namespace: str, decision: logic.Decision) -> None:
+    """Each version's `Serving` condition, applied under the Rollout controller's own field
+    manager (the ModelVersion controller owns the phase and derives it from this condition)."""
+    from finetune_operator.handlers import modelversion as modelversion_handler
+
     now = _now().replace(microsecond=0)
-    for version_name in set(decision.version_phases) | set(decision.version_serving):
-        patch: dict[str, Any] = {}
-        if version_name in decision.version_phases:
-            patch["phase"] = decision.version_phases[version_name]
-        if version_name in decision.version_serving:
-            try:
-                mv = client.custom_objects().get_namespaced_custom_object(
-                    MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural, version_name
-                )
-            except kubernetes.client.ApiException as exc:
-                if exc.status == 404:
-                    continue
-                raise
-            value, reason, message = decision.version_serving[version_name]
-            current = modelversion_logic.parse_status(mv.get("status")).conditions
-            updated = conditions.set_condition(current, "Serving", value, reason, message, mv["metadata"].get("generation"), now)
-            patch["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]
-        status.patch(MODELVERSIONS, namespace, version_name, patch)
-    _remove_unserved(namespace, name, set(decision.serve))
+    for version_name, (value, reason, message) in decision.version_serving.items():
+        try:
+            mv = client.custom_objects().get_namespaced_custom_object(
+                MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural, version_name
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        current = modelversion_logic.parse_status(mv.get("status")).conditions
+        updated = conditions.set_condition(current, SERVING, value, reason, message, mv["metadata"].get("generation"), now)
+        owned = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated if c.type == SERVING]
+        written = status.apply(MODELVERSIONS, namespace, version_name, {"conditions": owned}, status.ROLLOUT_MANAGER)
+        if written is not None:
+            modelversion_handler.reconcile_object(written)
 
 
 def _exists(api_version: str, kind: str, namespace: str, name: str) -> bool:
@@ -174,50 +318,42 @@ def _exists(api_version: str, kind: str, namespace: str, name: str) -> bool:
     return True
 
 
-def _route(router, owner: builders.Owner, spec, decision: logic.Decision) -> None:
-    port = spec.serving.port
-    stable = routers.Backend(
-        service=builders.stable_service_name(owner.name), port=port,
-        deployment=builders.workload_name(owner.name, decision.stable), version=decision.stable,
-    )
-    canary_version = decision.canary or decision.stable
-    canary = routers.Backend(
-        service=builders.canary_service_name(owner.name), port=port,
-        deployment=builders.workload_name(owner.name, canary_version), version=canary_version,
-    )
-    if isinstance(router, routers.ReplicaRatioRouter) and canary_version == decision.stable:
-        canary = None
-    observed = {}
-    for ref in router.targets(owner.name, owner.namespace, stable, canary):
+def _route(router, owner: builders.Owner, spec, decision: logic.Decision) -> str | None:
+    """Apply the decided weights; why they could not be applied, or None."""
+    stable, canary = _backends(owner.name, spec, decision.stable, decision.canary)[1:]
+    for attempt in range(2):
         try:
-            observed[ref] = apply._dynamic_client().resources.get(api_version=ref.api_version, kind=ref.kind).get(
-                name=ref.name, namespace=ref.namespace
-            ).to_dict()
-        except (kubernetes.dynamic.exceptions.NotFoundError, kubernetes.dynamic.exceptions.ResourceNotFoundError):
-            pass
-    try:
-        patches = router.desired(owner.name, owner.namespace, stable, canary, decision.weight, observed)
-    except routers.RouterError as exc:
-        logger.warning("Rollout %s/%s: traffic router: %s", owner.namespace, owner.name, exc)
-        return
-    for patch in patches:
-        resource = apply._dynamic_client().resources.get(api_version=patch.api_version, kind=patch.kind)
-        try:
-            # The patch carries the resourceVersion it was computed from: a user's edit in between
-            # makes it fail (409) instead of being overwritten; the next tick recomputes it.
-            resource.server_side_apply(
-                body=patch.body, name=patch.name, namespace=patch.namespace,
-                field_manager=patch.field_manager, force_conflicts=patch.force,
-            )
-        except kubernetes.dynamic.exceptions.ConflictError:
-            logger.info("Rollout %s/%s: %s changed while routing; retrying next tick", owner.namespace, owner.name, patch.ref)
+            observed = _read_targets(router, router.targets(owner.name, owner.namespace, stable, canary))
+            patches = router.desired(owner.name, owner.namespace, stable, canary, decision.weight, observed)
+            for patch in patches:
+                resource = apply._dynamic_client().resources.get(api_version=patch.api_version, kind=patch.kind)
+                # The patch carries the resourceVersion it was computed from: a user's edit in between
+                # makes it fail (409) instead of being overwritten; it is rendered again from the new one.
+                resource.server_side_apply(
+                    body=patch.body, name=patch.name, namespace=patch.namespace,
+                    field_manager=patch.field_manager, force_conflicts=patch.force,
+                )
+            return None
+        except routers.RouterError as exc:
+            error = str(exc)
+        except kubernetes.dynamic.exceptions.ConflictError as exc:
+            error = f"409 Conflict: {exc.summary()}"
+            if attempt == 0:
+                continue
+        except kubernetes.dynamic.exceptions.DynamicApiError as exc:
+            error = f"{exc.status} {exc.reason}: {exc.summary()}"
+        logger.warning("Rollout %s/%s: traffic router: %s", owner.namespace, owner.name, error)
+        return error
+    return None
 
 
-def _remove_unserved(namespace: str, name: str, serve: set[str]) -> None:
+def _remove_unserved(namespace: str, name: str, keep: set[str]) -> None:
+    """Remove the serving of versions no longer served. `keep` holds the versions the Services
+    still select: their Pods go only once traffic has left them (a later reconcile)."""
     selector = f"{builders.ROLLOUT_LABEL}={name},{builders.VERSION_LABEL}"
     for deployment in client.apps().list_namespaced_deployment(namespace, label_selector=selector).items:
         version = deployment.metadata.labels.get(builders.VERSION_LABEL)
-        if version not in serve:
+        if version not in keep:
             apply.delete("apps/v1", "Deployment", namespace, deployment.metadata.name)
             apply.delete("v1", "Service", namespace, deployment.metadata.name)
 

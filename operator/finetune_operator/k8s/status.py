@@ -1,8 +1,24 @@
 """Writing `status` through the status subresource, never touching `spec`.
 
-A JSON merge patch (RFC 7386) of the status only: the API server ignores any other part of the
-object on this endpoint, so the operator cannot fight a GitOps tool over user-owned fields.
-`logic.status.merge_patch` computes the patch from the old and new status.
+Two ways, one per kind of writer:
+
+- `patch`: a JSON merge patch (RFC 7386) of the fields one controller owns alone on its own
+  kind (a FineTuneJob's or a Rollout's status: `logic.status.merge_patch` computes it from the
+  old and the new status).
+- `apply`: server-side apply of the status subresource under a field manager of the writer's
+  own. Used where several controllers write one object's status — a ModelVersion's — so that
+  each owns exactly its fields: `conditions` is a list-map keyed by `type` in the CRD, so the
+  API server merges each writer's conditions by type and keeps the others'; a writer sends all
+  the fields it owns every time (a field it leaves out is released). No read-modify-write of
+  the whole list, so two writers never lose each other's updates.
+
+    | writer (field manager)          | ModelVersion status fields it owns                      |
+    |---------------------------------|---------------------------------------------------------|
+    | finetune-operator               | phase, gates, comparison, evaluationTime, message,      |
+    |   (the ModelVersion controller) | modelCardConfigMap, observedGeneration,                 |
+    |                                 | conditions Ready, GatesPassed                           |
+    | finetune-operator-rollout       | condition Serving                                       |
+    | finetune-operator-retention     | condition ArtifactRetained                              |
 """
 
 from __future__ import annotations
@@ -14,6 +30,10 @@ import kubernetes
 
 from finetune_operator.k8s import client
 from finetune_operator.k8s.resources import FIELD_MANAGER, Resource
+
+ROLLOUT_MANAGER = f"{FIELD_MANAGER}-rollout"
+RETENTION_MANAGER = f"{FIELD_MANAGER}-retention"
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
 
 def patch(resource: Resource, namespace: str, name: str, status_patch: Mapping[str, Any]) -> bool:
@@ -34,3 +54,33 @@ def patch(resource: Resource, namespace: str, name: str, status_patch: Mapping[s
             return False
         raise
     return True
+
+
+def apply(
+    resource: Resource, namespace: str, name: str, owned_status: Mapping[str, Any], field_manager: str
+) -> dict[str, Any] | None:
+    """Server-side apply of the status fields `field_manager` owns; the object as written, or
+    None when it is gone. `force`: these fields are this writer's, whoever wrote them before
+    (an older operator's merge patches, a person's `kubectl patch`)."""
+    body = {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "status": dict(owned_status),
+    }
+    try:
+        return client.custom_objects().patch_namespaced_custom_object_status(
+            resource.group,
+            resource.version,
+            namespace,
+            resource.plural,
+            name,
+            body,
+            field_manager=field_manager,
+            force=True,
+            _content_type=APPLY_CONTENT_TYPE,
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
@@ -67,6 +67,7 @@ TRAINED = "Trained"
 EVALUATED = "Evaluated"
 GATES_PASSED = "GatesPassed"
 SUCCEEDED = "Succeeded"
+PROGRESS_REPORTED = "ProgressReported"
 
 # Reasons, each with its message.
 REASON_SPEC_VALID = "SpecValid"
@@ -81,6 +82,11 @@ REASON_SPEC_NOT_APPLIED = "ChangedWhileRunning"
 MSG_SPEC_NOT_APPLIED = (
     "the spec changed after work started; the running job keeps the spec it started with "
     "(only spec.suspend applies to it). Create a new FineTuneJob to train with the new settings"
+)
+REASON_PREVIOUS_RUN = "WaitingForPreviousRun"
+MSG_PREVIOUS_RUN = (
+    "waiting for the Jobs and ConfigMaps of an earlier FineTuneJob of this name to be deleted; "
+    "this run starts once they are gone"
 )
 REASON_PREPARING = "Preparing"
 MSG_PREPARING = "preparing the dataset"
@@ -120,6 +126,14 @@ MSG_OOM_KILLED = "OOMKilled: the trainer ran out of memory; raise spec.resources
 MSG_DEADLINE = "{stage} exceeded spec.activeDeadlineSeconds ({seconds}s) and was stopped"
 MSG_RESTARTED = "the trainer was restarted ({n} so far); it resumes from the latest checkpoint"
 
+REASON_PROGRESS_VALID = "Valid"
+MSG_PROGRESS_VALID = "the trainer's latest progress report was read"
+REASON_PROGRESS_IGNORED = "MalformedProgress"
+MSG_PROGRESS_IGNORED = (
+    "ignored the trainer's latest progress report in ConfigMap {configmap}: {problem}; the status "
+    "keeps the last valid progress"
+)
+
 # Events, emitted on transitions only.
 EVENT_ACCEPTED = "Accepted"
 MSG_EVENT_ACCEPTED = "spec accepted; waiting for data preparation to start"
@@ -150,6 +164,34 @@ class Children:
     def pods_of(self, job_name: str) -> list[Mapping[str, Any]]:
         pods = [p for p in self.pods if (p["metadata"].get("labels") or {}).get("job-name") == job_name]
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+    def of_run(self, uid: str) -> tuple[Children, bool]:
+        """The children of the FineTuneJob with this uid, and whether children of an earlier
+        FineTuneJob of the same name (deleted, not yet garbage-collected) are still there.
+
+        Children are found by name and label, which a FineTuneJob re-created under the same name
+        shares with its predecessor: only the owner's uid tells them apart. An object with no
+        owner at all is taken as this run's.
+        """
+        if not uid:
+            return self, False
+
+        def stale(obj: Mapping[str, Any] | None, owners: set[str]) -> bool:
+            refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+            return bool(refs) and not any(ref.get("uid") in owners for ref in refs)
+
+        jobs = tuple(j for j in self.jobs if not stale(j, {uid}))
+        own_jobs = {j["metadata"].get("uid") for j in jobs} | {uid}
+        pods = tuple(p for p in self.pods if not stale(p, own_jobs))
+        progress = None if stale(self.progress, {uid}) else self.progress
+        config = None if stale(self.config, {uid}) else self.config
+        left_over = (
+            len(jobs) < len(self.jobs)
+            or len(pods) < len(self.pods)
+            or (progress is None) != (self.progress is None)
+            or (config is None) != (self.config is None)
+        )
+        return Children(jobs=jobs, pods=pods, progress=progress, config=config, model_version=self.model_version), left_over
 
 
 @dataclass(frozen=True)
@@ -232,7 +274,8 @@ def decide(
             setup = builders.setup_objects(owner, spec, settings)
         except builders.RenderError as exc:
             field_path, _, problem = str(exc).partition(": ")
-            spec = InvalidSpec((SpecProblem(field_path, problem, "fix the field named"),))
+            problem, _, fix = problem.partition("; ")
+            spec = InvalidSpec((SpecProblem(field_path, problem, fix or "fix the field named"),))
     if isinstance(spec, InvalidSpec):
         message = MSG_INVALID_SPEC.format(problems=spec.message)
         plan.set(ACCEPTED, ConditionStatus.FALSE, REASON_INVALID_SPEC, message)
@@ -240,6 +283,13 @@ def decide(
         return plan.decision(status)
 
     plan.set(ACCEPTED, ConditionStatus.TRUE, REASON_SPEC_VALID, MSG_SPEC_VALID)
+    if plan.status.output_uri is None:
+        plan.status.output_uri = builders.output_uri(owner, spec, settings)
+    children, left_over = children.of_run(owner.uid)
+    if left_over and not children.jobs:
+        # Starting now would share ConfigMaps (and so the output location) with the old run.
+        plan.progress_phase(FineTuneJobPhase.PENDING, REASON_PREVIOUS_RUN, MSG_PREVIOUS_RUN)
+        return plan.decision(status)
     prepare_name = builders.prepare_job_name(owner.name)
     train_name = builders.train_job_name(owner.name)
     prepare, train = children.job(prepare_name), children.job(train_name)
@@ -329,9 +379,9 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
     mv = children.model_version
     if mv is None:
         artifact = plan.status.artifact
-        if artifact is None or not artifact.digest:
-            message = "training reported no artifact digest; nothing to register"
-            plan.finish(FineTuneJobPhase.FAILED, REASON_REGISTRATION_FAILED, message)
+        problem = artifact_problem(artifact, builders.output_location(owner, spec, settings))
+        if problem:
+            plan.finish(FineTuneJobPhase.FAILED, REASON_REGISTRATION_FAILED, problem)
             return plan.decision(status)
         report = plan.status.data_report
         plan.register = Registration(
@@ -341,7 +391,11 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
                 job_name=owner.name,
                 spec=spec,
                 version=spec.output.version or "v0",
-                artifact={"uri": artifact.uri, "digest": artifact.digest, "type": artifact.type},
+                artifact={
+                    "uri": str(api_common.parse_location(artifact.uri)),
+                    "digest": artifact.digest,
+                    "type": artifact.type,
+                },
                 dataset_digest=report.digest if report else None,
                 data_summary=_data_card(report),
                 trainer_image=spec.image or settings.trainer_image,
@@ -370,6 +424,32 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
     # A rejection is an outcome of a successful run, not a failure of the job.
     plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
     return plan.decision(status)
+
+
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+
+
+def artifact_problem(artifact: ArtifactStatus | None, run: api_common.Location) -> str | None:
+    """Why the artifact the trainer reported must not be registered; None when it may be.
+
+    The trainer's report is untrusted: a ModelVersion may only point inside this run's own
+    location (never at another run's adapter, a claim's root or a node path elsewhere), with a
+    well-formed digest.
+    """
+    if artifact is None or not artifact.digest:
+        return "training reported no artifact digest; nothing to register"
+    if not _DIGEST.match(artifact.digest):
+        return f"training reported a malformed artifact digest {artifact.digest[:80]!r}; nothing registered"
+    try:
+        location = api_common.parse_location(artifact.uri, allow_root=False)
+    except api_common.LocationError as exc:
+        return f"training reported an unusable artifact location: {exc}; nothing registered"
+    if location == run or not run.contains(location):
+        return (
+            f"training reported the artifact at {artifact.uri[:256]}, outside this run's location {run}; "
+            "nothing registered"
+        )
+    return None
 
 
 def evaluation_record(result: Mapping[str, Any], spec: FineTuneJobSpec) -> dict[str, Any]:
@@ -497,11 +577,17 @@ class _Plan:
         )
 
     def progress(self, progress_map: Mapping[str, Any] | None) -> None:
-        line = _progress_line(progress_map)
-        if not line:
+        """The trainer's latest progress line, if it is one we can trust (see `read_progress`)."""
+        line, problem = read_progress(progress_map)
+        if problem is not None:
+            name = ((progress_map or {}).get("metadata") or {}).get("name", "?")
+            message = MSG_PROGRESS_IGNORED.format(configmap=name, problem=problem)
+            self.set(PROGRESS_REPORTED, ConditionStatus.FALSE, REASON_PROGRESS_IGNORED, message)
             return
+        if line is None:
+            return
+        self.set(PROGRESS_REPORTED, ConditionStatus.TRUE, REASON_PROGRESS_VALID, MSG_PROGRESS_VALID)
         previous = self.status.progress or Progress()
-        best = line.get("best_eval_loss", previous.best_eval_loss)
         self.status.progress = Progress(
             step=line.get("step"),
             total_steps=line.get("total_steps"),
@@ -510,12 +596,12 @@ class _Plan:
             eta_seconds=int(line["eta_seconds"]) if line.get("eta_seconds") is not None else None,
             train_loss=line.get("loss", previous.train_loss),
             eval_loss=line.get("eval_loss", previous.eval_loss),
-            best_eval_loss=best,
+            best_eval_loss=line.get("best_eval_loss", previous.best_eval_loss),
         )
         checkpoint = line.get("checkpoint")
-        if isinstance(checkpoint, Mapping) and checkpoint.get("uri"):
+        if checkpoint:
             self.status.latest_checkpoint = CheckpointStatus(
-                uri=str(checkpoint["uri"]), step=checkpoint.get("step"), time=_parse_time(checkpoint.get("time"))
+                uri=checkpoint["uri"], step=checkpoint.get("step"), time=_parse_time(checkpoint.get("time"))
             )
 
     def restarts(self, job: Mapping[str, Any], *, failed: bool) -> None:
@@ -532,12 +618,14 @@ class _Plan:
         self.status.estimated_cost = round(hours * price, 2) if price else None
 
     def trained(self, result: Mapping[str, Any]) -> None:
-        artifact = result.get("artifact") or {}
-        if artifact.get("uri"):
-            digest = artifact.get("sha256")
-            if digest and not str(digest).startswith("sha256:"):
+        artifact = result.get("artifact")
+        # The termination message is the trainer's word: only strings are taken from it.
+        if isinstance(artifact, Mapping) and isinstance(artifact.get("uri"), str) and artifact["uri"]:
+            digest = artifact.get("sha256") if isinstance(artifact.get("sha256"), str) else None
+            if digest and not digest.startswith("sha256:"):
                 digest = f"sha256:{digest}"
-            self.status.artifact = ArtifactStatus(uri=artifact["uri"], digest=digest, type=artifact.get("kind"))
+            kind = artifact.get("kind") if isinstance(artifact.get("kind"), str) else None
+            self.status.artifact = ArtifactStatus(uri=artifact["uri"], digest=digest, type=kind)
         metrics = result.get("metrics") or {}
         progress = self.status.progress or Progress()
         self.status.progress = progress.model_copy(
@@ -607,17 +695,100 @@ def _clamp_percent(value: Any) -> float | None:
     return round(min(max(float(value), 0.0), 100.0), 1)
 
 
-def _progress_line(progress_map: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not progress_map:
-        return None
-    raw = (progress_map.get("data") or {}).get(builders.PROGRESS_KEY)
+# --- progress: untrusted input ---------------------------------------------------------------------
+# The trainer's Pod may patch its progress ConfigMap, so what is in it is whatever that Pod (or
+# anything running in it) wrote. A line is used only when it is a small JSON object whose every
+# field we read has the right type and a sane range; anything else is ignored as a whole, the
+# status keeps the last valid progress, and the ProgressReported condition (with one Warning
+# Event per distinct problem) says why. A real line is a few hundred bytes.
+MAX_PROGRESS_BYTES = 8192
+MAX_STEPS = 10**9
+MAX_EPOCHS = 10**6
+MAX_ETA_SECONDS = 10 * 365 * 24 * 3600
+MAX_LOSS = 1e9
+MAX_CHECKPOINT_URI = 2048
+MAX_TIME_TEXT = 64
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _steps(value: Any) -> bool:
+    return _whole(value) and 0 <= value <= MAX_STEPS
+
+
+def _loss(value: Any) -> bool:
+    return _number(value) and abs(value) <= MAX_LOSS
+
+
+# What each field the status is built from must be: (check, words for the Warning).
+_PROGRESS_FIELDS: dict[str, tuple[Any, str]] = {
+    "step": (_steps, f"a whole number of steps from 0 to {MAX_STEPS}"),
+    "total_steps": (_steps, f"a whole number of steps from 0 to {MAX_STEPS}"),
+    "epoch": (lambda v: _number(v) and 0 <= v <= MAX_EPOCHS, f"a number of epochs from 0 to {MAX_EPOCHS}"),
+    "percent": (_number, "a finite number"),
+    "eta_seconds": (lambda v: _number(v) and 0 <= v <= MAX_ETA_SECONDS, f"seconds from 0 to {MAX_ETA_SECONDS}"),
+    "loss": (_loss, "a finite number"),
+    "eval_loss": (_loss, "a finite number"),
+    "best_eval_loss": (_loss, "a finite number"),
+}
+
+
+def read_progress(progress_map: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(the trainer's latest progress line, None) when it can be trusted; (None, why not) when
+    it cannot; (None, None) when there is none yet."""
+    if not isinstance(progress_map, Mapping):
+        return None, None
+    data = progress_map.get("data")
+    raw = data.get(builders.PROGRESS_KEY) if isinstance(data, Mapping) else None
     if not raw:
-        return None
+        return None, None
+    if not isinstance(raw, str):
+        return None, f"data.progress is {_shown(raw)}, not text"
+    if len(raw.encode("utf-8", "replace")) > MAX_PROGRESS_BYTES:
+        return None, f"data.progress is {len(raw)} characters long, more than {MAX_PROGRESS_BYTES} bytes"
     try:
-        line = json.loads(raw)
+        line = json.loads(raw, parse_constant=lambda _: math.nan)
     except ValueError:
-        return None
-    return line if isinstance(line, dict) else None
+        return None, "data.progress is not JSON"
+    if not isinstance(line, dict):
+        return None, f"data.progress is a JSON {type(line).__name__}, not an object"
+    for key, (valid, expected) in _PROGRESS_FIELDS.items():
+        if line.get(key) is not None and not valid(line[key]):
+            return None, f"{key} is {_shown(line[key])}, expected {expected}"
+    if _whole(line.get("step")) and _whole(line.get("total_steps")) and line["step"] > line["total_steps"]:
+        return None, f"step {line['step']} is past total_steps {line['total_steps']}"
+    checkpoint = line.get("checkpoint")
+    if checkpoint is not None:
+        problem = _checkpoint_problem(checkpoint)
+        if problem:
+            return None, f"checkpoint {problem}"
+        if not checkpoint.get("uri"):
+            line = {key: value for key, value in line.items() if key != "checkpoint"}
+    return line, None
+
+
+def _checkpoint_problem(checkpoint: Any) -> str | None:
+    if not isinstance(checkpoint, dict):
+        return f"is {_shown(checkpoint)}, expected an object with uri, step and time"
+    uri, step, time = checkpoint.get("uri"), checkpoint.get("step"), checkpoint.get("time")
+    if uri is not None and (not isinstance(uri, str) or len(uri) > MAX_CHECKPOINT_URI):
+        return f"uri is {_shown(uri)}, expected a location of at most {MAX_CHECKPOINT_URI} characters"
+    if step is not None and not _steps(step):
+        return f"step is {_shown(step)}, expected a whole number of steps from 0 to {MAX_STEPS}"
+    if time is not None and (not isinstance(time, str) or len(time) > MAX_TIME_TEXT or _parse_time(time) is None):
+        return f"time is {_shown(time)}, expected an RFC 3339 time"
+    return None
 
 
 def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -759,6 +930,12 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     after_applied = conditions.find_condition(new.conditions, SPEC_APPLIED)
     if after_applied is not None and after_applied.status == ConditionStatus.FALSE and conditions.transitioned(before_applied, after_applied):
         events.append(Event("Warning", "SpecChangeNotApplied", after_applied.message))
+    before_progress = conditions.find_condition(old.conditions, PROGRESS_REPORTED)
+    after_progress = conditions.find_condition(new.conditions, PROGRESS_REPORTED)
+    if after_progress is not None and after_progress.status == ConditionStatus.FALSE and (
+        conditions.transitioned(before_progress, after_progress) or before_progress.message != after_progress.message
+    ):
+        events.append(Event("Warning", "ProgressIgnored", after_progress.message))
     if new.restarts > old.restarts and new.phase != FineTuneJobPhase.FAILED:
         events.append(Event("Warning", "TrainerRestarted", MSG_RESTARTED.format(n=new.restarts)))
     return tuple(events)
@@ -766,8 +943,6 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
 # --- semantic validation: what the CRD schema and CEL rules do not express -------------------
 
 _HF_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LOCATION_FORMS = {
     "hf": "hf://<org>/<name>",
     "s3": "s3://<bucket>/<prefix>",
@@ -802,7 +977,7 @@ def semantic_problems(spec: FineTuneJobSpec) -> tuple[SpecProblem, ...]:
     if spec.dataset.uri is not None:
         problems += location_problems("spec.dataset.uri", spec.dataset.uri, DATA_SCHEMES)
     if spec.output.uri is not None:
-        problems += location_problems("spec.output.uri", spec.output.uri, ARTIFACT_SCHEMES)
+        problems += location_problems("spec.output.uri", spec.output.uri, ARTIFACT_SCHEMES, writable=True)
     if spec.adaptation.type == AdaptationType.FULL and spec.adaptation.target_modules:
         problems.append(
             SpecProblem(
@@ -822,46 +997,30 @@ def semantic_problems(spec: FineTuneJobSpec) -> tuple[SpecProblem, ...]:
     return tuple(problems)
 
 
-def location_problems(field_path: str, uri: str, schemes: Sequence[str]) -> list[SpecProblem]:
-    """Problems with a model/dataset/artifact location: scheme, and the shape each scheme needs."""
+def location_problems(
+    field_path: str, uri: str, schemes: Sequence[str], *, writable: bool = False
+) -> list[SpecProblem]:
+    """Problems with a model/dataset/artifact location: its scheme, the shape each scheme needs,
+    and what `api.common.parse_location` refuses ('.' and '..' segments, file:// with a host, a
+    claim that is not a claim name and, for `writable` locations, the bare root of a claim or
+    bucket: a run writes and cleans up below what it names, never the whole of it)."""
     allowed = ", ".join(f"{scheme}://" for scheme in schemes) + " or an absolute path"
     scheme, separator, rest = uri.partition("://")
     if not separator:
         if not uri.startswith("/"):
             return [SpecProblem(field_path, f"{uri!r} is neither a URI nor an absolute path", f"use {allowed}")]
-        if ".." in PurePosixPath(uri).parts:
-            return [SpecProblem(field_path, f"{uri!r} contains '..'", "use an absolute path without '..'")]
-        return []
-    if scheme not in schemes:
+    elif scheme not in schemes:
         return [SpecProblem(field_path, f"scheme {scheme}:// is not supported here", f"use {allowed}")]
     form = _LOCATION_FORMS.get(scheme, f"{scheme}://...")
-    head, _, tail = rest.partition("/")
-    if scheme == "file":
-        tail = rest
-    elif scheme == "hf":
+    if scheme == "hf":
         segments = rest.split("/")
         if len(segments) > 2 or not all(_HF_SEGMENT.match(segment) for segment in segments):
             return [SpecProblem(field_path, f"{uri!r} is not a Hugging Face repository id", f"use {form}")]
-    elif scheme == "s3":
-        if not _S3_BUCKET.match(head):
-            return [
-                SpecProblem(
-                    field_path,
-                    f"{head!r} is not a valid S3 bucket name",
-                    f"use {form} with a bucket of 3-63 lowercase letters, digits, dots or hyphens",
-                )
-            ]
-    elif scheme == "pvc":
-        if not _DNS_SUBDOMAIN.match(head) or len(head) > 253:
-            return [
-                SpecProblem(
-                    field_path,
-                    f"{head!r} is not a PersistentVolumeClaim name",
-                    f"use {form} with the claim's name (lowercase letters, digits, '-' and '.')",
-                )
-            ]
-    if ".." in PurePosixPath("/" + tail).parts:
-        return [SpecProblem(field_path, f"{uri!r} contains '..'", f"use {form} without '..'")]
+        return []
+    try:
+        api_common.parse_location(uri, allow_root=not writable)
+    except api_common.LocationError as exc:
+        return [SpecProblem(field_path, exc.problem, exc.fix)]
     return []
 
 

@@ -3,7 +3,16 @@
 A ModelVersion is immutable, and so is its evaluation record (metrics of the fine-tuned and the
 base model, and the gates as set for it), so its verdict can always be recomputed from the
 object itself: Approved when no blocking gate failed, Rejected otherwise, Candidate when it
-was registered without an evaluation. Production and Deprecated are set by Rollouts and kept.
+was registered without an evaluation.
+
+One writer per status field: this controller owns the phase, the gate verdicts and the
+conditions Ready and GatesPassed; a Rollout owns the `Serving` condition (what it does with the
+version) and retention owns `ArtifactRetained`. Each writes its own fields with server-side
+apply under its own field manager (k8s.status.apply), so no writer replaces another's
+conditions. The phase is derived here from the verdict and the Rollout's `Serving` condition:
+Serving=True -> Production, Serving=False/Replaced -> Deprecated (a Rejected verdict always
+wins). A version with no `Serving` condition keeps a Production/Deprecated phase written before
+the condition existed.
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ GATES_PASSED = "GatesPassed"
 REASON_GATES_PASSED = "GatesPassed"
 REASON_GATES_FAILED = "GatesFailed"
 MSG_READY = "{phase}: every blocking quality gate passed"
+SERVING = "Serving"  # owned by the Rollout controller
+REASON_REPLACED = "Replaced"  # Serving=False: a Rollout replaced it as stable
+# The conditions this controller owns (and sends, all of them, on every apply).
+OWNED_CONDITIONS = (READY, GATES_PASSED)
 # Phases a Rollout moves a version into; the gates' verdict does not undo them.
 _SET_BY_ROLLOUTS = (ModelVersionPhase.PRODUCTION, ModelVersionPhase.DEPRECATED)
 EVENT_INVALID_SPEC = REASON_INVALID_SPEC
@@ -44,13 +57,38 @@ EVENT_INVALID_SPEC = REASON_INVALID_SPEC
 
 @dataclass(frozen=True)
 class Decision:
-    status: ModelVersionStatus
-    status_patch: dict[str, Any] = field(default_factory=dict)
+    status: ModelVersionStatus  # the whole status as it will read (others' conditions included)
+    status_patch: dict[str, Any] = field(default_factory=dict)  # what changed in the fields owned here
     events: tuple[Event, ...] = ()
+    owned_status: dict[str, Any] = field(default_factory=dict)  # the apply body: every field owned here
 
     @property
     def status_changed(self) -> bool:
         return bool(self.status_patch)
+
+
+def owned(status: ModelVersionStatus) -> dict[str, Any]:
+    """The status fields this controller owns, as JSON (the server-side apply configuration)."""
+    dumped = _dump(status)
+    dumped["conditions"] = [c for c in dumped.get("conditions", []) if c["type"] in OWNED_CONDITIONS]
+    if not dumped["conditions"]:
+        dumped.pop("conditions")
+    return dumped
+
+
+def derive_phase(verdict: ModelVersionPhase, status: ModelVersionStatus) -> ModelVersionPhase:
+    """The phase from the gates' verdict and what Rollouts say they do with the version."""
+    if verdict == ModelVersionPhase.REJECTED:
+        return verdict
+    serving = conditions.find_condition(status.conditions, SERVING)
+    if serving is None:
+        # Written before Rollouts had their own condition: keep what they set then.
+        return status.phase if status.phase in _SET_BY_ROLLOUTS else verdict
+    if serving.status == ConditionStatus.TRUE:
+        return ModelVersionPhase.PRODUCTION
+    if serving.reason == REASON_REPLACED:
+        return ModelVersionPhase.DEPRECATED
+    return verdict
 
 
 def parse_spec(raw: Mapping[str, Any] | None) -> ModelVersionSpec | InvalidSpec:
@@ -94,12 +132,12 @@ def decide(
         if before is None or before.reason != REASON_INVALID_SPEC or before.message != message:
             events.append(Event("Warning", EVENT_INVALID_SPEC, message))
         new_status = status.model_copy(update=update)
-        return Decision(new_status, merge_patch(_dump(status), _dump(new_status)), tuple(events))
+        return _decision(status, new_status, events)
 
     if card_config_map:
         update["model_card_config_map"] = card_config_map
     if spec.evaluation is None:
-        phase = status.phase if status.phase in _SET_BY_ROLLOUTS else ModelVersionPhase.CANDIDATE
+        phase = derive_phase(ModelVersionPhase.CANDIDATE, status)
         conds = conditions.set_condition(
             conds, READY, ConditionStatus.UNKNOWN, REASON_AWAITING_EVALUATION, MSG_AWAITING_EVALUATION, generation, now
         )
@@ -113,7 +151,7 @@ def decide(
         update["comparison"] = gates.comparison(record.metrics, record.base_metrics)
         update["evaluation_time"] = record.evaluated_at or status.evaluation_time or now
         verdict = ModelVersionPhase.REJECTED if failed else ModelVersionPhase.APPROVED
-        phase = status.phase if status.phase in _SET_BY_ROLLOUTS and not failed else verdict
+        phase = derive_phase(verdict, status)
         conds = conditions.set_condition(
             conds,
             GATES_PASSED,
@@ -136,11 +174,12 @@ def decide(
     if new_status.phase != status.phase and new_status.phase in (ModelVersionPhase.APPROVED, ModelVersionPhase.REJECTED):
         kind = "Normal" if new_status.phase == ModelVersionPhase.APPROVED else "Warning"
         events.append(Event(kind, str(new_status.phase), message))
-    return Decision(
-        status=new_status,
-        status_patch=merge_patch(_dump(status), _dump(new_status)),
-        events=tuple(events),
-    )
+    return _decision(status, new_status, events)
+
+
+def _decision(old: ModelVersionStatus, new: ModelVersionStatus, events: list[Event]) -> Decision:
+    body = owned(new)
+    return Decision(status=new, status_patch=merge_patch(owned(old), body), events=tuple(events), owned_status=body)
 
 
 def _version(spec: ModelVersionSpec) -> str:

@@ -7,9 +7,21 @@ module decides. The order of decisions, checked every reconcile:
 1. An invalid spec: Degraded, nothing moves (what serves keeps serving).
 2. Requests written to the status subresource by the CLI, each acted on once (by its
    requestedAt): abort (all traffic to stable now), promote (leave a pause, or with `full` skip
-   to 100%), rollback (serve an earlier version now).
+   to 100%), rollback (serve an earlier version now: the version that was stable before the
+   current one, never a candidate that was aborted or rolled back by analysis).
 3. The target version: the pinned spec.version, or the newest Approved version of the model
    (tracking skips versions this Rollout already rolled back or aborted).
+
+Nothing refused is served: a rollback request or a pinned spec.version naming a version that
+is Rejected (or not evaluated), or that this Rollout aborted or rolled back by analysis, is
+refused with a condition and a Warning Event that name the version and why, unless the request
+says `force` (or the annotation finetune.ai/force-version names the pinned version); a forced
+one is recorded in history (`forced: true`) and as a Warning Event. History entries say what
+caused them (`trigger`), so these decisions never read the reason text.
+
+The traffic router is part of what is observed: a setWeight step is done only once the router's
+objects carry the weight (a weight never applied is never analysed or promoted), and a router
+that cannot apply weights makes the Rollout Degraded and holds the canary where it is.
 4. First version ever: it becomes stable directly (there is nothing to compare a canary with).
    Pinning a version older than the stable one is a declarative rollback: it becomes stable at
    once, skipping analysis (like Argo Rollouts' rollback window). A new target while a canary
@@ -37,8 +49,10 @@ from finetune_operator.api.common import ConditionStatus
 from finetune_operator.api.rollout import (
     AnalysisPhase,
     AnalysisStatus,
+    REFUSING_TRIGGERS,
     HistoryAction,
     HistoryEntry,
+    HistoryTrigger,
     RolloutPhase,
     RolloutSpec,
     RolloutStatus,
@@ -64,6 +78,11 @@ REASON_ABORTED = "Aborted"
 REASON_ANALYSIS_FAILED = "AnalysisFailed"
 REASON_WAITING_FOR_VERSION = "WaitingForVersion"
 REASON_VERSION_UNUSABLE = "VersionUnusable"
+REASON_VERSION_REFUSED = "VersionRefused"
+REASON_TRAFFIC_ROUTING_FAILED = "TrafficRoutingFailed"
+REASON_FORCED = "ForcedVersion"
+REASON_ROLLBACK_REFUSED = "RollbackRefused"
+ROLLBACK_ACCEPTED = "RollbackAccepted"  # condition: the outcome of the last rollback request
 
 MSG_INVALID_SPEC = "the spec is invalid; nothing changes until it is fixed: {problems}"
 MSG_HEALTHY = "{version} serves 100% of traffic"
@@ -78,6 +97,25 @@ MSG_ROLLED_BACK = "rolled back from {old} to {new}{why}"
 MSG_WAITING_FOR_VERSION = "waiting for an Approved ModelVersion of model {model}"
 MSG_VERSION_NOT_FOUND = "ModelVersion {version} of model {model} does not exist"
 MSG_VERSION_UNUSABLE = "ModelVersion {version} of model {model} is {phase}; only Approved, Production or Deprecated versions are served"
+MSG_REFUSED_ABORTED = "{version} was aborted at {time} ({reason})"
+MSG_REFUSED_ANALYSIS = "{version} was rolled back by analysis at {time} ({reason})"
+MSG_PIN_REFUSED = (
+    "spec.version {version} is refused: {why}; {stable} keeps serving. To serve it anyway, annotate the "
+    "Rollout with finetune.ai/force-version={version}"
+)
+MSG_ROLLBACK_REFUSED = (
+    "rollback{who} to {version} refused: {why}; {stable} keeps serving. To serve it anyway: "
+    "kubectl finetune rollback {name} --to {version} --force"
+)
+MSG_ROLLBACK_NO_TARGET = "rollback{who} refused: no earlier version that was stable and not refused; {stable} keeps serving"
+MSG_ROLLBACK_NOT_FOUND = "rollback{who} refused: ModelVersion {version} of model {model} does not exist; {stable} keeps serving"
+MSG_FORCED = "{version} served by force although {why}{who}"
+MSG_ROUTING_FAILED = (
+    "the traffic router cannot apply weights ({error}); the canary of {candidate} is held at step {index}/{total} "
+    "and does not go on until the router works"
+)
+MSG_ROUTING_FAILED_STABLE = "the traffic router cannot apply weights ({error}); fix it so that {stable} gets the traffic"
+MSG_ROUTING_WAIT = "routing {weight}% of traffic to {version}"
 
 _SERVABLE = {"Approved", "Production", "Deprecated"}
 _VERSION_NUMBER = re.compile(r"^v(\d+)$")
@@ -95,6 +133,7 @@ class VersionInfo:
     artifact_type: str = "adapter"
     number: int = 0
     created: str = ""
+    artifact_digest: str = ""
 
     @classmethod
     def from_object(cls, mv: Mapping[str, Any]) -> VersionInfo:
@@ -112,13 +151,31 @@ class VersionInfo:
             artifact_type=(spec.get("artifact") or {}).get("type", "adapter"),
             number=number,
             created=mv["metadata"].get("creationTimestamp") or "",
+            artifact_digest=(spec.get("artifact") or {}).get("digest", ""),
         )
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the traffic router's objects say now, as the handler read them.
+
+    `weight`: the canary weight they carry (in the terms of status.canaryWeight; None when they
+    do not say). `error`: why the router cannot apply weights (a missing object, RBAC, a
+    conflict), or None.
+    """
+
+    weight: int | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
 class Observed:
     versions: tuple[VersionInfo, ...] = ()
     ready: Mapping[str, bool] = field(default_factory=dict)  # version -> serving ready
+    # The router as read before deciding; None: it carries whatever was decided (no router to check).
+    routing: Routing | None = None
+    # version -> why its serving Pods refuse to start (e.g. the artifact digest does not match).
+    serving_failures: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def get(self, version: str | None) -> VersionInfo | None:
         return next((v for v in self.versions if v.version == version), None)
@@ -202,8 +259,14 @@ class _Plan:
     def cond(self, type: str, value: ConditionStatus, reason: str, message: str) -> None:
         self.s.conditions = conditions.set_condition(self.s.conditions, type, value, reason, message, self.generation, self.now)
 
-    def history(self, action: HistoryAction, old: str | None, new: str | None, reason: str) -> None:
-        entry = HistoryEntry(action=action, from_version=old, to_version=new, reason=reason, time=self.now)
+    def history(
+        self, action: HistoryAction, old: str | None, new: str | None, reason: str, trigger: HistoryTrigger,
+        *, forced: bool = False,
+    ) -> None:
+        entry = HistoryEntry(
+            action=action, from_version=old, to_version=new, reason=reason, trigger=trigger, forced=forced or None,
+            time=self.now
+        )
         self.s.history = [*self.s.history, entry][-HISTORY_LIMIT:]
 
     def requeue_in(self, seconds: float) -> None:
@@ -253,7 +316,10 @@ def decide(
     *,
     generation: int,
     measured: Mapping[str, analysis.Measured] | None = None,
+    force_version: str | None = None,
 ) -> Decision:
+    """`force_version`: the value of the finetune.ai/force-version annotation (serve that pinned
+    version even if it was refused)."""
     now = now.astimezone(datetime.UTC).replace(microsecond=0)
     measured = measured or {}
     plan = _Plan(name, spec if isinstance(spec, RolloutSpec) else None, status, generation, now)
@@ -265,23 +331,20 @@ def decide(
         return _finish(plan, observed)
 
     _handle_requests(plan, spec, observed)
-    target, problem = _target(spec, s, observed)
+    spec_changed = status.observed_generation != generation
+    chosen = _target(spec, s, observed, spec_changed=spec_changed, force_version=force_version)
+    target, problem = chosen.version, chosen.problem
     stable = observed.get(s.stable_version)
 
     unusable = None
     if target is None:
         if stable is None:
-            reason, message = problem
+            reason, message = problem or (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
             plan.set_phase(RolloutPhase.PROGRESSING, message, ready=False, reason=reason)
             return _finish(plan, observed)
         target = stable
-        if problem and problem[0] == REASON_VERSION_UNUSABLE:
+        if problem and problem[0] in (REASON_VERSION_UNUSABLE, REASON_VERSION_REFUSED):
             unusable = problem
-    if stable is not None and target.version != s.stable_version and target.version in _refused(s) and (
-        spec.version is None or status.observed_generation == generation
-    ):
-        # Aborted or rolled back from: not retried until the spec changes (or, when tracking, ever).
-        target = stable
     if stable is not None and target.version == s.stable_version and s.candidate_version:
         cancelled = s.candidate_version
         plan.end_canary()
@@ -291,15 +354,23 @@ def decide(
         # The first version: nothing to compare a canary with.
         plan.make_stable(target, observed)
         if not observed.ready.get(target.version):
-            plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=target.version), ready=False, reason=REASON_PROGRESSING)
+            failure = observed.serving_failures.get(target.version)
+            if failure is not None:
+                plan.set_phase(RolloutPhase.DEGRADED, failure[1], ready=False, reason=failure[0])
+            else:
+                plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=target.version), ready=False, reason=REASON_PROGRESSING)
             return _finish(plan, observed)
     elif target.version != s.stable_version and target.version != s.candidate_version:
+        if chosen.forced:
+            message = MSG_FORCED.format(version=target.version, why=chosen.forced, who=" (annotation finetune.ai/force-version)")
+            plan.events.append(Event("Warning", REASON_FORCED, message))
         if spec.version is not None and target.number and target.number < stable.number:
             # Declarative rollback: an earlier version pinned in Git goes live at once.
             old = s.stable_version
             plan.end_canary()
             plan.make_stable(target, observed)
-            plan.history(HistoryAction.ROLLBACK, old, target.version, f"spec.version pinned to earlier version {target.version}")
+            plan.history(HistoryAction.ROLLBACK, old, target.version, f"spec.version pinned to earlier version {target.version}",
+                         HistoryTrigger.SPEC, forced=bool(chosen.forced))
             plan.events.append(Event("Warning", REASON_ROLLED_BACK, MSG_ROLLED_BACK.format(old=old, new=target.version, why=" (spec.version)")))
         else:
             if s.candidate_version:
@@ -314,10 +385,16 @@ def decide(
 
     # No canary: the stable version serves everything.
     last = s.history[-1] if s.history else None
+    routing_error = observed.routing.error if observed.routing is not None else None
+    failure = observed.serving_failures.get(s.stable_version or "")
     if unusable is not None:
-        plan.set_phase(RolloutPhase.DEGRADED, f"{unusable[1]}; {s.stable_version} keeps serving", ready=False, reason=unusable[0])
+        plan.set_phase(RolloutPhase.DEGRADED, f"{unusable[1]}; {s.stable_version} keeps serving" if unusable[0] == REASON_VERSION_UNUSABLE else unusable[1], ready=False, reason=unusable[0])
+    elif failure is not None and not observed.ready.get(s.stable_version):
+        plan.set_phase(RolloutPhase.DEGRADED, failure[1], ready=False, reason=failure[0])
     elif not observed.ready.get(s.stable_version):
         plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=s.stable_version), ready=False, reason=REASON_PROGRESSING)
+    elif routing_error:
+        plan.set_phase(RolloutPhase.DEGRADED, MSG_ROUTING_FAILED_STABLE.format(error=routing_error, stable=s.stable_version), ready=False, reason=REASON_TRAFFIC_ROUTING_FAILED)
     elif last is not None and _failed(last) and s.phase == RolloutPhase.DEGRADED and (
         status.observed_generation == generation or last.time == now
     ):
@@ -331,31 +408,92 @@ def decide(
     return _finish(plan, observed)
 
 
+def _trigger(entry: HistoryEntry) -> HistoryTrigger:
+    """What caused a history entry. Entries written before `trigger` existed are read once here:
+    an abort was an abort, an analysis rollback said so in its reason, and every other entry
+    changed the stable version."""
+    if entry.trigger is not None:
+        return entry.trigger
+    if entry.action == HistoryAction.ABORT:
+        return HistoryTrigger.ABORT
+    if entry.action == HistoryAction.ROLLBACK and (entry.reason or "").startswith("analysis failed"):
+        return HistoryTrigger.ANALYSIS
+    return HistoryTrigger.REQUEST if entry.action == HistoryAction.ROLLBACK else HistoryTrigger.STEPS
+
+
 def _failed(entry: HistoryEntry) -> bool:
-    """An abort, or a rollback the analysis made: the candidate was refused."""
-    return entry.action == HistoryAction.ABORT or (
-        entry.action == HistoryAction.ROLLBACK and (entry.reason or "").startswith("analysis failed")
-    )
+    """An abort, a rollback the analysis made, or serving that refused the artifact: the candidate was refused."""
+    return _trigger(entry) in REFUSING_TRIGGERS
 
 
-def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed) -> tuple[VersionInfo | None, tuple[str, str] | None]:
+def _changed_stable(entry: HistoryEntry) -> bool:
+    """Whether the entry moved the stable version (a refused candidate's entry did not)."""
+    return not _failed(entry)
+
+
+@dataclass(frozen=True)
+class _Target:
+    version: VersionInfo | None
+    problem: tuple[str, str] | None = None
+    forced: str | None = None  # why it would have been refused, when it is served by force
+
+
+def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed, *, spec_changed: bool, force_version: str | None) -> _Target:
     if spec.version is not None:
         found = observed.get(spec.version)
         if found is None:
-            return None, (REASON_WAITING_FOR_VERSION, MSG_VERSION_NOT_FOUND.format(version=spec.version, model=spec.model_name))
-        if found.phase not in _SERVABLE:
-            return None, (REASON_VERSION_UNUSABLE, MSG_VERSION_UNUSABLE.format(version=spec.version, model=spec.model_name, phase=found.phase or "not evaluated"))
-        return found, None
+            return _Target(None, (REASON_WAITING_FOR_VERSION, MSG_VERSION_NOT_FOUND.format(version=spec.version, model=spec.model_name)))
+        if found.version == s.stable_version or found.version == s.candidate_version:
+            return _Target(found)
+        if not spec_changed and found.version in _refused(s) and force_version != spec.version:
+            # Rolled back from or aborted while pinned: stay as that left it until the spec changes.
+            return _Target(None)
+        why = _refusal(found, s, spec.model_name)
+        if why is None:
+            return _Target(found)
+        if force_version == spec.version:
+            return _Target(found, forced=why[1])
+        if why[0] == REASON_VERSION_UNUSABLE:
+            return _Target(None, why)
+        stable = s.stable_version or "the stable version"
+        return _Target(None, (REASON_VERSION_REFUSED, MSG_PIN_REFUSED.format(version=found.version, why=why[1], stable=stable)))
     failed = _refused(s)
     candidates = [v for v in observed.versions if v.phase in ("Approved", "Production") and v.version not in failed]
     if spec.track == Track.LATEST_APPROVED and candidates:
-        return max(candidates, key=lambda v: (v.number, v.created)), None
-    return None, (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
+        return _Target(max(candidates, key=lambda v: (v.number, v.created)))
+    return _Target(None, (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name)))
 
 
 def _refused(s: RolloutStatus) -> set[str]:
     """Versions this Rollout aborted or rolled back from (never the one serving now)."""
     return {h.from_version for h in s.history if h.action in (HistoryAction.ABORT, HistoryAction.ROLLBACK) and h.from_version} - {s.stable_version}
+
+
+def _refused_candidates(s: RolloutStatus) -> dict[str, HistoryEntry]:
+    """Candidates this Rollout aborted or rolled back by analysis, with the entry that refused them.
+
+    A later forced serving of the version clears it: that was a recorded human decision.
+    """
+    refused: dict[str, HistoryEntry] = {}
+    for entry in s.history:
+        if _failed(entry) and entry.from_version:
+            refused[entry.from_version] = entry
+        elif entry.forced and entry.to_version:
+            refused.pop(entry.to_version, None)
+    return refused
+
+
+def _refusal(version: VersionInfo, s: RolloutStatus, model: str) -> tuple[str, str] | None:
+    """Why `version` must not be served without force: (reason, message naming it), or None."""
+    if version.phase not in _SERVABLE:
+        phase = version.phase or "not evaluated"
+        return REASON_VERSION_UNUSABLE, MSG_VERSION_UNUSABLE.format(version=version.version, model=model, phase=phase)
+    entry = _refused_candidates(s).get(version.version)
+    if entry is None:
+        return None
+    when = entry.time.isoformat() if entry.time else "an earlier time"
+    template = MSG_REFUSED_ABORTED if _trigger(entry) == HistoryTrigger.ABORT else MSG_REFUSED_ANALYSIS
+    return REASON_VERSION_REFUSED, template.format(version=version.version, time=when, reason=entry.reason or "no reason given")
 
 
 def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None:
@@ -369,7 +507,7 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
         if request is s.abort_request:
             if s.candidate_version:
                 candidate = s.candidate_version
-                plan.history(HistoryAction.ABORT, candidate, s.stable_version, f"aborted{who}{why}")
+                plan.history(HistoryAction.ABORT, candidate, s.stable_version, f"aborted{who}{why}", HistoryTrigger.ABORT)
                 plan.end_canary()
                 message = MSG_ABORTED.format(candidate=candidate, stable=s.stable_version, why=f" (aborted{who}{why})")
                 plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_ABORTED)
@@ -380,7 +518,7 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
         elif request is s.promote_request:
             if s.candidate_version:
                 if request.full:
-                    plan.history(HistoryAction.PROMOTE, s.stable_version, s.candidate_version, f"promoted to 100%{who}{why}")
+                    plan.history(HistoryAction.PROMOTE, s.stable_version, s.candidate_version, f"promoted to 100%{who}{why}", HistoryTrigger.REQUEST)
                     _promote(plan, observed, skip_history=True)
                 else:
                     s.current_step_index = (s.current_step_index or 0) + 1
@@ -388,25 +526,79 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
                     s.analysis = None
                     plan.events.append(Event("Normal", "Promoted", f"step skipped{who}{why}"))
         else:
-            target = observed.get(request.to_version) if request.to_version else _previous_stable(s, observed)
-            if target is not None and target.version != s.stable_version:
-                old = s.stable_version
-                plan.end_canary()
-                plan.make_stable(target, observed)
-                plan.history(HistoryAction.ROLLBACK, old, target.version, f"rollback{who}{why}")
-                message = MSG_ROLLED_BACK.format(old=old, new=target.version, why=f" ({who.strip() or 'requested'}{why})")
-                plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
-                plan.events.append(Event("Warning", REASON_ROLLED_BACK, message))
+            _rollback(plan, spec, observed, request, who, why)
         s.last_handled_request = request.requested_at
 
 
-def _previous_stable(s: RolloutStatus, observed: Observed) -> VersionInfo | None:
-    for entry in reversed(s.history):
-        if entry.to_version == s.stable_version and entry.from_version and entry.from_version != s.stable_version:
-            found = observed.get(entry.from_version)
-            if found is not None:
-                return found
-    older = [v for v in observed.versions if v.phase in _SERVABLE and v.version != s.stable_version and (observed.get(s.stable_version) is None or v.number < observed.get(s.stable_version).number)]
+def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request, who: str, why: str) -> None:
+    """A rollback request: to the named version, or to the version that was stable before."""
+    s = plan.s
+    stable = s.stable_version or "the stable version"
+    if request.to_version:
+        target = observed.get(request.to_version)
+        if target is None:
+            _refuse_rollback(plan, "VersionNotFound", MSG_ROLLBACK_NOT_FOUND.format(who=who, version=request.to_version, model=spec.model_name, stable=stable))
+            return
+    else:
+        target = previous_stable(s, observed, spec.model_name)
+        if target is None:
+            _refuse_rollback(plan, "NoEarlierVersion", MSG_ROLLBACK_NO_TARGET.format(who=who, stable=stable))
+            return
+    if target.version == s.stable_version:
+        if s.candidate_version:
+            plan.end_canary()
+        plan.cond(ROLLBACK_ACCEPTED, ConditionStatus.TRUE, REASON_ROLLED_BACK, f"{target.version} already serves as the stable version")
+        return
+    refusal = _refusal(target, s, spec.model_name)
+    if refusal is not None and not request.force:
+        _refuse_rollback(plan, refusal[0], MSG_ROLLBACK_REFUSED.format(who=who, version=target.version, why=refusal[1], stable=stable, name=plan.name))
+        return
+    old = s.stable_version
+    plan.end_canary()
+    plan.make_stable(target, observed)
+    forced = " (forced)" if refusal is not None else ""
+    plan.history(HistoryAction.ROLLBACK, old, target.version, f"rollback{who}{why}{forced}", HistoryTrigger.REQUEST, forced=refusal is not None)
+    message = MSG_ROLLED_BACK.format(old=old, new=target.version, why=f" ({who.strip() or 'requested'}{why})")
+    plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
+    plan.events.append(Event("Warning", REASON_ROLLED_BACK, message))
+    if refusal is not None:
+        plan.events.append(Event("Warning", REASON_FORCED, MSG_FORCED.format(version=target.version, why=refusal[1], who=f" (rollback --force{who})")))
+        plan.cond(ROLLBACK_ACCEPTED, ConditionStatus.TRUE, REASON_FORCED, message)
+    else:
+        plan.cond(ROLLBACK_ACCEPTED, ConditionStatus.TRUE, REASON_ROLLED_BACK, message)
+
+
+def _refuse_rollback(plan: _Plan, reason: str, message: str) -> None:
+    plan.cond(ROLLBACK_ACCEPTED, ConditionStatus.FALSE, reason, message)
+    plan.events.append(Event("Warning", REASON_ROLLBACK_REFUSED, message))
+
+
+def previous_stable(s: RolloutStatus, observed: Observed, model: str = "") -> VersionInfo | None:
+    """The version that was stable before the current stable one, and may be served again.
+
+    Walks the promotions back from the current stable version (the promotion that made it stable
+    names the version it replaced); entries of refused candidates (an abort, an analysis
+    rollback) never changed the stable version and are not followed. A version found that may
+    not be served (refused, Rejected, gone) is skipped, going further back. Without a recorded
+    promotion, the newest servable version older than the stable one.
+    """
+    current = s.stable_version
+    seen = {current}
+    stable_changes = [h for h in s.history if _changed_stable(h) and h.action == HistoryAction.PROMOTE]
+    while True:
+        entry = next((h for h in reversed(stable_changes) if h.to_version == current and h.from_version), None)
+        if entry is None or entry.from_version in seen:
+            break
+        current = entry.from_version
+        seen.add(current)
+        found = observed.get(current)
+        if found is not None and _refusal(found, s, model) is None:
+            return found
+    stable = observed.get(s.stable_version)
+    older = [
+        v for v in observed.versions
+        if v.version not in seen and (stable is None or v.number < stable.number) and _refusal(v, s, model) is None
+    ]
     return max(older, key=lambda v: v.number, default=None)
 
 
@@ -418,18 +610,44 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
     steps = spec.strategy.canary.steps
     total = len(steps)
     candidate = s.candidate_version
+    failure = observed.serving_failures.get(candidate or "")
+    if failure is not None and not observed.ready.get(candidate):
+        # The candidate's Pods refuse to serve it (its bytes are not the registered ones).
+        stable = s.stable_version
+        plan.history(HistoryAction.ROLLBACK, candidate, stable, f"{failure[0]}: {failure[1]}", HistoryTrigger.SERVING)
+        plan.end_canary()
+        message = f"{candidate} cannot be served, all traffic on {stable}: {failure[1]}"
+        plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=failure[0])
+        plan.events.append(Event("Warning", failure[0], message))
+        refused = observed.get(candidate)
+        if refused is not None:
+            plan.version_serving[refused.name] = ("False", failure[0], f"Rollout {plan.name}: {message}")
+        return
+    routing = observed.routing
     for _ in range(total + 1):
         index = s.current_step_index or 0
+        where = dict(index=index + 1, total=total)
+        if routing is not None and routing.error:
+            # Never walk on (or analyse, or promote) on weights the router could not apply.
+            message = MSG_ROUTING_FAILED.format(error=routing.error, candidate=candidate, **where)
+            plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_TRAFFIC_ROUTING_FAILED)
+            plan.requeue_in(10)
+            return
         if index >= total:
             _promote(plan, observed)
             return
         step = steps[index]
-        where = dict(index=index + 1, total=total)
         if step.set_weight is not None:
             s.canary_weight = step.set_weight
             if not observed.ready.get(candidate):
                 plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=MSG_WAITING_READY.format(version=candidate)), ready=False, reason=REASON_PROGRESSING)
                 plan.requeue_in(2)
+                return
+            if routing is not None and routing.weight != s.canary_weight:
+                # The step is done once the router's objects carry the weight (read back next reconcile).
+                what = MSG_ROUTING_WAIT.format(weight=s.canary_weight, version=candidate)
+                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+                plan.requeue_in(1)
                 return
             _next_step(plan)
             continue
@@ -457,7 +675,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         if run.phase == AnalysisPhase.FAILED:
             stable = s.stable_version
             detail = run.message or "analysis failed"
-            plan.history(HistoryAction.ROLLBACK, candidate, stable, f"analysis failed: {detail}")
+            plan.history(HistoryAction.ROLLBACK, candidate, stable, f"analysis failed: {detail}", HistoryTrigger.ANALYSIS)
             plan.end_canary()
             s.analysis = run  # keep the failing measurements visible
             message = MSG_ANALYSIS_FAILED.format(candidate=candidate, stable=stable, detail=detail)
@@ -491,7 +709,7 @@ def _promote(plan: _Plan, observed: Observed, skip_history: bool = False) -> Non
         plan.end_canary()
         return
     if not skip_history:
-        plan.history(HistoryAction.PROMOTE, old, candidate.version, "all canary steps passed")
+        plan.history(HistoryAction.PROMOTE, old, candidate.version, "all canary steps passed", HistoryTrigger.STEPS)
     plan.make_stable(candidate, observed)
     plan.end_canary()
     plan.extra_serving.discard(candidate.version)

@@ -31,6 +31,7 @@ from finetune_operator.routers.base import (
     Patch,
     Router,
     RouterError,
+    applied_weight,
 )
 from finetune_operator.routers.gatewayapi import GatewayApiRouter
 from finetune_operator.routers.istio import IstioRouter
@@ -53,6 +54,7 @@ __all__ = [
     "ReplicaSplit",
     "Router",
     "RouterError",
+    "applied_weight",
     "for_rollout",
     "split_replicas",
 ]

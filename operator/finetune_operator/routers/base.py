@@ -111,6 +111,19 @@ class Router(Protocol):
         """The canary weight the objects carry now (None when they do not say)."""
         ...
 
+    def effective_weight(self, weight: int) -> int:
+        """The weight `observed_weight` reads back once `desired(weight)` is applied (the same,
+        except where the router can only approximate it, as whole replicas do)."""
+        ...
+
+
+def applied_weight(router: Router, weight: int, observed_weight: int | None) -> int | None:
+    """`weight` when the router's objects carry it, else what they carry: what a canary step
+    compares with the weight it set, to know that the weight really reached the traffic."""
+    if observed_weight is not None and observed_weight == router.effective_weight(weight):
+        return weight
+    return observed_weight
+
 
 def field_manager(kind: str) -> str:
     return FIELD_MANAGER_PREFIX + kind.lower()

@@ -82,6 +82,9 @@ class GatewayApiRouter:
         resource_version = (route.get("metadata") or {}).get("resourceVersion")
         return [Patch(ref, apply_body(ref, resource_version, spec={"rules": new_rules}), self.field_manager)]
 
+    def effective_weight(self, weight: int) -> int:
+        return check_weight(weight)
+
     def observed_weight(
         self, rollout_name: str, namespace: str, stable: Backend, canary: Backend | None, observed: Observed
     ) -> int | None:

@@ -88,6 +88,9 @@ class IstioRouter:
         resource_version = (vs.get("metadata") or {}).get("resourceVersion")
         return [Patch(ref, apply_body(ref, resource_version, spec={"http": new_http}), self.field_manager)]
 
+    def effective_weight(self, weight: int) -> int:
+        return check_weight(weight)
+
     def observed_weight(
         self, rollout_name: str, namespace: str, stable: Backend, canary: Backend | None, observed: Observed
     ) -> int | None:

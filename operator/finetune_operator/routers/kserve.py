@@ -57,6 +57,9 @@ class KServeRouter:
         fields = {} if canary is None else {"spec": {"predictor": {"canaryTrafficPercent": weight}}}
         return [Patch(ref, apply_body(ref, **fields), self.field_manager)]
 
+    def effective_weight(self, weight: int) -> int:
+        return check_weight(weight)
+
     def observed_weight(
         self, rollout_name: str, namespace: str, stable: Backend, canary: Backend | None, observed: Observed
     ) -> int | None:

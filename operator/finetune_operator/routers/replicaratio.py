@@ -96,6 +96,9 @@ class ReplicaRatioRouter:
             patches.append(Patch(ref, apply_body(ref, spec={"replicas": replicas}), self.field_manager))
         return patches
 
+    def effective_weight(self, weight: int) -> int:
+        return self.split(weight).effective_weight
+
     def observed_weight(
         self, rollout_name: str, namespace: str, stable: Backend, canary: Backend | None, observed: Observed
     ) -> int | None:
