@@ -248,6 +248,7 @@ def test_every_job_has_the_same_failure_policy_and_sandbox(stage):
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 

@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from finetune_operator.api.common import Location, LocationError, parse_location
+from finetune_operator.builders.security import RUN_AS_USER, restricted_pod_security_context, restricted_security_context
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
-RUN_AS = 10001  # the trainer image's user
+RUN_AS = RUN_AS_USER  # the trainer image's user
 # Removes each path given; a symlink is unlinked, never followed.
 _REMOVE = (
     "import os, shutil, sys\n"
@@ -98,18 +99,14 @@ def removal_job(
             "template": {
                 "spec": {
                     "restartPolicy": "Never",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS},
+                    "securityContext": restricted_pod_security_context(RUN_AS),
                     "containers": [
                         {
                             "name": "cleanup",
                             "image": image,
                             "command": ["python", "-c", _REMOVE, *paths],
                             "volumeMounts": [mount],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": restricted_security_context(RUN_AS),
                         }
                     ],
                     "volumes": [volume],

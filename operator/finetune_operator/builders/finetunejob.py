@@ -41,6 +41,7 @@ from finetune_operator.api.common import Location, LocationError, parse_location
 from finetune_operator.api.finetunejob import FineTuneJobSpec
 from finetune_operator.builders import cleanup
 from finetune_operator.builders.labels import finetunejob_child_labels
+from finetune_operator.builders.security import RUN_AS_USER, restricted_pod_security_context, restricted_security_context
 
 CONFIG_DIR = "/etc/finetune"
 CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
@@ -56,7 +57,7 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 STAGE_LABEL = "finetune.ai/stage"
 # Set by the Job controller on each Pod of an Indexed Job: the node rank of a multi-node run.
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-TRAINER_UID = 10001  # the trainer image's user
+TRAINER_UID = RUN_AS_USER  # the trainer image's user
 # What a run writes in its output location besides the artifact: the trainer's defaults for the
 # checkpoints, the prepared dataset and the progress log (TrainerConfig.checkpoints_path,
 # prepared_path, progress_path). spec.deleteArtifactsOnDelete removes these and nothing else:
@@ -523,13 +524,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         "env": env,
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_security_context(TRAINER_UID),
     }
     resources = _resources(spec, stage)
     if resources:
@@ -539,7 +534,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         "restartPolicy": "Never",
         "serviceAccountName": trainer_account_name(owner.name),
         "terminationGracePeriodSeconds": 120 if stage == "train" else 30,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "fsGroup": TRAINER_UID},
+        "securityContext": restricted_pod_security_context(TRAINER_UID),
         "containers": [container],
         "volumes": volumes,
     }

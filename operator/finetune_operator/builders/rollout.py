@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from finetune_trainer import config as trainer_config
 
 from finetune_operator.api.rollout import RolloutSpec, ServingType
+from finetune_operator.builders.security import restricted_pod_security_context, restricted_security_context
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
 ROLLOUT_LABEL = "finetune.ai/rollout"
@@ -130,7 +131,7 @@ def verify_container(served: ServedVersion, image: str, mounts: list[dict[str, A
         "command": ["python", "-m", "finetune_trainer.artifacts", "verify", _local(served.artifact_uri), served.artifact_digest],
         "volumeMounts": [dict(m) for m in mounts],
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": restricted_security_context(),
     }
 
 
@@ -159,7 +160,7 @@ def deployment(
         "ports": [{"name": "http", "containerPort": serving.port}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 30},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": restricted_security_context(),
     }
     if serving.type == ServingType.VLLM:
         model = "$(ADAPTER_PATH)" if full else "$(BASE_MODEL)"
@@ -183,7 +184,12 @@ def deployment(
     volumes, mounts = _volumes(served)
     container["volumeMounts"] = mounts
     pod_labels = {**_selector(owner, served.version), MODEL_LABEL: spec.model_name, SERVE_LABEL: "true"}
-    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "terminationGracePeriodSeconds": 30}
+    pod_spec: dict[str, Any] = {
+        "securityContext": restricted_pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 30,
+    }
     if verifier_image and served.artifact_digest and _mounted(served.artifact_uri):
         pod_spec["initContainers"] = [verify_container(served, verifier_image, mounts)]
     if serving.node_selector:
