@@ -7,6 +7,8 @@
     kubectl finetune rollback ROLLOUT [--to VERSION] [--force]
                                                serve the previous stable (or given) version, now
     kubectl finetune wait     ROLLOUT          until Healthy (exit 0) or Degraded (exit 1)
+    kubectl finetune suspend  FINETUNEJOB      stop its Pods; it resumes from its latest checkpoint
+    kubectl finetune resume   FINETUNEJOB
 
 promote, abort and rollback write a request into the Rollout's *status* subresource, as Argo
 Rollouts' plugin does: the spec (owned by Git) is never touched, so Argo CD sees no drift. The
@@ -18,6 +20,11 @@ aborted or rolled back by analysis, is refused (condition RollbackAccepted=False
 Event name the version and why) unless `--force` is given; a forced rollback is recorded in
 status.history (`forced: true`) and as a Warning Event. `rollback` waits for the operator's
 answer and exits 1 when it refused.
+Each request replaces the previous one whole (fields it leaves out are written as null, which
+a merge patch deletes), so an earlier `--to` or `--force` never carries over into a later
+request. `suspend`/`resume` set `spec.suspend` of a FineTuneJob. The patch builders below
+(`request_patch`, `promote_fields`, `abort_fields`, `rollback_fields`, `suspend_patch`) are
+what the Argo CD resource actions in config/argocd/actions/ reproduce; their tests compare the two.
 Install: put `bin/kubectl-finetune` on PATH.
 """
 
@@ -34,6 +41,45 @@ from typing import Any
 import kubernetes
 
 GROUP, VERSION, PLURAL = "finetune.ai", "v1alpha1", "rollouts"
+FTJ_PLURAL = "finetunejobs"
+
+# Every field of each request, by its name in status: a new request writes all of them.
+REQUEST_FIELDS = {
+    "abortRequest": ("requestedAt", "reason", "requestedBy"),
+    "promoteRequest": ("requestedAt", "full", "reason", "requestedBy"),
+    "rollbackRequest": ("requestedAt", "toVersion", "force", "reason", "requestedBy"),
+}
+
+
+def request_patch(key: str, fields: dict[str, Any], *, requested_at: str, requested_by: str) -> dict[str, Any]:
+    """The merge patch for the status subresource that writes request `key`, replacing the last one."""
+    request: dict[str, Any] = dict.fromkeys(REQUEST_FIELDS[key])
+    request.update(fields, requestedAt=requested_at, requestedBy=requested_by)
+    return {"status": {key: request}}
+
+
+def promote_fields(full: bool = False, reason: str | None = None) -> dict[str, Any]:
+    return {"full": full, **({"reason": reason} if reason else {})}
+
+
+def abort_fields(reason: str | None = None) -> dict[str, Any]:
+    return {"reason": reason} if reason else {}
+
+
+def rollback_fields(to: str | None = None, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if to:
+        fields["toVersion"] = to
+    if reason:
+        fields["reason"] = reason
+    if force:
+        fields["force"] = True
+    return fields
+
+
+def suspend_patch(suspend: bool) -> dict[str, Any]:
+    """The merge patch that suspends (True) or resumes (False) a FineTuneJob."""
+    return {"spec": {"suspend": suspend}}
 
 
 def _api(args) -> kubernetes.client.CustomObjectsApi:
@@ -65,7 +111,7 @@ def _now() -> str:
 
 def _request(api, namespace: str, name: str, key: str, fields: dict[str, Any]) -> str:
     requested_at = _now()
-    body = {"status": {key: {"requestedAt": requested_at, "requestedBy": getpass.getuser(), **fields}}}
+    body = request_patch(key, fields, requested_at=requested_at, requested_by=getpass.getuser())
     api.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
     )
@@ -117,25 +163,19 @@ def cmd_history(api, namespace: str, args) -> int:
 
 
 def cmd_promote(api, namespace: str, args) -> int:
-    _request(api, namespace, args.rollout, "promoteRequest", {"full": args.full, **({"reason": args.reason} if args.reason else {})})
+    _request(api, namespace, args.rollout, "promoteRequest", promote_fields(args.full, args.reason))
     print(f"promote requested for {args.rollout}" + (" (full: skip to 100%)" if args.full else ""))
     return 0
 
 
 def cmd_abort(api, namespace: str, args) -> int:
-    _request(api, namespace, args.rollout, "abortRequest", {"reason": args.reason} if args.reason else {})
+    _request(api, namespace, args.rollout, "abortRequest", abort_fields(args.reason))
     print(f"abort requested for {args.rollout}: all traffic goes back to the stable version")
     return 0
 
 
 def cmd_rollback(api, namespace: str, args) -> int:
-    fields: dict[str, Any] = {}
-    if args.to:
-        fields["toVersion"] = args.to
-    if args.reason:
-        fields["reason"] = args.reason
-    if args.force:
-        fields["force"] = True
+    fields = rollback_fields(args.to, args.force, args.reason)
     requested_at = _request(api, namespace, args.rollout, "rollbackRequest", fields)
     print(f"rollback requested for {args.rollout}" + (f" to {args.to}" if args.to else " to the previous stable version")
           + (" (forced)" if args.force else ""))
@@ -170,6 +210,22 @@ def cmd_wait(api, namespace: str, args) -> int:
     return 2
 
 
+def _suspend(api, namespace: str, name: str, suspend: bool) -> int:
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, FTJ_PLURAL, name, suspend_patch(suspend), _content_type="application/merge-patch+json"
+    )
+    print(f"{name}: " + ("suspended: its Pods stop; resume continues from the latest checkpoint" if suspend else "resumed"))
+    return 0
+
+
+def cmd_suspend(api, namespace: str, args) -> int:
+    return _suspend(api, namespace, args.finetunejob, True)
+
+
+def cmd_resume(api, namespace: str, args) -> int:
+    return _suspend(api, namespace, args.finetunejob, False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubectl finetune", description=__doc__.split("\n")[0])
     parser.add_argument("--kubeconfig", default=None)
@@ -193,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("-o", "--output", choices=["text", "json"], default="text")
         if name == "wait":
             p.add_argument("--timeout", type=float, default=600)
+    for name in ("suspend", "resume"):
+        sub.add_parser(name).add_argument("finetunejob")
     args = parser.parse_args(argv)
     api = _api(args)
     namespace = _namespace(args)

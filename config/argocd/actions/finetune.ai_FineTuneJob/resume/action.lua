@@ -1,0 +1,3 @@
+-- kubectl finetune resume FINETUNEJOB
+obj.spec.suspend = false
+return obj

@@ -1,0 +1,3 @@
+-- kubectl finetune suspend FINETUNEJOB
+obj.spec.suspend = true
+return obj

@@ -1,0 +1,2 @@
+-- kubectl finetune abort ROLLOUT
+return request("abortRequest", {})

@@ -1,0 +1,2 @@
+-- kubectl finetune promote ROLLOUT --full
+return request("promoteRequest", {full = true})

@@ -1,0 +1,2 @@
+-- kubectl finetune promote ROLLOUT
+return request("promoteRequest", {full = false})
