@@ -342,6 +342,16 @@ def progress_line(job: dict, elapsed: float) -> str:
     status = job.get("status") or {}
     phase = status.get("phase") or "(no status yet)"
     parts = [f"[{_duration(elapsed):>6}] {phase:<11}"]
+    evaluation = status.get("evaluationProgress") or {}
+    if phase == "Evaluating" and evaluation.get("promptsTotal"):
+        # Which suite and model are being generated, prompts done of all, and how long to go.
+        parts.append(f"{evaluation.get('suite', '?')} suite, {evaluation.get('model', '?')} model")
+        parts.append(f"{evaluation.get('promptsDone', 0)}/{evaluation['promptsTotal']} prompts")
+        if evaluation.get("percent") is not None:
+            parts.append(f"{evaluation['percent']:5.1f}%")
+        if evaluation.get("etaSeconds") is not None:
+            parts.append(f"ETA {_duration(evaluation['etaSeconds'])}")
+        return "  ".join(parts)
     progress = status.get("progress") or {}
     if progress.get("totalSteps"):
         parts.append(f"step {progress.get('step', 0)}/{progress['totalSteps']}")
@@ -368,8 +378,9 @@ def follow(state: controlplane.ClusterState, timeout: float) -> dict:
             raise DemoError(f"FineTuneJob {NAMESPACE}/{JOB_NAME} was deleted while the demo followed it")
         status = job.get("status") or {}
         phase, message = status.get("phase"), status.get("message")
-        # A new message is news unless it only restates the progress line (step, loss).
-        news = phase != last_phase or (message != last_message and not status.get("progress"))
+        # A new message is news unless it only restates the progress line (step, loss, prompts).
+        restated = status.get("progress") or (phase == "Evaluating" and status.get("evaluationProgress"))
+        news = phase != last_phase or (message != last_message and not restated)
         if news:
             if live and last_line:
                 sys.stdout.write("\n")

@@ -259,7 +259,7 @@ class Generations:
 class Generator:
     """Batched greedy generation with left padding, timed per batch."""
 
-    def __init__(self, model, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, label: str):
+    def __init__(self, model, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, label: str, progress=None):
         import torch
         from transformers import GenerationConfig
 
@@ -269,6 +269,7 @@ class Generator:
         self.settings = settings
         self.max_prompt_tokens = max_prompt_tokens
         self.label = label
+        self.progress = progress  # progress.EvaluationProgress; None: the plain "evaluating" lines
         self.device = next(model.parameters()).device
         self.generation_config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
@@ -310,7 +311,11 @@ class Generator:
                 into.latencies.append(seconds)
                 into.tokens.append(length)
                 into.shares.append(seconds / len(batch))
-            emit({"event": "evaluating", "suite": suite, "model": self.label, "done": min(start + size, len(items)), "total": len(items)})
+            done = min(start + size, len(items))
+            if self.progress is not None:
+                self.progress.update(suite, self.label, done, len(items))
+            else:
+                emit({"event": "evaluating", "suite": suite, "model": self.label, "done": done, "total": len(items)})
         into.outputs[suite] = outputs
 
 
@@ -627,9 +632,16 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     max_prompt_tokens = config.hyperparameters.max_seq_length
 
     runs: dict[str, Generations] = {}
+    from .progress import EvaluationProgress
+    from .reporting import ConfigMapReporter
+
+    models = 2 if settings.compare_with_base else 1
+    progress = EvaluationProgress(
+        config.progress_path, emit, {suite: len(v) for suite, v in items.items()}, models, remote=ConfigMapReporter.from_env()
+    )
 
     def generate_all(model, label: str) -> None:
-        generator = Generator(model, tokenizer, settings, max_prompt_tokens, label)
+        generator = Generator(model, tokenizer, settings, max_prompt_tokens, label, progress)
         generations = Generations()
         for suite, suite_items in items.items():
             generator.run(suite, suite_items, generations)
@@ -653,6 +665,7 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         _free_memory()
         candidate = _load_causal_lm(artifact.path, config, "model")
     generate_all(candidate, CANDIDATE)
+    progress.close()
     candidate = base_model = None
     _free_memory()
 

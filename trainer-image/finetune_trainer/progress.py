@@ -7,6 +7,13 @@ the progress file, which the operator reads without any broad RBAC:
      "loss": 1.93, "eval_loss": 2.01, "best_eval_loss": 2.01, "learning_rate": 1.6e-05,
      "tokens_per_second": 5120.4, "eta_seconds": 96.0, "time": "2025-01-01T12:00:00Z"}
 
+Evaluation reports the same way (`EvaluationProgress`), one line per generated batch, marked
+`"stage": "evaluate"` so the operator keeps it apart from the training progress:
+
+    {"event": "progress", "stage": "evaluate", "suite": "task", "model": "candidate",
+     "suite_done": 16, "suite_total": 40, "prompts_done": 56, "prompts_total": 160,
+     "percent": 35.0, "eta_seconds": 41.2, "time": "2025-01-01T12:05:00Z"}
+
 Kubernetes stops a Pod (preemption, node drain, deletion) with SIGTERM and a grace period.
 `GracefulStop` turns the signal into "save a checkpoint at the end of this step and stop",
 so the next attempt resumes where this one stopped instead of from the last periodic save.
@@ -102,6 +109,55 @@ class ProgressReporter(TrainerCallback):
                 "eta_seconds": round(elapsed / done * (total - state.global_step), 1) if done > 0 and total else None,
             }
         )
+
+
+class EvaluationProgress:
+    """Progress of an evaluation: every suite's prompts, for every model evaluated (the base
+    model and the candidate), as one count with an ETA from the prompts done so far."""
+
+    def __init__(self, progress_file: Path, emit, suites: dict[str, int], models: int, remote=None, clock=time.monotonic):
+        self.progress_file = Path(progress_file)
+        self.progress_file.parent.mkdir(parents=True, exist_ok=True)
+        self.emit = emit
+        self.remote = remote
+        self.clock = clock
+        self.total = sum(suites.values()) * models
+        self.finished = 0  # prompts of the suites already done (all models)
+        self._started: float | None = None
+
+    def update(self, suite: str, model: str, done: int, total: int) -> dict[str, Any]:
+        """`done` of the `total` prompts of `suite` are generated for `model`."""
+        now = self.clock()
+        if self._started is None:
+            self._started = now
+        prompts_done = min(self.finished + done, self.total)
+        elapsed = now - self._started
+        eta = elapsed / prompts_done * (self.total - prompts_done) if prompts_done and elapsed > 0 else None
+        line = {
+            "event": "progress",
+            "stage": "evaluate",
+            "suite": suite,
+            "model": model,
+            "suite_done": done,
+            "suite_total": total,
+            "prompts_done": prompts_done,
+            "prompts_total": self.total,
+            "percent": round(100.0 * prompts_done / self.total, 2) if self.total else None,
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+            "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if done >= total:
+            self.finished += total
+        self.emit(line)
+        with self.progress_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line, separators=(",", ":"), sort_keys=True) + "\n")
+        if self.remote is not None:
+            self.remote.report(line, final=prompts_done >= self.total)
+        return line
+
+    def close(self) -> None:
+        if self.remote is not None:
+            self.remote.flush()
 
 
 class GracefulStop(TrainerCallback):

@@ -816,6 +816,18 @@ class Progress(StatusModel):
     best_eval_loss: float | None = Field(default=None, description="Best validation loss so far.")
 
 
+class EvaluationProgress(StatusModel):
+    """Evaluation progress, as last reported by the evaluator: every suite's prompts, for the
+    base model and then the candidate."""
+
+    suite: str | None = Field(default=None, max_length=64, description="Suite being generated (task, safety, pii, bias, general).")
+    model: str | None = Field(default=None, max_length=64, description="Model being evaluated: base or candidate.")
+    prompts_done: int | None = Field(default=None, ge=0, description="Prompts generated so far, all suites and models.")
+    prompts_total: int | None = Field(default=None, ge=0, description="Prompts to generate, all suites and models.")
+    percent: float | None = Field(default=None, ge=0.0, le=100.0, description="promptsDone / promptsTotal in percent.")
+    eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds until evaluation ends.")
+
+
 class SplitSizes(StatusModel):
     """Records in each split."""
 
@@ -889,6 +901,7 @@ class FineTuneJobStatus(StatusModel):
     )
     conditions: list[Condition] = conditions_field()
     progress: Progress | None = Field(default=None, description="Training progress.")
+    evaluation_progress: EvaluationProgress | None = Field(default=None, description="Evaluation progress.")
     data_report: DataReport | None = Field(default=None, description="Summary of data preparation.")
     latest_checkpoint: CheckpointStatus | None = Field(
         default=None, description="Latest checkpoint, resumed from after a restart."

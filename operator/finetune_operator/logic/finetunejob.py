@@ -46,6 +46,7 @@ from finetune_operator.api.finetunejob import (
     ArtifactStatus,
     CheckpointStatus,
     DataReport,
+    EvaluationProgress,
     Progress,
     SplitSizes,
     SyntheticReport,
@@ -102,6 +103,7 @@ REASON_SUCCEEDED = "Succeeded"
 MSG_TRAINED = "training finished; artifact at {uri}"
 REASON_EVALUATING = "Evaluating"
 MSG_EVALUATING = "evaluating the fine-tuned and the base model"
+MSG_EVALUATION_PROGRESS = "evaluating: {suite} suite, {model} model, {done}/{total} prompts{eta}"
 REASON_EVALUATED = "Evaluated"
 MSG_EVALUATED = "evaluation finished"
 REASON_EVALUATION_FAILED = "EvaluationFailed"
@@ -371,7 +373,8 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
             return plan.decision(status)
         if not _job_condition(evaluation, "Complete"):
             plan.suspend_to(evaluation, spec.suspend, queue=None)
-            plan.wait_or(evaluation, eval_pods, spec.suspend, None, FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_EVALUATING)
+            message = _evaluation_message(plan.status.evaluation_progress)
+            plan.wait_or(evaluation, eval_pods, spec.suspend, None, FineTuneJobPhase.EVALUATING, REASON_EVALUATING, message)
             return plan.decision(status)
         record = evaluation_record(_termination_json(eval_pods, succeeded=True) or {}, spec)
         plan.set(EVALUATED, ConditionStatus.TRUE, REASON_EVALUATED, MSG_EVALUATED)
@@ -587,6 +590,18 @@ class _Plan:
         if line is None:
             return
         self.set(PROGRESS_REPORTED, ConditionStatus.TRUE, REASON_PROGRESS_VALID, MSG_PROGRESS_VALID)
+        if line.get("stage") == "evaluate":
+            # The evaluator's lines replace the training line in the ConfigMap; the training
+            # progress in status stays as training left it.
+            self.status.evaluation_progress = EvaluationProgress(
+                suite=line.get("suite"),
+                model=line.get("model"),
+                prompts_done=line.get("prompts_done"),
+                prompts_total=line.get("prompts_total"),
+                percent=_clamp_percent(line.get("percent")),
+                eta_seconds=int(line["eta_seconds"]) if line.get("eta_seconds") is not None else None,
+            )
+            return
         previous = self.status.progress or Progress()
         self.status.progress = Progress(
             step=line.get("step"),
@@ -741,6 +756,11 @@ _PROGRESS_FIELDS: dict[str, tuple[Any, str]] = {
     "loss": (_loss, "a finite number"),
     "eval_loss": (_loss, "a finite number"),
     "best_eval_loss": (_loss, "a finite number"),
+    "stage": (lambda v: v in ("train", "evaluate"), "train or evaluate"),
+    "suite": (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a suite name of at most 64 characters"),
+    "model": (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a model label of at most 64 characters"),
+    "prompts_done": (_steps, f"a whole number of prompts from 0 to {MAX_STEPS}"),
+    "prompts_total": (_steps, f"a whole number of prompts from 0 to {MAX_STEPS}"),
 }
 
 
@@ -768,6 +788,8 @@ def read_progress(progress_map: Mapping[str, Any] | None) -> tuple[dict[str, Any
             return None, f"{key} is {_shown(line[key])}, expected {expected}"
     if _whole(line.get("step")) and _whole(line.get("total_steps")) and line["step"] > line["total_steps"]:
         return None, f"step {line['step']} is past total_steps {line['total_steps']}"
+    if _whole(line.get("prompts_done")) and _whole(line.get("prompts_total")) and line["prompts_done"] > line["prompts_total"]:
+        return None, f"prompts_done {line['prompts_done']} is past prompts_total {line['prompts_total']}"
     checkpoint = line.get("checkpoint")
     if checkpoint is not None:
         problem = _checkpoint_problem(checkpoint)
@@ -889,6 +911,16 @@ def _data_summary(report: DataReport | None) -> str:
         return "no data report"
     s = report.splits
     return f"{report.total_records} records read, {s.train}/{s.validation}/{s.test} train/validation/test"
+
+
+def _evaluation_message(progress: EvaluationProgress | None) -> str:
+    if not progress or progress.prompts_done is None or not progress.suite:
+        return MSG_EVALUATING
+    eta = f", ETA {progress.eta_seconds}s" if progress.eta_seconds is not None else ""
+    return MSG_EVALUATION_PROGRESS.format(
+        suite=progress.suite, model=progress.model or "?", done=progress.prompts_done,
+        total=progress.prompts_total if progress.prompts_total is not None else "?", eta=eta,
+    )
 
 
 def _training_message(progress: Progress | None) -> str:
