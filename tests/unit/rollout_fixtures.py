@@ -61,7 +61,9 @@ def at(seconds: float) -> datetime.datetime:
 
 def spec_dict(**fields: Any) -> dict[str, Any]:
     """A Rollout spec tracking LatestApproved, with top-level fields replaced."""
-    raw: dict[str, Any] = {"modelName": MODEL, "track": "LatestApproved"}
+    # Analysis is explicit: without spec.analysis the default (relative) analysis runs and needs
+    # a Prometheus; tables that are not about analysis opt out.
+    raw: dict[str, Any] = {"modelName": MODEL, "track": "LatestApproved", "analysis": {"none": True}}
     raw.update(fields)
     if "version" in fields:
         raw.pop("track")

@@ -114,6 +114,7 @@ def test_free_form_fields_are_the_intended_ones():
         ("FineTuneJob", ".spec.dataset.synthetic.seedExamples[]"),
         ("FineTuneJob", ".spec.resources.affinity"),
         ("FineTuneJob", ".spec.evaluation.formatSchema"),
+        ("Rollout", ".spec.serving.formatSchema"),
         ("ModelVersion", ".spec.lineage.hyperparameters"),
         ("ModelVersion", ".spec.modelCard"),
     }

@@ -314,16 +314,29 @@ def test_default_queries_select_the_canary_and_stable_by_target_labels():
         'model_version="v2"}[1m])) or vector(0)) / sum(rate(finetune_serve_requests_total{namespace="prod", '
         'rollout="summarizer", model_version="v2"}[1m]))'
     )
-    latency = analysis.render_query(by_name["latency-p95-ratio"].query, VARS)
-    assert latency.count("histogram_quantile(0.95, sum by (le) (rate(finetune_serve_request_duration_seconds_bucket") == 2
-    assert latency.index('model_version="v2"') < latency.index(" / ") < latency.index('model_version="v1"')
+    # Relative defaults: the same query for each version ({{version}} is the canary, then stable).
+    assert by_name["error-rate"].relative and by_name["error-rate"].thresholds.max_increase == 0.01
+    latency = analysis.render_query(by_name["latency-p95"].query, VARS)
+    assert latency.count("histogram_quantile(0.95, sum by (le) (rate(finetune_serve_request_duration_seconds_bucket") == 1
+    assert 'model_version="v2"' in latency
+    assert by_name["latency-p95"].thresholds.max_ratio_to_stable == 1.5
+    stable_vars = QueryVars(namespace="prod", rollout="summarizer", canary="v1")
+    assert 'model_version="v1"' in analysis.render_query(by_name["latency-p95"].query, stable_vars)
+
+
+def test_default_metrics_compare_format_compliance_when_the_version_has_a_schema():
+    assert "format-compliance" not in {m.name for m in analysis.default_metrics()}
+    by_name = {m.name: m for m in analysis.default_metrics(has_format_schema=True)}
+    assert by_name["format-compliance"].thresholds.max_decrease == 0.01
+    assert 'result="pass"' in by_name["format-compliance"].query
 
 
 @pytest.mark.parametrize(
     ("analysis_spec", "templates", "expected"),
     [
-        pytest.param(None, [], [], id="no-analysis-passes-at-once"),
-        pytest.param({"prometheus": {"address": "http://p:9090"}}, [], ["error-rate", "latency-p95-ratio"],
+        pytest.param(None, [], ["error-rate", "latency-p95"], id="no-analysis-runs-the-relative-defaults"),
+        pytest.param({"none": True}, [], [], id="explicit-opt-out-passes-at-once"),
+        pytest.param({"prometheus": {"address": "http://p:9090"}}, [], ["error-rate", "latency-p95"],
                      id="prometheus-without-metrics-uses-defaults"),
         pytest.param({"prometheus": {"address": "http://p:9090"}}, ["error-rate"], ["error-rate"],
                      id="step-selects-a-default"),

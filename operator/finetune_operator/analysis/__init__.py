@@ -23,11 +23,17 @@ class MeasureResult:
 
     value: float | None = None
     error: str | None = None
+    # For `measure_histogram`: upper bound (`le`) -> cumulative count; None with no data.
+    buckets: dict[float, float] | None = None
 
 
 class Provider(Protocol):
     def measure(self, query: str) -> MeasureResult:
         """Runs `query` now; never raises for a failed query (that is `MeasureResult.error`)."""
+        ...
+
+    def measure_histogram(self, query: str) -> MeasureResult:
+        """Runs a query returning one series per histogram bucket (label `le`) into `buckets`."""
         ...
 
 

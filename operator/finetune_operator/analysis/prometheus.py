@@ -17,6 +17,7 @@ Connection failures, timeouts, HTTP errors and Prometheus' own error answers bec
 from __future__ import annotations
 
 import json
+import math
 import socket
 import urllib.error
 import urllib.parse
@@ -63,6 +64,13 @@ class PrometheusProvider:
         except _QueryError as exc:
             return MeasureResult(error=str(exc))
         return self._interpret(payload)
+
+    def measure_histogram(self, query: str) -> MeasureResult:
+        try:
+            payload = self._query(query)
+        except _QueryError as exc:
+            return MeasureResult(error=str(exc))
+        return self._interpret_histogram(payload)
 
     # ---- I/O
 
@@ -135,6 +143,33 @@ class PrometheusProvider:
                 error="the query returned a range vector (matrix); use an instant query, e.g. rate(x[1m]) not x[1m]"
             )
         return MeasureResult(error=f"the query returned a {kind or 'missing'} result; it must return a number")
+
+
+    @staticmethod
+    def _interpret_histogram(payload: dict) -> MeasureResult:
+        data = payload.get("data") or {}
+        kind, result = data.get("resultType"), data.get("result")
+        if kind != "vector":
+            return MeasureResult(error=f"the query returned a {kind or 'missing'} result; a histogram needs a vector by le")
+        buckets: dict[float, float] = {}
+        try:
+            for series in result or []:
+                le = (series.get("metric") or {}).get("le")
+                if le is None:
+                    return MeasureResult(
+                        error=(
+                            f"a series without an le label ({_labels(series.get('metric') or {})}); aggregate "
+                            "histogram buckets with sum by (le) (increase(x_bucket{...}[5m]))"
+                        )
+                    )
+                value = _number(series["value"][1])
+                bound = _number(le)
+                if bound in buckets:
+                    return MeasureResult(error=f"the query returned bucket le={le} twice; aggregate with sum by (le)")
+                buckets[bound] = 0.0 if math.isnan(value) else value
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            return MeasureResult(error=f"unexpected histogram result from Prometheus ({exc!r}): {str(result)[:SHOWN_BODY_CHARS]}")
+        return MeasureResult(buckets=buckets or None)
 
 
 class _QueryError(Exception):

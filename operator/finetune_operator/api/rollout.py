@@ -43,7 +43,16 @@ from finetune_operator.api.common import (
 MSG_VERSION_XOR_TRACK = "exactly one of spec.version (pinned) or spec.track must be set"
 MSG_STEP_ONE_ACTION = "each canary step must set exactly one of setWeight, pause or analysis"
 MSG_ONE_ROUTER = "exactly one of trafficRouter.gatewayAPI, istio, kserve or replicaRatio must be set"
-MSG_THRESHOLDS = "analysis metric thresholds need min or max, and min <= max"
+MSG_THRESHOLDS = (
+    "analysis metric thresholds need min, max, maxRatioToStable, minRatioToStable, maxIncrease or maxDecrease, "
+    "and min <= max"
+)
+MSG_ONE_JUDGEMENT = "an analysis metric sets exactly one of thresholds or mannWhitney"
+MSG_NONE_ALONE = (
+    "spec.analysis.none: true opts out of analysis: remove spec.analysis.prometheus and spec.analysis.metrics, "
+    "or drop none to analyse"
+)
+MSG_EXPERIMENT_WEIGHT = "an experiment step's weight must be between 1 and 99 (the split it holds)"
 
 
 class Track(enum.StrEnum):
@@ -147,6 +156,23 @@ class ServingTemplate(ApiModel):
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations of the serving Pods."
     )
+    format_schema: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "JSON Schema every answer must satisfy; the server counts passes and failures "
+            "(finetune_serve_format_checks_total) and the default analysis compares compliance with stable."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+    )
+    format_regex: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Regular expression every answer must match in full (instead of, or with, formatSchema).",
+    )
+
+    @property
+    def has_format_check(self) -> bool:
+        return self.format_schema is not None or self.format_regex is not None
 
 
 class PauseStep(ApiModel):
@@ -241,12 +267,17 @@ class PrometheusProvider(ApiModel):
 
 
 class Thresholds(ApiModel):
-    """Range a measurement must lie in to succeed."""
+    """Range a measurement must lie in to succeed: absolute, or relative to the stable version.
+
+    A relative threshold runs the same query for the stable version too (`{{version}}` filled
+    with each) and compares the two values; every threshold given must hold.
+    """
 
     model_config = {
         "json_schema_extra": cel_rules(
             cel(
-                "(has(self.min) || has(self.max))"
+                "(has(self.min) || has(self.max) || has(self.maxRatioToStable) || has(self.minRatioToStable)"
+                " || has(self.maxIncrease) || has(self.maxDecrease))"
                 " && (!has(self.min) || !has(self.max) || self.min <= self.max)",
                 MSG_THRESHOLDS,
             )
@@ -255,29 +286,100 @@ class Thresholds(ApiModel):
 
     min: float | None = Field(default=None, description="A value below this fails.")
     max: float | None = Field(default=None, description="A value above this fails.")
+    max_ratio_to_stable: float | None = Field(
+        default=None,
+        gt=0,
+        description="Lower is better: canary / stable above this fails, e.g. 1.2 for latency at most 20% higher.",
+    )
+    min_ratio_to_stable: float | None = Field(
+        default=None,
+        gt=0,
+        description="Higher is better: canary / stable below this fails, e.g. 0.95 for a score at most 5% lower.",
+    )
+    max_increase: float | None = Field(
+        default=None,
+        ge=0,
+        description="Lower is better: canary - stable above this fails, e.g. 0.01 for an error rate at most 1 point higher.",
+    )
+    max_decrease: float | None = Field(
+        default=None,
+        ge=0,
+        description="Higher is better: stable - canary above this fails, e.g. 0.01 for format compliance at most 1 point lower.",
+    )
+
+    @property
+    def relative(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.max_ratio_to_stable, self.min_ratio_to_stable, self.max_increase, self.max_decrease)
+        )
 
     @model_validator(mode="after")
     def _range(self) -> Thresholds:
-        if (self.min is None and self.max is None) or (
+        limits = (self.min, self.max, self.max_ratio_to_stable, self.min_ratio_to_stable, self.max_increase, self.max_decrease)
+        if all(v is None for v in limits) or (
             self.min is not None and self.max is not None and self.min > self.max
         ):
             raise ValueError(MSG_THRESHOLDS)
         return self
 
 
+class MannWhitneyTest(ApiModel):
+    """Compare the canary's per-request samples with the stable version's (Mann–Whitney U).
+
+    The query returns a Prometheus histogram for `{{version}}`: one series per bucket with its
+    `le` label and the cumulative count, e.g.
+    `sum by (le) (increase(finetune_serve_request_duration_seconds_bucket{...}[5m]))`.
+    """
+
+    higher_is_better: bool = Field(
+        default=False, description="true for scores (feedback), false for latency, lengths and errors."
+    )
+    min_samples: int = Field(
+        default=50,
+        ge=5,
+        le=1000000,
+        description="Samples needed on each side; fewer is inconclusive, never a pass.",
+    )
+    min_effect_size: float = Field(
+        default=0.06,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "How far P(canary request worse than a stable one) must exceed 0.5 to fail (0.06: a small "
+            "effect); smaller differences pass however many samples there are."
+        ),
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="Confidence of the one-sided test that the canary is worse."
+    )
+
+
 class AnalysisMetric(ApiModel):
-    """A Prometheus query measured repeatedly against the canary."""
+    """A Prometheus query measured repeatedly against the canary (and the stable version, when relative)."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel("has(self.thresholds) != has(self.mannWhitney)", MSG_ONE_JUDGEMENT)
+        )
+    }
 
     name: MetricName = Field(description="Metric name, referenced by analysis steps.")
     query: str = Field(
         min_length=1,
         max_length=8192,
         description=(
-            "PromQL returning one number; {{model}}, {{version}} (the canary), {{stableVersion}} and "
-            "{{namespace}} are substituted."
+            "PromQL returning one number (a histogram by le for mannWhitney); {{model}}, {{version}} (the "
+            "canary; the stable version when a relative threshold or mannWhitney runs it for stable too), "
+            "{{stableVersion}}, {{rollout}} and {{namespace}} are substituted."
         ),
     )
-    thresholds: Thresholds = Field(description="Range a measurement must lie in to succeed.")
+    thresholds: Thresholds | None = Field(
+        default=None, description="Range a measurement must lie in to succeed, absolute or relative to stable."
+    )
+    mann_whitney: MannWhitneyTest | None = Field(
+        default=None, description="Judge per-request samples against the stable version's instead of thresholds."
+    )
     inconclusive_band: float = Field(
         default=0.0,
         ge=0.0,
@@ -304,17 +406,49 @@ class AnalysisMetric(ApiModel):
         description="Inconclusive measurements tolerated; one more pauses the rollout for a human.",
     )
 
+    @property
+    def relative(self) -> bool:
+        """Measured for the stable version too."""
+        return self.mann_whitney is not None or (self.thresholds is not None and self.thresholds.relative)
+
+    @model_validator(mode="after")
+    def _one_judgement(self) -> AnalysisMetric:
+        if (self.thresholds is None) == (self.mann_whitney is None):
+            raise ValueError(MSG_ONE_JUDGEMENT)
+        return self
+
 
 class AnalysisSpec(ApiModel):
-    """Metric analysis run by the analysis steps."""
+    """Metric analysis run by the analysis and experiment steps.
 
-    prometheus: PrometheusProvider = Field(description="The Prometheus to query.")
+    Without metrics the defaults run: error rate and p95 latency of the canary relative to
+    stable, plus format compliance when the version has a format schema. Opting out takes
+    `none: true`, and the status says the version was promoted without analysis.
+    """
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel("!has(self.none) || !self.none || (!has(self.prometheus) && !has(self.metrics))", MSG_NONE_ALONE)
+        )
+    }
+
+    none: bool = Field(
+        default=False,
+        description="Promote without any analysis (steps pass at once; status says so). Off by default.",
+    )
+    prometheus: PrometheusProvider | None = Field(default=None, description="The Prometheus to query.")
     metrics: list[AnalysisMetric] = Field(
         default_factory=list,
         max_length=16,
-        description="Metrics to measure.",
+        description="Metrics to measure; empty runs the defaults (relative to stable).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+
+    @model_validator(mode="after")
+    def _none_alone(self) -> AnalysisSpec:
+        if self.none and (self.prometheus is not None or self.metrics):
+            raise ValueError(MSG_NONE_ALONE)
+        return self
 
 
 class GatewayApiRouter(ApiModel):
@@ -428,6 +562,9 @@ class Measurement(StatusModel):
     """One measurement of an analysis metric."""
 
     value: float | None = Field(default=None, description="Measured value; empty when the query failed.")
+    stable_value: float | None = Field(
+        default=None, description="The stable version's value, for a metric judged relative to stable."
+    )
     phase: MeasurementPhase = Field(description="Successful, Failed, Inconclusive or Error.")
     time: datetime | None = Field(default=None, description="When it was measured.")
     message: str | None = Field(default=None, description="Error or explanation.")

@@ -157,10 +157,11 @@ def _observe_routing(spec, namespace: str, name: str, current: logic.RolloutStat
 
 def measure(spec, status_obj, namespace: str, name: str, now: datetime.datetime) -> dict[str, analysis.Measured]:
     due = logic.due_metrics(spec, status_obj, now)
-    if not due or spec.analysis is None:
+    address = analysis.prometheus_address(spec.analysis)
+    if not due or address is None:
         return {}
-    provider = PrometheusProvider(spec.analysis.prometheus.address)
-    variables = analysis.QueryVars(
+    provider = PrometheusProvider(address)
+    canary = analysis.QueryVars(
         namespace=namespace,
         rollout=name,
         canary=status_obj.candidate_version or "",
@@ -169,14 +170,30 @@ def measure(spec, status_obj, namespace: str, name: str, now: datetime.datetime)
     )
     measured = {}
     for metric in due:
-        try:
-            query = analysis.render_query(metric.query, variables)
-        except analysis.QueryTemplateError as exc:
-            measured[metric.name] = analysis.Measured(error=str(exc))
-            continue
-        result = provider.measure(query)
-        measured[metric.name] = analysis.Measured(value=result.value, error=result.error)
+        measured[metric.name] = measure_metric(provider, metric, canary)
     return measured
+
+
+def measure_metric(provider, metric, variables: analysis.QueryVars) -> analysis.Measured:
+    """One metric: the canary's query, and for a relative metric the same query for stable."""
+    runs = [variables]
+    if metric.relative:
+        if not variables.stable:
+            return analysis.Measured(error="no stable version to compare the canary with")
+        runs.append(dataclasses.replace(variables, canary=variables.stable))
+    results = []
+    for run in runs:
+        try:
+            query = analysis.render_query(metric.query, run)
+        except analysis.QueryTemplateError as exc:
+            return analysis.Measured(error=str(exc))
+        result = provider.measure_histogram(query) if metric.mann_whitney is not None else provider.measure(query)
+        if result.error is not None:
+            return analysis.Measured(error=result.error)
+        results.append(result)
+    if metric.mann_whitney is not None:
+        return analysis.Measured(canary_samples=results[0].buckets, stable_samples=results[1].buckets)
+    return analysis.Measured(value=results[0].value, stable_value=results[1].value if len(results) > 1 else None)
 
 
 def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
@@ -214,10 +231,12 @@ def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
                 carried = observed.routing.weight if observed.routing else None
                 observed = dataclasses.replace(observed, routing=logic.Routing(weight=carried, error=routing_error))
                 decision = decide(observed)
+        # Events first, named by the transition: a kill before the status patch repeats the
+        # same decision, whose Events exist already (ignored); never a transition without its Event.
+        for event in decision.events:
+            events.record(body, event.type, event.reason, event.message, key=events.transition_key(body.get("status"), event.message))
         if decision.status_changed:
             status.patch(ROLLOUTS, namespace, name, decision.status_patch)
-        for event in decision.events:
-            events.record(body, event.type, event.reason, event.message)
         return decision
 
 

@@ -67,6 +67,7 @@ from finetune_operator.api.rollout import (
     MetricResult,
     Thresholds,
 )
+from finetune_operator.logic import stats
 
 # Consecutive query errors after which a metric stops and the rollout pauses (Argo's
 # consecutiveErrorLimit defaults to 4 as well).
@@ -78,6 +79,9 @@ MEASUREMENT_RETENTION = 10
 MSG_NO_DATA = "the query returned no data (no matching series: no traffic yet, or wrong labels?)"
 MSG_NOT_A_NUMBER = "the query returned {value} (e.g. 0/0 while there is no traffic)"
 MSG_IN_RANGE = "{value:g} is within {range}"
+MSG_VS_STABLE = "canary {value:g} vs stable {stable:g}: {what}"
+MSG_NO_STABLE_DATA = "the query returned no data for the stable version (no traffic on stable yet?)"
+MSG_STABLE_NOT_A_NUMBER = "the query returned NaN for the stable version (no traffic on stable yet?)"
 MSG_BELOW_MIN = "{value:g} < min {min:g}"
 MSG_ABOVE_MAX = "{value:g} > max {max:g}"
 MSG_BELOW_MIN_BAND = "{value:g} < min {min:g}, within the inconclusive band {band:g}"
@@ -118,7 +122,7 @@ def _range(thresholds: Thresholds) -> str:
 
 
 def classify(
-    metric: AnalysisMetric, value: float | None, error: str | None = None
+    metric: AnalysisMetric, value: float | None, error: str | None = None, stable: float | None = None
 ) -> tuple[MeasurementPhase, str]:
     """The phase of one measurement and why (see the module docstring for the rules)."""
     if error is not None:
@@ -127,25 +131,132 @@ def classify(
         return MeasurementPhase.INCONCLUSIVE, MSG_NO_DATA
     if math.isnan(value):
         return MeasurementPhase.INCONCLUSIVE, MSG_NOT_A_NUMBER.format(value="NaN")
-    low, high, band = metric.thresholds.min, metric.thresholds.max, metric.inconclusive_band
+    thresholds = metric.thresholds
+    if thresholds is None:  # a Mann-Whitney metric is classified by `judge_samples`
+        return MeasurementPhase.ERROR, "metric has no thresholds"
+    band = metric.inconclusive_band
+    if thresholds.relative:
+        if stable is None:
+            return MeasurementPhase.INCONCLUSIVE, MSG_NO_STABLE_DATA
+        if math.isnan(stable):
+            return MeasurementPhase.INCONCLUSIVE, MSG_STABLE_NOT_A_NUMBER
+    worst: tuple[MeasurementPhase, str] | None = None
+    for limit in _limits(thresholds, value, stable, band):
+        phase, message = limit
+        if phase == MeasurementPhase.FAILED:
+            return phase, message
+        worst = worst or (limit if phase == MeasurementPhase.INCONCLUSIVE else None)
+    if worst is not None:
+        return worst
+    within = MSG_IN_RANGE.format(value=value, range=_range(thresholds))
+    if thresholds.relative:
+        within += "; " + MSG_VS_STABLE.format(value=value, stable=stable, what=_relative_text(thresholds))
+    return MeasurementPhase.SUCCESSFUL, within
+
+
+def _limits(
+    thresholds: Thresholds, value: float, stable: float | None, band: float
+) -> Iterable[tuple[MeasurementPhase, str]]:
+    """Each crossed threshold's verdict; the inconclusive band widens each limit on its failing side.
+
+    Relative limits compare `excess` (how far past the limit the canary is, in the limit's own
+    unit: a ratio or a difference) with the band.
+    """
+    low, high = thresholds.min, thresholds.max
     if low is not None and value < low:
         if band > 0 and value >= low - band:
-            return MeasurementPhase.INCONCLUSIVE, MSG_BELOW_MIN_BAND.format(value=value, min=low, band=band)
-        return MeasurementPhase.FAILED, MSG_BELOW_MIN.format(value=value, min=low)
+            yield MeasurementPhase.INCONCLUSIVE, MSG_BELOW_MIN_BAND.format(value=value, min=low, band=band)
+        else:
+            yield MeasurementPhase.FAILED, MSG_BELOW_MIN.format(value=value, min=low)
     if high is not None and value > high:
         if band > 0 and value <= high + band:
-            return MeasurementPhase.INCONCLUSIVE, MSG_ABOVE_MAX_BAND.format(value=value, max=high, band=band)
-        return MeasurementPhase.FAILED, MSG_ABOVE_MAX.format(value=value, max=high)
-    return MeasurementPhase.SUCCESSFUL, MSG_IN_RANGE.format(value=value, range=_range(metric.thresholds))
+            yield MeasurementPhase.INCONCLUSIVE, MSG_ABOVE_MAX_BAND.format(value=value, max=high, band=band)
+        else:
+            yield MeasurementPhase.FAILED, MSG_ABOVE_MAX.format(value=value, max=high)
+    if stable is None:
+        return
+    vs = f"canary {value:g} vs stable {stable:g}"
+    ratio = _ratio(value, stable)
+    crossed = []
+    if thresholds.max_ratio_to_stable is not None and ratio > thresholds.max_ratio_to_stable:
+        crossed.append((ratio - thresholds.max_ratio_to_stable, f"ratio {ratio:.3g} > maxRatioToStable {thresholds.max_ratio_to_stable:g}"))
+    if thresholds.min_ratio_to_stable is not None and ratio < thresholds.min_ratio_to_stable:
+        crossed.append((thresholds.min_ratio_to_stable - ratio, f"ratio {ratio:.3g} < minRatioToStable {thresholds.min_ratio_to_stable:g}"))
+    if thresholds.max_increase is not None and value - stable > thresholds.max_increase:
+        crossed.append((value - stable - thresholds.max_increase, f"increase {value - stable:.3g} > maxIncrease {thresholds.max_increase:g}"))
+    if thresholds.max_decrease is not None and stable - value > thresholds.max_decrease:
+        crossed.append((stable - value - thresholds.max_decrease, f"decrease {stable - value:.3g} > maxDecrease {thresholds.max_decrease:g}"))
+    for excess, what in crossed:
+        if band > 0 and excess <= band:
+            yield MeasurementPhase.INCONCLUSIVE, f"{vs}: {what}, within the inconclusive band {band:g}"
+        else:
+            yield MeasurementPhase.FAILED, f"{vs}: {what}"
+
+
+def _ratio(value: float, stable: float) -> float:
+    if stable == 0:
+        return 1.0 if value == 0 else math.inf
+    return value / stable
+
+
+def _relative_text(thresholds: Thresholds) -> str:
+    parts = []
+    if thresholds.max_ratio_to_stable is not None:
+        parts.append(f"ratio <= {thresholds.max_ratio_to_stable:g}")
+    if thresholds.min_ratio_to_stable is not None:
+        parts.append(f"ratio >= {thresholds.min_ratio_to_stable:g}")
+    if thresholds.max_increase is not None:
+        parts.append(f"increase <= {thresholds.max_increase:g}")
+    if thresholds.max_decrease is not None:
+        parts.append(f"decrease <= {thresholds.max_decrease:g}")
+    return ", ".join(parts)
 
 
 def measurement(
-    metric: AnalysisMetric, value: float | None, error: str | None, now: datetime.datetime
+    metric: AnalysisMetric,
+    value: float | None,
+    error: str | None,
+    now: datetime.datetime,
+    stable: float | None = None,
 ) -> Measurement:
     """A classified measurement as stored in status (JSON has no NaN/Inf: those stay in the message)."""
-    phase, message = classify(metric, value, error)
+    phase, message = classify(metric, value, error, stable)
     stored = value if value is not None and math.isfinite(value) else None
-    return Measurement(value=stored, phase=phase, time=now, message=message)
+    stored_stable = stable if stable is not None and math.isfinite(stable) else None
+    return Measurement(value=stored, stable_value=stored_stable if metric.relative else None, phase=phase,
+                       time=now, message=message)
+
+
+def judge_samples(metric: AnalysisMetric, measured: Measured, now: datetime.datetime) -> Measurement:
+    """A Mann-Whitney measurement: the canary's histogram against the stable's."""
+    test = metric.mann_whitney
+    assert test is not None
+    if measured.error is not None:
+        return Measurement(phase=MeasurementPhase.ERROR, time=now, message=measured.error)
+    canary = stats.counts_from_histogram(measured.canary_samples or {})
+    stable = stats.counts_from_histogram(measured.stable_samples or {})
+    judgement = stats.judge(
+        canary,
+        stable,
+        higher_is_better=test.higher_is_better,
+        min_samples=test.min_samples,
+        min_effect_size=test.min_effect_size,
+        confidence=test.confidence,
+    )
+    phase = {
+        stats.Outcome.WORSE: MeasurementPhase.FAILED,
+        stats.Outcome.NOT_WORSE: MeasurementPhase.SUCCESSFUL,
+        stats.Outcome.INCONCLUSIVE: MeasurementPhase.INCONCLUSIVE,
+    }[judgement.outcome]
+    canary_median = stats.quantile_from_counts(canary, 0.5)
+    stable_median = stats.quantile_from_counts(stable, 0.5)
+    return Measurement(
+        value=canary_median if math.isfinite(canary_median) else None,
+        stable_value=stable_median if math.isfinite(stable_median) else None,
+        phase=phase,
+        time=now,
+        message=f"{judgement.message}; median bucket canary {canary_median:g} vs stable {stable_median:g}",
+    )
 
 
 # ---- one metric
@@ -198,10 +309,14 @@ def record(
     value: float | None,
     error: str | None,
     now: datetime.datetime,
+    measured: Measured | None = None,
 ) -> MetricResult:
     """`result` (None: the first measurement) with one more measurement and its phase recomputed."""
     result = result or MetricResult(name=metric.name)
-    taken = measurement(metric, value, error, now)
+    if metric.mann_whitney is not None:
+        taken = judge_samples(metric, measured or Measured(value=value, error=error), now)
+    else:
+        taken = measurement(metric, value, error, now, measured.stable_value if measured else None)
     counters = {
         MeasurementPhase.SUCCESSFUL: "successful",
         MeasurementPhase.FAILED: "failed",
@@ -306,10 +421,17 @@ def next_due(
 
 @dataclasses.dataclass(frozen=True)
 class Measured:
-    """What a provider returned for one metric's query."""
+    """What a provider returned for one metric's query.
+
+    `value` is the canary's; a relative metric also has the stable version's `stable_value`; a
+    Mann-Whitney metric has both versions' histograms (upper bound -> cumulative count) instead.
+    """
 
     value: float | None = None
     error: str | None = None
+    stable_value: float | None = None
+    canary_samples: Mapping[float, float] | None = None
+    stable_samples: Mapping[float, float] | None = None
 
 
 def advance(
@@ -328,7 +450,7 @@ def advance(
         still_running = result is None or result.phase == AnalysisPhase.RUNNING
         if metric.name in measured and still_running:
             m = measured[metric.name]
-            result = record(metric, result, m.value, m.error, now)
+            result = record(metric, result, m.value, m.error, now, m)
         results.append(result or MetricResult(name=metric.name))
     v = verdict(metrics, results)
     return status.model_copy(update={"metrics": results, "phase": v.phase, "message": v.message})
@@ -401,48 +523,72 @@ CANARY_SELECTOR = 'namespace="{{namespace}}", rollout="{{rollout}}", model_versi
 STABLE_SELECTOR = 'namespace="{{namespace}}", rollout="{{rollout}}", model_version="{{stable}}"'
 
 
-def error_rate_query(window: str = "1m") -> str:
-    """Share of the canary's requests that failed. With no errors series yet, 0 errors are assumed;
+VERSION_SELECTOR = 'namespace="{{namespace}}", rollout="{{rollout}}", model_version="{{version}}"'
+
+
+def error_rate_query(window: str = "1m", selector: str = CANARY_SELECTOR) -> str:
+    """Share of the version's requests that failed. With no errors series yet, 0 errors are assumed;
     with no requests the result is empty or NaN (both Inconclusive)."""
     return (
-        f"(sum(rate(finetune_serve_request_errors_total{{{CANARY_SELECTOR}}}[{window}])) or vector(0))"
-        f" / sum(rate(finetune_serve_requests_total{{{CANARY_SELECTOR}}}[{window}]))"
+        f"(sum(rate(finetune_serve_request_errors_total{{{selector}}}[{window}])) or vector(0))"
+        f" / sum(rate(finetune_serve_requests_total{{{selector}}}[{window}]))"
+    )
+
+
+def latency_p95_query(window: str = "5m", selector: str = VERSION_SELECTOR) -> str:
+    """The version's p95 request latency."""
+    return (
+        "histogram_quantile(0.95, sum by (le) "
+        f"(rate(finetune_serve_request_duration_seconds_bucket{{{selector}}}[{window}])))"
     )
 
 
 def latency_p95_ratio_query(window: str = "5m") -> str:
-    """The canary's p95 request latency divided by the stable's."""
+    """The canary's p95 request latency divided by the stable's (one query, absolute threshold)."""
+    return f"{latency_p95_query(window, CANARY_SELECTOR)} / {latency_p95_query(window, STABLE_SELECTOR)}"
 
-    def p95(selector: str) -> str:
-        return (
-            "histogram_quantile(0.95, sum by (le) "
-            f"(rate(finetune_serve_request_duration_seconds_bucket{{{selector}}}[{window}])))"
-        )
 
-    return f"{p95(CANARY_SELECTOR)} / {p95(STABLE_SELECTOR)}"
+def format_compliance_query(window: str = "5m", selector: str = VERSION_SELECTOR) -> str:
+    """Share of the version's answers that passed its format check (schema or regex)."""
+    return (
+        f'sum(rate(finetune_serve_format_checks_total{{{selector}, result="pass"}}[{window}]))'
+        f" / sum(rate(finetune_serve_format_checks_total{{{selector}}}[{window}]))"
+    )
+
+
+def histogram_samples_query(metric: str, window: str = "5m", selector: str = VERSION_SELECTOR) -> str:
+    """A version's per-request samples as a histogram (cumulative count per `le`) for Mann-Whitney U."""
+    return f"sum by (le) (increase({metric}_bucket{{{selector}}}[{window}]))"
 
 
 ERROR_RATE = "error-rate"
+LATENCY_P95 = "latency-p95"
 LATENCY_P95_RATIO = "latency-p95-ratio"
+FORMAT_COMPLIANCE = "format-compliance"
 
 
-def default_metrics() -> list[AnalysisMetric]:
-    """The analysis used when `spec.analysis` names a Prometheus but lists no metrics."""
-    return [
+def default_metrics(has_format_schema: bool = False) -> list[AnalysisMetric]:
+    """The analysis used when `spec.analysis` lists no metrics: the canary judged against stable.
+
+    The same query runs for each version. Error rate at most 1 point above stable's; p95 latency
+    at most 1.5x stable's; and, when the version has a format schema, format compliance at most
+    1 point below stable's. A measurement without data on either side is inconclusive.
+    """
+    metrics = [
         AnalysisMetric(
             name=ERROR_RATE,
-            query=error_rate_query(),
-            thresholds=Thresholds(max=0.05),
-            inconclusive_band=0.01,
+            query=error_rate_query("1m", VERSION_SELECTOR),
+            thresholds=Thresholds(max_increase=0.01),
+            inconclusive_band=0.005,
             interval="1m",
             count=5,
             failure_limit=1,
             inconclusive_limit=2,
         ),
         AnalysisMetric(
-            name=LATENCY_P95_RATIO,
-            query=latency_p95_ratio_query(),
-            thresholds=Thresholds(max=1.5),
+            name=LATENCY_P95,
+            query=latency_p95_query("5m"),
+            thresholds=Thresholds(max_ratio_to_stable=1.5),
             inconclusive_band=0.25,
             interval="1m",
             count=5,
@@ -450,18 +596,52 @@ def default_metrics() -> list[AnalysisMetric]:
             inconclusive_limit=2,
         ),
     ]
+    if has_format_schema:
+        metrics.append(
+            AnalysisMetric(
+                name=FORMAT_COMPLIANCE,
+                query=format_compliance_query("5m"),
+                thresholds=Thresholds(max_decrease=0.01),
+                interval="1m",
+                count=5,
+                failure_limit=1,
+                inconclusive_limit=2,
+            )
+        )
+    return metrics
 
 
-def effective_metrics(analysis: AnalysisSpec | None, templates: Sequence[str] = ()) -> list[AnalysisMetric]:
+MSG_NO_PROMETHEUS = (
+    "no Prometheus to judge the canary against stable: set spec.analysis.prometheus.address, or opt out "
+    "explicitly with spec.analysis: {none: true}"
+)
+MSG_PROMOTED_WITHOUT_ANALYSIS = "promoted without analysis (spec.analysis.none)"
+
+
+def analysis_disabled(analysis: AnalysisSpec | None) -> bool:
+    """`spec.analysis: {none: true}`: the explicit opt-out; nothing else skips analysis."""
+    return analysis is not None and analysis.none
+
+
+def prometheus_address(analysis: AnalysisSpec | None) -> str | None:
+    if analysis is None or analysis.prometheus is None:
+        return None
+    return analysis.prometheus.address
+
+
+def effective_metrics(
+    analysis: AnalysisSpec | None, templates: Sequence[str] = (), *, has_format_schema: bool = False
+) -> list[AnalysisMetric]:
     """The metrics an analysis step runs.
 
-    No `spec.analysis`: none (the step passes at once). `spec.analysis` without metrics: the
-    defaults. `templates` (the step's names) select among them; empty selects all. A name that
-    matches no metric raises ValueError (an invalid spec, reported as such).
+    `spec.analysis.none`: none (the step passes at once and the status says so). No
+    `spec.analysis`, or one without metrics: the defaults, relative to stable. `templates` (the
+    step's names) select among them; empty selects all. A name that matches no metric raises
+    ValueError (an invalid spec, reported as such).
     """
-    if analysis is None:
+    if analysis_disabled(analysis):
         return []
-    metrics = list(analysis.metrics) or default_metrics()
+    metrics = list(analysis.metrics if analysis is not None else ()) or default_metrics(has_format_schema)
     if not templates:
         return metrics
     by_name = {m.name: m for m in metrics}

@@ -209,7 +209,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> RolloutSpec | InvalidSpec:
     for index, step in enumerate(spec.strategy.canary.steps):
         if step.analysis is not None:
             try:
-                analysis.effective_metrics(spec.analysis, step.analysis.templates)
+                analysis.effective_metrics(spec.analysis, step.analysis.templates, has_format_schema=True)
             except ValueError as exc:
                 problems.append(spec_problems.SpecProblem(f"spec.strategy.canary.steps[{index}].analysis.templates", str(exc), "name metrics from spec.analysis.metrics"))
     return InvalidSpec(tuple(problems)) if problems else spec
@@ -227,11 +227,19 @@ def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime
     step = _current_step(spec, status)
     if step is None or step.analysis is None or status.candidate_version is None:
         return []
-    metrics = analysis.effective_metrics(spec.analysis, step.analysis.templates)
+    if analysis.prometheus_address(spec.analysis) is None:
+        return []
+    metrics = _metrics(spec, step)
     run = status.analysis
     if run is None or run.step_index != status.current_step_index:
         return metrics  # a new run measures everything at once
     return analysis.due_metrics(metrics, run, now)
+
+
+def _metrics(spec: RolloutSpec, step) -> list:
+    return analysis.effective_metrics(
+        spec.analysis, step.analysis.templates, has_format_schema=spec.serving.has_format_check
+    )
 
 
 def _current_step(spec: RolloutSpec, status: RolloutStatus):
@@ -404,7 +412,11 @@ def decide(
         message = MSG_ROLLED_BACK.format(old=last.from_version, new=last.to_version, why="")
         plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
     else:
-        plan.set_phase(RolloutPhase.HEALTHY, MSG_HEALTHY.format(version=s.stable_version), ready=True, reason=REASON_HEALTHY)
+        healthy = MSG_HEALTHY.format(version=s.stable_version)
+        blind = analysis.analysis_disabled(spec.analysis)
+        if blind and last is not None and last.action == HistoryAction.PROMOTE and last.trigger == HistoryTrigger.STEPS:
+            healthy += f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}"
+        plan.set_phase(RolloutPhase.HEALTHY, healthy, ready=True, reason=REASON_HEALTHY)
     return _finish(plan, observed)
 
 
@@ -663,7 +675,11 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             _next_step(plan)
             continue
         # An analysis step.
-        metrics = analysis.effective_metrics(spec.analysis, step.analysis.templates)
+        metrics = _metrics(spec, step)
+        if metrics and analysis.prometheus_address(spec.analysis) is None:
+            # Never promote blind: without a Prometheus the defaults cannot be measured.
+            plan.set_phase(RolloutPhase.PAUSED, MSG_INCONCLUSIVE.format(detail=analysis.MSG_NO_PROMETHEUS), ready=False, reason=REASON_PAUSED)
+            return
         run = s.analysis
         if run is None or run.step_index != index:
             run = analysis.start_run(metrics, index, plan.now)
@@ -708,13 +724,17 @@ def _promote(plan: _Plan, observed: Observed, skip_history: bool = False) -> Non
     if candidate is None:
         plan.end_canary()
         return
+    blind = plan.spec is not None and analysis.analysis_disabled(plan.spec.analysis)
     if not skip_history:
-        plan.history(HistoryAction.PROMOTE, old, candidate.version, "all canary steps passed", HistoryTrigger.STEPS)
+        why = "all canary steps passed" + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")
+        plan.history(HistoryAction.PROMOTE, old, candidate.version, why, HistoryTrigger.STEPS)
     plan.make_stable(candidate, observed)
     plan.end_canary()
     plan.extra_serving.discard(candidate.version)
-    plan.set_phase(RolloutPhase.HEALTHY, MSG_HEALTHY.format(version=candidate.version), ready=True, reason=REASON_HEALTHY)
-    plan.events.append(Event("Normal", "Promoted", f"promoted {candidate.version} (was {old}); it serves 100% of traffic"))
+    healthy = MSG_HEALTHY.format(version=candidate.version) + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")
+    plan.set_phase(RolloutPhase.HEALTHY, healthy, ready=True, reason=REASON_HEALTHY)
+    promoted = f"promoted {candidate.version} (was {old}); it serves 100% of traffic"
+    plan.events.append(Event("Normal", "Promoted", promoted + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")))
 
 
 def _finish(plan: _Plan, observed: Observed) -> Decision:

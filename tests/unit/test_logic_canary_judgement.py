@@ -1,0 +1,161 @@
+"""The canary judged against the stable version: relative thresholds, Mann-Whitney U, the
+default analysis and its explicit opt-out."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from finetune_operator.api.rollout import AnalysisMetric, AnalysisPhase, AnalysisSpec, MeasurementPhase
+from finetune_operator.logic import analysis
+from finetune_operator.logic.analysis import Measured
+
+from tests.unit.rollout_fixtures import Cluster, spec
+
+
+def metric(**thresholds) -> AnalysisMetric:
+    return AnalysisMetric(name="m", query='q{model_version="{{version}}"}', thresholds=thresholds)
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "canary", "stable", "phase", "says"),
+    [
+        pytest.param({"maxIncrease": 0.01}, 0.03, 0.01, MeasurementPhase.FAILED, "increase 0.02 > maxIncrease 0.01",
+                     id="3pct-vs-1pct-errors-fails-relative"),
+        pytest.param({"max": 0.05}, 0.03, 0.01, MeasurementPhase.SUCCESSFUL, "within",
+                     id="3pct-passes-an-absolute-5pct"),
+        pytest.param({"maxIncrease": 0.01}, 0.012, 0.01, MeasurementPhase.SUCCESSFUL, "canary 0.012 vs stable 0.01",
+                     id="equal-within-a-point-passes"),
+        pytest.param({"maxRatioToStable": 1.2}, 0.5, 0.4, MeasurementPhase.FAILED, "ratio 1.25 > maxRatioToStable 1.2",
+                     id="latency-ratio-fails"),
+        pytest.param({"maxRatioToStable": 1.2}, 0.45, 0.4, MeasurementPhase.SUCCESSFUL, "ratio <= 1.2",
+                     id="latency-ratio-passes"),
+        pytest.param({"minRatioToStable": 0.95}, 0.8, 0.9, MeasurementPhase.FAILED, "< minRatioToStable 0.95",
+                     id="score-ratio-fails-higher-is-better"),
+        pytest.param({"maxDecrease": 0.01}, 0.80, 0.99, MeasurementPhase.FAILED, "decrease 0.19 > maxDecrease 0.01",
+                     id="format-compliance-20pct-broken-fails"),
+        pytest.param({"maxDecrease": 0.01}, 0.995, 0.99, MeasurementPhase.SUCCESSFUL, "decrease <= 0.01",
+                     id="better-format-compliance-passes"),
+        pytest.param({"maxIncrease": 0.01}, 0.03, None, MeasurementPhase.INCONCLUSIVE, "stable version",
+                     id="no-stable-data-is-inconclusive"),
+        pytest.param({"maxIncrease": 0.01}, 0.03, math.nan, MeasurementPhase.INCONCLUSIVE, "stable version",
+                     id="stable-nan-is-inconclusive"),
+        pytest.param({"maxRatioToStable": 2}, 0.01, 0.0, MeasurementPhase.FAILED, "ratio inf",
+                     id="errors-where-stable-has-none-is-an-infinite-ratio"),
+        pytest.param({"maxRatioToStable": 2}, 0.0, 0.0, MeasurementPhase.SUCCESSFUL, "ratio <= 2",
+                     id="zero-vs-zero-is-ratio-one"),
+    ],
+)
+def test_relative_thresholds(thresholds, canary, stable, phase, says):
+    got, message = analysis.classify(metric(**thresholds), canary, None, stable)
+    assert got == phase
+    assert says in message
+
+
+def test_relative_band_is_inconclusive_close_to_the_limit():
+    m = AnalysisMetric(name="m", query="q", thresholds={"maxIncrease": 0.01}, inconclusiveBand=0.005)
+    assert analysis.classify(m, 0.023, None, 0.01)[0] == MeasurementPhase.INCONCLUSIVE
+    assert analysis.classify(m, 0.03, None, 0.01)[0] == MeasurementPhase.FAILED
+
+
+def test_relative_measurement_stores_both_values():
+    m = analysis.measurement(metric(maxIncrease=0.01), 0.03, None, analysis.datetime.datetime(2025, 1, 1), 0.01)
+    assert (m.value, m.stable_value, m.phase) == (0.03, 0.01, MeasurementPhase.FAILED)
+
+
+SLOW = {0.1: 20, 0.25: 60, 0.5: 140, 1.0: 200, math.inf: 200}  # cumulative, as Prometheus returns them
+FAST = {0.1: 60, 0.25: 140, 0.5: 180, 1.0: 200, math.inf: 200}
+MW = AnalysisMetric(name="latency-mw", query="q", mannWhitney={"minSamples": 50}, count=1)
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "phase"),
+    [
+        pytest.param(SLOW, FAST, AnalysisPhase.FAILED, id="slower-canary-rolls-back"),
+        pytest.param(FAST, FAST, AnalysisPhase.SUCCESSFUL, id="identical-passes"),
+        pytest.param({0.1: 3, math.inf: 10}, FAST, AnalysisPhase.INCONCLUSIVE, id="too-little-traffic-pauses"),
+        pytest.param(None, FAST, AnalysisPhase.INCONCLUSIVE, id="no-canary-data-pauses"),
+    ],
+)
+def test_mann_whitney_run(canary, stable, phase):
+    now = analysis.datetime.datetime(2025, 1, 1, tzinfo=analysis.datetime.UTC)
+    run = analysis.start_run([MW], 0, now)
+    run = analysis.advance([MW], run, {"latency-mw": Measured(canary_samples=canary, stable_samples=stable)}, now)
+    assert run.phase == phase, run.message
+    taken = run.metrics[0].measurements[-1]
+    if phase != AnalysisPhase.INCONCLUSIVE:
+        assert "Mann-Whitney U=" in taken.message and taken.stable_value is not None
+    else:
+        assert "too few samples" in taken.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        pytest.param({"name": "m", "query": "q"}, "exactly one of thresholds or mannWhitney", id="no-judgement"),
+        pytest.param({"name": "m", "query": "q", "thresholds": {"max": 1}, "mannWhitney": {}},
+                     "exactly one of thresholds or mannWhitney", id="two-judgements"),
+        pytest.param({"name": "m", "query": "q", "thresholds": {}}, "maxRatioToStable", id="empty-thresholds"),
+    ],
+)
+def test_invalid_metrics(raw, problem):
+    with pytest.raises(ValueError, match=problem):
+        AnalysisMetric.model_validate(raw)
+
+
+def test_opt_out_stands_alone():
+    with pytest.raises(ValueError, match="spec.analysis.none"):
+        AnalysisSpec.model_validate({"none": True, "prometheus": {"address": "http://p:9090"}})
+
+
+STEPS = {"canary": {"steps": [{"setWeight": 10}, {"analysis": {}}, {"setWeight": 100}]}}
+
+
+def start_canary(rollout_spec) -> Cluster:
+    cluster = Cluster(rollout_spec, ready={"v1", "v2"})
+    cluster.approve(1, ready=True)
+    cluster.reconcile(0)
+    cluster.approve(2, ready=True)
+    return cluster
+
+
+def test_no_analysis_never_promotes_blind():
+    cluster = start_canary(spec(analysis=None, strategy=STEPS))
+    for t in (5, 10, 60, 600):
+        decision = cluster.reconcile(t)
+    assert decision.status.phase == "Paused"
+    assert decision.status.stable_version == "v1" and decision.status.candidate_version == "v2"
+    assert "spec.analysis.prometheus.address" in decision.status.message
+    assert "{none: true}" in decision.status.message
+
+
+def test_no_analysis_measures_the_relative_defaults_with_a_prometheus():
+    cluster = start_canary(spec(analysis={"prometheus": {"address": "http://p:9090"}}, strategy=STEPS))
+    cluster.reconcile(5)
+    cluster.reconcile(6)
+    from finetune_operator.logic import rollout as logic
+    due = logic.due_metrics(cluster.rollout_spec, cluster.status, analysis.datetime.datetime(2025, 1, 1, 12, 0, 6,
+                                                                                              tzinfo=analysis.datetime.UTC))
+    assert {m.name for m in due} == {"error-rate", "latency-p95"} and all(m.relative for m in due)
+    worse = {"error-rate": Measured(value=0.03, stable_value=0.01), "latency-p95": Measured(value=0.2, stable_value=0.2)}
+    cluster.reconcile(7, worse)  # the defaults tolerate one failed measurement (failureLimit 1)
+    assert cluster.status.phase == "Progressing"
+    decision = cluster.reconcile(67, worse)
+    assert decision.status.phase == "Degraded" and decision.status.stable_version == "v1"
+    assert "canary 0.03 vs stable 0.01" in decision.status.message
+    failed = decision.status.analysis.metrics[0].measurements[-1]
+    assert (failed.value, failed.stable_value) == (0.03, 0.01)
+
+
+def test_explicit_opt_out_promotes_and_says_so():
+    cluster = start_canary(spec(analysis={"none": True}, strategy=STEPS))
+    events = []
+    for t in (5, 6, 7):
+        decision = cluster.reconcile(t)
+        events.extend(decision.events)
+    assert any("promoted without analysis" in e.message for e in events if e.reason == "Promoted")
+    assert decision.status.phase == "Healthy" and decision.status.stable_version == "v2"
+    assert "promoted without analysis" in decision.status.message
+    assert "promoted without analysis" in decision.status.history[-1].reason
+    assert "promoted without analysis" in cluster.reconcile(30).status.message
