@@ -371,10 +371,16 @@ def test_learned_json_format_passes_the_format_gate_and_the_base_would_not(tmp_p
     assert trainer_main(["evaluate", "--config", str(save_config(tmp_path, raw))]) == 0
 
     progress = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    evaluating = [e for e in progress if e["event"] == "evaluating"]
+    evaluating = [e for e in progress if e["event"] == "progress" and e.get("stage") == "evaluate"]
     assert {e["suite"] for e in evaluating} == {"task", "safety", "pii", "bias", "general"}
     assert {e["model"] for e in evaluating} == {"base", "candidate"}
-    assert all(e["done"] <= e["total"] for e in evaluating)
+    assert all(e["suite_done"] <= e["suite_total"] for e in evaluating)
+    done = [e["prompts_done"] for e in evaluating]
+    assert done == sorted(done) and done[-1] == evaluating[-1]["prompts_total"] == 2 * sum(
+        e["suite_total"] for e in evaluating if e["model"] == "candidate" and e["suite_done"] == e["suite_total"])
+    assert (evaluating[-1]["percent"], evaluating[-1]["eta_seconds"]) == (100.0, 0.0)
+    logged = [json.loads(line) for line in config.progress_path.read_text().splitlines()]
+    assert [e for e in logged if e.get("stage") == "evaluate"] == evaluating
 
     text = Path(config.termination_message_path).read_bytes()
     assert len(text) < TERMINATION_LIMIT
