@@ -47,11 +47,13 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +70,81 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 UNKNOWN_MODEL_LABEL = "unknown"  # requests naming no served model: bounded label values
 FAULTS_FILE = "finetune-serve-faults.json"  # test-only per-model fault injection (see above)
+LENGTH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+SCORE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+FEEDBACK_MEMORY = 100_000  # answer ids remembered for /feedback (oldest forgotten first)
+# Phrases that mark a refusal at the start of an answer; deliberately conservative.
+REFUSAL_PATTERN = re.compile(
+    r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i am unable|i'?m unable|i won'?t|as an ai\b|"
+    r"i (?:must|have to) (?:decline|refuse))",
+    re.IGNORECASE,
+)
+
+
+class AnswerQuality:
+    """Online answer quality of one server: format compliance, refusals, lengths and feedback.
+
+    Every answer is checked (not a sample): the format against the JSON Schema (the answer
+    must be JSON satisfying it) or the regex (a full match), and for a refusal. Each answer's id
+    is remembered (bounded) with the model that gave it, so `POST /feedback {"id", "score"}`
+    counts the score for that model — the version label comes from the Pod, as for every metric.
+    """
+
+    def __init__(self, metrics: MetricSet, format_schema: dict[str, Any] | None = None,
+                 format_regex: str | None = None):
+        self.metrics = metrics
+        self._validator = None
+        if format_schema is not None:
+            import jsonschema
+
+            jsonschema.Draft202012Validator.check_schema(format_schema)
+            self._validator = jsonschema.Draft202012Validator(format_schema)
+        self._regex = re.compile(format_regex) if format_regex else None
+        self._answers: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def checks_format(self) -> bool:
+        return self._validator is not None or self._regex is not None
+
+    def format_ok(self, text: str) -> bool:
+        if self._regex is not None and self._regex.fullmatch(text.strip()) is None:
+            return False
+        if self._validator is not None:
+            try:
+                document = json.loads(text)
+            except ValueError:
+                return False
+            return self._validator.is_valid(document)
+        return True
+
+    def observe(self, answer_id: str, model: str, prompt_tokens: int, answer_tokens: int, text: str) -> None:
+        m = self.metrics
+        m.prompt_length.labels(model=model).observe(prompt_tokens)
+        m.answer_length.labels(model=model).observe(answer_tokens)
+        if self.checks_format:
+            m.format_checks.labels(model=model, result="pass" if self.format_ok(text) else "fail").inc()
+        if REFUSAL_PATTERN.match(text):
+            m.refusals.labels(model=model).inc()
+        with self._lock:
+            self._answers[answer_id] = model
+            while len(self._answers) > FEEDBACK_MEMORY:
+                self._answers.popitem(last=False)
+
+    def feedback(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise RequestError(400, 'feedback needs {"id": "<the answer\'s id>", "score": 0..1}')
+        score = body.get("score")
+        if isinstance(score, bool):
+            score = 1.0 if score else 0.0
+        if not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
+            raise RequestError(400, f"feedback score must be a number in [0, 1] (thumbs down 0, up 1), got {score!r}")
+        with self._lock:
+            model = self._answers.get(body["id"])
+        if model is None:
+            raise RequestError(404, f"no answer with id {body['id']!r} (unknown, or too old to remember)", "NotFoundError")
+        self.metrics.feedback.labels(model=model).observe(float(score))
+        return {"id": body["id"], "model": model, "score": float(score)}
 
 
 class RequestError(Exception):
@@ -95,6 +172,8 @@ class ServeConfig:
     pvc_mount_root: str = "/mnt/pvc"
     artifact_digest: str = ""
     drain_seconds: float = 5.0
+    format_schema: dict[str, Any] | None = None  # JSON Schema every answer should satisfy
+    format_regex: str | None = None  # or a regular expression it should match in full
 
 
 class MetricSet:
@@ -106,6 +185,15 @@ class MetricSet:
     - finetune_serve_request_duration_seconds{model}: request latency histogram
     - finetune_serve_prompt_tokens_total{model}, finetune_serve_generated_tokens_total{model}
     - finetune_serve_info{model_version,served_model}: constant 1, to join a version onto a target
+
+    Answer quality (`AnswerQuality` feeds them):
+    - finetune_serve_format_checks_total{model,result}: answers checked against the format schema
+      or regex, result="pass"|"fail" (only when one is configured)
+    - finetune_serve_refusals_total{model}: answers that refuse ("I can't help with that")
+    - finetune_serve_prompt_length_tokens{model}, finetune_serve_answer_length_tokens{model}:
+      histograms of input and answer lengths per request
+    - finetune_serve_feedback_score{model}: histogram of `POST /feedback` scores in [0, 1]
+      (_sum / _count is the mean score)
     """
 
     def __init__(self, model_version: str, served_model: str):
@@ -137,6 +225,36 @@ class MetricSet:
         self.generated_tokens = Counter(
             "finetune_serve_generated_tokens_total", "Tokens generated.", ["model"], registry=self.registry
         )
+        self.format_checks = Counter(
+            "finetune_serve_format_checks_total",
+            "Answers checked against the configured format (JSON Schema or regex), by result pass|fail.",
+            ["model", "result"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "finetune_serve_refusals_total", "Answers that refuse the request.", ["model"], registry=self.registry
+        )
+        self.prompt_length = Histogram(
+            "finetune_serve_prompt_length_tokens",
+            "Prompt length per request, in tokens.",
+            ["model"],
+            buckets=LENGTH_BUCKETS,
+            registry=self.registry,
+        )
+        self.answer_length = Histogram(
+            "finetune_serve_answer_length_tokens",
+            "Answer length per request, in tokens.",
+            ["model"],
+            buckets=LENGTH_BUCKETS,
+            registry=self.registry,
+        )
+        self.feedback = Histogram(
+            "finetune_serve_feedback_score",
+            "Feedback scores in [0, 1] posted to /feedback for answers of this model.",
+            ["model"],
+            buckets=SCORE_BUCKETS,
+            registry=self.registry,
+        )
         info = Gauge(
             "finetune_serve_info",
             "Constant 1; labels name the model version this server runs.",
@@ -163,6 +281,8 @@ class Faults:
 
     error_rate: float = 0.0
     extra_latency_ms: float = 0.0
+    answer_text: str | None = None  # every answer replaced by this text (e.g. a valid JSON object)
+    format_error_rate: float = 0.0  # this fraction of answers cut to broken JSON
 
     @classmethod
     def from_dir(cls, directory: Path) -> Faults | None:
@@ -171,9 +291,13 @@ class Faults:
             return None
         try:
             raw = json.loads(path.read_text())
-            faults = cls(float(raw.get("errorRate", 0.0)), float(raw.get("extraLatencyMs", 0.0)))
+            answer_text = raw.get("answerText")
+            faults = cls(float(raw.get("errorRate", 0.0)), float(raw.get("extraLatencyMs", 0.0)),
+                         None if answer_text is None else str(answer_text), float(raw.get("formatErrorRate", 0.0)))
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: expected {{\"errorRate\": 0..1, \"extraLatencyMs\": >= 0}} ({exc})") from None
+        if not 0.0 <= faults.format_error_rate <= 1.0:
+            raise ValueError(f"{path}: formatErrorRate must be within 0..1")
         if not 0.0 <= faults.error_rate <= 1.0 or faults.extra_latency_ms < 0:
             raise ValueError(f"{path}: errorRate must be within 0..1 and extraLatencyMs >= 0")
         return faults
@@ -196,6 +320,7 @@ class ModelServer:
         if config.adapters.keys() & {self.base_name}:
             raise ValueError(f"adapter name {self.base_name!r} is also the base model's served name; rename one")
         self.metrics = MetricSet(config.model_version, self.base_name)
+        self.quality = AnswerQuality(self.metrics, config.format_schema, config.format_regex)
         self.ready = threading.Event()
         self.draining = threading.Event()
         self.load_error: str | None = None
@@ -296,9 +421,11 @@ class ModelServer:
         stop = self._stop(body)
         echo = bool(body.get("echo", False))
         choices, prompt_tokens, completion_tokens = [], 0, 0
+        answer_id = f"cmpl-{uuid.uuid4().hex}"
         for index, text in enumerate(prompts):
             ids = self._tokenizer(text, add_special_tokens=True)["input_ids"]
-            result = self._generate(model, ids, max_tokens, stop)
+            result = self._answer(model, self._generate(model, ids, max_tokens, stop))
+            self.quality.observe(answer_id, model, result.prompt_tokens, result.completion_tokens, result.text)
             prompt_tokens += result.prompt_tokens
             completion_tokens += result.completion_tokens
             choices.append({
@@ -308,7 +435,7 @@ class ModelServer:
                 "finish_reason": result.finish_reason,
             })
         return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
+            "id": answer_id,
             "object": "text_completion",
             "created": int(time.time()),
             "model": model,
@@ -334,9 +461,11 @@ class ModelServer:
         except Exception as exc:  # noqa: BLE001 - a template error is the request's problem
             raise RequestError(400, f"messages do not fit the model's chat template: {exc}") from None
         ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
-        result = self._generate(model, ids, max_tokens, stop)
+        result = self._answer(model, self._generate(model, ids, max_tokens, stop))
+        answer_id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.quality.observe(answer_id, model, result.prompt_tokens, result.completion_tokens, result.text)
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": answer_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
@@ -348,6 +477,18 @@ class ModelServer:
             }],
             "usage": _usage(result.prompt_tokens, result.completion_tokens),
         }
+
+    def _answer(self, model_name: str, result: Generation) -> Generation:
+        """The answer as sent, after the test-only answer faults of the model (if any)."""
+        faults = self._faults.get(model_name, self._default_faults)
+        text = result.text if faults.answer_text is None else faults.answer_text
+        if faults.format_error_rate > 0:
+            with self._rng_lock:
+                draw = self._rng.random()
+            if draw < faults.format_error_rate:
+                text = text[: max(len(text) // 2, 1)] if text.startswith("{") else '{"broken": '
+        return result if text == result.text else Generation(text, result.prompt_tokens, result.completion_tokens,
+                                                              result.finish_reason)
 
     def _check_model(self, body: dict[str, Any]) -> str:
         if body.get("stream"):
@@ -464,6 +605,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
+        if path == "/feedback":
+            try:
+                self._send_json(200, self.server.app.quality.feedback(self._parse_body()))
+            except RequestError as exc:
+                self._send_json(exc.status, _error_body(str(exc), exc.error_type, exc.status))
+            return
         routes = {"/v1/completions": ModelServer.completions, "/v1/chat/completions": ModelServer.chat_completions}
         route = routes.get(path)
         if route is None:
@@ -586,6 +733,10 @@ def parse_args(argv: list[str] | None) -> ServeConfig:
                         help="sha256:<hex> the adapter (or model) directory must have (env ARTIFACT_DIGEST)")
     parser.add_argument("--drain-seconds", type=float, default=_env_float("FINETUNE_SERVE_DRAIN_SECONDS", 5.0),
                         help="after SIGTERM, keep answering this long before shutting down")
+    parser.add_argument("--format-schema", default=os.environ.get("FINETUNE_FORMAT_SCHEMA") or None,
+                        help="JSON Schema (JSON text) every answer is checked against (env FINETUNE_FORMAT_SCHEMA)")
+    parser.add_argument("--format-regex", default=os.environ.get("FINETUNE_FORMAT_REGEX") or None,
+                        help="regular expression every answer is checked to match in full (env FINETUNE_FORMAT_REGEX)")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.model:
@@ -599,6 +750,19 @@ def parse_args(argv: list[str] | None) -> ServeConfig:
         if name in adapters:
             parser.error(f"adapter {name!r} given twice")
         adapters[name] = path
+    format_schema = None
+    if args.format_schema:
+        try:
+            format_schema = json.loads(args.format_schema)
+        except ValueError as exc:
+            parser.error(f"--format-schema (env FINETUNE_FORMAT_SCHEMA) is not JSON: {exc}")
+        if not isinstance(format_schema, dict):
+            parser.error("--format-schema must be a JSON Schema object")
+    if args.format_regex:
+        try:
+            re.compile(args.format_regex)
+        except re.error as exc:
+            parser.error(f"--format-regex (env FINETUNE_FORMAT_REGEX) is not a valid regular expression: {exc}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return ServeConfig(
         model=args.model,
@@ -615,6 +779,8 @@ def parse_args(argv: list[str] | None) -> ServeConfig:
         pvc_mount_root=args.pvc_mount_root,
         artifact_digest=args.artifact_digest,
         drain_seconds=max(args.drain_seconds, 0.0),
+        format_schema=format_schema,
+        format_regex=args.format_regex,
     )
 
 
