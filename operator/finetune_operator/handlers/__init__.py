@@ -5,6 +5,6 @@ and act through `k8s/`. Sync handlers on purpose: kopf runs them in its thread p
 Kubernetes client they use through `k8s/` is synchronous.
 """
 
-from finetune_operator.handlers import finetunejob, modelversion, rollout
+from finetune_operator.handlers import finetunejob, modelversion, monitoring, rollout
 
-__all__ = ["finetunejob", "modelversion", "rollout"]
+__all__ = ["finetunejob", "modelversion", "rollout", "monitoring"]
