@@ -3,6 +3,7 @@ default analysis and its explicit opt-out."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -159,3 +160,23 @@ def test_explicit_opt_out_promotes_and_says_so():
     assert "promoted without analysis" in decision.status.message
     assert "promoted without analysis" in decision.status.history[-1].reason
     assert "promoted without analysis" in cluster.reconcile(30).status.message
+
+
+def test_serving_pods_get_the_answer_format_to_check():
+    from finetune_operator.api.rollout import RolloutSpec
+    from finetune_operator.builders import rollout as builders
+    from finetune_operator.builders.rollout import Owner, ServedVersion
+
+    schema = {"type": "object", "required": ["revenue"]}
+    ro = RolloutSpec.model_validate({"modelName": "chat", "version": "v2",
+                                     "serving": {"formatSchema": schema, "formatRegex": r"\{.*\}"}})
+    assert ro.serving.has_format_check
+    env = {e["name"]: e.get("value") for e in builders.deployment(
+        Owner(name="chat", namespace="team", uid="u"), ro, ServedVersion("v2", "hf://b", "s3://m/v2"), 1
+    )["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["FINETUNE_FORMAT_SCHEMA"]) == schema and env["FINETUNE_FORMAT_REGEX"] == r"\{.*\}"
+    plain = RolloutSpec.model_validate({"modelName": "chat", "version": "v2"})
+    env = {e["name"] for e in builders.deployment(
+        Owner(name="chat", namespace="team", uid="u"), plain, ServedVersion("v2", "hf://b", "s3://m/v2"), 1
+    )["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "FINETUNE_FORMAT_SCHEMA" not in env and not plain.serving.has_format_check

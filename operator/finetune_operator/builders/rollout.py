@@ -24,6 +24,7 @@ hf://) are fetched by the server itself and not checked here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +152,10 @@ def deployment(
         {"name": "PORT", "value": str(serving.port)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "HOME", "value": "/tmp"},
+        # The answer format the server (or the quality proxy in front of vLLM) checks every answer against.
+        *([{"name": "FINETUNE_FORMAT_SCHEMA", "value": json.dumps(serving.format_schema, sort_keys=True)}]
+          if serving.format_schema is not None else []),
+        *([{"name": "FINETUNE_FORMAT_REGEX", "value": serving.format_regex}] if serving.format_regex else []),
         *({"name": e.name, "value": e.value} for e in serving.env),
     ]
     container: dict[str, Any] = {
