@@ -47,8 +47,9 @@ from finetune_operator.api.common import (
 )
 
 MSG_SPEC_IMMUTABLE = "spec is immutable"
-# A ModelVersion's children are `<name>-model-card` (ConfigMap) and `<name>-retention` (Job).
-CHILD_NAME_SUFFIXES = ("-model-card", "-retention")
+# A ModelVersion's children are `<name>-model-card` (ConfigMap), `<name>-retention` and
+# `<name>-verify` (Jobs).
+CHILD_NAME_SUFFIXES = ("-model-card", "-retention", "-verify")
 NAME_MAX_LENGTH = max_owner_name(CHILD_NAME_SUFFIXES)
 MSG_NAME_LENGTH = (
     f"metadata.name must be at most {NAME_MAX_LENGTH} characters: the ModelVersion's model card "

@@ -11,12 +11,14 @@ The model card is structured data in the spec and a rendered Markdown page in a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from finetune_operator.api.common import LocationError, parse_location
 from finetune_operator.api.finetunejob import FineTuneJobSpec
 from finetune_operator.api.modelversion import GateResult
 from finetune_operator.builders import cleanup
+from finetune_operator.builders.security import restricted_pod_security_context, restricted_security_context
 
 MODEL_LABEL = "finetune.ai/model-name"
 VERSION_NUMBER_LABEL = "finetune.ai/version-number"
@@ -185,8 +187,12 @@ def model_card_config_map(mv: Mapping[str, Any], gate_results: list[GateResult])
     }
 
 
-def artifact_cleanup_job(mv: Mapping[str, Any], image: str) -> dict[str, Any] | None:
-    """A Job removing a version's artifact files (retention); owned by the ModelVersion."""
+def artifact_cleanup_job(mv: Mapping[str, Any], image: str, allowed_host_paths: Sequence[str] = ()) -> dict[str, Any] | None:
+    """A Job removing a version's artifact files (retention); owned by the ModelVersion.
+
+    A node path is removed only under the host path prefixes the operator allows (its
+    configuration, FINETUNE_ALLOWED_HOST_PATHS); without them it is left alone (None).
+    """
     meta = mv["metadata"]
     return cleanup.removal_job(
         name=f"{meta['name']}-retention",
@@ -196,4 +202,87 @@ def artifact_cleanup_job(mv: Mapping[str, Any], image: str) -> dict[str, Any] | 
         labels={"finetune.ai/retention-of": meta["name"]},
         owner_references=[{"apiVersion": "finetune.ai/v1alpha1", "kind": "ModelVersion", "name": meta["name"], "uid": meta["uid"]}],
         ttl_seconds=600,
+        allowed_host_paths=allowed_host_paths,
     )
+
+
+VERIFY_JOB_SUFFIX = "-verify"
+VERIFY_CONTAINER = "verify-artifact"
+VERIFY_LABEL = "finetune.ai/verify-of"
+VERIFY_EXIT_MISMATCH = 3  # finetune_trainer.artifacts: the bytes are not the registered ones
+VERIFY_DEADLINE_SECONDS = 1800
+
+
+def verify_job_name(mv_name: str) -> str:
+    return f"{mv_name}{VERIFY_JOB_SUFFIX}"
+
+
+def verify_job(mv: Mapping[str, Any], image: str, allowed_host_paths: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The Job checking a newly registered version's bytes against `spec.artifact.digest`.
+
+    It runs the trainer's `verify-artifact` command, as the serving Pods' init container does, on
+    the artifact mounted read-only: a claim (pvc://) or a node path under the prefixes the
+    operator allows. None where the operator cannot mount the artifact (s3://, hf://, a node path
+    it does not allow): those are checked by the server that fetches them. A mismatch (exit 3)
+    fails the Job at once; anything else (the node went away) is retried once.
+    """
+    meta, artifact = mv["metadata"], mv["spec"]["artifact"]
+    try:
+        location = parse_location(artifact["uri"], allow_root=False)
+    except LocationError:
+        return None
+    if location.scheme == "pvc":
+        volume = {"name": "artifact", "persistentVolumeClaim": {"claimName": location.authority, "readOnly": True}}
+        mount_path = f"{cleanup.PVC_MOUNT_ROOT}/{location.authority}"
+        path = f"{mount_path}/{location.path}"
+    elif location.is_host_path and cleanup.host_path_allowed(location, allowed_host_paths):
+        # The parent is mounted, so a missing artifact is reported as missing, not as a mount error.
+        parent = location.host_path.rpartition("/")[0] or "/"
+        if parent == "/" or not cleanup.host_path_allowed(parse_location(parent), allowed_host_paths):
+            parent = location.host_path
+        volume = {"name": "artifact", "hostPath": {"path": parent, "type": "Directory"}}
+        mount_path, path = parent, location.host_path
+    else:
+        return None
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": verify_job_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "finetune-operator", VERIFY_LABEL: meta["name"]},
+            "ownerReferences": [
+                {"apiVersion": "finetune.ai/v1alpha1", "kind": "ModelVersion", "name": meta["name"], "uid": meta["uid"],
+                 "controller": True, "blockOwnerDeletion": True}
+            ],
+        },
+        "spec": {
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": VERIFY_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": 3600,
+            "podFailurePolicy": {
+                "rules": [{"action": "FailJob", "onExitCodes": {"containerName": VERIFY_CONTAINER, "operator": "In",
+                                                                "values": [VERIFY_EXIT_MISMATCH]}}]
+            },
+            "template": {
+                "metadata": {"labels": {VERIFY_LABEL: meta["name"]}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": restricted_pod_security_context(),
+                    "containers": [
+                        {
+                            "name": VERIFY_CONTAINER,
+                            "image": image,
+                            "command": ["python", "-m", "finetune_trainer.artifacts", "verify", path, artifact["digest"]],
+                            "env": [{"name": "HOME", "value": "/tmp"}],
+                            "volumeMounts": [{"name": "artifact", "mountPath": mount_path, "readOnly": True},
+                                             {"name": "scratch", "mountPath": "/tmp"}],
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                            "securityContext": restricted_security_context(),
+                        }
+                    ],
+                    "volumes": [volume, {"name": "scratch", "emptyDir": {}}],
+                },
+            },
+        },
+    }

@@ -111,7 +111,7 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
             raise kopf.TemporaryError("the registered ModelVersion is not visible yet", delay=5)
         registration = decision.register
         mv = registry.register(namespace, name, meta["uid"], registration.model_name, registration.version, registration.spec)
-        events.record(body, "Normal", "Registered", f"registered ModelVersion {mv['metadata']['name']}")
+        _record_registered(body, mv)
         # Decide again with the version in place, so the job finishes in this reconcile.
         return _reconcile_locked(body, owner, registered=True)
     try:
@@ -124,12 +124,23 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
         return decision
     for job_name, suspend in decision.suspend:
         apply.set_job_suspended(namespace, job_name, suspend)
+    if observed.model_version is not None and decision.status_changed:
+        # Killed between registering and its Event, the re-run registers nothing: record it here.
+        _record_registered(body, observed.model_version)
+    # Events first, named by the transition: a kill before the status patch repeats the same
+    # decision, whose Events exist already (ignored); never a transition without its Event.
+    for event in decision.events:
+        events.record(body, event.type, event.reason, event.message, key=events.transition_key(body.get("status"), event.message))
     if decision.status_changed:
         status.patch(FINETUNEJOBS, namespace, name, decision.status_patch)
-    for event in decision.events:
-        events.record(body, event.type, event.reason, event.message)
     metrics.finetunejob_phases.observe(namespace, name, decision.status.phase)
     return decision
+
+
+def _record_registered(body: dict[str, Any], mv: dict[str, Any]) -> None:
+    """The job's one Registered Event, named by the version (recorded once whoever calls first)."""
+    mv_name = mv["metadata"]["name"]
+    events.record(body, "Normal", "Registered", f"registered ModelVersion {mv_name}", key=mv_name)
 
 
 def reconcile_by_name(namespace: str, name: str) -> None:

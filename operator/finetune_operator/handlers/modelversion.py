@@ -4,8 +4,15 @@ The spec never changes (a CEL rule), so create and resume are the causes; a slow
 status honest, and the Rollout controller calls `reconcile_object` after it wrote a version's
 `Serving` condition. Each writer of a ModelVersion's status applies only its own fields under its
 own field manager (see k8s.status): this controller the verdict and phase, retention the
-`ArtifactRetained` condition. Deleting a version in Production is refused by a
-ValidatingAdmissionPolicy (config/admission), not here.
+`ArtifactRetained` condition, the artifact check the `ArtifactVerified` condition. Deleting a
+version in Production is refused by a ValidatingAdmissionPolicy (config/admission), not here.
+
+The artifact check: when a version is registered a Job `<version>-verify` (the trainer image's
+`verify-artifact`, as the serving Pods' init container) recomputes the digest of the mounted
+artifact; its outcome becomes `ArtifactVerified` under the field manager
+`finetune-operator-verify`, written once. The create/resume handlers start the Job, the Job's
+watch event records its outcome, and the resume handler (and the slow timer) record an outcome
+a killed operator missed (the Job's name is deterministic: never two checks).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import kopf
 from finetune_operator import config as operator_config
 from finetune_operator import metrics
 from finetune_operator.builders import modelversion as mv_builders
+import kubernetes
+
 from finetune_operator.k8s import apply, client, events, status
 from finetune_operator.k8s.resources import FIELD_MANAGER, MODELVERSIONS, ROLLOUTS
 from finetune_operator.logic import conditions, modelversion
@@ -42,20 +51,94 @@ def reconcile_object(body: Mapping[str, Any]) -> modelversion.Decision:
     with metrics.reconciling(KIND):
         spec = modelversion.parse_spec(body.get("spec"))
         card = f"{name}-model-card" if not isinstance(spec, InvalidSpec) else None
+        current = modelversion.parse_status(body.get("status"))
         decision = modelversion.decide(
             spec,
-            modelversion.parse_status(body.get("status")),
+            current,
             now=datetime.datetime.now(datetime.UTC),
             generation=meta["generation"],
             card_config_map=card,
+            awaiting_artifact_check=_artifact_checkable(body, spec, current),
         )
         if card:
             apply.create_if_absent(mv_builders.model_card_config_map(dict(body), list(decision.status.gates)))
-        if decision.status_changed:
-            status.apply(MODELVERSIONS, namespace, name, decision.owned_status, FIELD_MANAGER)
+        # Events first (named by the transition): a kill before the apply repeats the same
+        # decision, whose Events exist already; never a transition without its Event.
         for event in decision.events:
             events.record(body, event.type, event.reason, event.message)
+        if decision.status_changed:
+            status.apply(MODELVERSIONS, namespace, name, decision.owned_status, FIELD_MANAGER)
         return decision
+
+
+def _verify_job(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    cfg = operator_config.current()
+    return mv_builders.verify_job(body, cfg.trainer_image, cfg.allowed_host_paths)
+
+
+def _artifact_checkable(body: Mapping[str, Any], spec, current) -> bool:
+    """Whether the artifact check is still to say its word on this version."""
+    if isinstance(spec, InvalidSpec) or conditions.find_condition(current.conditions, modelversion.ARTIFACT_VERIFIED):
+        return False
+    return _verify_job(body) is not None
+
+
+def verify_artifact(body: Mapping[str, Any]) -> bool:
+    """Check the registered bytes once: start the check's Job, and when it finished write
+    `ArtifactVerified` (own field manager) and judge the version again. Returns whether the
+    condition is written (False: the check runs, come back)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    current = modelversion.parse_status(body.get("status"))
+    if conditions.find_condition(current.conditions, modelversion.ARTIFACT_VERIFIED) is not None:
+        return True
+    spec = modelversion.parse_spec(body.get("spec"))
+    if isinstance(spec, InvalidSpec):
+        return True  # Ready=False/InvalidSpec says why; there is nothing to check
+    job = _verify_job(body)
+    outcome = None
+    if job is not None:
+        outcome = _verify_outcome(namespace, job["metadata"]["name"])
+        if outcome is None:
+            apply.create_if_absent(job)
+            return False
+    found = modelversion.artifact_verified(outcome, uri=spec.artifact.uri, digest=spec.artifact.digest)
+    if found is None:
+        return False
+    value, reason, message = found
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    updated = conditions.set_condition(current.conditions, modelversion.ARTIFACT_VERIFIED, value, reason, message, meta.get("generation"), now)
+    owned = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated if c.type == modelversion.ARTIFACT_VERIFIED]
+    if value == "False":
+        events.record(body, "Warning", modelversion.REASON_DIGEST_MISMATCH, message)
+    written = status.apply(MODELVERSIONS, namespace, name, {"conditions": owned}, status.VERIFY_MANAGER)
+    if written is not None:
+        reconcile_object(written)
+    return True
+
+
+def _verify_outcome(namespace: str, job_name: str) -> modelversion.VerifyOutcome | None:
+    """The check's Job as it stands; None when it does not exist yet."""
+    try:
+        job = client.batch().read_namespaced_job(job_name, namespace)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    done = {c.type: c for c in (job.status.conditions or []) if c.status == "True"} if job.status else {}
+    if "Complete" in done:
+        return modelversion.VerifyOutcome(finished=True, succeeded=True)
+    if "Failed" not in done:
+        return modelversion.VerifyOutcome()
+    # The check's own verdict is the exit code and termination message of its Pod.
+    selector = f"{mv_builders.VERIFY_LABEL}={job.metadata.labels.get(mv_builders.VERIFY_LABEL, '')}"
+    for pod in client.core().list_namespaced_pod(namespace, label_selector=selector).items:
+        for container in (pod.status.container_statuses or []) if pod.status else []:
+            terminated = container.state.terminated if container.state else None
+            if terminated is not None and terminated.exit_code == mv_builders.VERIFY_EXIT_MISMATCH:
+                return modelversion.VerifyOutcome(finished=True, mismatch=True, message=(terminated.message or "").strip())
+    failed = done["Failed"]
+    return modelversion.VerifyOutcome(finished=True, message=f"{failed.reason}: {failed.message}")
 
 
 @kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
@@ -63,6 +146,28 @@ def reconcile_object(body: Mapping[str, Any]) -> modelversion.Decision:
 @kopf.timer(*RESOURCE, interval=120, initial_delay=60, idle=None)
 def reconcile(body: kopf.Body, **_: Any) -> None:
     reconcile_object(dict(body))
+    verify_artifact(dict(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={mv_builders.VERIFY_LABEL: kopf.PRESENT})
+def verify_job_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+    """The artifact check's Job changed: once it finished, its version records the outcome."""
+    conditions_now = {c.get("type") for c in (body.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    if not conditions_now & {"Complete", "Failed"}:
+        return
+    owner = next((o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == KIND), None)
+    if owner is None:
+        return
+    try:
+        mv = client.custom_objects().get_namespaced_custom_object(
+            MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural, owner["name"]
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    if mv["metadata"]["uid"] == owner.get("uid"):
+        verify_artifact(mv)
 
 
 @kopf.timer(*RESOURCE, interval=300, initial_delay=30, idle=None)
@@ -93,7 +198,7 @@ def retention(body: kopf.Body, namespace: str, **_: Any) -> None:
     by_name = {mv["metadata"]["name"]: mv for mv in versions}
     for name in retention_logic.expired([retention_logic.from_object(mv) for mv in versions], cfg.retain_versions, in_use):
         mv = by_name[name]
-        job = mv_builders.artifact_cleanup_job(mv, cfg.trainer_image)
+        job = mv_builders.artifact_cleanup_job(mv, cfg.trainer_image, cfg.allowed_host_paths)
         if job is None:
             continue
         apply.create_if_absent(job)

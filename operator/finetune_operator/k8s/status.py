@@ -19,6 +19,7 @@ Two ways, one per kind of writer:
     |                                 | conditions Ready, GatesPassed                           |
     | finetune-operator-rollout       | condition Serving                                       |
     | finetune-operator-retention     | condition ArtifactRetained                              |
+    | finetune-operator-verify        | condition ArtifactVerified                              |
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from finetune_operator.k8s.resources import FIELD_MANAGER, Resource
 
 ROLLOUT_MANAGER = f"{FIELD_MANAGER}-rollout"
 RETENTION_MANAGER = f"{FIELD_MANAGER}-retention"
+VERIFY_MANAGER = f"{FIELD_MANAGER}-verify"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
 

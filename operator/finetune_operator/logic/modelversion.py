@@ -9,7 +9,10 @@ One writer per status field: this controller owns the phase, the gate verdicts a
 conditions Ready and GatesPassed; a Rollout owns the `Serving` condition (what it does with the
 version) and retention owns `ArtifactRetained`. Each writes its own fields with server-side
 apply under its own field manager (k8s.status.apply), so no writer replaces another's
-conditions. The phase is derived here from the verdict and the Rollout's `Serving` condition:
+conditions. The artifact check at registration (a Job running the trainer's `verify-artifact`)
+owns `ArtifactVerified`: False (the bytes are not the registered ones, or missing) makes the
+version Rejected and not Ready whatever its gates say, so it is never Approved nor served.
+The phase is derived here from the verdict and the Rollout's `Serving` condition:
 Serving=True -> Production, Serving=False/Replaced -> Deprecated (a Rejected verdict always
 wins). A version with no `Serving` condition keeps a Production/Deprecated phase written before
 the condition existed.
@@ -48,6 +51,23 @@ REASON_GATES_FAILED = "GatesFailed"
 MSG_READY = "{phase}: every blocking quality gate passed"
 SERVING = "Serving"  # owned by the Rollout controller
 REASON_REPLACED = "Replaced"  # Serving=False: a Rollout replaced it as stable
+REASON_REFUSED = "Refused"  # Serving=False: a Rollout refused to serve it (pin or rollback to it)
+ARTIFACT_VERIFIED = "ArtifactVerified"  # owned by the artifact check at registration
+REASON_DIGEST_MATCHES = "DigestMatches"
+MSG_DIGEST_MATCHES = "the artifact's bytes match spec.artifact.digest {digest}"
+REASON_DIGEST_MISMATCH = "ArtifactDigestMismatch"
+MSG_DIGEST_MISMATCH = "the artifact check failed: {problem}"
+REASON_NOT_CHECKED = "NotMountable"
+MSG_NOT_CHECKED = (
+    "{uri} cannot be mounted by the operator's check (object store, or a node path outside the allowed "
+    "host paths); the serving Pods check the digest when they fetch it"
+)
+REASON_CHECK_FAILED = "CheckFailed"
+MSG_CHECK_FAILED = "the artifact check could not run to the end: {problem}"
+REASON_ARTIFACT_UNVERIFIED = "ArtifactUnverified"
+MSG_ARTIFACT_UNVERIFIED = "Rejected: its artifact is not the registered one, it is never served: {problem}"
+REASON_AWAITING_ARTIFACT_CHECK = "AwaitingArtifactCheck"
+MSG_AWAITING_ARTIFACT_CHECK = "every blocking gate passed; Approved once its artifact's bytes match spec.artifact.digest"
 # The conditions this controller owns (and sends, all of them, on every apply).
 OWNED_CONDITIONS = (READY, GATES_PASSED)
 # Phases a Rollout moves a version into; the gates' verdict does not undo them.
@@ -112,11 +132,14 @@ def decide(
     *,
     generation: int,
     card_config_map: str | None = None,
+    awaiting_artifact_check: bool = False,
 ) -> Decision:
     """The status a ModelVersion should have: its gates judged from the evaluation in its spec.
 
     Order: invalid spec -> Ready False; Production/Deprecated (set by a Rollout) are kept;
     no evaluation -> Candidate; else Approved when no blocking gate failed, Rejected otherwise.
+    An artifact check that said no (ArtifactVerified=False) makes it Rejected; while the check
+    runs (`awaiting_artifact_check`) an Approved verdict shows as Candidate.
     """
     now = now.astimezone(datetime.UTC).replace(microsecond=0)
     update: dict[str, Any] = {"observed_generation": generation}
@@ -165,6 +188,18 @@ def decide(
             conds = conditions.set_condition(conds, READY, ConditionStatus.FALSE, REASON_GATES_FAILED, message, generation, now)
         else:
             conds = conditions.set_condition(conds, READY, ConditionStatus.TRUE, str(phase), MSG_READY.format(phase=phase), generation, now)
+    verified = conditions.find_condition(status.conditions, ARTIFACT_VERIFIED)
+    if verified is not None and verified.status == ConditionStatus.FALSE:
+        # Other bytes than the registered ones: never Approved, never served.
+        phase = ModelVersionPhase.REJECTED
+        message = MSG_ARTIFACT_UNVERIFIED.format(problem=verified.message or verified.reason)
+        conds = conditions.set_condition(conds, READY, ConditionStatus.FALSE, REASON_ARTIFACT_UNVERIFIED, message, generation, now)
+    elif awaiting_artifact_check and verified is None and phase == ModelVersionPhase.APPROVED:
+        # Not Approved (so never tracked by a Rollout) before its bytes were checked.
+        phase = ModelVersionPhase.CANDIDATE
+        conds = conditions.set_condition(
+            conds, READY, ConditionStatus.UNKNOWN, REASON_AWAITING_ARTIFACT_CHECK, MSG_AWAITING_ARTIFACT_CHECK, generation, now
+        )
     update["phase"] = phase
     update["conditions"] = conds
     update["message"] = message
@@ -175,6 +210,36 @@ def decide(
         kind = "Normal" if new_status.phase == ModelVersionPhase.APPROVED else "Warning"
         events.append(Event(kind, str(new_status.phase), message))
     return _decision(status, new_status, events)
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """What the artifact check's Job says, as the handler read it."""
+
+    finished: bool = False
+    succeeded: bool = False
+    mismatch: bool = False  # the check itself said no (exit 3): not the registered bytes
+    message: str = ""
+
+
+def artifact_verified(
+    outcome: VerifyOutcome | None, *, uri: str, digest: str
+) -> tuple[ConditionStatus, str, str] | None:
+    """The `ArtifactVerified` condition (status, reason, message) from the check's outcome.
+
+    None while the check runs. `outcome` None: the operator cannot mount the artifact (no Job).
+    A Job that failed without the check saying so (deadline, node lost twice) is Unknown, not a
+    mismatch: it says nothing about the bytes, and the serving Pods check them again.
+    """
+    if outcome is None:
+        return ConditionStatus.UNKNOWN, REASON_NOT_CHECKED, MSG_NOT_CHECKED.format(uri=uri)
+    if not outcome.finished:
+        return None
+    if outcome.succeeded:
+        return ConditionStatus.TRUE, REASON_DIGEST_MATCHES, MSG_DIGEST_MATCHES.format(digest=digest)
+    if outcome.mismatch:
+        return ConditionStatus.FALSE, REASON_DIGEST_MISMATCH, MSG_DIGEST_MISMATCH.format(problem=outcome.message or "digest mismatch")
+    return ConditionStatus.UNKNOWN, REASON_CHECK_FAILED, MSG_CHECK_FAILED.format(problem=outcome.message or "the Job failed")
 
 
 def _decision(old: ModelVersionStatus, new: ModelVersionStatus, events: list[Event]) -> Decision:

@@ -110,6 +110,10 @@ MSG_ROLLBACK_REFUSED = (
 MSG_ROLLBACK_NO_TARGET = "rollback{who} refused: no earlier version that was stable and not refused; {stable} keeps serving"
 MSG_ROLLBACK_NOT_FOUND = "rollback{who} refused: ModelVersion {version} of model {model} does not exist; {stable} keeps serving"
 MSG_FORCED = "{version} served by force although {why}{who}"
+MSG_ARTIFACT_REFUSED = "ModelVersion {version} of model {model} is not served: its artifact is not the registered bytes ({problem})"
+MSG_VERSION_SERVING_REFUSED = "Rollout {name} refused to serve it: {message}"
+ARTIFACT_VERIFIED = "ArtifactVerified"  # a ModelVersion condition, written by its artifact check
+REASON_SERVING_REFUSED = "Refused"  # the version's Serving=False reason when a pin or rollback to it is refused
 MSG_ROUTING_FAILED = (
     "the traffic router cannot apply weights ({error}); the canary of {candidate} is held at step {index}/{total} "
     "and does not go on until the router works"
@@ -134,6 +138,7 @@ class VersionInfo:
     number: int = 0
     created: str = ""
     artifact_digest: str = ""
+    artifact_problem: str = ""  # its artifact check said no (ArtifactVerified=False): why
 
     @classmethod
     def from_object(cls, mv: Mapping[str, Any]) -> VersionInfo:
@@ -152,6 +157,12 @@ class VersionInfo:
             number=number,
             created=mv["metadata"].get("creationTimestamp") or "",
             artifact_digest=(spec.get("artifact") or {}).get("digest", ""),
+            artifact_problem=next(
+                (c.get("message") or c.get("reason") or "artifact check failed"
+                 for c in (mv.get("status") or {}).get("conditions") or []
+                 if c.get("type") == ARTIFACT_VERIFIED and c.get("status") == "False"),
+                "",
+            ),
         )
 
 
@@ -353,6 +364,10 @@ def decide(
         target = stable
         if problem and problem[0] in (REASON_VERSION_UNUSABLE, REASON_VERSION_REFUSED):
             unusable = problem
+            pinned = observed.get(spec.version) if spec.version else None
+            if pinned is not None and status.message not in (problem[1], f"{problem[1]}; {s.stable_version} keeps serving"):
+                # The refused version says so too (once, when the refusal is new).
+                plan.version_serving[pinned.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=problem[1]))
     if stable is not None and target.version == s.stable_version and s.candidate_version:
         cancelled = s.candidate_version
         plan.end_canary()
@@ -470,7 +485,7 @@ def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed, *, spec_cha
         stable = s.stable_version or "the stable version"
         return _Target(None, (REASON_VERSION_REFUSED, MSG_PIN_REFUSED.format(version=found.version, why=why[1], stable=stable)))
     failed = _refused(s)
-    candidates = [v for v in observed.versions if v.phase in ("Approved", "Production") and v.version not in failed]
+    candidates = [v for v in observed.versions if v.phase in ("Approved", "Production") and v.version not in failed and not v.artifact_problem]
     if spec.track == Track.LATEST_APPROVED and candidates:
         return _Target(max(candidates, key=lambda v: (v.number, v.created)))
     return _Target(None, (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name)))
@@ -497,6 +512,8 @@ def _refused_candidates(s: RolloutStatus) -> dict[str, HistoryEntry]:
 
 def _refusal(version: VersionInfo, s: RolloutStatus, model: str) -> tuple[str, str] | None:
     """Why `version` must not be served without force: (reason, message naming it), or None."""
+    if version.artifact_problem:
+        return REASON_VERSION_UNUSABLE, MSG_ARTIFACT_REFUSED.format(version=version.version, model=model, problem=version.artifact_problem)
     if version.phase not in _SERVABLE:
         phase = version.phase or "not evaluated"
         return REASON_VERSION_UNUSABLE, MSG_VERSION_UNUSABLE.format(version=version.version, model=model, phase=phase)
@@ -563,7 +580,9 @@ def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request, who: 
         return
     refusal = _refusal(target, s, spec.model_name)
     if refusal is not None and not request.force:
-        _refuse_rollback(plan, refusal[0], MSG_ROLLBACK_REFUSED.format(who=who, version=target.version, why=refusal[1], stable=stable, name=plan.name))
+        message = MSG_ROLLBACK_REFUSED.format(who=who, version=target.version, why=refusal[1], stable=stable, name=plan.name)
+        _refuse_rollback(plan, refusal[0], message)
+        plan.version_serving[target.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=message))
         return
     old = s.stable_version
     plan.end_canary()
