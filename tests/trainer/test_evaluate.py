@@ -400,6 +400,8 @@ def test_learned_json_format_passes_the_format_gate_and_the_base_would_not(tmp_p
 
     results = json.loads(Path(message["results"]).read_text())
     assert results["task_metric"] == "jsonFields"
+    card_image = Path(message["results"]).parent / results["model_card_image"]
+    assert card_image.name == "model-card.png" and card_image.read_bytes().startswith(b"\x89PNG")
     assert results["sample_count"] == message["samples"] == 60 == len(results["samples"])
     task_samples = [s for s in results["samples"] if s["suite"] == "task"]
     assert len(task_samples) == results["suites"]["task"]["items"] == 10  # test-split items come first

@@ -398,6 +398,20 @@ class EvaluationSuites(_Section):
     )
 
 
+class GateRule(_Section):
+    """A quality gate as the operator resolved it for this job (its defaults and overrides). The
+    operator judges the gates; the trainer only draws them into the model card image."""
+
+    name: str = Field(min_length=1, max_length=63, description="Gate name.")
+    metric: str = Field(min_length=1, max_length=63, description="Metric the gate checks.")
+    comparator: Literal["GreaterThan", "GreaterThanOrEqual", "LessThan", "LessThanOrEqual"] = Field(
+        description="How the value (or its ratio to the base) compares with the threshold."
+    )
+    threshold: float = Field(description="Threshold the value (or its ratio to the base) is compared with.")
+    baseline: Literal["Absolute", "RatioToBase"] = Field(default="Absolute", description="Absolute or RatioToBase.")
+    blocking: bool = Field(default=True, description="A failed blocking gate rejects the version.")
+
+
 class EvaluationSpec(_Section):
     enabled: bool = Field(default=True, description="Run the evaluate stage (off: it exits at once, skipped).")
     task_metric: Literal["auto", "exactMatch", "rougeL", "jsonFields"] = Field(
@@ -435,6 +449,12 @@ class EvaluationSpec(_Section):
     )
     max_new_tokens: int = Field(
         default=128, ge=1, le=8192, description="Most tokens generated per prompt (greedy decoding)."
+    )
+    gates: list[GateRule] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The gates the operator judges this evaluation by, drawn with their verdicts "
+        "into the model card image (model-card.png beside evaluation.json).",
     )
     batch_size: int = Field(default=8, ge=1, description="Prompts generated together (left-padded).")
     bootstrap_samples: int = Field(

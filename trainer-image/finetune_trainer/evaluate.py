@@ -735,12 +735,21 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         "seed": seed,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     }
+    # The model card's picture (loss curve, gate table) beside evaluation.json; the card links it.
+    from . import modelcard
+
+    image = modelcard.write_card_image(
+        config.output_path, config.progress_path, f"{config.model.uri}: {profile.task_metric} task, {artifact.kind}",
+        [gate.model_dump() for gate in settings.gates], metrics, base_metrics,
+    )
+    evaluation["model_card_image"] = image.name
     results_path = config.output_path / EVALUATION_FILE
     write_json(results_path, evaluation)
     if config.output.upload_uri:
         from .train import _upload_file
 
         _upload_file(results_path, config.output.upload_uri.rstrip("/") + "/" + EVALUATION_FILE)
+        _upload_file(image, config.output.upload_uri.rstrip("/") + "/" + image.name)
 
     summary = {
         "status": "Evaluated",

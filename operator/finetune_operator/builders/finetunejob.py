@@ -261,6 +261,8 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "suites": spec.evaluation.suites.model_dump(),
             "max_new_tokens": spec.evaluation.max_new_tokens,
             "sample_count": spec.evaluation.sample_count,
+            # Drawn into the model card image; the operator still judges them at registration.
+            "gates": [g.model_dump(mode="json") for g in spec.evaluation.effective_gates()],
         },
         "termination_message_path": "/dev/termination-log",
         "pvc_mount_root": PVC_MOUNT_ROOT,

@@ -128,6 +128,11 @@ def model_card_markdown(name: str, spec: Mapping[str, Any], gate_results: list[G
         f"- Trained by FineTuneJob `{lineage.get('fineTuneJob', '?')}` with `{lineage.get('trainerImage', '?')}`",
         f"- Dataset digest: {lineage.get('datasetDigest', 'unknown')}",
         "",
+    ]
+    image = card_image_location(spec)
+    if image:
+        lines += ["![Loss curve and quality gates, base -> fine-tuned](" + image + ")", ""]
+    lines += [
         "## Intended use",
         "",
         card.get("intendedUse", ""),
@@ -157,6 +162,18 @@ def model_card_markdown(name: str, spec: Mapping[str, Any], gate_results: list[G
         lines.append("")
     lines += ["## Hyperparameters", "", "```", *[f"{k}: {v}" for k, v in (card.get("hyperparameters") or {}).items()], "```", ""]
     return "\n".join(lines)
+
+
+CARD_IMAGE = "model-card.png"  # written by the trainer's evaluate beside evaluation.json
+
+
+def card_image_location(spec: Mapping[str, Any]) -> str | None:
+    """Where the evaluation drew the card's picture: in the run's output location, beside
+    evaluation.json and the adapter or model directory (the artifact), never inside it."""
+    uri = (spec.get("artifact") or {}).get("uri") or ""
+    if "evaluation" not in spec or "/" not in uri.rstrip("/"):
+        return None
+    return uri.rstrip("/").rsplit("/", 1)[0] + "/" + CARD_IMAGE
 
 
 def _fmt(value: Any) -> str:
