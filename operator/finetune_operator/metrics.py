@@ -218,6 +218,8 @@ class RolloutSummary:
     canary_since: float | None
     # metric -> (latest value or None, latest verdict)
     measurements: dict[str, tuple[float | None, str]] = field(default_factory=dict)
+    # (metric, bound) -> absolute threshold from spec.analysis.metrics[].thresholds (min, max)
+    thresholds: dict[tuple[str, str], float] = field(default_factory=dict)
     history: list[tuple[str, str, str]] = field(default_factory=list)  # (action, trigger, key)
 
 
@@ -287,6 +289,12 @@ def summarise_rollout(body: dict, previous: RolloutSummary | None, now: float) -
     for metric in (status.get("analysis") or {}).get("metrics") or []:
         latest = (metric.get("measurements") or [{}])[-1]
         measurements[str(metric.get("name", ""))] = (_number(latest.get("value")), str(latest.get("phase") or ""))
+    thresholds: dict[tuple[str, str], float] = {}
+    for metric in (spec.get("analysis") or {}).get("metrics") or []:
+        for bound in ("min", "max"):
+            limit = _number((metric.get("thresholds") or {}).get(bound))
+            if limit is not None:
+                thresholds[(str(metric.get("name", "")), bound)] = limit
     history = [
         (str(entry.get("action", "")), str(entry.get("trigger") or ""),
          f"{entry.get('time')}|{entry.get('action')}|{entry.get('from')}|{entry.get('to')}")
@@ -303,6 +311,7 @@ def summarise_rollout(body: dict, previous: RolloutSummary | None, now: float) -
         current_step=_number(status.get("currentStepIndex")),
         canary_since=canary_since,
         measurements=measurements,
+        thresholds=thresholds,
         history=history,
     )
 
@@ -484,6 +493,9 @@ class ResourceMetrics(Collector):
         measurement = GaugeMetricFamily(f"{NAMESPACE}_rollout_analysis_value",
                                         "Latest measured value of each analysis metric of the current step.",
                                         labels=[*labels, "metric"])
+        threshold = GaugeMetricFamily(f"{NAMESPACE}_rollout_analysis_threshold",
+                                      "Absolute threshold of each analysis metric (spec.analysis.metrics[].thresholds), by bound (min, max).",
+                                      labels=[*labels, "metric", "bound"])
         verdict = GaugeMetricFamily(f"{NAMESPACE}_rollout_analysis_verdict",
                                     "1 for the latest measurement's verdict of each analysis metric, 0 for the others.",
                                     labels=[*labels, "metric", "verdict"])
@@ -514,6 +526,8 @@ class ResourceMetrics(Collector):
                     measurement.add_metric([*values, metric], value)
                 for known in MEASUREMENT_VERDICTS:
                     verdict.add_metric([*values, metric, known], 1.0 if known == latest else 0.0)
+            for (metric, bound), limit in rollout.thresholds.items():
+                threshold.add_metric([*values, metric, bound], limit)
             by_kind = counts.get((rollout.namespace, rollout.name), {})
             promotions.add_metric(values, float(sum(n for (action, _), n in by_kind.items() if action == "promote")))
             aborts.add_metric(values, float(sum(n for (action, _), n in by_kind.items() if action == "abort")))
@@ -523,7 +537,7 @@ class ResourceMetrics(Collector):
                     causes[trigger or "Unknown"] = causes.get(trigger or "Unknown", 0) + n
             for cause, n in sorted(causes.items()):
                 rollbacks.add_metric([*values, cause], float(n))
-        yield from (phase, info, weight, version_weight, step, canary_seconds, measurement, verdict, promotions, aborts, rollbacks)
+        yield from (phase, info, weight, version_weight, step, canary_seconds, measurement, threshold, verdict, promotions, aborts, rollbacks)
 
 
 resource_metrics = ResourceMetrics()

@@ -40,7 +40,8 @@ def version(name: str = "support-v2", **status) -> dict:
 
 
 def rollout(**status) -> dict:
-    return {"metadata": {"namespace": "team", "name": "support"}, "spec": {"modelName": "support"}, "status": status}
+    spec = {"modelName": "support", "analysis": {"metrics": [{"name": "error-rate", "query": "q", "thresholds": {"max": 0.05}}]}}
+    return {"metadata": {"namespace": "team", "name": "support"}, "spec": spec, "status": status}
 
 
 TRAINING = {
@@ -143,6 +144,7 @@ CANARY = {
         pytest.param("finetune_operator_rollout_current_step", {}, 2.0, id="step"),
         pytest.param("finetune_operator_rollout_analysis_value", {"metric": "error-rate"}, 0.2, id="latest-measurement"),
         pytest.param("finetune_operator_rollout_analysis_verdict", {"metric": "error-rate", "verdict": "Failed"}, 1.0, id="verdict"),
+        pytest.param("finetune_operator_rollout_analysis_threshold", {"metric": "error-rate", "bound": "max"}, 0.05, id="threshold"),
         pytest.param("finetune_operator_rollout_analysis_verdict", {"metric": "error-rate", "verdict": "Successful"}, 0.0,
                      id="earlier-verdict-is-0"),
         pytest.param("finetune_operator_rollout_promotions_total", {}, 1.0, id="promotions"),
