@@ -180,3 +180,74 @@ def test_serving_pods_get_the_answer_format_to_check():
         Owner(name="chat", namespace="team", uid="u"), plain, ServedVersion("v2", "hf://b", "s3://m/v2"), 1
     )["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "FINETUNE_FORMAT_SCHEMA" not in env and not plain.serving.has_format_check
+
+
+PROM = {"prometheus": {"address": "http://p:9090"}, "metrics": [
+    {"name": "error-rate", "query": 'e{model_version="{{version}}"}', "thresholds": {"maxIncrease": 0.01},
+     "interval": "1m", "count": 3}]}
+
+
+def experiment(on_success="Promote"):
+    return {"canary": {"steps": [{"experiment": {"weight": 10, "duration": "30m", "onSuccess": on_success}},
+                                 {"setWeight": 50}, {"setWeight": 100}]}}
+
+
+EQUAL = Measured(value=0.01, stable_value=0.01)
+WORSE = Measured(value=0.03, stable_value=0.01)
+
+
+def test_experiment_equal_goes_straight_to_100_after_the_duration():
+    cluster = start_canary(spec(analysis=PROM, strategy=experiment()))
+    assert cluster.reconcile(5).weight == 10
+    for t in (6, 66, 126, 186):
+        decision = cluster.reconcile(t, EQUAL)
+    assert decision.status.phase == "Progressing" and decision.weight == 10  # holds the split for 30m
+    assert "experiment: 10% on v2 until" in decision.status.message
+    decision = cluster.reconcile(5 + 30 * 60 + 1, EQUAL)
+    assert decision.status.phase == "Healthy" and decision.status.stable_version == "v2"
+    assert decision.status.judgement.decision == "promote"
+    assert decision.status.judgement.figures == ["error-rate: Successful: 0.01 is within [-inf, +inf]; "
+                                                 "canary 0.01 vs stable 0.01: increase <= 0.01"]
+    assert "experiment: not worse than v1" in decision.status.history[-1].reason
+    judged = [e for e in decision.events if e.reason == "CanaryJudged"]
+    assert judged and "Successful -> promote" in judged[0].message
+
+
+def test_experiment_equal_continues_with_the_next_step():
+    cluster = start_canary(spec(analysis=PROM, strategy=experiment("Continue")))
+    cluster.reconcile(5)
+    for t in (6, 66, 126):
+        cluster.reconcile(t, EQUAL)
+    decision = cluster.reconcile(5 + 30 * 60 + 1, EQUAL)
+    # the next steps (50%, 100%) walk on at once here: nothing reports the router's weights
+    assert decision.status.judgement.decision == "continue"
+    assert decision.status.history[-1].reason == "all canary steps passed"
+
+
+def test_experiment_worse_rolls_back_at_once():
+    cluster = start_canary(spec(analysis=PROM, strategy=experiment()))
+    cluster.reconcile(5)
+    decision = cluster.reconcile(6, WORSE)
+    assert decision.status.phase == "Degraded" and decision.status.stable_version == "v1"
+    assert decision.status.judgement.verdict == "Failed" and decision.status.judgement.decision == "rollback"
+    assert "canary 0.03 vs stable 0.01" in decision.status.judgement.figures[0]
+    assert decision.status.history[-1].action == "rollback"
+    assert any(e.reason == "CanaryJudged" and e.type == "Warning" for e in decision.events)
+
+
+def test_experiment_without_enough_data_pauses_never_promotes():
+    cluster = start_canary(spec(analysis=PROM, strategy=experiment()))
+    cluster.reconcile(5)
+    cluster.reconcile(6, EQUAL)  # one conclusive measurement of the three needed, then the traffic stops
+    decision = cluster.reconcile(5 + 30 * 60 + 1)
+    assert decision.status.phase == "Paused" and decision.status.stable_version == "v1"
+    assert "without enough data" in decision.status.message
+    assert decision.status.judgement.verdict == "Inconclusive" and decision.status.judgement.decision == "pause"
+
+
+def test_experiment_weight_must_be_a_split():
+    from finetune_operator.api.rollout import CanaryStep
+    with pytest.raises(ValueError):
+        CanaryStep.model_validate({"experiment": {"weight": 100, "duration": "30m"}})
+    with pytest.raises(ValueError, match="exactly one of setWeight, pause, analysis or experiment"):
+        CanaryStep.model_validate({"setWeight": 10, "experiment": {"weight": 10, "duration": "30m"}})

@@ -41,7 +41,7 @@ from finetune_operator.api.common import (
 )
 
 MSG_VERSION_XOR_TRACK = "exactly one of spec.version (pinned) or spec.track must be set"
-MSG_STEP_ONE_ACTION = "each canary step must set exactly one of setWeight, pause or analysis"
+MSG_STEP_ONE_ACTION = "each canary step must set exactly one of setWeight, pause, analysis or experiment"
 MSG_ONE_ROUTER = "exactly one of trafficRouter.gatewayAPI, istio, kserve or replicaRatio must be set"
 MSG_THRESHOLDS = (
     "analysis metric thresholds need min, max, maxRatioToStable, minRatioToStable, maxIncrease or maxDecrease, "
@@ -198,13 +198,39 @@ class AnalysisStep(ApiModel):
     )
 
 
+class ExperimentOutcome(enum.StrEnum):
+    CONTINUE = "Continue"  # better or equal: go on with the next step
+    PROMOTE = "Promote"  # better or equal: straight to 100%, as the seed's A/B flow
+
+
+class ExperimentStep(ApiModel):
+    """A/B: hold a fixed split for a duration while the canary is judged against stable, then decide.
+
+    Better or equal -> `onSuccess` (Continue, or Promote straight to 100%); worse -> rollback (at
+    once, even before the duration ends); not enough data by the end -> pause for a human.
+    """
+
+    weight: int = Field(ge=1, le=99, description="Percentage of traffic on the canary during the experiment.")
+    duration: Duration = Field(description="How long to hold the split, e.g. 30m.")
+    templates: list[MetricName] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Names of spec.analysis.metrics (or of the defaults) to judge with; empty runs all.",
+    )
+    on_success: ExperimentOutcome = Field(
+        default=ExperimentOutcome.CONTINUE,
+        description="Continue with the next step, or Promote straight to 100%, when the canary is not worse.",
+    )
+
+
 class CanaryStep(ApiModel):
-    """One step of the canary: exactly one of setWeight, pause or analysis."""
+    """One step of the canary: exactly one of setWeight, pause, analysis or experiment."""
 
     model_config = {
         "json_schema_extra": cel_rules(
             cel(
-                "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+                "[has(self.setWeight), has(self.pause), has(self.analysis), has(self.experiment)]"
+                ".filter(x, x).size() == 1",
                 MSG_STEP_ONE_ACTION,
             )
         )
@@ -217,10 +243,13 @@ class CanaryStep(ApiModel):
     analysis: AnalysisStep | None = Field(
         default=None, description="Run metric analysis; failure rolls back."
     )
+    experiment: ExperimentStep | None = Field(
+        default=None, description="Hold a split for a duration and decide by comparing canary with stable."
+    )
 
     @model_validator(mode="after")
     def _one_action(self) -> CanaryStep:
-        if sum(action is not None for action in (self.set_weight, self.pause, self.analysis)) != 1:
+        if sum(a is not None for a in (self.set_weight, self.pause, self.analysis, self.experiment)) != 1:
             raise ValueError(MSG_STEP_ONE_ACTION)
         return self
 
@@ -600,6 +629,22 @@ class AnalysisStatus(StatusModel):
     message: str | None = Field(default=None, description="Summary of the run.")
 
 
+class Judgement(StatusModel):
+    """The last judgement of a canary against stable: the decision, the figures and the tests."""
+
+    step_index: int | None = Field(default=None, ge=0, description="Index of the analysis or experiment step.")
+    candidate: str | None = Field(default=None, description="The canary version judged.")
+    stable: str | None = Field(default=None, description="The stable version it was compared with.")
+    verdict: AnalysisPhase = Field(description="Successful (not worse), Failed (worse) or Inconclusive (not enough data).")
+    decision: str = Field(description="What the Rollout did: continue, promote, rollback or pause.")
+    figures: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Per metric: the last measurement, canary vs stable value and the test used.",
+    )
+    time: datetime | None = Field(default=None, description="When it was decided.")
+
+
 class HistoryEntry(StatusModel):
     """A promotion, rollback or abort."""
 
@@ -684,6 +729,9 @@ class RolloutStatus(StatusModel):
         default=None, description="Version being rolled out, if any."
     )
     analysis: AnalysisStatus | None = Field(default=None, description="The analysis run of the current step.")
+    judgement: Judgement | None = Field(
+        default=None, description="The last judgement of a canary against stable (analysis or experiment step)."
+    )
     history: list[HistoryEntry] = Field(
         default_factory=list,
         max_length=100,

@@ -49,6 +49,8 @@ from finetune_operator.api.common import ConditionStatus
 from finetune_operator.api.rollout import (
     AnalysisPhase,
     AnalysisStatus,
+    ExperimentOutcome,
+    Judgement,
     REFUSING_TRIGGERS,
     HistoryAction,
     HistoryEntry,
@@ -91,6 +93,15 @@ MSG_STEP = "step {index}/{total}: {what}"
 MSG_PAUSED_UNTIL_PROMOTED = "paused at step {index}/{total} until promoted (kubectl finetune promote {name})"
 MSG_PAUSED_FOR = "paused at step {index}/{total} until {until}"
 MSG_INCONCLUSIVE = "analysis inconclusive, paused for a decision (promote or abort): {detail}"
+MSG_EXPERIMENT_HOLD = "experiment: {weight}% on {candidate} until {until}, judged against {stable}: {detail}"
+MSG_EXPERIMENT_NO_DATA = (
+    "experiment ended without enough data to judge {candidate} against {stable} ({detail}); paused for a "
+    "decision (promote or abort)"
+)
+DECISION_CONTINUE = "continue"
+DECISION_PROMOTE = "promote"
+DECISION_ROLLBACK = "rollback"
+DECISION_PAUSE = "pause"
 MSG_ANALYSIS_FAILED = "rolled back {candidate} to {stable}: {detail}"
 MSG_ABORTED = "aborted {candidate}; all traffic on {stable}{why}"
 MSG_ROLLED_BACK = "rolled back from {old} to {new}{why}"
@@ -218,11 +229,13 @@ def parse_spec(raw: Mapping[str, Any] | None) -> RolloutSpec | InvalidSpec:
         return InvalidSpec(spec_problems.problems_from_validation_error(exc, KIND))
     problems = []
     for index, step in enumerate(spec.strategy.canary.steps):
-        if step.analysis is not None:
+        judged = step.analysis or step.experiment
+        if judged is not None:
             try:
-                analysis.effective_metrics(spec.analysis, step.analysis.templates, has_format_schema=True)
+                analysis.effective_metrics(spec.analysis, judged.templates, has_format_schema=True)
             except ValueError as exc:
-                problems.append(spec_problems.SpecProblem(f"spec.strategy.canary.steps[{index}].analysis.templates", str(exc), "name metrics from spec.analysis.metrics"))
+                field = "analysis" if step.analysis is not None else "experiment"
+                problems.append(spec_problems.SpecProblem(f"spec.strategy.canary.steps[{index}].{field}.templates", str(exc), "name metrics from spec.analysis.metrics"))
     return InvalidSpec(tuple(problems)) if problems else spec
 
 
@@ -236,7 +249,7 @@ def parse_status(raw: Mapping[str, Any] | None) -> RolloutStatus:
 def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime):
     """The analysis metrics to measure before deciding (the handler queries them)."""
     step = _current_step(spec, status)
-    if step is None or step.analysis is None or status.candidate_version is None:
+    if step is None or (step.analysis is None and step.experiment is None) or status.candidate_version is None:
         return []
     if analysis.prometheus_address(spec.analysis) is None:
         return []
@@ -248,8 +261,9 @@ def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime
 
 
 def _metrics(spec: RolloutSpec, step) -> list:
+    judged = step.analysis or step.experiment
     return analysis.effective_metrics(
-        spec.analysis, step.analysis.templates, has_format_schema=spec.serving.has_format_check
+        spec.analysis, judged.templates, has_format_schema=spec.serving.has_format_check
     )
 
 
@@ -693,7 +707,20 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
                 return
             _next_step(plan)
             continue
-        # An analysis step.
+        experiment = step.experiment
+        if experiment is not None:
+            # A/B: the split is held first (applied like a setWeight), then judged.
+            s.canary_weight = experiment.weight
+            if not observed.ready.get(candidate):
+                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=MSG_WAITING_READY.format(version=candidate)), ready=False, reason=REASON_PROGRESSING)
+                plan.requeue_in(2)
+                return
+            if routing is not None and routing.weight != s.canary_weight:
+                what = MSG_ROUTING_WAIT.format(weight=s.canary_weight, version=candidate)
+                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+                plan.requeue_in(1)
+                return
+        # An analysis step, or the judgement of an experiment.
         metrics = _metrics(spec, step)
         if metrics and analysis.prometheus_address(spec.analysis) is None:
             # Never promote blind: without a Prometheus the defaults cannot be measured.
@@ -704,12 +731,10 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             run = analysis.start_run(metrics, index, plan.now)
         run = analysis.advance(metrics, run, measured if index == measured_for else {}, plan.now)
         s.analysis = run
-        if run.phase == AnalysisPhase.SUCCESSFUL:
-            _next_step(plan)
-            continue
         if run.phase == AnalysisPhase.FAILED:
             stable = s.stable_version
             detail = run.message or "analysis failed"
+            _judge(plan, metrics, run, index, DECISION_ROLLBACK)
             plan.history(HistoryAction.ROLLBACK, candidate, stable, f"analysis failed: {detail}", HistoryTrigger.ANALYSIS)
             plan.end_canary()
             s.analysis = run  # keep the failing measurements visible
@@ -721,13 +746,71 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
                 plan.version_serving[failed.name] = ("False", REASON_ANALYSIS_FAILED, f"Rollout {plan.name}: {message}")
             return
         if run.phase == AnalysisPhase.INCONCLUSIVE:
+            _judge(plan, metrics, run, index, DECISION_PAUSE)
             plan.set_phase(RolloutPhase.PAUSED, MSG_INCONCLUSIVE.format(detail=run.message), ready=False, reason=REASON_PAUSED)
             return
+        if experiment is not None:
+            until = (run.start_time or plan.now) + analysis.parse_duration(experiment.duration)
+            if plan.now < until:
+                what = MSG_EXPERIMENT_HOLD.format(weight=experiment.weight, candidate=candidate, until=until.isoformat(),
+                                                  stable=s.stable_version, detail=run.message)
+                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+                due = analysis.next_due(metrics, run)
+                plan.requeue_in(max(((min(due, until) if due else until) - plan.now).total_seconds(), 0.5))
+                return
+            if run.phase != AnalysisPhase.SUCCESSFUL:
+                # The duration is over and the metrics have fewer conclusive measurements than needed.
+                _judge(plan, metrics, run, index, DECISION_PAUSE, verdict=AnalysisPhase.INCONCLUSIVE)
+                message = MSG_EXPERIMENT_NO_DATA.format(candidate=candidate, stable=s.stable_version, detail=run.message)
+                plan.set_phase(RolloutPhase.PAUSED, message, ready=False, reason=REASON_PAUSED)
+                return
+            if experiment.on_success == ExperimentOutcome.PROMOTE:
+                _judge(plan, metrics, run, index, DECISION_PROMOTE)
+                _promote(plan, observed, why=f"experiment: not worse than {s.stable_version} ({run.message}); straight to 100%")
+                return
+        if run.phase == AnalysisPhase.SUCCESSFUL:
+            _judge(plan, metrics, run, index, DECISION_CONTINUE)
+            _next_step(plan)
+            continue
         plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=f"analysing {candidate} at {s.canary_weight}%: {run.message}"), ready=False, reason=REASON_PROGRESSING)
         due = analysis.next_due(metrics, run)
         if due is not None:
             plan.requeue_in(max((due - plan.now).total_seconds(), 0.5))
         return
+
+
+def _judge(plan: _Plan, metrics, run: AnalysisStatus, index: int, decision: str,
+           verdict: AnalysisPhase | None = None) -> None:
+    """Records the canary's judgement against stable in status (and, for an experiment, an Event)."""
+    s = plan.s
+    if not metrics:
+        return  # nothing was judged (analysis opted out)
+    steps = plan.spec.strategy.canary.steps if plan.spec else []
+    experiment = index < len(steps) and steps[index].experiment is not None
+    by_name = {r.name: r for r in run.metrics}
+    figures = []
+    for metric in metrics:
+        result = by_name.get(metric.name)
+        last = result.measurements[-1] if result is not None and result.measurements else None
+        if last is None:
+            figures.append(f"{metric.name}: not measured")
+            continue
+        figures.append(f"{metric.name}: {last.phase}: {last.message}")
+    verdict = verdict or run.phase
+    before = plan.old.judgement
+    if before is not None and (before.step_index, before.candidate, before.verdict, before.decision) == (
+        index, s.candidate_version, verdict, decision
+    ):
+        return  # judged so already: no new status or Event when the same inputs are decided again
+    s.judgement = Judgement(
+        step_index=index, candidate=s.candidate_version, stable=s.stable_version, verdict=verdict,
+        decision=decision, figures=figures, time=plan.now,
+    )
+    if not experiment:
+        return  # an analysis step's rollback and pause Events already carry the failing figures
+    summary = (f"experiment: canary {s.candidate_version} vs stable {s.stable_version}: {verdict} -> {decision}; "
+               + "; ".join(figures))
+    plan.events.append(Event("Warning" if decision == DECISION_ROLLBACK else "Normal", "CanaryJudged", summary[:1000]))
 
 
 def _next_step(plan: _Plan) -> None:
@@ -736,7 +819,7 @@ def _next_step(plan: _Plan) -> None:
     plan.s.analysis = None
 
 
-def _promote(plan: _Plan, observed: Observed, skip_history: bool = False) -> None:
+def _promote(plan: _Plan, observed: Observed, skip_history: bool = False, why: str | None = None) -> None:
     s = plan.s
     candidate = observed.get(s.candidate_version)
     old = s.stable_version
@@ -745,7 +828,7 @@ def _promote(plan: _Plan, observed: Observed, skip_history: bool = False) -> Non
         return
     blind = plan.spec is not None and analysis.analysis_disabled(plan.spec.analysis)
     if not skip_history:
-        why = "all canary steps passed" + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")
+        why = (why or "all canary steps passed") + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")
         plan.history(HistoryAction.PROMOTE, old, candidate.version, why, HistoryTrigger.STEPS)
     plan.make_stable(candidate, observed)
     plan.end_canary()
