@@ -24,7 +24,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane prometheus thirdparty-crds crds crds-check lint test test-unit test-trainer test-integration \
+.PHONY: help venv controlplane prometheus thirdparty-crds crds crds-check dashboards dashboards-check rules-test lint test test-unit test-trainer test-integration \
         devcluster-up devcluster-down demo demo-rollout chart-crds bench clean
 
 help:
@@ -68,13 +68,25 @@ chart-crds:
 lint: venv
 	$(VENV)/bin/lint-imports
 
+# Grafana dashboards as code (dashboards/generate.py) -> dashboards/json/ and the chart's copy.
+dashboards: venv
+	$(PY) dashboards/generate.py
+
+dashboards-check: venv
+	$(PY) dashboards/generate.py --check
+
+# The Prometheus rules: syntax, then the promtool unit test of every alert.
+rules-test: prometheus
+	promtool check rules config/prometheus/rules.yaml
+	promtool test rules config/prometheus/rules_test.yaml
+
 # pytest exits 5 when it collected nothing: that is a failure here, never a pass.
 define run_pytest
 	@set +e; $(PY) -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests in $(1)"; exit 1; fi; exit $$rc
 endef
 
-test: venv controlplane prometheus thirdparty-crds crds-check lint
+test: venv controlplane prometheus thirdparty-crds crds-check dashboards-check rules-test lint
 	$(call run_pytest,tests)
 
 test-unit: venv
