@@ -5,13 +5,17 @@ promotes v2 over v1 and then `kubectl finetune rollback` goes back to v1: the st
 re-pointed only once the target's Deployment is Available, and the old Pods go only after the
 Services stopped selecting them (and they drain on SIGTERM), so not one request fails. Then a
 version whose artifact is not the registered bytes never gets traffic, and a rollback to it is
-refused.
+refused: checked at registration (a version the operator can mount is Rejected and says it was
+refused), or, for one it cannot mount, by the serving Pods' own check.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,11 +37,15 @@ STEPS = ({"setWeight": 50}, {"pause": {"duration": "3s"}}, {"setWeight": 100}, {
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
+def models(tmp_path_factory) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("trust-serving")
     base = make_tiny_model(root / "base")
-    return {"v1": canary.make_adapter(base, root / "v1", 1), "v2": canary.make_adapter(base, root / "v2", 2),
-            "v3": canary.make_adapter(base, root / "v3", 3)}
+    # v4 lies outside the host paths the test operator may mount (its check happens at serving).
+    unchecked = Path(tempfile.mkdtemp(prefix="trust-unchecked-"))
+    (unchecked / "base").symlink_to(base)
+    yield {"v1": canary.make_adapter(base, root / "v1", 1), "v2": canary.make_adapter(base, root / "v2", 2),
+           "v3": canary.make_adapter(base, root / "v3", 3), "v4": canary.make_adapter(base, unchecked / "v4", 4)}
+    shutil.rmtree(unchecked, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -125,19 +133,42 @@ def test_a_version_whose_bytes_differ_never_serves_and_a_rollback_to_it_is_refus
     cluster, ns, models = stack
     before = status(cluster, ns)
     assert before.get("stableVersion") == "v1"
+    # Checked at registration: other bytes than the digest says -> Rejected, never a candidate.
     register(cluster, ns, models, "v3", digest="sha256:" + "1" * 64)
-    s = wait_status(cluster, ns, lambda s: s.get("phase") == "Degraded" and s.get("history", [{}])[-1].get("from") == "v3",
-                    180, "v3 refused for its digest")
-    ready = next(c for c in s["conditions"] if c["type"] == "Ready")
-    assert ready["reason"] == "ArtifactDigestMismatch" and "digest mismatch" in ready["message"], ready
+    wait_for(lambda: mv_condition(cluster, ns, "v3", "ArtifactVerified"), 120, "v3's artifact checked")
+    verified = mv_condition(cluster, ns, "v3", "ArtifactVerified")
+    assert (verified["status"], verified["reason"]) == ("False", "ArtifactDigestMismatch"), verified
+    wait_for(lambda: cluster.get("modelversion", f"{MODEL}-v3", ns)["status"].get("phase") == "Rejected", 30, "v3 Rejected")
+    s = status(cluster, ns)
     assert s["stableVersion"] == "v1" and not s.get("candidateVersion")
+    assert all("v3" not in (h.get("from"), h.get("to")) for h in s.get("history") or [])
+    assert not cluster.list("deployments", ns, selector="finetune.ai/model-version=v3")
     assert canary.route_weights(cluster.get("httproute", RO, ns))[f"{RO}-canary"] == 0
-    mv = cluster.get("modelversion", f"{MODEL}-v3", ns)
-    serving = next(c for c in mv["status"]["conditions"] if c["type"] == "Serving")
-    assert (serving["status"], serving["reason"]) == ("False", "ArtifactDigestMismatch")
     refused = plugin(cluster, ns, "rollback", RO, "--to", "v3")
-    assert refused.returncode == 1 and "v3" in refused.stderr and "refused" in refused.stderr, refused
+    assert refused.returncode == 1 and "v3" in refused.stderr and "digest mismatch" in refused.stderr, refused
     assert status(cluster, ns)["stableVersion"] == "v1"
     events = cluster.kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={RO},reason=RollbackRefused",
                              "-o", "name").stdout
     assert events.strip()
+    # The refused version says so itself, under the Rollout's field manager.
+    wait_for(lambda: (mv_condition(cluster, ns, "v3", "Serving") or {}).get("reason") == "Refused", 30, "v3 Serving=False/Refused")
+    serving = mv_condition(cluster, ns, "v3", "Serving")
+    assert serving["status"] == "False" and RO in serving["message"] and "v3" in serving["message"], serving
+
+    # Checked where it is served: a node path the operator may not mount is not checked at
+    # registration; the serving Pods' own check refuses it, and it never gets traffic.
+    register(cluster, ns, models, "v4", digest="sha256:" + "1" * 64)
+    s = wait_status(cluster, ns, lambda s: s.get("phase") == "Degraded" and s.get("history", [{}])[-1].get("from") == "v4",
+                    180, "v4 refused for its digest when served")
+    ready = next(c for c in s["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ArtifactDigestMismatch" and "digest mismatch" in ready["message"], ready
+    assert s["stableVersion"] == "v1" and not s.get("candidateVersion")
+    assert canary.route_weights(cluster.get("httproute", RO, ns))[f"{RO}-canary"] == 0
+    assert mv_condition(cluster, ns, "v4", "ArtifactVerified")["reason"] == "NotMountable"
+    serving = mv_condition(cluster, ns, "v4", "Serving")
+    assert (serving["status"], serving["reason"]) == ("False", "ArtifactDigestMismatch")
+
+
+def mv_condition(cluster, ns, version: str, type_: str) -> dict | None:
+    mv = cluster.get("modelversion", f"{MODEL}-{version}", ns)
+    return next((c for c in (mv.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
