@@ -148,9 +148,24 @@ def cmd_status(api, namespace: str, args) -> int:
     run = st.get("analysis") or {}
     for metric in run.get("metrics") or []:
         last = (metric.get("measurements") or [{}])[-1]
+        versus = f" vs stable {last['stableValue']}" if last.get("stableValue") is not None else ""
         print(f"Analysis:   {metric['name']}: {metric.get('phase')} (ok {metric.get('successful', 0)}, "
-              f"failed {metric.get('failed', 0)}, inconclusive {metric.get('inconclusive', 0)}) last={last.get('value')}")
+              f"failed {metric.get('failed', 0)}, inconclusive {metric.get('inconclusive', 0)}) "
+              f"last={last.get('value')}{versus}")
+    for line in judgement_lines(st):
+        print(line)
     return 0
+
+
+def judgement_lines(status: dict[str, Any]) -> list[str]:
+    """The last judgement of a canary against stable: verdict, decision and each metric's figures and test."""
+    judged = status.get("judgement")
+    if not judged:
+        return []
+    lines = [f"Judgement:  {judged.get('candidate', '-')} vs stable {judged.get('stable', '-')}: "
+             f"{judged.get('verdict')} -> {judged.get('decision')}  ({judged.get('time', '')})"]
+    lines += [f"            {figure}" for figure in judged.get("figures") or []]
+    return lines
 
 
 def cmd_history(api, namespace: str, args) -> int:

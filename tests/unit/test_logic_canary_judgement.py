@@ -251,3 +251,14 @@ def test_experiment_weight_must_be_a_split():
         CanaryStep.model_validate({"experiment": {"weight": 100, "duration": "30m"}})
     with pytest.raises(ValueError, match="exactly one of setWeight, pause, analysis or experiment"):
         CanaryStep.model_validate({"setWeight": 10, "experiment": {"weight": 10, "duration": "30m"}})
+
+
+def test_cli_status_shows_the_judgement():
+    from finetune_operator import cli
+
+    lines = cli.judgement_lines({"judgement": {
+        "candidate": "v2", "stable": "v1", "verdict": "Failed", "decision": "rollback", "time": "t",
+        "figures": ["error-rate: Failed: canary 0.03 vs stable 0.01: increase 0.02 > maxIncrease 0.01"]}})
+    assert lines[0] == "Judgement:  v2 vs stable v1: Failed -> rollback  (t)"
+    assert "canary 0.03 vs stable 0.01" in lines[1]
+    assert cli.judgement_lines({}) == []
