@@ -19,11 +19,13 @@ heartbeats, and for every Pod the scheduler binds to one of its Nodes:
 * on deletion sends SIGTERM to the process group, SIGKILL after the grace
   period, then removes the Pod.
 
-A process cannot see the container's mount paths, so the agent rewrites them:
-every command/arg/env value that starts with a volume's mountPath (or with the
-container's terminationMessagePath) is rewritten to the local directory; and
-`TERMINATION_MESSAGE_PATH` / `KUBECONFIG` tell the process where its
-termination log and its in-cluster credentials are.  Each Pod gets its own
+Each container's process runs in its own mount namespace (podmounts.py): every
+volume is bind-mounted at its real mountPath (read-only where the mount says
+so), the termination message file at its terminationMessagePath, the Pod gets
+a private /tmp, and the dev cluster's own directory (other Pods' volumes, the
+CA key) is hidden.  So a container sees exactly the paths its manifest names
+and nothing is rewritten; in-cluster credentials are the projected
+service-account volume at its usual path.  Each Pod gets its own
 loopback address 127.x.y.z as its Pod IP (in env as POD_IP via the downward
 API, as usual), allocated and reported before any of its containers start.
 
@@ -58,6 +60,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -89,6 +92,7 @@ DEFAULT_NODES = [
 ]
 
 PROVISIONER = "devcluster.finetune.ai/local-path"
+PODMOUNTS = Path(__file__).with_name("podmounts.py")
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -443,31 +447,14 @@ class PodRunner(threading.Thread):
         return result.status.token
 
     def _in_cluster(self) -> dict[str, str]:
-        """Credentials a process uses where a Pod would read the fixed token path."""
-        sa_dir = self.dir / "serviceaccount"
-        sa_dir.mkdir(parents=True, exist_ok=True)
-        if self.pod["spec"].get("automountServiceAccountToken", True) is False:
-            return {}
-        token = self._token(3600, None)
-        (sa_dir / "token").write_text(token)
-        shutil.copy(self.agent.ca_file, sa_dir / "ca.crt")
-        (sa_dir / "namespace").write_text(self.ns)
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "in-cluster", "cluster": {"server": self.agent.server, "certificate-authority": str(sa_dir / "ca.crt")}}],
-            "users": [{"name": "sa", "user": {"tokenFile": str(sa_dir / "token")}}],
-            "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "sa", "namespace": self.ns}}],
-            "current-context": "in-cluster",
-        }
-        (sa_dir / "kubeconfig").write_text(json.dumps(kubeconfig))
-        self.mounts["__serviceaccount__"] = str(sa_dir)
+        """Where the API server is, as a kubelet tells every container (KUBERNETES_SERVICE_*):
+        here its loopback address, since a ClusterIP routes nowhere without kube-proxy.  The
+        credentials are the ServiceAccount admission plugin's projected volume, mounted at
+        /var/run/secrets/kubernetes.io/serviceaccount like any other volume."""
         return {
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(self.agent.port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.agent.port),
-            "KUBECONFIG": str(sa_dir / "kubeconfig"),
-            "SERVICE_ACCOUNT_DIR": str(sa_dir),
         }
 
     # ---- containers
@@ -560,23 +547,25 @@ class PodRunner(threading.Thread):
 
         return address
 
-    def _rewrite(self, value: str, container: dict, term_path: str, term_file: Path) -> str:
-        """Rewrites every mount path (and the termination path) inside `value` to its local dir."""
-        pairs = [(term_path, str(term_file))]
+    def _private_dir(self, name: str, mode: int) -> Path:
+        path = self.dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+        return path
+
+    def _mount_spec(self, container: dict, term_path: str, term_file: Path) -> list[dict]:
+        """The container's volumeMounts (and its termination message file) as bind mounts."""
+        mounts = [{"source": str(term_file), "target": term_path}]
         for mount in container.get("volumeMounts") or []:
             local = self.mounts.get(mount["name"])
-            if local is not None:
-                if mount.get("subPath"):
-                    local = str(Path(local) / mount["subPath"])
-                pairs.append((mount["mountPath"].rstrip("/") or "/", local))
-        # Longest first, so /data/ckpt wins over /data; a path must start at a
-        # boundary (not inside another path) and end at a boundary.
-        pairs.sort(key=lambda p: -len(p[0]))
-        pattern = re.compile(
-            "|".join(r"(?<![\w./-])" + re.escape(path) + r"(?![\w.-])" for path, _ in pairs)
-        )
-        lookup = dict(pairs)
-        return pattern.sub(lambda m: lookup[m.group(0)], value)
+            if local is None:
+                raise PodSetupError("CreateContainerConfigError", f'volumeMount "{mount["name"]}": no volume of that name')
+            if mount.get("subPath"):
+                local = str(Path(local) / mount["subPath"])
+                if not Path(local).exists():
+                    Path(local).mkdir(parents=True)  # as a kubelet does for a missing subPath
+            mounts.append({"source": local, "target": mount["mountPath"], "readOnly": bool(mount.get("readOnly"))})
+        return mounts
 
     def _run_container(self, container: dict, statuses: dict, restart_count: int) -> int | None:
         """Starts a container's process and waits; returns the exit code (None when deleted)."""
@@ -589,12 +578,12 @@ class PodRunner(threading.Thread):
             )
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.dir / "home"),
+            # The Pod's private /tmp: the host's home directory is not the container's.
+            "HOME": "/tmp",
             "HOSTNAME": self.pod["spec"].get("hostname") or self.name,
             "POD_IP": self.pod_ip,
             "PYTHONUNBUFFERED": "1",
         }
-        (self.dir / "home").mkdir(parents=True, exist_ok=True)
         if os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM"):
@@ -610,23 +599,34 @@ class PodRunner(threading.Thread):
         term_file = self.dir / "termination" / cname
         term_file.parent.mkdir(parents=True, exist_ok=True)
         term_file.write_text("")
-        env["TERMINATION_MESSAGE_PATH"] = str(term_file)
-        # Only what the Pod spec says is in the container's view of the filesystem; the
-        # agent's own values above are host paths already and must not be rewritten.
+        # The process runs in its own mount namespace (podmounts.py): every path in its env and
+        # args means what it says, so only cluster DNS names are resolved here.
         dns = self._dns()
         for key, value in self._env(container).items():
-            env[key] = replace_dns_names(self._rewrite(value, container, term_path, term_file), self.ns, dns)
+            env[key] = replace_dns_names(value, self.ns, dns)
         command = container.get("command") or entry.entrypoint
         args = container.get("args") or ([] if container.get("command") else [])
         argv = [_expand(a, env) for a in list(command) + list(args)]
-        argv = [replace_dns_names(self._rewrite(a, container, term_path, term_file), self.ns, dns) for a in argv]
+        argv = [replace_dns_names(a, self.ns, dns) for a in argv]
         if not argv:
             raise PodSetupError("CreateContainerError", f"container {cname}: no command and the image map has no entrypoint")
         argv = LAUNCHERS.get(argv[0], argv[:1]) + argv[1:]
-        workdir = container.get("workingDir") or entry.workdir
-        cwd = self._rewrite(workdir, container, term_path, term_file) if workdir else str(self.dir)
-        if not Path(cwd).is_dir():
-            cwd = str(self.dir)
+        if "/" not in argv[0] and shutil.which(argv[0], path=env["PATH"]) is None:
+            raise PodSetupError("StartError", f'container {cname}: exec: "{argv[0]}": executable file not found in $PATH')
+        view = {
+            "argv": argv,
+            "env": env,
+            "workdir": container.get("workingDir") or entry.workdir or "/",
+            "tmp": str(self._private_dir("tmp", 0o1777)),
+            "overlays": tempfile.mkdtemp(prefix=f"{cname}-", dir=self._private_dir("overlays", 0o700)),
+            "hide": [str(self.agent.cluster_dir)],
+            "mounts": self._mount_spec(container, term_path, term_file),
+        }
+        # Read once and removed by podmounts.py: the env may hold Secret values.
+        fd, view_file = tempfile.mkstemp(prefix=f"{cname}-", suffix=".json", dir=self._private_dir("views", 0o700))
+        with os.fdopen(fd, "w") as f:
+            json.dump(view, f)
+        launcher = [sys.executable, "-S", str(PODMOUNTS), str(view_file)]
         log_path = self.dir / "logs" / f"{cname}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = now_iso()
@@ -635,7 +635,7 @@ class PodRunner(threading.Thread):
             out.flush()
             try:
                 proc = subprocess.Popen(
-                    argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                    launcher, env={"PATH": env["PATH"]}, cwd="/", stdout=out, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                 )
             except OSError as e:

@@ -264,9 +264,11 @@ def test_pod_reaches_the_api_server_with_its_own_service_account(cluster, namesp
                   import json, os
                   from kubernetes import client
                   from finetune_operator.k8s.client import api_client
-                  # The operator's own client: in-cluster credentials first, then KUBECONFIG.
+                  # The operator's own client: in-cluster credentials (the projected token at
+                  # its usual path), as in any Pod; no KUBECONFIG.
+                  assert "KUBECONFIG" not in os.environ
                   review = client.AuthenticationV1Api(api_client()).create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-                  open(os.environ["TERMINATION_MESSAGE_PATH"], "w").write(json.dumps({"user": review.status.user_info.username, "host": os.environ["KUBERNETES_SERVICE_HOST"]}))
+                  open("/dev/termination-log", "w").write(json.dumps({"user": review.status.user_info.username, "host": os.environ["KUBERNETES_SERVICE_HOST"]}))
             """
         ),
         namespace,
@@ -279,6 +281,82 @@ def test_pod_reaches_the_api_server_with_its_own_service_account(cluster, namesp
     assert pod["status"]["phase"] == "Succeeded", cluster.pod_log(namespace, "whoami", "main")
     message = json.loads(pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
     assert message == {"user": f"system:serviceaccount:{namespace}:trainer", "host": "127.0.0.1"}
+
+
+def test_a_pod_sees_its_volumes_at_their_paths_and_nothing_of_other_pods(cluster, namespace):
+    # Two Pods, each with a Secret volume and an emptyDir: each sees its own at the mountPath
+    # its manifest names, a private /tmp, and no path of the other Pod, nor the node's directory.
+    cluster.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: first-secret}
+            stringData: {key: first-value}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: first}
+            spec:
+              containers:
+              - name: main
+                image: busybox
+                command: ["sh", "-c", "echo mine > /scratch/file; echo private > /tmp/first-tmp; sleep 600"]
+                volumeMounts:
+                - {name: secret, mountPath: /etc/first-secret, readOnly: true}
+                - {name: scratch, mountPath: /scratch}
+              volumes:
+              - {name: secret, secret: {secretName: first-secret}}
+              - {name: scratch, emptyDir: {}}
+            """
+        ),
+        namespace,
+    )
+    wait_for(
+        lambda: list(cluster.node_dir.glob(f"pods/{namespace}_first_*/volumes/scratch/file")),
+        60,
+        "pod first to write its emptyDir",
+    )
+    first_dir = next(cluster.node_dir.glob(f"pods/{namespace}_first_*"))
+    cluster.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: second}}
+            spec:
+              restartPolicy: Never
+              containers:
+              - name: main
+                image: busybox
+                command: ["sh", "-c"]
+                args:
+                - |
+                  seen=""
+                  for path in /etc/first-secret/key /scratch/file /tmp/first-tmp {first_dir}/volumes/secret/key \\
+                      {cluster.node_dir.parent}/pki/ca.key; do
+                    if [ -e "$path" ]; then seen="$seen $path"; fi
+                  done
+                  if touch /etc/own-config/x 2>/dev/null; then seen="$seen writable-read-only-mount"; fi
+                  printf '%s|%s' "$seen" "$(cat /etc/own-config/k)" > /dev/termination-log
+                volumeMounts:
+                - {{name: data, mountPath: /data}}
+                - {{name: own, mountPath: /etc/own-config, readOnly: true}}
+              volumes:
+              - {{name: data, emptyDir: {{}}}}
+              - {{name: own, downwardAPI: {{items: [{{path: k, fieldRef: {{fieldPath: metadata.name}}}}]}}}}
+            """
+        ),
+        namespace,
+    )
+    pod = wait_for(
+        lambda: (p := cluster.get("pod", "second", namespace))["status"].get("phase") in ("Succeeded", "Failed") and p,
+        60,
+        "pod second to finish",
+    )
+    assert pod["status"]["phase"] == "Succeeded", cluster.pod_log(namespace, "second", "main")
+    message = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    assert message == "|second", f"pod second saw: {message}"
 
 
 def test_unknown_image_waits_with_err_image_pull(cluster, namespace):
