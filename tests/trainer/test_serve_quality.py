@@ -100,3 +100,35 @@ def test_bad_format_settings_are_refused(capsys):
         parse_args(["--model", "m", "--format-regex", "(unclosed"])
     assert "--format-regex" in capsys.readouterr().err
     assert parse_args(["--model", "m", "--format-schema", json.dumps(SCHEMA)]).format_schema == SCHEMA
+
+
+def test_proxy_in_front_of_an_upstream_server_measures_every_answer(json_model, tiny_model):
+    """The vLLM template's quality proxy: requests pass through to the upstream, answers are measured."""
+    from finetune_trainer.serve import ModelServer, ServeConfig
+    from tests.trainer.test_serve import Running
+
+    upstream = _serve_with(json_model, model_version="v3")
+    proxy_app = ModelServer(ServeConfig(model=str(tiny_model), served_model_name="base", model_version="v3",
+                                        format_schema=SCHEMA, upstream=upstream.url))
+    proxy = Running(proxy_app)
+    try:
+        proxy_app.load()  # waits for the upstream's /health
+        assert _get(proxy.url + "/health")[0] == 200
+        ids = []
+        for i in range(20):
+            status, body = _post(proxy.url + "/v1/chat/completions", {
+                "model": "base", "messages": [{"role": "user", "content": f"q {i}"}], "max_tokens": 3})
+            assert status == 200, body
+            ids.append(body["id"])
+        status, body = _post(proxy.url + "/v1/completions", {"model": "nope", "prompt": "x"})
+        assert status == 404 and "upstream" in body["error"]["message"]
+        text = proxy.metrics()
+        checked = sum(_metric(text, "finetune_serve_format_checks_total", model="base", result=r) for r in ("pass", "fail"))
+        assert checked == 20
+        assert _metric(text, "finetune_serve_requests_total", model="base", status="200") == 20
+        assert _metric(text, "finetune_serve_answer_length_tokens_count", model="base") == 20
+        assert _post(proxy.url + "/feedback", {"id": ids[0], "score": 0.5})[0] == 200
+        assert _metric(proxy.metrics(), "finetune_serve_feedback_score_sum", model="base") == 0.5
+    finally:
+        proxy.stop()
+        upstream.stop()

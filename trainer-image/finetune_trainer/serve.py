@@ -174,6 +174,7 @@ class ServeConfig:
     drain_seconds: float = 5.0
     format_schema: dict[str, Any] | None = None  # JSON Schema every answer should satisfy
     format_regex: str | None = None  # or a regular expression it should match in full
+    upstream: str | None = None  # proxy mode: forward to this OpenAI-compatible server (vLLM) and measure
 
 
 class MetricSet:
@@ -338,6 +339,10 @@ class ModelServer:
     # --- loading -----------------------------------------------------------------------------
 
     def load(self) -> None:
+        if self.config.upstream:
+            self._wait_for_upstream()
+            self.ready.set()
+            return
         try:
             self._load()
         except Exception as exc:  # noqa: BLE001 - reported on /health and in the log, never swallowed
@@ -383,6 +388,55 @@ class ModelServer:
             model_dir, self.base_name, sorted(self.config.adapters) or "none", self._device,
         )
 
+    def _wait_for_upstream(self, timeout: float = 3600.0) -> None:
+        """Proxy mode: ready once the upstream server answers its health check (vLLM loads for minutes)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.config.upstream}/health", timeout=5) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"upstream {self.config.upstream} not healthy within {timeout:g}s")
+            time.sleep(1.0)
+
+    def _proxy(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Proxy mode: the upstream's answer to `body`, with every answer's quality measured on the way."""
+        import urllib.error
+        import urllib.request
+
+        model = self.metric_label(body.get("model") or self.base_name)
+        request = urllib.request.Request(
+            f"{self.config.upstream}{path}", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:  # noqa: S310 - configured upstream
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", {}).get("message") or exc.reason
+            except (ValueError, AttributeError):
+                message = exc.reason
+            raise RequestError(exc.code, f"upstream: {message}", "UpstreamError") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise RequestError(502, f"upstream {self.config.upstream} failed: {exc}", "UpstreamError") from None
+        usage = answer.get("usage") or {}
+        choices = answer.get("choices") or []
+        answer_id = str(answer.get("id") or f"proxy-{uuid.uuid4().hex}")
+        for choice in choices:
+            text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
+            self.quality.observe(answer_id, model, int(usage.get("prompt_tokens") or 0) // max(len(choices), 1),
+                                 int(usage.get("completion_tokens") or 0) // max(len(choices), 1), str(text or ""))
+        self.metrics.prompt_tokens.labels(model=model).inc(int(usage.get("prompt_tokens") or 0))
+        self.metrics.generated_tokens.labels(model=model).inc(int(usage.get("completion_tokens") or 0))
+        return answer
+
     # --- requests ------------------------------------------------------------------------------
 
     def model_names(self) -> list[str]:
@@ -412,6 +466,8 @@ class ModelServer:
                 raise RequestError(500, "injected fault (a test-only setting)", "InternalServerError")
 
     def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.config.upstream:
+            return self._proxy("/v1/completions", body)
         model = self._check_model(body)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -444,6 +500,8 @@ class ModelServer:
         }
 
     def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.config.upstream:
+            return self._proxy("/v1/chat/completions", body)
         model = self._check_model(body)
         messages = body.get("messages")
         if (
@@ -737,6 +795,10 @@ def parse_args(argv: list[str] | None) -> ServeConfig:
                         help="JSON Schema (JSON text) every answer is checked against (env FINETUNE_FORMAT_SCHEMA)")
     parser.add_argument("--format-regex", default=os.environ.get("FINETUNE_FORMAT_REGEX") or None,
                         help="regular expression every answer is checked to match in full (env FINETUNE_FORMAT_REGEX)")
+    parser.add_argument("--upstream", default=os.environ.get("FINETUNE_SERVE_UPSTREAM") or None,
+                        help="proxy mode: forward requests to this OpenAI-compatible server (a vLLM beside it, e.g. "
+                             "http://127.0.0.1:8001) and measure every answer; no model is loaded here "
+                             "(env FINETUNE_SERVE_UPSTREAM)")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.model:
@@ -781,6 +843,7 @@ def parse_args(argv: list[str] | None) -> ServeConfig:
         drain_seconds=max(args.drain_seconds, 0.0),
         format_schema=format_schema,
         format_regex=args.format_regex,
+        upstream=args.upstream.rstrip("/") if args.upstream else None,
     )
 
 
