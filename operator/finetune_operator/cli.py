@@ -9,6 +9,8 @@
     kubectl finetune wait     ROLLOUT          until Healthy (exit 0) or Degraded (exit 1)
     kubectl finetune suspend  FINETUNEJOB      stop its Pods; it resumes from its latest checkpoint
     kubectl finetune resume   FINETUNEJOB
+    kubectl finetune report   MODELVERSION [-o FILE] [--results LOCATION]
+                                               a self-contained HTML report: card, curves, gates, samples
 
 promote, abort and rollback write a request into the Rollout's *status* subresource, as Argo
 Rollouts' plugin does: the spec (owned by Git) is never touched, so Argo CD sees no drift. The
@@ -241,6 +243,67 @@ def cmd_resume(api, namespace: str, args) -> int:
     return _suspend(api, namespace, args.finetunejob, False)
 
 
+def _run_location(mv: dict[str, Any], results: str | None) -> str | None:
+    """The run's output location: --results, else the directory above the artifact."""
+    if results:
+        return results
+    uri = ((mv.get("spec") or {}).get("artifact") or {}).get("uri") or ""
+    return uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri.rstrip("/") else None
+
+
+def _read_run_files(location: str | None):
+    """evaluation.json, progress.jsonl and model-card.png from the run's output location; each
+    one that cannot be read becomes a line in the report saying why."""
+    from finetune_operator import report
+
+    run = report.RunFiles(location=location)
+    if not location:
+        run.problems.append("the ModelVersion names no artifact location; pass --results DIR")
+        return run
+    if location.startswith("pvc://"):
+        run.problems.append(f"{location} is inside a PersistentVolumeClaim: pass --results with a local copy or "
+                            "mount of that directory for the curves, samples and the card picture")
+        return run
+
+    def read(name: str) -> bytes | None:
+        path = location.removeprefix("file://").rstrip("/") + "/" + name
+        try:
+            if "://" in path:
+                import fsspec
+
+                with fsspec.open(path, "rb") as handle:
+                    return handle.read()
+            with open(path, "rb") as handle:
+                return handle.read()
+        except (OSError, ImportError, ValueError) as exc:
+            run.problems.append(f"{path}: not read ({exc.__class__.__name__}: {exc})")
+            return None
+
+    evaluation = read(report.EVALUATION_FILE)
+    if evaluation is not None:
+        try:
+            run.evaluation = json.loads(evaluation)
+        except ValueError:
+            run.problems.append(f"{location}/{report.EVALUATION_FILE} is not JSON")
+    progress = read(report.PROGRESS_FILE)
+    if progress is not None:
+        run.progress = report.parse_progress(progress.decode("utf-8", "replace"))
+    run.card_image = read(report.CARD_IMAGE)
+    return run
+
+
+def cmd_report(api, namespace: str, args) -> int:
+    from finetune_operator import report
+
+    mv = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "modelversions", args.modelversion)
+    run = _read_run_files(_run_location(mv, args.results))
+    out = args.output or f"{args.modelversion}-report.html"
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(report.render(mv, run))
+    print(f"wrote {out}" + "".join(f"\n  note: {problem}" for problem in run.problems))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubectl finetune", description=__doc__.split("\n")[0])
     parser.add_argument("--kubeconfig", default=None)
@@ -266,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--timeout", type=float, default=600)
     for name in ("suspend", "resume"):
         sub.add_parser(name).add_argument("finetunejob")
+    p = sub.add_parser("report", help="write a self-contained HTML report of a ModelVersion")
+    p.add_argument("modelversion")
+    p.add_argument("-o", "--output", default=None, help="HTML file to write (default: MODELVERSION-report.html)")
+    p.add_argument("--results", default=None,
+                   help="the run's output location (evaluation.json, progress.jsonl, model-card.png); "
+                        "default: the directory above the ModelVersion's artifact")
     args = parser.parse_args(argv)
     api = _api(args)
     namespace = _namespace(args)

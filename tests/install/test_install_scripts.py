@@ -15,6 +15,7 @@ script's cold path runs here into an empty directory where that is cheap, and it
   manager replaced by a recording stand-in on PATH (installing a Debian package for real is
   what `make prometheus` did before the suite), so the script's own steps and exit status are
   what is checked.
+- `hack/chromium/install.sh`: the same, for Debian's chromium (the report test's browser).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CRDS_SCRIPT = HACK / "thirdparty" / "crds.sh"
 VENV_SCRIPT = HACK / "venv.sh"
 BUILD_SCRIPT = HACK / "controlplane" / "build.sh"
 PROMETHEUS_SCRIPT = HACK / "prometheus" / "install.sh"
+CHROMIUM_SCRIPT = HACK / "chromium" / "install.sh"
 
 THIRDPARTY_FILES = {
     "gateway-api/gateway.networking.k8s.io_httproutes.yaml",
@@ -267,8 +269,48 @@ def test_prometheus_cold_path_fails_when_the_package_cannot_be_installed(tmp_pat
     assert policy.exists() == had_policy
 
 
+# --------------------------------------------------------------------------- Chromium
+
+
+def test_chromium_warm_path_does_nothing():
+    result = run(["bash", str(CHROMIUM_SCRIPT)], env={"CHROMIUM": "chromium"})
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+FAKE_APT_INSTALLS_CHROMIUM = """#!/bin/bash
+echo "$*" >> {record}
+if [ "$1" = install ]; then
+  printf '#!/bin/bash\\necho "Chromium 156.0.0.0 (stand-in)"\\n' > {shims}/chromium
+  chmod 755 {shims}/chromium
+fi
+"""
+
+FAKE_APT_FAILS_CHROMIUM = """#!/bin/bash
+echo "$*" >> {record}
+if [ "$1" = install ]; then echo "E: Unable to locate package chromium" >&2; exit 100; fi
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the cold path installs a Debian package: root only")
+def test_chromium_cold_path_installs_the_package_and_reports_its_version(tmp_path):
+    env, record = _shim_path(tmp_path, FAKE_APT_INSTALLS_CHROMIUM)
+    result = run(["bash", str(CHROMIUM_SCRIPT)], env={**env, "CHROMIUM": "chromium"})
+    assert result.returncode == 0, result.stderr
+    assert record.read_text().splitlines() == ["update", "install -y --no-install-recommends chromium fonts-dejavu-core"]
+    assert result.stdout.splitlines() == ["Chromium 156.0.0.0 (stand-in)"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the cold path installs a Debian package: root only")
+def test_chromium_cold_path_fails_when_the_package_cannot_be_installed(tmp_path):
+    env, record = _shim_path(tmp_path, FAKE_APT_FAILS_CHROMIUM)
+    result = run(["bash", str(CHROMIUM_SCRIPT)], env={**env, "CHROMIUM": "chromium"})
+    assert result.returncode != 0
+    assert "Unable to locate package chromium" in result.stderr
+    assert not (tmp_path / "bin" / "chromium").exists()
+
+
 def test_every_install_script_is_executable_by_bash_and_strict():
-    for script in (CRDS_SCRIPT, VENV_SCRIPT, BUILD_SCRIPT, PROMETHEUS_SCRIPT):
+    for script in (CRDS_SCRIPT, VENV_SCRIPT, BUILD_SCRIPT, PROMETHEUS_SCRIPT, CHROMIUM_SCRIPT):
         text = script.read_text()
         assert text.startswith("#!/usr/bin/env bash"), script
         assert "set -euo pipefail" in text, f"{script} must stop at the first failing step"
