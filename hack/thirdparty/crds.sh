@@ -8,6 +8,9 @@
 #   istio/         istio.io/api              kubernetes/customresourcedefinitions.gen.yaml:
 #                                            VirtualService and DestinationRule, split out
 #   kserve/        github.com/kserve/kserve  config/crd/full: InferenceService
+#   prometheus-operator/  github.com/prometheus-operator/prometheus-operator
+#                         example/prometheus-operator-crd: ServiceMonitor, PodMonitor,
+#                         PrometheusRule (the chart's monitoring objects are checked against them)
 #
 # Modules come from the Go module proxy into the module cache (`go mod download`), nothing
 # else is downloaded. A second run finds the directory complete and only prints it.
@@ -24,7 +27,7 @@ source "$HERE/versions.env"
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 CACHE_ROOT="${FINETUNE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/finetune-operator}"
-KEY="gateway-api-${GATEWAY_API_VERSION}_istio-api-${ISTIO_API_VERSION}_kserve-${KSERVE_VERSION}"
+KEY="gateway-api-${GATEWAY_API_VERSION}_istio-api-${ISTIO_API_VERSION}_kserve-${KSERVE_VERSION}_prometheus-operator-${PROMETHEUS_OPERATOR_VERSION}"
 OUT="$CACHE_ROOT/thirdparty-crds/$KEY"
 
 log() { echo "thirdparty-crds: $*" >&2; }
@@ -107,10 +110,17 @@ kserve_dir="$(module_dir "$KSERVE_MODULE" "$KSERVE_VERSION")"
 copy_file "$kserve_dir/config/crd/full/serving.kserve.io_inferenceservices.yaml" "$STAGING/kserve" \
   "$KSERVE_MODULE@$KSERVE_VERSION"
 
+promop_dir="$(module_dir "$PROMETHEUS_OPERATOR_MODULE" "$PROMETHEUS_OPERATOR_VERSION")"
+for kind in servicemonitors podmonitors prometheusrules; do
+  copy_file "$promop_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$STAGING/prometheus-operator" \
+    "$PROMETHEUS_OPERATOR_MODULE@$PROMETHEUS_OPERATOR_VERSION"
+done
+
 {
   echo "$GATEWAY_API_MODULE $GATEWAY_API_VERSION"
   echo "$ISTIO_API_MODULE $ISTIO_API_VERSION"
   echo "$KSERVE_MODULE $KSERVE_VERSION"
+  echo "$PROMETHEUS_OPERATOR_MODULE $PROMETHEUS_OPERATOR_VERSION"
 } > "$STAGING/modules.txt"
 touch "$STAGING/.complete"
 

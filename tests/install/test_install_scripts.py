@@ -46,6 +46,9 @@ THIRDPARTY_FILES = {
     "istio/networking.istio.io_virtualservices.yaml",
     "istio/networking.istio.io_destinationrules.yaml",
     "kserve/serving.kserve.io_inferenceservices.yaml",
+    "prometheus-operator/monitoring.coreos.com_servicemonitors.yaml",
+    "prometheus-operator/monitoring.coreos.com_podmonitors.yaml",
+    "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml",
 }
 
 
