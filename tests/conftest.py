@@ -115,12 +115,35 @@ def cluster(tmp_path_factory) -> Cluster:
         controlplane.stop(directory)
 
 
+# Pod Security admission labels of every test namespace. The API server warns and audits
+# anything below "restricted" everywhere; it refuses it (enforce) in namespaces of tests marked
+# `pod_security("restricted")`. Most tests' no-op jobs write to node paths (hostPath volumes, a
+# development-only output), which the restricted level refuses by design.
+POD_SECURITY_LABEL = "pod-security.kubernetes.io"
+
+
+def pod_security_labels(enforce: str | None) -> dict[str, str]:
+    labels = {f"{POD_SECURITY_LABEL}/warn": "restricted", f"{POD_SECURITY_LABEL}/audit": "restricted"}
+    if enforce:
+        labels[f"{POD_SECURITY_LABEL}/enforce"] = enforce
+    return labels
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "pod_security(level): the test namespace enforces this Pod Security level (e.g. restricted)"
+    )
+
+
 @pytest.fixture
 def namespace(cluster: Cluster, request) -> str:
     """A fresh namespace named after the test, deleted afterwards (without waiting)."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
+    marker = request.node.get_closest_marker("pod_security")
+    labels = pod_security_labels(marker.args[0] if marker else None)
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
     # The ServiceAccount admission plugin rejects Pods until `default` exists.
     wait_for(
         lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
