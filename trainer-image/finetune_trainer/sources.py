@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from .config import TrainerConfig, uri_scheme
@@ -120,12 +121,39 @@ def _read_saved_dataset(path: Path) -> Iterator[RawRecord]:
             yield RawRecord(f"{name}: row {number}", row)
 
 
-def _local_files(path: Path) -> list[Path]:
+# Where the operator mounts a FineTuneJob's spec.dataset.inline records (its ConfigMap, next to
+# config.yaml): a source here is inline data, not a file the user put somewhere.
+INLINE_DATASET_FILE = "/etc/finetune/dataset.jsonl"
+
+
+def missing_source_message(source: str, path: Path, pvc_mount_root: str) -> str:
+    """What a missing dataset is, named by the source it was read from, and what in the
+    FineTuneJob's spec to change."""
+    scheme = uri_scheme(source)
+    if scheme == "pvc":
+        claim = urlsplit(source).netloc
+        inside = urlsplit(source).path.lstrip("/") or "/"
+        return (
+            f"dataset {source}: {inside} does not exist in PersistentVolumeClaim {claim} (mounted at "
+            f"{pvc_mount_root}/{claim}); put the data there, or change spec.dataset.uri"
+        )
+    if str(path) == INLINE_DATASET_FILE:
+        return (
+            f"dataset: the inline records (spec.dataset.inline) are missing from {INLINE_DATASET_FILE}, "
+            "the job's ConfigMap; re-apply the FineTuneJob with spec.dataset.inline set, or use spec.dataset.uri"
+        )
+    return (
+        f"dataset {source}: no such file or directory in the trainer's filesystem (the image, or a node "
+        "directory the operator allows and mounts); change spec.dataset.uri to a pvc://, s3:// or existing path"
+    )
+
+
+def _local_files(path: Path, source: str, pvc_mount_root: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
-    raise DataError(f"dataset {path}: does not exist; check dataset.source (and the volume mount for pvc://)")
+    raise DataError(missing_source_message(source, path, pvc_mount_root))
 
 
 def read_source(config: TrainerConfig) -> Iterator[RawRecord]:
@@ -140,7 +168,7 @@ def read_source(config: TrainerConfig) -> Iterator[RawRecord]:
     if path.is_dir() and any((path / marker).exists() for marker in _SAVED_DATASET_MARKERS):
         yield from _read_saved_dataset(path)
         return
-    files = _local_files(path)
+    files = _local_files(path, source, config.pvc_mount_root)
     if not files:
         raise DataError(
             f"dataset {path}: directory has no {', '.join(DATA_SUFFIXES)} files; put the data "
@@ -172,7 +200,9 @@ def _read_s3(uri: str) -> Iterator[RawRecord]:
         elif fs.exists(root):
             names = [root]
         else:
-            raise DataError(f"dataset {uri}: does not exist; check dataset.source and the bucket")
+            raise DataError(
+                f"dataset {uri}: no object at this key or prefix; upload the data there, or change spec.dataset.uri"
+            )
     except DataError:
         raise
     except (PermissionError, OSError) as exc:

@@ -475,7 +475,24 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[l
     for i, claim in enumerate(claims(owner, spec, settings)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
+    for i, path in enumerate(node_inputs(spec, settings)):
+        volumes.append({"name": f"input-{i}", "hostPath": {"path": path}})
+        mounts.append({"name": f"input-{i}", "mountPath": path, "readOnly": True})
     return volumes, mounts
+
+
+def node_inputs(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
+    """Node paths the run reads (base model, dataset) under the node directories the operator
+    allows: mounted read-only where they are.  Any other absolute path is read from the image."""
+    paths = []
+    for uri in (spec.base_model.uri, spec.dataset.uri or ""):
+        try:
+            location = parse_location(uri)
+        except LocationError:
+            continue
+        if location.is_host_path and not location.is_root and cleanup.host_path_allowed(location, settings.allowed_host_paths):
+            paths.append(location.host_path)
+    return sorted(set(paths))
 
 
 def _secret_env(spec: FineTuneJobSpec) -> list[dict]:
