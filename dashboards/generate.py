@@ -1,8 +1,9 @@
 """Grafana dashboards of finetune-operator, built as code with grafana-foundation-sdk.
 
 `make dashboards` writes one JSON file per dashboard into dashboards/json/ and the chart's
-dashboards/ (the chart ships them as ConfigMaps for Grafana's sidecar); `make dashboards-check`
-fails when the committed JSON differs from what this file generates (CI runs it, as crds-check).
+dashboards/ (the chart ships them as ConfigMaps for Grafana's sidecar), and copies
+config/prometheus/rules.yaml into the chart (its PrometheusRule); `make dashboards-check` fails
+when the committed files differ from what this writes (CI runs it, as crds-check).
 
 Four views, each over the Prometheus data source picked in the `datasource` variable:
 
@@ -33,6 +34,9 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefre
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "json"
 CHART_OUT = ROOT.parent / "charts" / "finetune-operator" / "dashboards"
+# The chart's PrometheusRule carries the same rule groups: a copy it can read with .Files.Get.
+RULES = ROOT.parent / "config" / "prometheus" / "rules.yaml"
+CHART_RULES = ROOT.parent / "charts" / "finetune-operator" / "rules" / "rules.yaml"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["finetune-operator"]
 
@@ -275,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
                 stale.append(f"{path.relative_to(ROOT.parent)} (no longer generated)")
             else:
                 path.unlink()
+    rules = RULES.read_text()
+    if args.check:
+        if not CHART_RULES.exists() or CHART_RULES.read_text() != rules:
+            stale.append(str(CHART_RULES.relative_to(ROOT.parent)))
+    else:
+        CHART_RULES.parent.mkdir(parents=True, exist_ok=True)
+        CHART_RULES.write_text(rules)
     if stale:
         print("dashboards are out of date (run `make dashboards` and commit): " + ", ".join(stale), file=sys.stderr)
         return 1
