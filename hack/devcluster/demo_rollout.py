@@ -20,7 +20,9 @@ What it does, each step skipped when already done:
      through every step to 100% and is promoted;
    - v3, the same adapter again with the dev server's fault file (a broken build: its evaluation
      passed, its server fails every request), is rolled back by the analysis;
-   the weights are printed as they move, then the history and what the load generator saw.
+   the weights are printed as they move, then the history and what the load generator saw;
+6. where the Grafana dashboards are, and the three numbers a platform team looks at first:
+   the request success rate, the GPU-hours of training, and the time from approval to 100%.
 
 Serving Pods, the Rollout and the HTTPRoute stay for `kubectl`; Prometheus and the load generator
 stop with the demo. Everything of the rollout lives in the namespace `earnings-rollout`, made
@@ -221,7 +223,7 @@ def print_history(d: Demo) -> None:
         say(f"  {line}")
 
 
-def print_traffic(traffic: canary.TrafficLoop) -> None:
+def print_traffic(traffic: canary.TrafficLoop) -> dict[str, list[int]]:
     totals: dict[str, list[int]] = {}
     for report in traffic.reports:
         for backend, stats in report.backends.items():
@@ -232,6 +234,64 @@ def print_traffic(traffic: canary.TrafficLoop) -> None:
     for backend in sorted(totals):
         requests, ok, errors, failures = totals[backend]
         say(f"  {backend:<24} {requests:>8} {ok:>6} {errors:>6} {failures:>9}")
+    return totals
+
+
+def _time(text: str | None):
+    import datetime
+
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def platform_numbers(job_status: dict, model_versions: dict[str, dict], history: list[dict],
+                     totals: dict[str, list[int]]) -> dict:
+    """The three numbers a platform team looks at first.
+
+    - success rate: requests answered OK of all requests the gateway sent, every version;
+    - GPU-hours (and their estimated cost) the FineTuneJob consumed;
+    - time from approval to 100%: for each promoted version, from its ModelVersion's approval
+      (status.evaluationTime, when its gates were judged) to the Rollout's promote entry.
+    """
+    requests = sum(row[0] for row in totals.values())
+    ok = sum(row[1] for row in totals.values())
+    to_full: dict[str, float] = {}
+    for entry in history:
+        version = entry.get("to")
+        if entry.get("action") != "promote" or version not in model_versions:
+            continue
+        mv = model_versions[version]
+        approved = _time((mv.get("status") or {}).get("evaluationTime") or (mv.get("metadata") or {}).get("creationTimestamp"))
+        promoted = _time(entry.get("time"))
+        if approved and promoted:
+            to_full[version] = max((promoted - approved).total_seconds(), 0.0)
+    return {
+        "requests": requests,
+        "success_rate": ok / requests if requests else None,
+        "gpu_hours": float(job_status.get("gpuHours") or 0.0),
+        "estimated_cost": job_status.get("estimatedCost"),
+        "approval_to_full_seconds": to_full,
+    }
+
+
+def dashboard_files() -> list[Path]:
+    return sorted((demo.REPO_ROOT / "dashboards" / "json").glob("*.json"))
+
+
+def print_platform_summary(numbers: dict, gpus: int) -> None:
+    rate = numbers["success_rate"]
+    say(f"  success rate        {'-' if rate is None else f'{100 * rate:.2f}%'} of {numbers['requests']} requests "
+        f"(every version, the broken v3 included)")
+    cost = numbers["estimated_cost"]
+    say(f"  GPU-hours           {numbers['gpu_hours']:.3f}" + (f" (estimated cost {cost:.2f})" if cost else "")
+        + ("" if gpus else "  (the demo trains on the CPU: no GPU was requested)"))
+    for version, seconds in sorted(numbers["approval_to_full_seconds"].items()):
+        say(f"  approval -> 100%    {version}: {seconds:.0f}s")
+    if not numbers["approval_to_full_seconds"]:
+        say("  approval -> 100%    - (no version was promoted)")
+    files = dashboard_files()
+    say("  dashboards          " + (", ".join(str(f.relative_to(demo.REPO_ROOT)) for f in files) or "none generated yet (make dashboards)"))
+    say("                      import them into Grafana, or install the chart with --set grafana.dashboards.enabled=true:")
+    say("                      one ConfigMap per dashboard (label grafana_dashboard=1) for Grafana's sidecar")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         step("history (kubectl finetune history)")
         print_history(d)
         step("what the load generator saw")
-        print_traffic(traffic)
+        totals = print_traffic(traffic)
+        step("for the platform team")
+        model_versions = {v: d.get("modelversion", f"{MODEL}-{v}") for v in ("v1", "v2", "v3")}
+        history = d.rollout_status().get("history") or []
+        gpus = int((((run.job or {}).get("spec") or {}).get("resources") or {}).get("gpusPerNode") or 0)
+        print_platform_summary(platform_numbers(run.status, model_versions, history, totals), gpus)
         say()
         say(f"Rollout {NAMESPACE}/{ROUTE}: stable {status.get('stableVersion')}, v3 rolled back. The serving Pods keep running:")
         say(f"  kubectl --kubeconfig {state.kubeconfig} -n {NAMESPACE} get ro,mv,deploy,httproute")
