@@ -31,11 +31,17 @@ API_SERVER_DNS_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 
+# The API server's client certificate towards kubelets (logs, exec): the only client the node
+# agent's kubelet API serves.
+APISERVER_KUBELET_CLIENT = "apiserver-kubelet-client"
+APISERVER_KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
+
 # (file stem, common name, organisation) of each client certificate.
 CLIENTS = (
     ("admin", "kubernetes-admin", "system:masters"),
     ("controller-manager", "system:kube-controller-manager", None),
     ("scheduler", "system:kube-scheduler", None),
+    (APISERVER_KUBELET_CLIENT, APISERVER_KUBELET_CLIENT_CN, None),
 )
 
 
@@ -62,6 +68,15 @@ class Pki:
     @property
     def sa_pub(self) -> Path:
         return self.dir / "sa.pub"
+
+    @property
+    def kubelet_cert(self) -> Path:
+        """The node agent's kubelet API serving certificate (IP SAN 127.0.0.1, Nodes' InternalIP)."""
+        return self.dir / "kubelet.crt"
+
+    @property
+    def kubelet_key(self) -> Path:
+        return self.dir / "kubelet.key"
 
     def client_cert(self, who: str) -> Path:
         return self.dir / f"{who}.crt"
@@ -137,6 +152,7 @@ def generate(directory: Path) -> Pki:
     pki = Pki(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if pki.ca_cert.exists() and pki.sa_pub.exists():
+        _kubelet_certs(pki)  # a cluster directory made before the kubelet API existed
         return pki
 
     ca_key = _key()
@@ -166,6 +182,7 @@ def generate(directory: Path) -> Pki:
         _write_key(pki.client_key(who), key)
         _write_cert(pki.client_cert(who), cert)
 
+    _kubelet_certs(pki)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_key, sa_key)
     pki.sa_pub.write_bytes(
@@ -174,3 +191,25 @@ def generate(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+def _kubelet_certs(pki: Pki) -> None:
+    """The kubelet API's serving certificate and the API server's client certificate for it,
+    signed by the cluster CA (kept if present)."""
+    if pki.kubelet_cert.exists() and pki.client_cert(APISERVER_KUBELET_CLIENT).exists():
+        return
+    ca_key = serialization.load_pem_private_key((pki.dir / "ca.key").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = _key()
+    cert = _sign(
+        _name("devcluster-kubelet"), key.public_key(), ca_key, ca.subject,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    _write_key(pki.kubelet_key, key)
+    _write_cert(pki.kubelet_cert, cert)
+    key = _key()
+    cert = _sign(_name(APISERVER_KUBELET_CLIENT_CN), key.public_key(), ca_key, ca.subject,
+                 usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    _write_key(pki.client_key(APISERVER_KUBELET_CLIENT), key)
+    _write_cert(pki.client_cert(APISERVER_KUBELET_CLIENT), cert)

@@ -300,6 +300,13 @@ def _start_apiserver(state: ClusterState, bins: Path, pki: certs.Pki) -> None:
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={certs.SERVICE_CIDR}",
+            # kubectl logs/exec: the API server calls the node agent's kubelet API at the Node's
+            # InternalIP (127.0.0.1, no name lookup), checks its certificate against the cluster
+            # CA and presents its own client certificate, the only one the agent accepts.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            f"--kubelet-client-certificate={pki.client_cert(certs.APISERVER_KUBELET_CLIENT)}",
+            f"--kubelet-client-key={pki.client_key(certs.APISERVER_KUBELET_CLIENT)}",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",

@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import http.server
 import json
 import logging
 import math
@@ -58,11 +59,13 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +96,9 @@ DEFAULT_NODES = [
 
 PROVISIONER = "devcluster.finetune.ai/local-path"
 PODMOUNTS = Path(__file__).with_name("podmounts.py")
+# The API server's client certificate's name (certs.APISERVER_KUBELET_CLIENT_CN): the one client
+# the kubelet API serves.
+APISERVER_KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -334,6 +340,59 @@ def service_addresses(service: dict, pods: list[dict]) -> list[str]:
     )
 
 
+# --------------------------------------------------------------------------- container logs
+
+
+def _cri_time(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
+class ContainerRun:
+    """One run of a container: its output, line by line, in the CRI log format a kubelet keeps
+    (`<RFC3339Nano> stdout F <line>`, one file per restart: logs/<container>/<restart>.log), so
+    `kubectl logs` gets --previous, --since and --timestamps; the plain log file gets the same
+    lines as before."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        self.finished = threading.Event()
+
+    def copy(self, pipe, plain_path: Path) -> None:
+        with pipe, open(plain_path, "ab") as plain, open(self.path, "ab") as cri:
+            for line in iter(pipe.readline, b""):
+                plain.write(line)
+                plain.flush()
+                tag = b"F" if line.endswith(b"\n") else b"P"
+                cri.write(f"{_cri_time(now_micro())} stdout ".encode() + tag + b" " + line.rstrip(b"\n") + b"\n")
+                cri.flush()
+
+
+def parse_cri_line(raw: bytes) -> tuple[datetime.datetime, bytes]:
+    """(time, the line as the process wrote it) of one CRI log line."""
+    parts = raw.rstrip(b"\n").split(b" ", 3)
+    stamp, tag, text = parts[0], parts[2] if len(parts) > 2 else b"F", parts[3] if len(parts) > 3 else b""
+    moment = datetime.datetime.strptime(stamp.decode()[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc)
+    return moment, text + (b"\n" if tag == b"F" else b"")
+
+
+def select_log_lines(lines: list[bytes], *, tail: int | None, since: datetime.datetime | None,
+                     timestamps: bool) -> list[bytes]:
+    """What `kubectl logs --tail/--since/--timestamps` shows of a run's CRI lines."""
+    out = []
+    for raw in lines:
+        if not raw.strip():
+            continue
+        moment, text = parse_cri_line(raw)
+        if since is not None and moment < since:
+            continue
+        out.append((raw.split(b" ", 1)[0] + b" " if timestamps else b"") + text)
+    if tail is not None:
+        out = out[-tail:] if tail > 0 else []
+    return out
+
+
 # --------------------------------------------------------------------------- pods
 
 
@@ -352,6 +411,7 @@ class PodRunner(threading.Thread):
         self.deleting = threading.Event()
         self.grace = 30.0
         self.procs: dict[str, subprocess.Popen] = {}
+        self.runs: dict[str, ContainerRun] = {}  # container name -> its latest run's log
         self.lock = threading.Lock()
         self.statuses: dict[str, dict] = {}
         self.init_statuses: dict[str, dict] = {}
@@ -374,6 +434,17 @@ class PodRunner(threading.Thread):
                 target.mkdir(parents=True, exist_ok=True)
             elif "hostPath" in vol:
                 target = Path(vol["hostPath"]["path"])
+                kind = vol["hostPath"].get("type") or ""
+                if kind == "FileOrCreate" and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.touch()
+                elif kind in ("", "DirectoryOrCreate") and not target.exists():
+                    target.mkdir(parents=True)  # as the container runtime does for a missing path
+                elif (kind == "Directory" and not target.is_dir()) or (kind == "File" and not target.is_file()):
+                    raise PodSetupError(
+                        "CreateContainerConfigError",
+                        f"volume {name}: hostPath type check failed: {target} is not a {kind.lower()}",
+                    )
             elif "configMap" in vol:
                 self._write_config_map(vol["configMap"], target)
             elif "secret" in vol:
@@ -632,21 +703,27 @@ class PodRunner(threading.Thread):
         started = now_iso()
         with open(log_path, "ab") as out:
             out.write(f"# {started} {shlex.join(argv)}\n".encode())
-            out.flush()
-            try:
-                proc = subprocess.Popen(
-                    launcher, env={"PATH": env["PATH"]}, cwd="/", stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                )
-            except OSError as e:
-                raise PodSetupError("StartError", f"container {cname}: {argv[0]}: {e.strerror}")
+        try:
+            proc = subprocess.Popen(
+                launcher, env={"PATH": env["PATH"]}, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as e:
+            raise PodSetupError("StartError", f"container {cname}: {argv[0]}: {e.strerror}")
+        run = ContainerRun(self.dir / "logs" / cname / f"{restart_count}.log")
+        copier = threading.Thread(target=run.copy, args=(proc.stdout, log_path), daemon=True)
+        copier.start()
         with self.lock:
             self.procs[cname] = proc
+            self.runs[cname] = run
         statuses[cname] = self._container_status(container, restart_count, running={"startedAt": started})
         # As a kubelet does: the running container's id, here its process (chaos tests signal it).
         statuses[cname]["containerID"] = f"devcluster://{proc.pid}"
         self.report()
         code = proc.wait()
+        # A background child holding the output open must not hold the container's end.
+        copier.join(timeout=5)
+        run.finished.set()
         with self.lock:
             self.procs.pop(cname, None)
         message = term_file.read_text(errors="replace")[-TERMINATION_MESSAGE_LIMIT:] if term_file.exists() else ""
@@ -927,6 +1004,123 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return "".join(out)
 
 
+# --------------------------------------------------------------------------- kubelet API
+
+
+class KubeletAPI(http.server.ThreadingHTTPServer):
+    """The part of the kubelet API that `kubectl logs` uses, over TLS (a serving certificate
+    from the cluster CA), for one client only: the API server, by its client certificate.
+
+    GET /containerLogs/<ns>/<pod>/<container>?follow&previous&tailLines&sinceSeconds&sinceTime
+    &timestamps&limitBytes, as a kubelet answers it: the current (or previous) run's lines,
+    and with follow the lines as they come until that run ends.  Exec, attach and port-forward
+    are refused with 501: the agent does not speak their streaming protocol.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, agent: "NodeAgent", pki_dir: Path):
+        super().__init__(("127.0.0.1", 0), _KubeletHandler)
+        self.agent = agent
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki_dir / "kubelet.crt", pki_dir / "kubelet.key")
+        context.load_verify_locations(pki_dir / "ca.crt")
+        context.verify_mode = ssl.CERT_REQUIRED
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _KubeletHandler(http.server.BaseHTTPRequestHandler):
+    server: KubeletAPI
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        log.debug("kubelet API: " + format, *args)
+
+    def _client_allowed(self) -> bool:
+        cert = self.connection.getpeercert() or {}
+        names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+        return names == [APISERVER_KUBELET_CLIENT_CN]
+
+    def _error(self, code: int, message: str) -> None:
+        body = (message + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if not self._client_allowed():
+            return self._error(403, "Forbidden: only the API server may call this kubelet API")
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        if parts[0] in ("exec", "attach", "portForward", "run"):
+            return self._error(501, f"{parts[0]} is not supported by the dev cluster's node agent")
+        if parts[0] != "containerLogs" or len(parts) != 4:
+            return self._error(404, f"no such kubelet API path: {url.path}")
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        try:
+            self._logs(*parts[1:], query)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # the client went away (kubectl logs -f interrupted)
+
+    do_POST = do_GET
+
+    def _logs(self, namespace: str, pod: str, container: str, query: dict[str, str]) -> None:
+        runner = self.server.agent.find_runner(namespace, pod)
+        if runner is None:
+            return self._error(404, f'pod "{pod}" in namespace "{namespace}" is not on this node')
+        run_dir = runner.dir / "logs" / container
+        runs = sorted(int(p.stem) for p in run_dir.glob("*.log")) if run_dir.is_dir() else []
+        if not runs:
+            return self._error(400, f'container "{container}" in pod "{pod}" is waiting to start')
+        previous = query.get("previous") == "true"
+        if previous and len(runs) < 2:
+            return self._error(400, f'previous terminated container "{container}" in pod "{pod}" not found')
+        number = runs[-2] if previous else runs[-1]
+        path = run_dir / f"{number}.log"
+        since = None
+        if query.get("sinceSeconds"):
+            since = now_micro() - datetime.timedelta(seconds=int(query["sinceSeconds"]))
+        elif query.get("sinceTime"):
+            since = datetime.datetime.fromisoformat(query["sinceTime"].replace("Z", "+00:00"))
+        tail = int(query["tailLines"]) if query.get("tailLines") else None
+        timestamps = query.get("timestamps") == "true"
+        limit = int(query["limitBytes"]) if query.get("limitBytes") else None
+        with runner.lock:
+            run = runner.runs.get(container)
+        follow = query.get("follow") == "true" and not previous and run is not None and run.path == path
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        sent = 0
+        with open(path, "rb") as f:
+            lines = f.readlines()
+            complete = [line for line in lines if line.endswith(b"\n")]
+            f.seek(sum(len(line) for line in complete))
+            for text in select_log_lines(complete, tail=tail, since=since, timestamps=timestamps):
+                if limit is not None and sent + len(text) > limit:
+                    return self.wfile.write(text[: limit - sent])
+                self.wfile.write(text)
+                sent += len(text)
+            self.wfile.flush()
+            while follow:
+                done = run.finished.is_set()
+                line = f.readline()
+                if line.endswith(b"\n"):
+                    for text in select_log_lines([line], tail=None, since=since, timestamps=timestamps):
+                        self.wfile.write(text)
+                        self.wfile.flush()
+                    continue
+                f.seek(-len(line), os.SEEK_CUR)
+                if done or self.server.agent.stopping.is_set():
+                    return
+                time.sleep(0.2)
+
+
 # --------------------------------------------------------------------------- agent
 
 
@@ -952,6 +1146,21 @@ class NodeAgent:
         # A random start: two dev clusters on one machine (a demo and a test run) rarely meet.
         self.next_ip = int.from_bytes(os.urandom(2), "big") << 4
         self.stopping = threading.Event()
+        self.kubelet_api: KubeletAPI | None = None
+
+    def serve_kubelet_api(self) -> None:
+        """Starts the kubelet API (kubectl logs) before the Nodes say where it is."""
+        pki = self.cluster_dir / "pki"
+        if not (pki / "kubelet.crt").exists():
+            log.warning("no kubelet serving certificate in %s: kubectl logs will not work", pki)
+            return
+        self.kubelet_api = KubeletAPI(self, pki)
+        threading.Thread(target=self.kubelet_api.serve_forever, daemon=True, name="kubelet-api").start()
+
+    def find_runner(self, namespace: str, name: str) -> "PodRunner | None":
+        with self.lock:
+            found = [r for r in self.runners.values() if (r.ns, r.name) == (namespace, name)]
+        return found[-1] if found else None
 
     def allocate_ip(self, ports: list[int] = ()) -> str:
         """Each Pod its own loopback address in 127.1.0.1-127.254.255.255, routed on lo.
@@ -1023,7 +1232,7 @@ class NodeAgent:
                 "kernelVersion": os.uname().release, "containerRuntimeVersion": "devcluster://0.1",
                 "kubeletVersion": "v1.36.3", "kubeProxyVersion": "", "bootID": "", "machineID": "", "systemUUID": spec["name"],
             },
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_api.port if self.kubelet_api else 0}},
         }
 
     def heartbeat(self, spec: dict) -> None:
@@ -1231,6 +1440,7 @@ def main(argv=None) -> None:
     agent = NodeAgent(args.cluster_dir.resolve(), nodes, ImageMap.load(args.image_map))
     signal.signal(signal.SIGTERM, agent.shutdown)
     signal.signal(signal.SIGINT, agent.shutdown)
+    agent.serve_kubelet_api()
     agent.register()
     threading.Thread(target=agent.heartbeat_loop, daemon=True).start()
     threading.Thread(target=agent.provision_loop, daemon=True).start()

@@ -9,11 +9,18 @@ work the way they do on a real kubelet.
 from __future__ import annotations
 
 import json
+import re
+import ssl
+import subprocess
 import textwrap
+import urllib.error
+import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
+from devcluster import controlplane
 from tests.helpers import condition, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -521,3 +528,79 @@ def test_waiting_for_an_object_created_later_succeeds_and_a_timeout_names_what_i
     assert "PodScheduled=True" in message
     with pytest.raises(controlplane.ClusterError, match="pod/absent .* the object does not exist yet"):
         controlplane.wait_for_condition(cluster.state, ["pod/absent"], "Ready", namespace=namespace, timeout=1)
+
+
+RESTARTING_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: chatty}
+spec:
+  restartPolicy: OnFailure
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c"]
+    args:
+    - |
+      n=$(cat /state/n 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /state/n
+      echo "run $n starts"
+      if [ $n = 1 ]; then echo "run 1 fails"; exit 1; fi
+      i=0; while true; do i=$((i + 1)); echo "run $n tick $i"; sleep 0.3; done
+    volumeMounts: [{name: state, mountPath: /state}]
+  volumes:
+  - {name: state, emptyDir: {}}
+"""
+
+
+def test_kubectl_logs_follow_previous_tail_since_through_the_kubelet_api(cluster, namespace):
+    # Plain kubectl: the API server calls the node agent's kubelet API at the Node's InternalIP.
+    node = cluster.list("nodes")[0]
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
+    assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0
+    cluster.apply(RESTARTING_POD, namespace)
+    wait_for(
+        lambda: (s := cluster.get("pod", "chatty", namespace)["status"].get("containerStatuses"))
+        and s[0]["restartCount"] >= 1 and "running" in s[0]["state"],
+        90,
+        "pod chatty to restart once and run",
+    )
+
+    previous = cluster.kubectl("logs", "chatty", "-n", namespace, "--previous").stdout
+    assert previous.splitlines() == ["run 1 starts", "run 1 fails"]
+
+    wait_for(lambda: "run 2 tick 10" in cluster.kubectl("logs", "chatty", "-n", namespace).stdout, 30, "ten ticks (3 s)")
+    current = cluster.kubectl("logs", "chatty", "-n", namespace).stdout.splitlines()
+    assert current[0] == "run 2 starts" and all(line.startswith("run 2") for line in current)
+    tail = cluster.kubectl("logs", "chatty", "-n", namespace, "--tail=2", "--timestamps").stdout.splitlines()
+    assert len(tail) == 2 and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z run 2 tick \d+$", line) for line in tail)
+    recent = cluster.kubectl("logs", "chatty", "-n", namespace, "--since=1s").stdout.splitlines()
+    assert recent and "run 2 starts" not in recent and len(recent) < len(current) + 10
+
+    # -f streams lines written after it started, and ends when the container does.
+    follow = subprocess.Popen(
+        [controlplane.kubectl_binary(Path(cluster.state.bin_dir)), f"--kubeconfig={cluster.kubeconfig}", "logs", "-f", "chatty", "-n", namespace, "--tail=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = int(follow.stdout.readline().split()[-1])
+        later = [follow.stdout.readline().strip() for _ in range(5)]
+        assert later == [f"run 2 tick {first + k}" for k in range(1, 6)]
+        cluster.kubectl("delete", "pod", "chatty", "-n", namespace, "--wait=false")
+        follow.wait(timeout=60)
+    finally:
+        follow.kill()
+
+
+def test_kubelet_api_serves_only_the_api_server(cluster):
+    # Any other client, even one with a certificate from the cluster CA (the admin's), is refused.
+    port = cluster.list("nodes")[0]["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+    pki = cluster.dir / "pki"
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    url = f"https://127.0.0.1:{port}/containerLogs/default/none/main"
+    with pytest.raises((ssl.SSLError, ConnectionResetError, urllib.error.URLError)):
+        urllib.request.urlopen(url, context=context, timeout=10).read()
+    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, context=context, timeout=10)
+    assert refused.value.code == 403
