@@ -14,6 +14,10 @@ from tests.helpers import NOOP_TRAINER, noop_finetunejob, wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
+# A version whose gates passed is a Candidate until its artifact's bytes are checked.
+VERDICTS = ("Approved", "Rejected")
+
+
 def finished(cluster, namespace, name):
     status = cluster.get("finetunejob", name, namespace).get("status") or {}
     return status if status.get("phase") in ("Succeeded", "Failed") else None
@@ -28,7 +32,7 @@ def test_approved_version_is_registered_with_gates_lineage_and_model_card(cluste
     status = wait_for(lambda: finished(cluster, namespace, "good"), 180, "good to finish")
     assert status["phase"] == "Succeeded" and status["modelVersion"] == "summarizer-v1"
     assert condition(status, "GatesPassed")["status"] == "True"
-    mv = wait_for(lambda: (m := cluster.get("modelversion", "summarizer-v1", namespace)).get("status", {}).get("phase") and m,
+    mv = wait_for(lambda: (m := cluster.get("modelversion", "summarizer-v1", namespace)).get("status", {}).get("phase") in VERDICTS and m,
                   60, "the ModelVersion's verdict")
     assert mv["status"]["phase"] == "Approved"
     gates = {g["name"]: g for g in mv["status"]["gates"]}
@@ -53,7 +57,7 @@ def test_unsafe_model_is_rejected_by_the_safety_gate(cluster, namespace, operato
     assert status["phase"] == "Succeeded"
     gates_passed = condition(status, "GatesPassed")
     assert gates_passed["status"] == "False" and "safety" in gates_passed["message"]
-    mv = wait_for(lambda: (m := cluster.get("modelversion", status["modelVersion"], namespace)).get("status", {}).get("phase") and m,
+    mv = wait_for(lambda: (m := cluster.get("modelversion", status["modelVersion"], namespace)).get("status", {}).get("phase") in VERDICTS and m,
                   60, "the verdict")
     assert mv["status"]["phase"] == "Rejected"
     safety = next(g for g in mv["status"]["gates"] if g["name"] == "safety")
@@ -65,7 +69,7 @@ def test_overridden_thresholds_are_honoured(cluster, namespace, operator):
     cluster.apply(noop_finetunejob("lenient", model_name="assistant", image=f"{NOOP_TRAINER}:unsafe", evaluation=lenient),
                   namespace)
     status = wait_for(lambda: finished(cluster, namespace, "lenient"), 180, "lenient to finish")
-    mv = wait_for(lambda: (m := cluster.get("modelversion", status["modelVersion"], namespace)).get("status", {}).get("phase") and m,
+    mv = wait_for(lambda: (m := cluster.get("modelversion", status["modelVersion"], namespace)).get("status", {}).get("phase") in VERDICTS and m,
                   60, "the verdict")
     assert mv["status"]["phase"] == "Approved"
     gates = {g["name"]: g for g in mv["status"]["gates"]}
