@@ -31,13 +31,14 @@ def test_chart_lints(cluster):
 
 @pytest.mark.parametrize("namespaced", [False, True], ids=["clusterwide", "namespaced-with-peering"])
 def test_chart_is_accepted_by_the_api_server(cluster, namespace, namespaced):
-    values = ["--set", f"watchNamespaces={{{namespace}}}", "--set", "peering.enabled=true"] if namespaced else []
+    values = ["--set", "peering.enabled=true"] if namespaced else ["--set", "clusterWide=true"]
     # The chart's own CRDs (ours and kopf's peering) go in first, as Helm installs crds/ first.
     for crd in sorted((CHART / "crds").glob("*.yaml")):
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     rendered = helm(cluster, "template", "ft", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3", *values)
     kinds = {line.split(":", 1)[1].strip() for line in rendered.splitlines() if line.startswith("kind:")}
     assert {"Deployment", "ServiceAccount", "ClusterRole", "ValidatingAdmissionPolicy"} <= kinds
+    assert ("ClusterRoleBinding" in kinds and "RoleBinding" not in kinds) if not namespaced else {"Role", "RoleBinding"} <= kinds
     cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered)
 
 
@@ -54,8 +55,8 @@ def test_operator_rbac_allows_what_the_controllers_do_and_no_more(cluster, names
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rendered)
     sa = f"system:serviceaccount:{namespace}:ft-{namespace}"
 
-    def can(verb, resource):
-        out = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={sa}", check=False)
+    def can(verb, resource, where=namespace):
+        out = cluster.kubectl("auth", "can-i", verb, resource, "-n", where, f"--as={sa}", check=False)
         return out.stdout.strip()
 
     needed = [
@@ -69,4 +70,6 @@ def test_operator_rbac_allows_what_the_controllers_do_and_no_more(cluster, names
     assert [(v, r) for v, r in needed if can(v, r) != "yes"] == []
     forbidden = [("get", "secrets"), ("list", "secrets"), ("delete", "nodes"), ("create", "pods"), ("delete", "modelversions.finetune.ai")]
     assert [(v, r) for v, r in forbidden if can(v, r) != "no"] == []
+    # Namespaced by default: nothing it needs is granted outside the release namespace.
+    assert [(v, r) for v, r in needed if can(v, r, "kube-system") != "no"] == []
     cluster.kubectl("delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=ft", check=False)

@@ -24,7 +24,7 @@ def installed(cluster, namespace):
     """The chart rendered for `namespace` and applied; yields the operator's ServiceAccount user."""
     fullname = f"ft-{namespace}"[:63]
     rendered = helm(cluster, "template", "ft", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3",
-                    "--set", f"fullnameOverride={fullname}", "--set", f"watchNamespaces={{{namespace}}}")
+                    "--set", f"fullnameOverride={fullname}")
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rendered)
     yield f"system:serviceaccount:{namespace}:{fullname}"
     for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
@@ -69,7 +69,7 @@ ESCALATIONS = {
     "binding-to-itself": lambda ns, user: binding(ns, subjects=[{"kind": "ServiceAccount", "name": user.rsplit(":", 1)[1], "namespace": ns}]),
     "binding-to-another-namespace": lambda ns, user: binding(ns, subjects=[{"kind": "ServiceAccount", "name": "job-trainer", "namespace": "kube-system"}]),
     "binding-a-clusterrole": lambda ns, user: binding(
-        ns, role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user.rsplit(":", 1)[1]}),
+        ns, role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user.rsplit(":", 1)[1] + "-cluster"}),
     "binding-two-subjects": lambda ns, user: binding(
         ns, subjects=[{"kind": "ServiceAccount", "name": "job-trainer", "namespace": ns}, {"kind": "ServiceAccount", "name": "default", "namespace": ns}]),
 }

@@ -42,3 +42,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "finetune-operator.replicas" -}}
 {{- if .Values.peering.enabled }}{{ .Values.replicaCount }}{{ else }}1{{ end }}
 {{- end }}
+
+{{/* The namespaces the operator watches, comma-separated: the listed ones, the release's own
+namespace when none is listed, or "" (every namespace) when clusterWide is chosen. */}}
+{{- define "finetune-operator.watchNamespaces" -}}
+{{- if .Values.clusterWide }}{{ else }}{{ join "," (.Values.watchNamespaces | default (list .Release.Namespace)) }}{{ end }}
+{{- end }}
