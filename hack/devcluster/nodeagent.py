@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import hashlib
 import http.server
 import json
 import logging
@@ -412,6 +413,7 @@ class PodRunner(threading.Thread):
         self.grace = 30.0
         self.procs: dict[str, subprocess.Popen] = {}
         self.runs: dict[str, ContainerRun] = {}  # container name -> its latest run's log
+        self.container_env: dict[str, dict[str, str]] = {}  # for kubectl exec (and __workdir__)
         self.lock = threading.Lock()
         self.statuses: dict[str, dict] = {}
         self.init_statuses: dict[str, dict] = {}
@@ -716,6 +718,7 @@ class PodRunner(threading.Thread):
         with self.lock:
             self.procs[cname] = proc
             self.runs[cname] = run
+            self.container_env[cname] = {**env, "__workdir__": view["workdir"]}
         statuses[cname] = self._container_status(container, restart_count, running={"startedAt": started})
         # As a kubelet does: the running container's id, here its process (chaos tests signal it).
         statuses[cname]["containerID"] = f"devcluster://{proc.pid}"
@@ -1057,6 +1060,8 @@ class _KubeletHandler(http.server.BaseHTTPRequestHandler):
             return self._error(403, "Forbidden: only the API server may call this kubelet API")
         url = urllib.parse.urlsplit(self.path)
         parts = url.path.strip("/").split("/")
+        if parts[0] == "exec" and len(parts) == 4:
+            return self._exec(*parts[1:], urllib.parse.parse_qs(url.query))
         if parts[0] in ("exec", "attach", "portForward", "run"):
             return self._error(501, f"{parts[0]} is not supported by the dev cluster's node agent")
         if parts[0] != "containerLogs" or len(parts) != 4:
@@ -1068,6 +1073,69 @@ class _KubeletHandler(http.server.BaseHTTPRequestHandler):
             pass  # the client went away (kubectl logs -f interrupted)
 
     do_POST = do_GET
+
+    def _exec(self, namespace: str, pod: str, container: str, query: dict[str, list[str]]) -> None:
+        """`kubectl exec`: the command runs in the container's mount namespace with its env, over
+        the v5.channel.k8s.io WebSocket protocol (the API server proxies it through, since the
+        Node declares ExtendWebSocketsToKubelet).  No TTY: a terminal request gets pipes."""
+        protocols = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        if self.headers.get("Upgrade", "").lower() != "websocket" or EXEC_PROTOCOL not in protocols:
+            return self._error(400, f"exec needs a WebSocket upgrade with the {EXEC_PROTOCOL} protocol")
+        command = query.get("command") or []
+        runner = self.server.agent.find_runner(namespace, pod)
+        with (runner.lock if runner else threading.Lock()):
+            proc = runner.procs.get(container) if runner else None
+            env = dict(runner.container_env.get(container) or {}) if runner else {}
+        if proc is None or proc.poll() is not None:
+            return self._error(400, f'container "{container}" in pod "{pod}" is not running')
+        if not command:
+            return self._error(400, "exec: no command")
+        argv = LAUNCHERS.get(command[0], command[:1]) + command[1:]
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", EXEC_PROTOCOL)
+        self.end_headers()
+        self.wfile.flush()
+        ws = _WebSocket(self.rfile, self.wfile)
+        # The API server names the streams as a kubelet expects: input/output/error/tty.
+        stdin = (query.get("input") or query.get("stdin") or ["false"])[-1] in ("true", "1")
+        try:
+            child = subprocess.Popen(
+                ["nsenter", "-t", str(proc.pid), "-m", f"--wd={env.pop('__workdir__', '/')}", "--", *argv],
+                env=env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+        except OSError as e:
+            ws.send(3, json.dumps({"metadata": {}, "status": "Failure", "message": str(e)}).encode())
+            return ws.close()
+
+        def pump(pipe, channel):
+            for chunk in iter(lambda: pipe.read1(65536), b""):
+                ws.send(channel, chunk)
+
+        pumps = [threading.Thread(target=pump, args=(child.stdout, 1), daemon=True),
+                 threading.Thread(target=pump, args=(child.stderr, 2), daemon=True)]
+        for t in pumps:
+            t.start()
+        if stdin:
+            threading.Thread(target=ws.feed_stdin, args=(child.stdin,), daemon=True).start()
+        code = child.wait()
+        for t in pumps:
+            t.join(timeout=5)
+        if code == 0:
+            status = {"metadata": {}, "status": "Success"}
+        else:
+            status = {
+                "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                "message": f"command terminated with non-zero exit code: exit status {code}",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+            }
+        ws.send(3, json.dumps(status).encode())
+        ws.close()
 
     def _logs(self, namespace: str, pod: str, container: str, query: dict[str, str]) -> None:
         runner = self.server.agent.find_runner(namespace, pod)
@@ -1119,6 +1187,82 @@ class _KubeletHandler(http.server.BaseHTTPRequestHandler):
                 if done or self.server.agent.stopping.is_set():
                     return
                 time.sleep(0.2)
+
+
+EXEC_PROTOCOL = "v5.channel.k8s.io"
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class _WebSocket:
+    """Just enough RFC 6455 for a kubelet's exec stream: binary messages whose first byte is the
+    channel (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize; v5: 255 closes a channel)."""
+
+    def __init__(self, rfile, wfile):
+        self.rfile, self.wfile = rfile, wfile
+        self.lock = threading.Lock()
+
+    def _frame(self, opcode: int, payload: bytes) -> None:
+        size = len(payload)
+        if size < 126:
+            header = bytes([0x80 | opcode, size])
+        elif size < 1 << 16:
+            header = bytes([0x80 | opcode, 126]) + size.to_bytes(2, "big")
+        else:
+            header = bytes([0x80 | opcode, 127]) + size.to_bytes(8, "big")
+        with self.lock:
+            self.wfile.write(header + payload)
+            self.wfile.flush()
+
+    def send(self, channel: int, data: bytes) -> None:
+        self._frame(0x2, bytes([channel]) + data)
+
+    def close(self) -> None:
+        try:
+            self._frame(0x8, (1000).to_bytes(2, "big"))
+        except OSError:
+            pass
+
+    def receive(self) -> tuple[int, bytes] | None:
+        """The next message (opcode, payload); None when the peer closed."""
+        message, opcode = b"", None
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return None
+            fin, frame_opcode, size = head[0] & 0x80, head[0] & 0x0F, head[1] & 0x7F
+            if size == 126:
+                size = int.from_bytes(self.rfile.read(2), "big")
+            elif size == 127:
+                size = int.from_bytes(self.rfile.read(8), "big")
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(size)))
+            if frame_opcode == 0x8:
+                return None
+            if frame_opcode == 0x9:
+                self._frame(0xA, payload)
+                continue
+            if frame_opcode in (0x1, 0x2):
+                opcode = frame_opcode
+            message += payload
+            if fin and opcode is not None:
+                return opcode, message
+
+    def feed_stdin(self, stdin) -> None:
+        try:
+            while (message := self.receive()) is not None:
+                data = message[1]
+                if data[:1] == b"\x00":
+                    stdin.write(data[1:])
+                    stdin.flush()
+                elif data[:2] == b"\xff\x00":
+                    break
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                stdin.close()
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------------------- agent
@@ -1227,6 +1371,8 @@ class NodeAgent:
             "allocatable": capacity,
             "conditions": conditions,
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": spec["name"]}],
+            # The API server proxies exec's WebSocket straight here instead of translating it to SPDY.
+            "declaredFeatures": ["ExtendWebSocketsToKubelet"],
             "nodeInfo": {
                 "architecture": "amd64", "operatingSystem": "linux", "osImage": "devcluster process node",
                 "kernelVersion": os.uname().release, "containerRuntimeVersion": "devcluster://0.1",

@@ -553,7 +553,7 @@ spec:
 """
 
 
-def test_kubectl_logs_follow_previous_tail_since_through_the_kubelet_api(cluster, namespace):
+def test_kubectl_logs_and_exec_through_the_kubelet_api(cluster, namespace):
     # Plain kubectl: the API server calls the node agent's kubelet API at the Node's InternalIP.
     node = cluster.list("nodes")[0]
     assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
@@ -576,6 +576,14 @@ def test_kubectl_logs_follow_previous_tail_since_through_the_kubelet_api(cluster
     assert len(tail) == 2 and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z run 2 tick \d+$", line) for line in tail)
     recent = cluster.kubectl("logs", "chatty", "-n", namespace, "--since=1s").stdout.splitlines()
     assert recent and "run 2 starts" not in recent and len(recent) < len(current) + 10
+
+    # exec runs in the container's filesystem view with its env; stdin, stdout, exit codes.
+    exec_ = ["exec", "chatty", "-n", namespace, "--"]
+    assert cluster.kubectl(*exec_, "sh", "-c", "cat /state/n; echo $HOSTNAME; ls /tmp | wc -l").stdout.split() == ["2", "chatty", "0"]
+    cluster.kubectl("exec", "-i", "chatty", "-n", namespace, "--", "sh", "-c", "cat > /state/from-stdin", input="piped\n")
+    assert cluster.kubectl(*exec_, "cat", "/state/from-stdin").stdout == "piped\n"
+    failed = cluster.kubectl(*exec_, "sh", "-c", "echo oops >&2; exit 3", check=False)
+    assert failed.returncode == 3 and "oops" in failed.stderr
 
     # -f streams lines written after it started, and ends when the container does.
     follow = subprocess.Popen(
