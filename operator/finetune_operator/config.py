@@ -94,6 +94,19 @@ class OperatorConfig(BaseModel):
     artifact_store_size: str = Field(
         default="100Gi", description="Size requested for the artifact store claim the operator creates."
     )
+    model_cache: str = Field(
+        default="",
+        pattern=r"^(|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?|/.+)$",
+        description="A Hugging Face hub cache (the layout huggingface_hub reads) that every trainer "
+        "Pod mounts read-only at /var/cache/huggingface/hub, with HF_HUB_CACHE pointing there, so "
+        "hf://<org>/<name> base models resolve from it: pvc://<claim> or an absolute node path. "
+        "Empty (the default): none; hf:// models resolve only from a cache in the trainer image.",
+    )
+    hub_offline: bool = Field(
+        default=False,
+        description="Trainer Pods get HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1: nothing asks the "
+        "Hub, only the model cache answers (air-gapped clusters, the dev cluster, CI).",
+    )
     retain_versions: int = Field(
         default=10,
         ge=1,

@@ -50,6 +50,7 @@ SYNTHETIC_API_KEY_ENV = trainer_config.SYNTHETIC_API_KEY_ENV
 PVC_MOUNT_ROOT = "/mnt/pvc"
 SCRATCH_DIR = "/tmp"
 LOCAL_OUTPUT_DIR = "/workspace/output"  # used when artifacts go to s3://
+MODEL_CACHE_DIR = "/var/cache/huggingface/hub"  # HF_HUB_CACHE when the operator has a model cache
 CONTAINER = "trainer"
 RENDEZVOUS_PORT = 29500
 PROGRESS_KEY = "progress"
@@ -90,6 +91,9 @@ class Settings:
     image_pull_policy: str = "IfNotPresent"
     # Node directories under which spec.output.uri may be a node path (mounted as a hostPath).
     allowed_host_paths: tuple[str, ...] = ()
+    # A Hugging Face hub cache (pvc://<claim> or a node path) mounted read-only in trainer Pods.
+    model_cache: str = ""
+    hub_offline: bool = False
 
 
 def config_map_name(name: str) -> str:
@@ -475,6 +479,13 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[l
     for i, claim in enumerate(claims(owner, spec, settings)):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
+    if settings.model_cache.startswith("pvc://"):
+        claim = urlsplit(settings.model_cache).netloc
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": True})
+    elif settings.model_cache:
+        volumes.append({"name": "model-cache", "hostPath": {"path": settings.model_cache, "type": "Directory"}})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": True})
     for i, path in enumerate(node_inputs(spec, settings)):
         volumes.append({"name": f"input-{i}", "hostPath": {"path": path}})
         mounts.append({"name": f"input-{i}", "mountPath": path, "readOnly": True})
@@ -531,8 +542,9 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "HOME", "value": SCRATCH_DIR},
         {"name": "HF_HOME", "value": f"{SCRATCH_DIR}/hf"},
-        {"name": "HF_HUB_OFFLINE", "value": "1"},
-        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+        *([{"name": "HF_HUB_CACHE", "value": MODEL_CACHE_DIR}] if settings.model_cache else []),
+        *([{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "TRANSFORMERS_OFFLINE", "value": "1"}]
+          if settings.hub_offline else []),
         *(_secret_env(spec) if stage == "prepare" else []),
     ]
     container: dict[str, Any] = {

@@ -55,6 +55,8 @@ def settings() -> builders.Settings:
         artifact_store=cfg.artifact_store,
         artifact_store_size=cfg.artifact_store_size,
         allowed_host_paths=cfg.allowed_host_paths,
+        model_cache=cfg.model_cache,
+        hub_offline=cfg.hub_offline,
     )
 
 
