@@ -105,11 +105,16 @@ def test_apply_trains_to_succeeded_with_progress_and_adapter(cluster, namespace,
     assert len([p for p in percents if p < 100]) >= 1, percents
     assert status["progress"]["percent"] == 100
     assert status["progress"]["step"] == 120
+    # The evaluator reported its progress too, without overwriting training's (above).
+    evaluation = status["evaluationProgress"]
+    assert evaluation["promptsDone"] == evaluation["promptsTotal"] > 0 and evaluation["model"] == "candidate"
     assert status["dataReport"]["splits"]["train"] > 0
     assert status["dataReport"]["digest"]
     assert status["artifact"]["digest"].startswith("sha256:")
     adapter = Path(status["artifact"]["uri"].removeprefix("file://"))
     assert (adapter / "adapter_config.json").exists(), adapter
+    # The model card's picture, beside the artifact (outside its digest), linked from the card.
+    assert (adapter.parent / "model-card.png").read_bytes().startswith(b"\x89PNG")
     assert status["gpuHours"] > 0
     for cond_type in ("Accepted", "DataReady", "Trained", "Evaluated", "Succeeded"):
         assert condition(status, cond_type)["status"] == "True", cond_type
@@ -120,6 +125,8 @@ def test_apply_trains_to_succeeded_with_progress_and_adapter(cluster, namespace,
     assert mv["spec"]["evaluation"]["metrics"]["generalScore"] is not None
     assert set(mv["spec"]["evaluation"]["baseMetrics"]) >= {"formatCompliance", "generalScore"}
     assert condition(status, "GatesPassed") is not None
+    card = cluster.get("configmap", f"{status['modelVersion']}-model-card", namespace)["data"]["README.md"]
+    assert f"]({status['artifact']['uri'].rsplit('/', 1)[0]}/model-card.png)" in card
     # Exactly the two Jobs, each owned by the FineTuneJob.
     names = sorted(j["metadata"]["name"] for j in jobs(cluster, namespace, "tiny-sft"))
     assert names == ["tiny-sft-eval-1", "tiny-sft-prepare", "tiny-sft-train"]
