@@ -209,3 +209,18 @@ def test_an_event_name_is_the_same_for_the_same_transition_and_differs_otherwise
     assert events.event_name(other, "Evaluating", key) != name
     assert events.event_name(BODY, "Failed", key) != name
     assert name.startswith("chat.") and len(name) <= 253
+
+
+def test_force_never_serves_other_bytes_than_the_registered_ones():
+    c = Cluster(spec(), versions=[version(1), unverified(2)], ready={"v1"})
+    c.reconcile(0)
+    c.request(**rollback(100, to="v2"))
+    c.status.rollback_request.force = True
+    decision = c.reconcile(100)
+    assert decision.status.stable_version == "v1" and "v2" not in decision.serve
+    accepted = next(x for x in decision.status.conditions if x.type == "RollbackAccepted")
+    assert str(accepted.status) == "False" and "digest mismatch" in accepted.message
+    c.edit_spec(spec(version="v2"))
+    c.force_version = "v2"
+    pinned = c.reconcile(110)
+    assert pinned.status.stable_version == "v1" and "v2" not in pinned.serve and str(pinned.status.phase) == "Degraded"

@@ -492,7 +492,7 @@ def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed, *, spec_cha
         why = _refusal(found, s, spec.model_name)
         if why is None:
             return _Target(found)
-        if force_version == spec.version:
+        if force_version == spec.version and not found.artifact_problem:
             return _Target(found, forced=why[1])
         if why[0] == REASON_VERSION_UNUSABLE:
             return _Target(None, why)
@@ -593,7 +593,8 @@ def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request, who: 
         plan.cond(ROLLBACK_ACCEPTED, ConditionStatus.TRUE, REASON_ROLLED_BACK, f"{target.version} already serves as the stable version")
         return
     refusal = _refusal(target, s, spec.model_name)
-    if refusal is not None and not request.force:
+    # Force overrides a refusal, never other bytes than the registered ones.
+    if refusal is not None and (not request.force or target.artifact_problem):
         message = MSG_ROLLBACK_REFUSED.format(who=who, version=target.version, why=refusal[1], stable=stable, name=plan.name)
         _refuse_rollback(plan, refusal[0], message)
         plan.version_serving[target.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=message))
