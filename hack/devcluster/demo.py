@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import controlplane
+from . import controlplane, hubcache
 
 REPO_ROOT = controlplane.REPO_ROOT
 DEFAULT_CLUSTER_DIR = REPO_ROOT / ".devcluster"
@@ -145,6 +145,7 @@ def ensure_operator(state: controlplane.ClusterState, timeout: float = 90) -> in
         say(f"    restarting the operator (pid {pid}): its code changed since it started")
         stop_process_group(pid)
     metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
+    hubcache.hub_dir().mkdir(parents=True, exist_ok=True)
     env = {
         "KUBECONFIG": str(state.kubeconfig),
         "FINETUNE_METRICS_PORT": str(metrics_port),
@@ -152,6 +153,10 @@ def ensure_operator(state: controlplane.ClusterState, timeout: float = 90) -> in
         # The demos' FineTuneJobs write under <cluster dir>/artifacts (a node path): the only node
         # directory this operator may mount (none by default).
         "FINETUNE_ALLOWED_HOST_PATHS": str(state.path / "artifacts"),
+        # The offline model hub: hf://HuggingFaceTB/SmolLM2-135M-Instruct in examples/ resolves
+        # from it (devcluster.hubcache lays the demo's model out there).
+        "FINETUNE_MODEL_CACHE": str(hubcache.hub_dir()),
+        "FINETUNE_HUB_OFFLINE": "true",
         "PYTHONPATH": os.pathsep.join(
             [str(REPO_ROOT / "operator"), str(REPO_ROOT / "trainer-image"), str(REPO_ROOT / "hack")]
             + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
@@ -651,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_operator(state)
         step("base model")
         model_dir = materialize_model()
+        hubcache.lay_out(model_dir, hubcache.SMOLLM2_REPO, hubcache.hub_dir())
         run = Run(state=state, job={}, output_dir=output_dir, model_dir=model_dir)
         if not args.skip_samples:
             run.examples = heldout_examples()
