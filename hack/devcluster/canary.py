@@ -123,8 +123,13 @@ def httproute(name: str, hostname: str | None = None) -> dict[str, Any]:
 def rollout(name: str, model: str, prometheus_url: str, *, selector: Mapping[str, str] | None = None,
             steps: Sequence[Mapping[str, Any]] = DEFAULT_STEPS, interval_s: int = 2, count: int = 3,
             failure_limit: int = 0, max_error_rate: float = 0.2, scale_down_delay_s: int = 0,
-            window: str = "10s", cpu: str | None = None) -> dict[str, Any]:
-    """A Rollout of `model` on the dev server, routed by the HTTPRoute `name`, analysed by error rate."""
+            window: str = "10s", cpu: str | None = None, max_increase: float | None = None) -> dict[str, Any]:
+    """A Rollout of `model` on the dev server, routed by the HTTPRoute `name`, analysed by error rate.
+
+    `max_increase` judges the canary's error rate relative to stable's (the same query for both
+    versions; at most this much higher) instead of the absolute `max_error_rate`.
+    """
+    thresholds = {"maxIncrease": max_increase} if max_increase is not None else {"max": max_error_rate}
     return {
         "apiVersion": "finetune.ai/v1alpha1",
         "kind": "Rollout",
@@ -146,7 +151,7 @@ def rollout(name: str, model: str, prometheus_url: str, *, selector: Mapping[str
                 "metrics": [{
                     "name": "error-rate",
                     "query": error_rate_query(window),
-                    "thresholds": {"max": max_error_rate},
+                    "thresholds": thresholds,
                     "interval": f"{interval_s}s",
                     "count": count,
                     "failureLimit": failure_limit,

@@ -40,8 +40,9 @@ def rollout(prometheus_url: str, selector: dict[str, str] | None = None, pause: 
     steps = list(canary.DEFAULT_STEPS)
     if pause:
         steps.insert(1, {"pause": {}})
+    # The canary's error rate is judged against stable's: the same query for both versions.
     return yaml.safe_dump(canary.rollout(RO, MODEL, prometheus_url, selector=selector, steps=steps,
-                                         interval_s=INTERVAL_S, failure_limit=FAILURE_LIMIT))
+                                         interval_s=INTERVAL_S, failure_limit=FAILURE_LIMIT, max_increase=0.2))
 
 
 class Stack:
@@ -178,7 +179,14 @@ def test_bad_candidate_is_rolled_back_automatically(stack):
     # first failed measurement; allow the query window to see errors and 10 s of slack.
     assert elapsed <= INTERVAL_S * (FAILURE_LIMIT + 1) + 10 + 10, f"rolled back after {elapsed:.1f}s"
     assert status["stableVersion"] == "v2" and not status.get("candidateVersion")
-    assert "error-rate" in status["message"] and "max 0.2" in status["message"]
+    assert "error-rate" in status["message"] and "> maxIncrease 0.2" in status["message"]
+    # Judged against stable: both values, the test and the decision are in status.
+    judgement = status["judgement"]
+    assert (judgement["candidate"], judgement["stable"], judgement["verdict"], judgement["decision"]) == (
+        "v3", "v2", "Failed", "rollback")
+    assert "canary 1 vs stable 0" in judgement["figures"][0], judgement
+    failed = status["analysis"]["metrics"][0]["measurements"][-1]
+    assert failed["value"] == 1.0 and failed["stableValue"] == 0.0
     assert stack.weights() == {f"{RO}-stable": 100, f"{RO}-canary": 0}
     assert status["history"][-1]["action"] == "rollback" and status["history"][-1]["from"] == "v3"
     # The version itself records what happened to it.
