@@ -14,12 +14,14 @@ What it does, each step skipped when already done:
 4. a Prometheus (Debian's package) scraping the serving Pods, an HTTPRoute, and a load generator
    playing the gateway: requests go to the stable and canary Pods as the route's weights say;
 5. a Rollout tracking the latest Approved `earnings-json` version, canary steps 10 -> 25 -> 50 ->
-   100 with an error-rate analysis after each:
+   100 with an error-rate analysis after each, judged relative to stable (the same query for the
+   canary and the stable version; at most 1 point more errors):
    - v1 becomes stable at once (nothing to compare with);
    - v2, the same adapter re-registered as a rebuild with identical weights would be, goes
      through every step to 100% and is promoted;
    - v3, the same adapter again with the dev server's fault file (a broken build: its evaluation
-     passed, its server fails every request), is rolled back by the analysis;
+     passed, its server fails every request), is rolled back by the analysis; the comparison is
+     printed: canary vs stable value, the test and the verdict;
    the weights are printed as they move, then the history and what the load generator saw;
 6. where the Grafana dashboards are, and the three numbers a platform team looks at first:
    the request success rate, the GPU-hours of training, and the time from approval to 100%.
@@ -131,6 +133,8 @@ def _analysis(status: dict) -> str:
         measurements = metric.get("measurements") or []
         last = measurements[-1] if measurements else {}
         value = "-" if last.get("value") is None else f"{last['value']:.3f}"
+        if last.get("stableValue") is not None:
+            value += f" vs stable {last['stableValue']:.3f}"
         parts.append(f"{metric['name']} {value} ({metric.get('successful', 0)} ok, {metric.get('failed', 0)} failed, "
                      f"{metric.get('inconclusive', 0)} no data)")
     return "analysis: " + ", ".join(parts) if parts else ""
@@ -213,6 +217,15 @@ def reset(d: Demo, timeout: float = 180) -> None:
             raise DemoError(f"no default ServiceAccount in namespace {NAMESPACE} after 60s")
         time.sleep(0.5)
     say(f"    namespace {NAMESPACE} (created afresh)")
+
+
+def print_judgement(status: dict) -> None:
+    """The relative judgement that decided: canary vs stable value, the test and the verdict."""
+    from finetune_operator.cli import judgement_lines
+
+    say("    the judgement against stable (kubectl finetune status):")
+    for line in judgement_lines(status):
+        say(f"    {line}")
 
 
 def print_history(d: Demo) -> None:
@@ -329,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         step(f"v1: Rollout {ROUTE} tracking the latest Approved {MODEL}; the first version serves at once")
         versions.register("v1", "the demo's adapter")
         d.apply(canary.rollout(ROUTE, MODEL, prometheus.url, steps=STEPS, interval_s=INTERVAL_S, count=COUNT,
-                               failure_limit=0, max_error_rate=0.05, window=WINDOW, cpu="1"))
+                               failure_limit=0, max_increase=0.01, window=WINDOW, cpu="1"))
         d.follow(lambda s: s.get("phase") == "Healthy" and s.get("stableVersion") == "v1", 300, "v1 to serve")
         traffic = canary.TrafficLoop(str(state.kubeconfig), NAMESPACE, ROUTE, model=MODEL, concurrency=4, max_tokens=4).start()
 
@@ -347,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if status.get("stableVersion") != "v2":
             raise DemoError(f"v3 was not rolled back: {status.get('message')}")
         say(f"    {status.get('message')}")
+        print_judgement(status)
 
         traffic.stop()
         step("history (kubectl finetune history)")
