@@ -262,3 +262,23 @@ def test_cli_status_shows_the_judgement():
     assert lines[0] == "Judgement:  v2 vs stable v1: Failed -> rollback  (t)"
     assert "canary 0.03 vs stable 0.01" in lines[1]
     assert cli.judgement_lines({}) == []
+
+
+@pytest.mark.parametrize(
+    ("result", "buckets", "error"),
+    [
+        pytest.param([{"metric": {"le": "0.1"}, "value": [0, "3"]}, {"metric": {"le": "+Inf"}, "value": [0, "5"]}],
+                     {0.1: 3.0, math.inf: 5.0}, None, id="buckets-by-le"),
+        pytest.param([], None, None, id="no-series-is-no-data"),
+        pytest.param([{"metric": {"pod": "a"}, "value": [0, "3"]}], None, "without an le label", id="not-a-histogram"),
+        pytest.param([{"metric": {"le": "1"}, "value": [0, "3"]}, {"metric": {"le": "1"}, "value": [0, "4"]}],
+                     None, "twice", id="not-aggregated"),
+        pytest.param([{"metric": {"le": "1"}, "value": [0, "NaN"]}], {1.0: 0.0}, None, id="nan-bucket-is-empty"),
+    ],
+)
+def test_prometheus_histogram_answers(result, buckets, error):
+    from finetune_operator.analysis.prometheus import PrometheusProvider
+
+    got = PrometheusProvider._interpret_histogram({"data": {"resultType": "vector", "result": result}})
+    assert got.buckets == buckets
+    assert (got.error is None) if error is None else (error in got.error)
