@@ -281,7 +281,24 @@ def _start_etcd(state: ClusterState, bins: Path) -> None:
     _wait(state, "etcd", lambda: _http_ok(f"{client}/health"), 60)
 
 
+# Every request but the control plane's own, at Metadata level (who, verb, resource, user agent):
+# tests read <cluster dir>/audit.log to see which API calls the operator made (RBAC from usage).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    users: [system:kube-controller-manager, system:kube-scheduler]
+  - level: None
+    userGroups: [system:nodes]
+  - level: Metadata
+"""
+
+
 def _start_apiserver(state: ClusterState, bins: Path, pki: certs.Pki) -> None:
+    audit_policy = state.path / "audit-policy.yaml"
+    audit_policy.write_text(AUDIT_POLICY)
     _spawn(
         state,
         "kube-apiserver",
@@ -309,6 +326,10 @@ def _start_apiserver(state: ClusterState, bins: Path, pki: certs.Pki) -> None:
             f"--kubelet-client-key={pki.client_key(certs.APISERVER_KUBELET_CLIENT)}",
             "--allow-privileged=true",
             "--profiling=false",
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={state.path / 'audit.log'}",
+            "--audit-log-maxsize=500",
+            "--audit-log-maxbackup=1",
             "--v=1",
         ],
     )

@@ -147,6 +147,14 @@ def operator(_operator_process: OperatorProcess, request: pytest.FixtureRequest)
         print(f"----- operator log (last {LOG_TAIL_LINES} lines) -----\n{_operator_process.log_tail()}")
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "runs_last: runs after every other test of the session (it reads what they did)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

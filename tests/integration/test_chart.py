@@ -7,6 +7,7 @@ weights — and no more than that: it must not read Secrets or touch Nodes.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -64,12 +65,20 @@ def test_operator_rbac_allows_what_the_controllers_do_and_no_more(cluster, names
         ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts"),
         ("create", "persistentvolumeclaims"), ("create", "modelversions.finetune.ai"),
         ("patch", "finetunejobs.finetune.ai/status"), ("patch", "rollouts.finetune.ai/status"),
-        ("create", "deployments.apps"), ("patch", "httproutes.gateway.networking.k8s.io"), ("create", "events"),
+        ("patch", "deployments.apps"), ("patch", "httproutes.gateway.networking.k8s.io"), ("create", "events"),
         ("watch", "pods"),
     ]
     assert [(v, r) for v, r in needed if can(v, r) != "yes"] == []
-    forbidden = [("get", "secrets"), ("list", "secrets"), ("delete", "nodes"), ("create", "pods"), ("delete", "modelversions.finetune.ai")]
+    forbidden = [("get", "secrets"), ("list", "secrets"), ("delete", "nodes"), ("create", "pods"), ("delete", "modelversions.finetune.ai"),
+                 ("update", "jobs.batch"), ("delete", "roles.rbac.authorization.k8s.io"),
+                 ("list", "namespaces")]
     assert [(v, r) for v, r in forbidden if can(v, r) != "no"] == []
+    # Server-side apply of a new serving Deployment (the API server checks patch and create).
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "srv", "namespace": namespace},
+                  "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+                           "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+    cluster.kubectl("apply", "--server-side", "--field-manager=finetune-operator", "--dry-run=server", f"--as={sa}",
+                    "-f", "-", input=json.dumps(deployment))
     # Namespaced by default: nothing it needs is granted outside the release namespace.
     assert [(v, r) for v, r in needed if can(v, r, "kube-system") != "no"] == []
     cluster.kubectl("delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=ft", check=False)

@@ -11,6 +11,7 @@ import threading
 
 import kubernetes
 
+USER_AGENT = "finetune-operator"
 _lock = threading.Lock()
 _client: kubernetes.client.ApiClient | None = None
 
@@ -25,6 +26,8 @@ def api_client() -> kubernetes.client.ApiClient:
             except kubernetes.config.ConfigException:
                 kubernetes.config.load_kube_config(client_configuration=configuration)
             _client = kubernetes.client.ApiClient(with_bearer_token(configuration))
+            # Audit logs tell the operator's calls apart from other clients of the same library.
+            _client.user_agent = USER_AGENT
         return _client
 
 
