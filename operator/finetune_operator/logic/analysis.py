@@ -15,6 +15,19 @@ One measurement is classified against the metric's thresholds [min, max] and its
     the value is NaN (0/0: no traffic)       Inconclusive
     the query itself failed                  Error
 
+Judged against the stable version (a metric with a relative threshold or `mannWhitney`), the
+same query runs for the canary and then for the stable version (`{{version}}`/`{{canary}}`
+filled with each) and the measurement keeps both values:
+
+    maxRatioToStable r   canary / stable > r          Failed   (lower is better; 0/0 is 1, x/0 is inf)
+    minRatioToStable r   canary / stable < r          Failed   (higher is better)
+    maxIncrease d        canary - stable > d          Failed
+    maxDecrease d        stable - canary > d          Failed
+    (b = inconclusiveBand: past a limit by at most b, in the limit's unit -> Inconclusive)
+    no data or NaN for stable                         Inconclusive
+    mannWhitney          `logic.stats.judge` of the two histograms: Worse -> Failed,
+                         NotWorse -> Successful, too few samples -> Inconclusive
+
 A metric's phase, checked in this order after every measurement:
 
     failed > failureLimit                    Failed        (the rollout rolls back)
@@ -31,8 +44,9 @@ until it has `count` real verdicts or its inconclusive measurements exceed the l
 Inconclusive; else all Successful -> Successful; else Running. A Failed or Inconclusive metric
 ends the run at once: the other metrics are not measured further.
 
-Queries are templates. The built-in default metrics (used when `spec.analysis` names a
-Prometheus but no metrics) rely on this label contract between the serving Pods and the
+Queries are templates. The built-in default metrics (used when `spec.analysis` lists no
+metrics, or is absent: error rate and p95 latency relative to stable, plus format compliance
+when the Rollout declares an answer format) rely on this label contract between the serving Pods and the
 Prometheus scrape config (see hack/prometheus/serving-scrape-config.yaml):
 
 * the serving Pods carry the labels `finetune.ai/serve: "true"`, `finetune.ai/rollout: <rollout>`,
