@@ -172,8 +172,30 @@ class AdaptationSpec(ApiModel):
     )
 
 
+# user:password@ in a URL would put a credential in the object, its kopf annotation, the trainer
+# config and every log line naming the URL: refused at admission, pointing to the secret reference.
+URL_USERINFO_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+MSG_ENDPOINT_CREDENTIALS = (
+    "spec.dataset.synthetic.endpoint must not carry credentials (user:password@host): put the API key "
+    "in a Secret and name it in spec.dataset.synthetic.secretRef"
+)
+
+
 class SyntheticDataSpec(ApiModel):
     """Generate training records with a teacher model behind an OpenAI-compatible endpoint."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(f"!self.endpoint.matches('{URL_USERINFO_RE}')", MSG_ENDPOINT_CREDENTIALS, field_path=".endpoint")
+        )
+    }
+
+    @field_validator("endpoint")
+    @classmethod
+    def _no_credentials(cls, endpoint: str) -> str:
+        if re.match(URL_USERINFO_RE, endpoint):
+            raise ValueError(MSG_ENDPOINT_CREDENTIALS)
+        return endpoint
 
     endpoint: str = Field(
         max_length=2048,
