@@ -28,6 +28,7 @@ from finetune_operator.api.common import (
     DnsLabel,
     Duration,
     KindInfo,
+    ObjectName,
     PrinterColumn,
     Quantity,
     Resource,
@@ -108,11 +109,63 @@ class AnalysisPhase(enum.StrEnum):
     INCONCLUSIVE = "Inconclusive"
 
 
+class KeyRef(ApiModel):
+    """A key of a Secret or ConfigMap in the Rollout's namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret or ConfigMap, in the same namespace.")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in its data."
+    )
+
+
+MSG_ENV_ONE_SOURCE = "exactly one of valueFrom.secretKeyRef or valueFrom.configMapKeyRef must be set"
+MSG_ENV_VALUE_AND_FROM = "set either value or valueFrom of an environment variable, not both"
+
+
+class EnvVarSource(ApiModel):
+    """Where a variable's value comes from: a Secret key (never copied anywhere) or a ConfigMap key."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(cel("has(self.secretKeyRef) != has(self.configMapKeyRef)", MSG_ENV_ONE_SOURCE))
+    }
+
+    secret_key_ref: KeyRef | None = Field(default=None, description="A key of a Secret (secretKeyRef in the Pod).")
+    config_map_key_ref: KeyRef | None = Field(default=None, description="A key of a ConfigMap.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
+            raise ValueError(MSG_ENV_ONE_SOURCE)
+        return self
+
+
 class EnvVar(ApiModel):
-    """An environment variable with a literal value."""
+    """An environment variable of the serving container: a literal value, or a reference."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(cel("!has(self.valueFrom) || !has(self.value) || self.value == ''", MSG_ENV_VALUE_AND_FROM))
+    }
 
     name: str = Field(min_length=1, max_length=253, description="Variable name.")
     value: str = Field(default="", description="Variable value.")
+    value_from: EnvVarSource | None = Field(
+        default=None, description="The value from a Secret or ConfigMap key; secrets are referenced, never copied."
+    )
+
+    @model_validator(mode="after")
+    def _value_or_reference(self) -> EnvVar:
+        if self.value_from is not None and self.value:
+            raise ValueError(MSG_ENV_VALUE_AND_FROM)
+        return self
+
+    def to_pod(self) -> dict[str, Any]:
+        """The container env entry."""
+        if self.value_from is None:
+            return {"name": self.name, "value": self.value}
+        source = self.value_from
+        if source.secret_key_ref is not None:
+            return {"name": self.name, "valueFrom": {"secretKeyRef": source.secret_key_ref.model_dump()}}
+        return {"name": self.name, "valueFrom": {"configMapKeyRef": source.config_map_key_ref.model_dump()}}
 
 
 class ServingResources(ApiModel):

@@ -156,7 +156,7 @@ def deployment(
         *([{"name": "FINETUNE_FORMAT_SCHEMA", "value": json.dumps(serving.format_schema, sort_keys=True)}]
           if serving.format_schema is not None else []),
         *([{"name": "FINETUNE_FORMAT_REGEX", "value": serving.format_regex}] if serving.format_regex else []),
-        *({"name": e.name, "value": e.value} for e in serving.env),
+        *(e.to_pod() for e in serving.env),
     ]
     container: dict[str, Any] = {
         "name": "server",
