@@ -517,13 +517,14 @@ def analysis_query(bad: Iterable[str] = BAD_VERSIONS) -> str:
     )
 
 
-def finetunejob(name: str, model: str, output: Path, *, image: str = NOOP_IMAGE, **spec: Any) -> dict:
+def finetunejob(name: str, model: str, output: Path, *, image: str = NOOP_IMAGE, base: Path | str = "/models/base",
+                **spec: Any) -> dict:
     return {
         "apiVersion": API_VERSION,
         "kind": "FineTuneJob",
         "metadata": {"name": name},
         "spec": {
-            "baseModel": {"uri": "/models/base"},
+            "baseModel": {"uri": str(base)},
             "image": image,
             "dataset": {"uri": "/data/train.jsonl"},
             "resources": {"gpusPerNode": 1},
@@ -662,7 +663,11 @@ class Round:
             self.recorder.stop()
 
     def _ftj(self, name: str, **kw: Any) -> None:
-        self.create(finetunejob(name, self.model, self.workdir / name, **kw))
+        # The serving Pods mount the base model's node directory: it must exist (the no-op
+        # trainer and server never read it).
+        base = self.workdir / "base"
+        base.mkdir(parents=True, exist_ok=True)
+        self.create(finetunejob(name, self.model, self.workdir / name, base=base, **kw))
 
     def _finished(self, name: str) -> None:
         status = self.wait(lambda: self.ftj_done(name), f"{name} to finish")
