@@ -24,7 +24,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane prometheus chromium thirdparty-crds crds crds-check dashboards dashboards-check rules-test lint test test-unit test-trainer test-integration \
+.PHONY: help venv controlplane prometheus chromium thirdparty-crds crds crds-check dashboards dashboards-check rules-test lint test test-examples test-unit test-trainer test-integration \
         devcluster-up devcluster-down demo demo-rollout chart-crds bench clean
 
 help:
@@ -91,7 +91,15 @@ define run_pytest
 endef
 
 test: venv controlplane prometheus chromium thirdparty-crds crds-check dashboards-check rules-test lint
-	$(call run_pytest,tests)
+	$(call run_pytest,tests --ignore=tests/examples)
+	$(call run_pytest,tests/examples)
+
+# Every example in examples/ applied as written; the CPU ones run to Succeeded (minutes each).
+# tests/examples always runs in a pytest session of its own: its operator mounts the offline
+# model hub, and two operators must not reconcile the same objects.
+test-examples: export FINETUNE_ALL_EXAMPLES := 1
+test-examples: venv controlplane
+	$(call run_pytest,tests/examples -s)
 
 test-unit: venv
 	$(call run_pytest,tests/unit)

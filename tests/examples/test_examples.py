@@ -1,0 +1,75 @@
+"""Every manifest in examples/, applied as written (the test never edits one) to the dev cluster.
+
+`make test` runs the fast part: each example is accepted by a server-side dry run, and the
+support-ticket example (inline records, hf:// base model) gets through data preparation and
+trains on SmolLM2-135M-Instruct from the offline model hub (its first optimizer step), then is
+deleted.  `make test-examples` (FINETUNE_ALL_EXAMPLES=1) runs the CPU examples to Succeeded and
+prints each one's wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ALL = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
+# Examples that run on the dev cluster's CPUs as written: inline records and the hub's model.
+CPU_EXAMPLES = ["finetunejob-support-tickets-lora.yaml", "finetunejob-earnings-json.yaml"]
+FULL_RUNS = os.environ.get("FINETUNE_ALL_EXAMPLES") == "1"
+
+
+def ftj_status(cluster, namespace: str, name: str) -> dict:
+    return cluster.get("finetunejob", name, namespace).get("status") or {}
+
+
+def name_of(example: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in (EXAMPLES / example).read_text().splitlines()
+                if line.strip().startswith("name:"))
+
+
+@pytest.mark.parametrize("example", ALL)
+def test_example_is_accepted_by_the_api_server(cluster, namespace, example):
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", str(EXAMPLES / example), "-n", namespace)
+    assert "(server dry run)" in result.stdout
+
+
+def test_support_tickets_prepares_inline_records_and_trains_from_the_hub(cluster, namespace, operator):
+    example = "finetunejob-support-tickets-lora.yaml"
+    started = time.monotonic()
+    cluster.kubectl("apply", "-f", str(EXAMPLES / example), "-n", namespace)
+    name = name_of(example)
+
+    def first_step():
+        status = ftj_status(cluster, namespace, name)
+        assert status.get("phase") != "Failed", json.dumps(status.get("conditions"), indent=1)
+        return ((status.get("progress") or {}).get("step") or 0) >= 1 and status
+
+    status = wait_for(first_step, 240, f"FineTuneJob {name} to train its first step")
+    report = status.get("dataReport") or status.get("dataset") or {}
+    print(f"\n{example}: first training step after {time.monotonic() - started:.0f} s; data report {json.dumps(report)[:300]}")
+    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=false")
+
+
+@pytest.mark.skipif(not FULL_RUNS, reason="full example runs take minutes each: make test-examples")
+@pytest.mark.parametrize("example", CPU_EXAMPLES)
+def test_cpu_example_runs_to_succeeded(cluster, namespace, operator, example):
+    started = time.monotonic()
+    cluster.kubectl("apply", "-f", str(EXAMPLES / example), "-n", namespace)
+    name = name_of(example)
+    status = wait_for(
+        lambda: (s := ftj_status(cluster, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
+        3600,
+        f"FineTuneJob {name} to finish",
+    )
+    elapsed = time.monotonic() - started
+    print(f"\n{example}: {status['phase']} after {elapsed:.0f} s: {status.get('message', '')[:300]}")
+    assert status["phase"] == "Succeeded", json.dumps(status.get("conditions"), indent=1)
