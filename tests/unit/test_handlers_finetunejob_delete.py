@@ -53,6 +53,7 @@ def api(monkeypatch):
 
     monkeypatch.setattr(handler.apply, "delete", delete)
     monkeypatch.setattr(handler.apply, "create_if_absent", create_if_absent)
+    monkeypatch.setattr(handler.dryrun, "refusals", lambda objects: ())  # the API server admits every child
     monkeypatch.setattr(handler.events, "record", lambda body, type, reason, message: calls["events"].append((type, reason, message)))
     monkeypatch.setattr(operator_config, "_current", operator_config.OperatorConfig())
     return calls, answers

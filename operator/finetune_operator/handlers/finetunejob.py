@@ -31,9 +31,10 @@ from finetune_operator import metrics
 from finetune_operator.handlers import locks
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
-from finetune_operator.k8s import apply, children, client, events, registry, status
+from finetune_operator.k8s import apply, children, client, dryrun, events, registry, status
 from finetune_operator.k8s.resources import FINETUNEJOBS
 from finetune_operator.logic import finetunejob
+from finetune_operator.logic.spec import InvalidSpec
 
 logger = logging.getLogger(__name__)
 
@@ -93,13 +94,31 @@ def _reconcile_fresh(namespace: str, name: str, uid: str | None, on_locked=None)
         return _reconcile_locked(body, builders.Owner(name=name, namespace=namespace, uid=meta["uid"]))
 
 
+def _refused_children(spec: Any, owner: builders.Owner) -> InvalidSpec | None:
+    """Before the first child exists: each child as a server-side dry run; refusals name spec fields."""
+    try:
+        objects = [
+            *builders.setup_objects(owner, spec, settings()),
+            builders.prepare_job(owner, spec, settings()),
+            builders.train_job(owner, spec, settings()),
+            builders.eval_job(owner, spec, settings()),
+        ]
+    except builders.RenderError:
+        return None  # decide() reports it, naming the field
+    problems = dryrun.refusals(objects)
+    return InvalidSpec(problems) if problems else None
+
+
 def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered: bool = False) -> finetunejob.Decision:
     meta = body["metadata"]
     namespace, name = owner.namespace, owner.name
     observed = children.of_finetunejob(namespace, name)
     observed = dataclasses.replace(observed, model_version=registry.of_finetunejob(namespace, meta["uid"]))
+    spec = finetunejob.parse_spec(body.get("spec"))
+    if not isinstance(spec, InvalidSpec) and not observed.jobs and observed.config is None:
+        spec = _refused_children(spec, owner) or spec
     decision = finetunejob.decide(
-        finetunejob.parse_spec(body.get("spec")),
+        spec,
         finetunejob.parse_status(body.get("status")),
         observed,
         now=_now(),
