@@ -54,3 +54,17 @@ def test_prepare_of_a_missing_claim_file_fails_with_that_message(config_factory,
     raw["pvc_mount_root"] = str(tmp_path / "pvc")
     with pytest.raises(DataError, match=r"absent.jsonl does not exist in PersistentVolumeClaim datasets .*spec.dataset.uri"):
         prepare_dataset(parse_config(raw))
+
+
+def test_s3_without_credentials_is_a_storage_error_naming_the_uri(monkeypatch):
+    from finetune_trainer.exitcodes import StorageError
+    from finetune_trainer.sources import _read_s3
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: never the network
+    with pytest.raises(StorageError, match=r"dataset s3://contracts-data/clauses.jsonl: cannot be listed .*spec.dataset.uri"):
+        list(_read_s3("s3://contracts-data/clauses.jsonl"))

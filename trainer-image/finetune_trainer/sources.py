@@ -190,6 +190,16 @@ def _reader_for(name: str):
     raise DataError(f"dataset {name}: unknown file type; use one of {', '.join(DATA_SUFFIXES)}")
 
 
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What listing or reading a bucket raises when access fails: OS errors, and botocore's own
+    (missing credentials, endpoint errors), which are not OSErrors."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return (PermissionError, OSError)
+    return (PermissionError, OSError, BotoCoreError, ClientError)
+
+
 def _read_s3(uri: str) -> Iterator[RawRecord]:
     import fsspec
 
@@ -205,8 +215,11 @@ def _read_s3(uri: str) -> Iterator[RawRecord]:
             )
     except DataError:
         raise
-    except (PermissionError, OSError) as exc:
-        raise StorageError(f"dataset {uri}: cannot be listed ({exc}); check the credentials and endpoint") from None
+    except _storage_errors() as exc:
+        raise StorageError(
+            f"dataset {uri}: cannot be listed ({exc}); give the trainer credentials and an endpoint for this "
+            "bucket, or change spec.dataset.uri"
+        ) from None
     if not names:
         raise DataError(f"dataset {uri}: no {', '.join(DATA_SUFFIXES)} objects under this prefix")
     for name in names:
