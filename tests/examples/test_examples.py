@@ -73,3 +73,36 @@ def test_cpu_example_runs_to_succeeded(cluster, namespace, operator, example):
     elapsed = time.monotonic() - started
     print(f"\n{example}: {status['phase']} after {elapsed:.0f} s: {status.get('message', '')[:300]}")
     assert status["phase"] == "Succeeded", json.dumps(status.get("conditions"), indent=1)
+
+
+def succeeded_condition(status: dict) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Succeeded"), {})
+
+
+def test_multinode_example_waits_unschedulable_naming_what_no_node_has(cluster, namespace, operator):
+    # 4 x 8 GPUs, 64 CPUs and 900Gi per node: the dev cluster's nodes (64 CPUs, 512Gi, 8 fake
+    # GPUs) cannot hold one of its Pods, and the FineTuneJob says so.
+    cluster.kubectl("apply", "-f", str(EXAMPLES / "finetunejob-multinode.yaml"), "-n", namespace)
+    condition = wait_for(
+        lambda: (c := succeeded_condition(ftj_status(cluster, namespace, "assistant-70b"))).get("reason") == "Unschedulable" and c,
+        120,
+        "FineTuneJob assistant-70b to report Unschedulable",
+    )
+    assert condition["status"] == "Unknown"
+    assert "Insufficient memory" in condition["message"] and "cannot be scheduled" in condition["message"]
+    assert ftj_status(cluster, namespace, "assistant-70b")["phase"] == "Pending"
+
+
+@pytest.mark.skipif(not FULL_RUNS, reason="the prepare Job retries a storage error with back-off: make test-examples")
+def test_qlora_example_fails_on_its_bucket_before_any_gpu_work(cluster, namespace, operator):
+    # s3://models and s3://datasets exist nowhere here: data preparation fails (after the Job's
+    # retries) naming the bucket and the fix; no training Pod starts.
+    cluster.kubectl("apply", "-f", str(EXAMPLES / "finetunejob-qlora.yaml"), "-n", namespace)
+    status = wait_for(
+        lambda: (s := ftj_status(cluster, namespace, "contracts-qlora")).get("phase") == "Failed" and s,
+        900,
+        "FineTuneJob contracts-qlora to fail",
+    )
+    message = succeeded_condition(status).get("message", "")
+    assert "s3://datasets/contracts/clauses.jsonl: cannot be listed" in message, message
+    assert not cluster.list("pods", namespace, selector="job-name=contracts-qlora-train")
