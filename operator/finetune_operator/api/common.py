@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "finetune.ai"
@@ -405,6 +405,7 @@ class BaseModelRef(ApiModel):
         min_length=1,
         max_length=1024,
         pattern=MODEL_URI_PATTERN,
+        json_schema_extra=location_rules(writable=False),
         description=(
             "Where the base model lives: hf://<org>/<name> (resolved from the trainer's offline cache; "
             "nothing is downloaded at run time), s3://<bucket>/<prefix>, pvc://<claim>/<path>, "
@@ -419,6 +420,20 @@ class BaseModelRef(ApiModel):
     revision: str | None = Field(
         default=None, max_length=253, description="Revision (branch, tag or commit) of an hf:// model."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _plain_location(cls, uri: str) -> str:
+        """The twin of location_rules(writable=False): the same refusals, the same messages."""
+        if re.search(r"(^|/)[.][.]?(/|$)", uri):
+            raise ValueError(MSG_LOCATION_DOT_SEGMENT)
+        if re.search(r"[?#]", uri):
+            raise ValueError(MSG_LOCATION_QUERY)
+        if uri.startswith("pvc://") and not re.match(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)", uri):
+            raise ValueError(MSG_LOCATION_CLAIM)
+        if uri.startswith("file://") and not uri.startswith("file:///"):
+            raise ValueError(MSG_LOCATION_FILE_HOST)
+        return uri
 
 
 class GateBaseline(enum.StrEnum):

@@ -45,6 +45,7 @@ from finetune_operator.api.common import (
     cel_rules,
     conditions_field,
     MSG_LOCATION_CLAIM,
+    MSG_LOCATION_FILE_HOST,
     MSG_LOCATION_DOT_SEGMENT,
     MSG_LOCATION_QUERY,
     MSG_LOCATION_ROOT,
@@ -395,6 +396,8 @@ def usable_location(uri: str | None, *, writable: bool) -> str | None:
         raise ValueError(MSG_LOCATION_QUERY)
     if uri.startswith("pvc://") and not re.match(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)", uri):
         raise ValueError(MSG_LOCATION_CLAIM)
+    if uri.startswith("file://") and not uri.startswith("file:///"):
+        raise ValueError(MSG_LOCATION_FILE_HOST)
     if writable and (re.match(r"^(pvc|s3)://[^/]*/*$", uri) or re.match(r"^(file://)?/*$", uri)):
         raise ValueError(MSG_LOCATION_ROOT)
     return uri
