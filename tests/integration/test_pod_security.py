@@ -2,8 +2,8 @@
 
 Namespaces of these tests carry `pod-security.kubernetes.io/enforce=restricted`, so the API
 server's Pod Security admission itself refuses anything less. Every Pod the builders render
-(prepare, train, multi-node train, evaluate, cleanup, retention, serving with its verify init
-container) is created as a server-side dry run there; a no-op FineTuneJob writing to a claim
+(prepare, train, multi-node train, evaluate, cleanup, retention, artifact verify, serving with
+its verify init container) is created as a server-side dry run there; a no-op FineTuneJob writing to a claim
 then runs its whole pipeline there, its Pods created by the Job controller.
 """
 
@@ -36,7 +36,7 @@ def rendered_pods(namespace: str) -> dict[str, dict]:
     )
     model_version = {
         "metadata": {"name": "chat-v1", "namespace": namespace, "uid": "uid-3"},
-        "spec": {"artifact": {"uri": "pvc://finetune-artifacts/ft-uid-1/adapter"}},
+        "spec": {"artifact": {"uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "digest": DIGEST}},
     }
     ro_owner = rollout.Owner(name="chat", namespace=namespace, uid="uid-2")
 
@@ -50,6 +50,7 @@ def rendered_pods(namespace: str) -> dict[str, dict]:
         "evaluate": finetunejob.eval_job(owner, spec, SETTINGS),
         "cleanup": finetunejob.cleanup_job(owner, spec, SETTINGS),
         "retention": modelversion.artifact_cleanup_job(model_version, NOOP_TRAINER),
+        "verify": modelversion.verify_job(model_version, NOOP_TRAINER),
         "serving-vllm": rollout.deployment(ro_owner, serving(), rollout.ServedVersion("v1", BASE, "s3://m/chat/v1"), 1),
         "serving-verified": rollout.deployment(
             ro_owner, serving(type="custom", image="srv"),

@@ -36,7 +36,7 @@ def serving(**fields) -> RolloutSpec:
 
 MODEL_VERSION = {
     "metadata": {"name": "chat-v1", "namespace": "team", "uid": "uid-3"},
-    "spec": {"artifact": {"uri": "pvc://finetune-artifacts/ft-uid-1/adapter"}},
+    "spec": {"artifact": {"uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "digest": DIGEST}},
 }
 
 PODS = {
@@ -49,6 +49,7 @@ PODS = {
     "evaluate": lambda: pod_of(finetunejob.eval_job(FTJ_OWNER, ftj(), SETTINGS)),
     "cleanup": lambda: pod_of(finetunejob.cleanup_job(FTJ_OWNER, ftj(), SETTINGS)),
     "retention": lambda: pod_of(modelversion.artifact_cleanup_job(MODEL_VERSION, "trainer:1")),
+    "verify": lambda: pod_of(modelversion.verify_job(MODEL_VERSION, "trainer:1")),
     "serving-vllm": lambda: pod_of(
         rollout.deployment(RO_OWNER, serving(), rollout.ServedVersion("v1", BASE, "s3://models/chat/v1"), 1)
     ),
