@@ -424,16 +424,25 @@ class BaseModelRef(ApiModel):
     @field_validator("uri")
     @classmethod
     def _plain_location(cls, uri: str) -> str:
-        """The twin of location_rules(writable=False): the same refusals, the same messages."""
-        if re.search(r"(^|/)[.][.]?(/|$)", uri):
-            raise ValueError(MSG_LOCATION_DOT_SEGMENT)
-        if re.search(r"[?#]", uri):
-            raise ValueError(MSG_LOCATION_QUERY)
-        if uri.startswith("pvc://") and not re.match(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)", uri):
-            raise ValueError(MSG_LOCATION_CLAIM)
-        if uri.startswith("file://") and not uri.startswith("file:///"):
-            raise ValueError(MSG_LOCATION_FILE_HOST)
+        return usable_location(uri, writable=False)
+
+
+def usable_location(uri: str | None, *, writable: bool) -> str | None:
+    """The pydantic twin of `location_rules` (same patterns, same messages): the URI as written,
+    or ValueError. Scheme-specific shapes (bucket names, hf:// ids) are checked in logic."""
+    if uri is None:
         return uri
+    if re.search(r"(^|/)[.][.]?(/|$)", uri):
+        raise ValueError(MSG_LOCATION_DOT_SEGMENT)
+    if re.search(r"[?#]", uri):
+        raise ValueError(MSG_LOCATION_QUERY)
+    if uri.startswith("pvc://") and not re.match(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)", uri):
+        raise ValueError(MSG_LOCATION_CLAIM)
+    if uri.startswith("file://") and not uri.startswith("file:///"):
+        raise ValueError(MSG_LOCATION_FILE_HOST)
+    if writable and (re.match(r"^(pvc|s3)://[^/]*/*$", uri) or re.match(r"^(file://)?/*$", uri)):
+        raise ValueError(MSG_LOCATION_ROOT)
+    return uri
 
 
 class GateBaseline(enum.StrEnum):

@@ -44,12 +44,8 @@ from finetune_operator.api.common import (
     cel,
     cel_rules,
     conditions_field,
-    MSG_LOCATION_CLAIM,
-    MSG_LOCATION_FILE_HOST,
-    MSG_LOCATION_DOT_SEGMENT,
-    MSG_LOCATION_QUERY,
-    MSG_LOCATION_ROOT,
     location_rules,
+    usable_location,
     map_list,
     max_owner_name,
     name_problem,
@@ -383,24 +379,6 @@ class DatasetSpec(ApiModel):
         if self.balance_cap is not None and self.balance_mode != "cap":
             raise ValueError(MSG_BALANCE_CAP_ONLY)
         return self
-
-
-def usable_location(uri: str | None, *, writable: bool) -> str | None:
-    """The pydantic twin of `location_rules` (same patterns, same messages): the URI as written,
-    or ValueError. Scheme-specific shapes (bucket names, hf:// ids) are checked in logic."""
-    if uri is None:
-        return uri
-    if re.search(r"(^|/)[.][.]?(/|$)", uri):
-        raise ValueError(MSG_LOCATION_DOT_SEGMENT)
-    if re.search(r"[?#]", uri):
-        raise ValueError(MSG_LOCATION_QUERY)
-    if uri.startswith("pvc://") and not re.match(r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/|$)", uri):
-        raise ValueError(MSG_LOCATION_CLAIM)
-    if uri.startswith("file://") and not uri.startswith("file:///"):
-        raise ValueError(MSG_LOCATION_FILE_HOST)
-    if writable and (re.match(r"^(pvc|s3)://[^/]*/*$", uri) or re.match(r"^(file://)?/*$", uri)):
-        raise ValueError(MSG_LOCATION_ROOT)
-    return uri
 
 
 def inline_bytes(records: list[dict[str, Any]]) -> int:

@@ -685,15 +685,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         step = steps[index]
         if step.set_weight is not None:
             s.canary_weight = step.set_weight
-            if not observed.ready.get(candidate):
-                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=MSG_WAITING_READY.format(version=candidate)), ready=False, reason=REASON_PROGRESSING)
-                plan.requeue_in(2)
-                return
-            if routing is not None and routing.weight != s.canary_weight:
-                # The step is done once the router's objects carry the weight (read back next reconcile).
-                what = MSG_ROUTING_WAIT.format(weight=s.canary_weight, version=candidate)
-                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
-                plan.requeue_in(1)
+            if not _weight_applied(plan, observed, routing, candidate, where):
                 return
             _next_step(plan)
             continue
@@ -712,14 +704,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         if experiment is not None:
             # A/B: the split is held first (applied like a setWeight), then judged.
             s.canary_weight = experiment.weight
-            if not observed.ready.get(candidate):
-                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=MSG_WAITING_READY.format(version=candidate)), ready=False, reason=REASON_PROGRESSING)
-                plan.requeue_in(2)
-                return
-            if routing is not None and routing.weight != s.canary_weight:
-                what = MSG_ROUTING_WAIT.format(weight=s.canary_weight, version=candidate)
-                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
-                plan.requeue_in(1)
+            if not _weight_applied(plan, observed, routing, candidate, where):
                 return
         # An analysis step, or the judgement of an experiment.
         metrics = _metrics(spec, step)
@@ -812,6 +797,22 @@ def _judge(plan: _Plan, metrics, run: AnalysisStatus, index: int, decision: str,
     summary = (f"experiment: canary {s.candidate_version} vs stable {s.stable_version}: {verdict} -> {decision}; "
                + "; ".join(figures))
     plan.events.append(Event("Warning" if decision == DECISION_ROLLBACK else "Normal", "CanaryJudged", summary[:1000]))
+
+
+def _weight_applied(plan: _Plan, observed: Observed, routing: Routing | None, candidate: str, where: dict[str, int]) -> bool:
+    """Whether `status.canaryWeight` is in force: the candidate is ready and the router's objects
+    carry the weight (read back next reconcile). Otherwise says what is awaited and requeues."""
+    if not observed.ready.get(candidate):
+        what = MSG_WAITING_READY.format(version=candidate)
+        plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+        plan.requeue_in(2)
+        return False
+    if routing is not None and routing.weight != plan.s.canary_weight:
+        what = MSG_ROUTING_WAIT.format(weight=plan.s.canary_weight, version=candidate)
+        plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+        plan.requeue_in(1)
+        return False
+    return True
 
 
 def _next_step(plan: _Plan) -> None:
