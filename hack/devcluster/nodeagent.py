@@ -693,6 +693,7 @@ class PodRunner(threading.Thread):
             "tmp": str(self._private_dir("tmp", 0o1777)),
             "overlays": tempfile.mkdtemp(prefix=f"{cname}-", dir=self._private_dir("overlays", 0o700)),
             "hide": [str(self.agent.cluster_dir)],
+            "image": self.agent.image_paths + [p for p in (entry.workdir,) if p],
             "mounts": self._mount_spec(container, term_path, term_file),
         }
         # Read once and removed by podmounts.py: the env may hold Secret values.
@@ -1268,6 +1269,23 @@ class _WebSocket:
 # --------------------------------------------------------------------------- agent
 
 
+def image_paths() -> list[str]:
+    """The host paths every container's "image" is made of: the Python environment that runs
+    it, the project's code on PYTHONPATH, the Hugging Face home.  They are the host's and stay
+    visible in each Pod even where the Pod's private /tmp or a hidden directory covers them
+    (a cache root made with mktemp under /tmp)."""
+    paths = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
+             os.path.realpath(Path(__file__).resolve().parents[2])}
+    for entry in (os.environ.get("PYTHONPATH") or "").split(os.pathsep):
+        if entry:
+            paths.add(os.path.realpath(entry))
+    if os.environ.get("HF_HOME"):
+        paths.add(os.path.realpath(os.environ["HF_HOME"]))
+    # Only the outermost of nested paths: binding a parent brings its children along.
+    kept = sorted(p for p in paths if p != "/")
+    return [p for p in kept if not any(o != p and (p + "/").startswith(o.rstrip("/") + "/") for o in kept)]
+
+
 class NodeAgent:
     def __init__(self, cluster_dir: Path, nodes: list[dict], images: ImageMap):
         self.cluster_dir = cluster_dir
@@ -1291,6 +1309,7 @@ class NodeAgent:
         self.next_ip = int.from_bytes(os.urandom(2), "big") << 4
         self.stopping = threading.Event()
         self.kubelet_api: KubeletAPI | None = None
+        self.image_paths = image_paths()
 
     def serve_kubelet_api(self) -> None:
         """Starts the kubelet API (kubectl logs) before the Nodes say where it is."""

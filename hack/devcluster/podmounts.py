@@ -4,7 +4,9 @@ The node agent starts every container as `python podmounts.py SPEC.json`: this
 program (standard library only, so it starts fast) moves into a new mount
 namespace, bind-mounts each volume at its real `mountPath`, gives the Pod a
 private `/tmp`, hides the dev cluster's own directory (other Pods' volumes, the
-CA key), and then execs the container's command.  The process sees exactly the
+CA key), binds the "image" (the project's Python environment and code) back where
+a private `/tmp` or a hidden directory covered it, and then execs the container's
+command.  The process sees exactly the
 paths its manifest names, as in a container; the host network and the rest of
 the host filesystem (the "image": the project's Python and code) stay shared.
 
@@ -16,7 +18,7 @@ directory with other mounts below it, such as `/dev`), as an empty directory or
 file on the host, a mountpoint and nothing more.
 
 SPEC.json: {"argv": [...], "env": {...}, "workdir": "/", "tmp": DIR, "overlays": DIR,
-"hide": [DIR, ...], "mounts": [{"source": PATH, "target": PATH, "readOnly": bool}, ...]}
+"hide": [DIR, ...], "image": [PATH, ...], "mounts": [{"source": PATH, "target": PATH, "readOnly": bool}, ...]}
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class PodView:
         mounts = sorted(spec["mounts"], key=lambda m: os.path.normpath(m["target"]).count("/"))
         sources = [os.open(m["source"], os.O_PATH) for m in mounts]
         tmp = os.open(spec["tmp"], os.O_PATH)
+        image = [(os.path.normpath(p), os.open(p, os.O_PATH)) for p in spec.get("image") or [] if os.path.exists(p)]
         for hidden in spec.get("hide") or []:
             if os.path.isdir(hidden):
                 _mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
@@ -118,7 +121,14 @@ class PodView:
             if mount.get("readOnly"):
                 _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
             self.ours.append(target)
-        for fd in (*sources, tmp, self.overlay_fd):
+        # The image is the host's: where the cache root or the checkout lives under /tmp (a CI
+        # runner's mktemp, say), the private /tmp -- or a volume mounted at /tmp -- would hide
+        # the interpreter the Pod runs.  Bound last, so that nothing the Pod mounts covers it.
+        for path, fd in image:
+            if any(_under(path, mine) for mine in self.ours):
+                self.mountpoint(path, os.path.isdir(f"/proc/self/fd/{fd}"))
+                _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        for fd in (*sources, *(fd for _, fd in image), tmp, self.overlay_fd):
             os.close(fd)
 
 

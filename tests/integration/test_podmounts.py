@@ -1,0 +1,76 @@
+"""A container's filesystem view (hack/devcluster/podmounts.py), without a cluster.
+
+The node agent starts every container through podmounts.py: a private /tmp, the dev cluster's
+directory hidden, volumes at their mountPaths. The "image" (the Python environment and the
+project's code) is the host's and must stay visible even where it lives under /tmp, as it does
+when the cache root was made with mktemp (CI): a private /tmp once hid the interpreter itself,
+and every Pod failed with exit code 127.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PODMOUNTS = Path(__file__).resolve().parents[2] / "hack" / "devcluster" / "podmounts.py"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root, as the dev cluster's node agent has")
+
+
+def run_in_pod_view(tmp_path: Path, argv: list[str], *, image: list[str], mounts: list[dict], hide: list[str] = ()) -> subprocess.CompletedProcess:
+    private_tmp = tmp_path / "private-tmp"
+    overlays = tmp_path / "overlays"
+    private_tmp.mkdir(mode=0o1777)
+    overlays.mkdir()
+    spec = tmp_path / "view.json"
+    spec.write_text(json.dumps({
+        "argv": argv, "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "workdir": "/",
+        "tmp": str(private_tmp), "overlays": str(overlays), "hide": list(hide), "image": image, "mounts": mounts,
+    }))
+    return subprocess.run([sys.executable, "-S", str(PODMOUNTS), str(spec)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def image_under_tmp():
+    """An "image" under the host's /tmp: a directory with an executable in it."""
+    with tempfile.TemporaryDirectory(prefix="podmounts-image-", dir="/tmp") as root:
+        tool = Path(root) / "bin" / "tool"
+        tool.parent.mkdir()
+        tool.write_text("#!/bin/sh\necho image-runs\n")
+        tool.chmod(0o755)
+        yield Path(root)
+
+
+def test_an_image_under_tmp_stays_visible_behind_the_private_tmp(tmp_path, image_under_tmp):
+    other = tempfile.NamedTemporaryFile(prefix="podmounts-host-only-", dir="/tmp")
+    script = f"{image_under_tmp}/bin/tool && ls /tmp && test ! -e {other.name} && echo host-tmp-hidden"
+    done = run_in_pod_view(tmp_path, ["/bin/sh", "-c", script], image=[str(image_under_tmp)], mounts=[])
+    other.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "image-runs" in done.stdout
+    assert "host-tmp-hidden" in done.stdout, "the Pod saw the host's /tmp"
+
+
+def test_an_image_under_tmp_stays_visible_behind_a_volume_mounted_at_tmp(tmp_path, image_under_tmp):
+    # Restricted Pods mount an emptyDir at /tmp: the image must not vanish behind it either.
+    volume = tmp_path / "emptydir"
+    volume.mkdir()
+    (volume / "from-the-volume").write_text("x")
+    script = f"{image_under_tmp}/bin/tool && test -e /tmp/from-the-volume && echo volume-at-tmp"
+    done = run_in_pod_view(tmp_path, ["/bin/sh", "-c", script], image=[str(image_under_tmp)],
+                           mounts=[{"source": str(volume), "target": "/tmp", "readOnly": False}])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "image-runs" in done.stdout and "volume-at-tmp" in done.stdout
+
+
+def test_without_the_image_listed_the_private_tmp_hides_it(tmp_path, image_under_tmp):
+    # The check above can fail: the same Pod without the image list cannot find the tool.
+    done = run_in_pod_view(tmp_path, [f"{image_under_tmp}/bin/tool"], image=[], mounts=[])
+    assert done.returncode != 0
+    assert "No such file or directory" in done.stderr + done.stdout
