@@ -106,6 +106,60 @@ def reconciling(kind: str) -> Iterator[None]:
         RECONCILES.labels(kind=kind, result=result).inc()
 
 
+# --- Requests to the Kubernetes API ---------------------------------------------------------------
+#
+# Every request the operator sends (its own client in `k8s.client` and kopf's watches and patches)
+# is counted once, by verb, resource and HTTP status: what the operator costs the API server.
+
+API_REQUESTS = Counter(
+    "api_requests",
+    "Requests of this operator to the Kubernetes API, by verb (get, list, watch, create, update, patch, "
+    "delete, deletecollection), resource (the plural of the path) and HTTP status code ('error' when no answer came).",
+    ["verb", "resource", "code"],
+    namespace=NAMESPACE,
+)
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def api_request_kind(method: str, path: str, query: Iterable[tuple[str, Any]] | dict | None = None) -> tuple[str, str]:
+    """(verb, resource) of one API request, named as the API server's audit log names them.
+
+    `path` is the URL path (a full URL's scheme, host and query are ignored). Resource is the
+    plural of the path (`/apis/batch/v1/namespaces/x/jobs/y/status` -> `jobs`); paths that name no
+    resource (discovery, /version, /healthz) are `''`.
+    """
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    path = path.partition("?")[0]
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]  # /api/v1/...
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]  # /apis/<group>/<version>/...
+    else:
+        rest = []
+    if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
+        rest = rest[2:]  # /namespaces/<ns>/<resource>/...; /namespaces/<name> is the namespace itself
+    resource = rest[0] if rest else ""
+    named = len(rest) >= 2
+    items = query.items() if isinstance(query, dict) else (query or ())
+    watching = any(k == "watch" and str(v).lower() in ("true", "1") for k, v in items)
+    method = method.upper()
+    if method == "GET":
+        verb = "watch" if watching else ("get" if named else "list")
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = _VERBS.get(method, method.lower())
+    return verb, resource
+
+
+def count_api_request(method: str, path: str, query: Iterable[tuple[str, Any]] | dict | None, code: int | str | None) -> None:
+    verb, resource = api_request_kind(method, path, query)
+    API_REQUESTS.labels(verb=verb, resource=resource, code=str(code) if code else "error").inc()
+
+
 def publish_build_info() -> None:
     try:
         kopf_version = importlib.metadata.version("kopf")

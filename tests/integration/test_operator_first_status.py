@@ -108,6 +108,9 @@ def test_valid_job_gets_first_status_event_and_metrics(cluster, namespace, opera
     in_progress = [sample(metrics, "finetune_operator_finetunejobs", phase=p) or 0 for p in ("Pending", "Preparing", "Training", "Evaluating", "Succeeded")]
     assert sum(in_progress) >= 1
     assert sample(metrics, "finetune_operator_build_info") == 1
+    # API requests are counted: kopf's watch of FineTuneJobs and the reconcile's own read.
+    assert sample(metrics, "finetune_operator_api_requests_total", verb="watch", resource="finetunejobs", code="200") >= 1
+    assert sample(metrics, "finetune_operator_api_requests_total", verb="get", resource="finetunejobs", code="200") >= 1
 
     # An edit: a new generation is observed; the verdict did not flip, so neither does the time.
     cluster.kubectl(

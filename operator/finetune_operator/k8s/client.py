@@ -3,17 +3,45 @@
 In a Pod the service-account token is used; elsewhere the kubeconfig (`KUBECONFIG`, else
 ~/.kube/config), the same order kopf's default login follows, so kopf and this client always
 talk to the same cluster as the same user.
+
+Every request through it is counted in `metrics.API_REQUESTS` (one choke point: the client's
+`request`, below `call_api`, so watches, retries of callers and raw `_preload_content=False`
+calls all count once per HTTP request). kopf's own requests (its watch streams, the patches of
+its annotations and finalizers, its Events) go through an aiohttp session of kopf's: `kopf_login`
+gives kopf that session, made as kopf makes it, plus a trace hook that counts the same way.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
+from typing import Any
 
+import aiohttp
+import kopf
 import kubernetes
+
+from finetune_operator import metrics
 
 USER_AGENT = "finetune-operator"
 _lock = threading.Lock()
 _client: kubernetes.client.ApiClient | None = None
+
+
+class CountingApiClient(kubernetes.client.ApiClient):
+    """The generated client, counting each HTTP request by verb, resource and status code."""
+
+    def request(self, method, url, query_params=None, *args, **kwargs):  # noqa: ANN001 - the library's signature
+        code: int | str | None = None
+        try:
+            response = super().request(method, url, query_params, *args, **kwargs)
+            code = getattr(response, "status", None)
+            return response
+        except kubernetes.client.ApiException as exc:
+            code = exc.status
+            raise
+        finally:
+            metrics.count_api_request(method, url, query_params, code)
 
 
 def api_client() -> kubernetes.client.ApiClient:
@@ -25,7 +53,7 @@ def api_client() -> kubernetes.client.ApiClient:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)
             except kubernetes.config.ConfigException:
                 kubernetes.config.load_kube_config(client_configuration=configuration)
-            _client = kubernetes.client.ApiClient(with_bearer_token(configuration))
+            _client = CountingApiClient(with_bearer_token(configuration))
             # Audit logs tell the operator's calls apart from other clients of the same library.
             _client.user_agent = USER_AGENT
         return _client
@@ -58,3 +86,49 @@ def batch() -> kubernetes.client.BatchV1Api:
 
 def apps() -> kubernetes.client.AppsV1Api:
     return kubernetes.client.AppsV1Api(api_client())
+
+
+# --- kopf's own requests --------------------------------------------------------------------------
+
+
+async def _on_request_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
+    metrics.count_api_request(params.method, params.url.path, dict(params.url.query), params.response.status)
+
+
+async def _on_request_exception(session: Any, context: Any, params: aiohttp.TraceRequestExceptionParams) -> None:
+    metrics.count_api_request(params.method, params.url.path, dict(params.url.query), None)
+
+
+def counted_session(info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+    """kopf's session for `info` (the same connector, headers and auth as kopf's own), counted."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(_on_request_end)
+    trace.on_request_exception.append(_on_request_exception)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="kopf")
+        auth = info.as_aiohttp_basic_auth()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        auth=auth,
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+        trace_configs=[trace],
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        priority=info.priority,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+    )
+
+
+@kopf.on.login()
+async def kopf_login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    """kopf's default login (service account, else kubeconfig), with its requests counted.
+
+    Async on purpose: the session must be made in kopf's event loop, which it is bound to.
+    """
+    info = kopf.login_via_client(**kwargs)
+    return counted_session(info) if info is not None else None
