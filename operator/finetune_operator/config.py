@@ -98,14 +98,21 @@ class OperatorConfig(BaseModel):
         default="",
         pattern=r"^(|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?|/.+)$",
         description="A Hugging Face hub cache (the layout huggingface_hub reads) that every trainer "
-        "Pod mounts read-only at /var/cache/huggingface/hub, with HF_HUB_CACHE pointing there, so "
-        "hf://<org>/<name> base models resolve from it: pvc://<claim> or an absolute node path. "
-        "Empty (the default): none; hf:// models resolve only from a cache in the trainer image.",
+        "Pod mounts at /var/cache/huggingface/hub, with HF_HUB_CACHE pointing there: hf://<org>/<name> "
+        "base models download into it once and every later job reuses them (read-only with hubOffline): "
+        "pvc://<claim> (ReadWriteMany) or an absolute node path. Empty (the default): none; each Pod "
+        "downloads into its scratch space.",
     )
     hub_offline: bool = Field(
         default=False,
         description="Trainer Pods get HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1: nothing asks the "
         "Hub, only the model cache answers (air-gapped clusters, the dev cluster, CI).",
+    )
+    hub_endpoint: str = Field(
+        default="",
+        pattern=r"^(|https?://[^\s/@]+(/\S*)?)$",
+        description="Hugging Face Hub endpoint (a mirror or proxy) given as HF_ENDPOINT to the Pods "
+        "that download hf:// base models. Empty (the default): https://huggingface.co.",
     )
     retain_versions: int = Field(
         default=10,

@@ -1,8 +1,10 @@
 """Trainer Pods and the operator's model cache, offline mode and node inputs.
 
-A configured Hugging Face hub cache is mounted read-only at one path with HF_HUB_CACHE naming it;
-offline mode is the operator's setting, never baked in; a local base model or dataset under an
-allowed node directory is mounted read-only where it is, any other path is left to the image.
+A configured Hugging Face hub cache is mounted at one path with HF_HUB_CACHE naming it (writable,
+so jobs download into it; read-only when offline); offline mode is the operator's setting, never
+baked in; the Hub endpoint and a base model's token reach only the Pods that load the base model;
+a local base model or dataset under an allowed node directory is mounted read-only where it is,
+any other path is left to the image.
 """
 
 from __future__ import annotations
@@ -16,28 +18,32 @@ from finetune_operator.builders.finetunejob import MODEL_CACHE_DIR, Owner, Setti
 OWNER = Owner(name="ft", namespace="team", uid="uid-1")
 
 
-def pod(settings: Settings, base: str = "hf://HuggingFaceTB/SmolLM2-135M-Instruct", data: str = "s3://data/t.jsonl"):
-    spec = FineTuneJobSpec.model_validate({"baseModel": {"uri": base}, "dataset": {"uri": data}})
-    template = builders.train_job(OWNER, spec, settings)["spec"]["template"]["spec"]
+def pod(settings: Settings, base: str = "hf://HuggingFaceTB/SmolLM2-135M-Instruct", data: str = "s3://data/t.jsonl",
+        base_extra: dict | None = None, build=builders.train_job, raw_env: bool = False):
+    spec = FineTuneJobSpec.model_validate({"baseModel": {"uri": base, **(base_extra or {})}, "dataset": {"uri": data}})
+    template = build(OWNER, spec, settings)["spec"]["template"]["spec"]
     container = template["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
+    env = {e["name"]: (e if raw_env else e.get("value")) for e in container["env"]}
     volumes = {v["name"]: v for v in template["volumes"]}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     return env, volumes, mounts
 
 
+@pytest.mark.parametrize("offline", [False, True], ids=["online-writable", "offline-read-only"])
 @pytest.mark.parametrize(
     ("cache", "volume"),
     [
-        ("pvc://hf-hub", {"name": "model-cache", "persistentVolumeClaim": {"claimName": "hf-hub", "readOnly": True}}),
+        ("pvc://hf-hub", {"name": "model-cache", "persistentVolumeClaim": {"claimName": "hf-hub", "readOnly": None}}),
         ("/srv/hf-hub", {"name": "model-cache", "hostPath": {"path": "/srv/hf-hub", "type": "Directory"}}),
     ],
     ids=["claim", "node-path"],
 )
-def test_model_cache_is_mounted_read_only_with_hf_hub_cache(cache, volume):
-    env, volumes, mounts = pod(Settings(model_cache=cache))
+def test_model_cache_is_mounted_with_hf_hub_cache(cache, volume, offline):
+    env, volumes, mounts = pod(Settings(model_cache=cache, hub_offline=offline))
+    if "persistentVolumeClaim" in volume:
+        volume = {**volume, "persistentVolumeClaim": {**volume["persistentVolumeClaim"], "readOnly": offline}}
     assert volumes["model-cache"] == volume
-    assert mounts["model-cache"] == {"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": True}
+    assert mounts["model-cache"] == {"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": offline}
     assert env["HF_HUB_CACHE"] == MODEL_CACHE_DIR
 
 
@@ -50,6 +56,32 @@ def test_no_model_cache_and_online_by_default():
 def test_offline_is_the_operators_setting():
     env, _, _ = pod(Settings(hub_offline=True))
     assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+
+
+TOKEN = {"tokenSecretRef": {"name": "hub-token", "key": "hf"}}
+
+
+@pytest.mark.parametrize("build", [builders.prepare_job, builders.train_job, builders.eval_job],
+                         ids=["prepare", "train", "evaluate"])
+def test_hub_endpoint_and_token_reach_the_pods_that_load_the_base_model(build):
+    env, _, _ = pod(Settings(hub_endpoint="http://hub-mirror.internal:8080"), base_extra=TOKEN, build=build, raw_env=True)
+    assert env["HF_ENDPOINT"]["value"] == "http://hub-mirror.internal:8080"
+    # Referenced, never copied: the token's value is nowhere in the Pod spec.
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub-token", "key": "hf"}}}
+    assert env["FINETUNE_HF_TOKEN_REF"]["value"] == "hub-token/hf"
+
+
+def test_token_key_defaults_to_token_and_no_hub_env_without_a_setting_or_a_ref():
+    env, _, _ = pod(Settings(), base_extra={"tokenSecretRef": {"name": "hub-token"}}, raw_env=True)
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hub-token", "key": "token"}
+    assert "HF_ENDPOINT" not in env
+    env, _, _ = pod(Settings())
+    assert not {"HF_ENDPOINT", "HF_TOKEN", "FINETUNE_HF_TOKEN_REF"} & env.keys()
+
+
+def test_non_hub_base_models_get_no_hub_env():
+    env, _, _ = pod(Settings(hub_endpoint="http://hub-mirror.internal:8080"), base="pvc://models/base", base_extra=TOKEN)
+    assert not {"HF_ENDPOINT", "HF_TOKEN", "FINETUNE_HF_TOKEN_REF"} & env.keys()
 
 
 @pytest.mark.parametrize(

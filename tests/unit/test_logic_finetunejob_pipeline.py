@@ -513,7 +513,7 @@ def test_progress(progress, expected_progress, expected_checkpoint):
 def test_success_records_the_artifact_and_completes_progress():
     status = run(SPEC, S["registered"]).status
 
-    assert status.artifact.model_dump(by_alias=True) == {
+    assert status.artifact.model_dump(by_alias=True, exclude_none=True) == {
         "uri": "pvc://finetune-artifacts/ft-uid-1/adapter", "digest": f"sha256:{DIGEST}", "type": "lora-adapter",
     }
     assert status.progress.percent == 100.0

@@ -1,8 +1,11 @@
 """Finding the base model on disk, and turning GGUF checkpoints into trainable ones.
 
-Nothing is ever downloaded from a model hub: a base model is a directory the trainer can read
-(local, a mounted claim, an s3:// prefix copied into the cache, or an hf:// repo already in the
-local Hugging Face cache). GGUF checkpoints are quantized for inference; transformers can load
+A base model is a directory the trainer can read: local, a mounted claim, an s3:// prefix copied
+into the cache, or an hf:// repo. hf:// repos download from the Hub (HF_ENDPOINT, HF_TOKEN, the
+revision) into the Hugging Face cache (HF_HUB_CACHE, shared by every job when the operator mounts
+a model cache; huggingface_hub's file locks let concurrent jobs download each file once), unless
+HF_HUB_OFFLINE is set, where only the cache answers. The commit a revision resolved to and whether
+the files were all cached already are kept in HUB_RESOLUTIONS for the run's summary (lineage). GGUF checkpoints are quantized for inference; transformers can load
 them (`gguf_file=`, with the `gguf` package) by dequantizing to fp32, but the loaded model stays
 marked as quantized and Trainer refuses to train it. `materialize_gguf` therefore loads once,
 drops the marker and saves a plain model into the cache, keyed by the file's digest, so every
@@ -18,6 +21,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,7 +54,7 @@ def resolve_model_spec(spec: ModelSpec, pvc_mount_root: str) -> Path:
     gguf_name = spec.gguf_file_name()
     cache_dir = Path(spec.cache_dir)
     if scheme == "hf":
-        base = _from_hf_cache(spec)
+        base = _from_hub(spec)
     elif scheme == "s3":
         base = _copy_from_s3(spec.uri, cache_dir)
     else:
@@ -74,29 +78,106 @@ def resolve_model_spec(spec: ModelSpec, pvc_mount_root: str) -> Path:
     return base
 
 
-def _from_hf_cache(spec: ModelSpec) -> Path:
+# uri -> {"commit": <sha>, "from_cache": bool} for every hf:// model resolved in this process.
+HUB_RESOLUTIONS: dict[str, dict[str, object]] = {}
+
+# Set by the operator next to HF_TOKEN: which Secret key the token came from, for error messages.
+TOKEN_REF_ENV = "FINETUNE_HF_TOKEN_REF"
+
+
+def hub_lineage(spec: ModelSpec) -> dict[str, object]:
+    """What the summary reports about an hf:// base model: its commit and whether it was cached."""
+    resolved = HUB_RESOLUTIONS.get(spec.uri)
+    if not resolved:
+        return {}
+    return {"base_model_commit": resolved["commit"], "base_model_from_cache": resolved["from_cache"]}
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _from_hub(spec: ModelSpec) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     parts = urlsplit(spec.uri)
     repo_id = (parts.netloc + parts.path).strip("/")
+    if _hub_offline():
+        try:
+            path = Path(snapshot_download(repo_id, revision=spec.revision, local_files_only=True))
+        except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+            raise ModelError(
+                f"model {spec.uri}: not in the local Hugging Face cache and downloads are disabled; "
+                "pre-populate the cache (HF_HUB_CACHE) or use a pvc:// or s3:// copy of the model"
+            ) from None
+        HUB_RESOLUTIONS[spec.uri] = {"commit": path.name, "from_cache": True}
+        return path
+    return _download_from_hub(spec, repo_id)
+
+
+def _download_from_hub(spec: ModelSpec, repo_id: str) -> Path:
+    import httpx2
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    token_ref = os.environ.get(TOKEN_REF_ENV, "")
+    where = f"model {spec.uri}" + (f"@{spec.revision}" if spec.revision else "")
     try:
-        return Path(snapshot_download(repo_id, revision=spec.revision, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
-        raise ModelError(
-            f"model {spec.uri}: not in the local Hugging Face cache and downloads are disabled; "
-            "pre-populate the cache (HF_HUB_CACHE) or use a pvc:// or s3:// copy of the model"
+        api = HfApi()
+        info = api.model_info(repo_id, revision=spec.revision or "main")
+        commit = info.sha or ""
+        files = [s.rfilename for s in info.siblings or []]
+        from_cache = bool(commit and files) and _snapshot_complete(repo_id, commit, files)
+        # By its name, so the cache records the ref for offline runs; the commit is the path's name.
+        path = Path(snapshot_download(repo_id, revision=spec.revision or "main"))
+    except RevisionNotFoundError:
+        raise ModelError(f"{where}: the Hub at {endpoint} has no such revision; check baseModel.revision") from None
+    except (RepositoryNotFoundError, GatedRepoError, HfHubHTTPError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403) or isinstance(exc, (RepositoryNotFoundError, GatedRepoError)):
+            if token_ref:
+                raise ConfigError(
+                    f"{where}: the Hub at {endpoint} refused the token from baseModel.tokenSecretRef "
+                    f"{token_ref} (HTTP {status}); check that Secret key's token and its access to {repo_id}"
+                ) from None
+            raise ConfigError(
+                f"{where}: the Hub at {endpoint} refused access without a token (HTTP {status}); the repo "
+                "does not exist or is private/gated: set baseModel.tokenSecretRef"
+            ) from None
+        raise StorageError(f"{where}: the Hub at {endpoint} failed (HTTP {status}: {exc}); retry later") from None
+    except (httpx2.HTTPError, LocalEntryNotFoundError, OSError) as exc:
+        raise StorageError(
+            f"{where}: cannot download from the Hub at {endpoint} ({type(exc).__name__}: {exc}); check the "
+            "operator's hubEndpoint and the network, or set hubOffline with a pre-populated model cache"
         ) from None
+    HUB_RESOLUTIONS[spec.uri] = {"commit": path.name, "from_cache": from_cache}
+    return path
+
+
+def _snapshot_complete(repo_id: str, commit: str, files: list[str]) -> bool:
+    """Whether every file of the commit is in the local cache already (nothing to download)."""
+    from huggingface_hub import constants
+
+    snapshot = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / commit
+    return all((snapshot / name).is_file() for name in files)
 
 
 def _copy_from_s3(uri: str, cache_dir: Path) -> Path:
-    import fsspec
+    from .storage import filesystem
 
     dest = cache_dir / ("s3-" + hashlib.sha256(uri.encode()).hexdigest()[:16])
     if _is_model_dir(dest) or any(dest.glob("*.gguf")):
         return dest
     try:
-        fs, root = fsspec.core.url_to_fs(uri)
+        fs, root = filesystem(uri, "base_model")
         if not fs.exists(root):
             raise ModelError(f"model {uri}: does not exist; check model.uri and the bucket")
         with atomic_directory(dest) as staging:

@@ -36,7 +36,7 @@ from .cli import emit, run
 from .config import TrainerConfig
 from .exitcodes import ConfigError, DataError, ModelError, StorageError, Terminated, TrainingDiverged
 from .formats import to_preference_example, to_sft_example
-from .models import load_tokenizer, resolve_model
+from .models import hub_lineage, load_tokenizer, resolve_model
 from .prepare import SPLITS, prepare_dataset, read_report, report_summary
 
 RESULTS_FILE = "results.json"
@@ -432,6 +432,7 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
         "method": config.method,
         "adaptation": config.adaptation.type,
         "base_model": config.model.uri,
+        "base_model_hub": hub_lineage(config.model),
         "artifact": {"kind": kind, "uri": artifact_uri, "path": str(artifact_dir), "sha256": digest},
         "metrics": metrics,
         "best_checkpoint": state.best_model_checkpoint,
@@ -453,7 +454,7 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
     summary = {
         "status": "Succeeded",
         "stage": "train",
-        "artifact": {"kind": kind, "uri": artifact_uri, "sha256": digest},
+        "artifact": {"kind": kind, "uri": artifact_uri, "sha256": digest, **results["base_model_hub"]},
         "metrics": {k: v for k, v in metrics.items() if v is not None},
         "dataset": results["dataset"],
         "results": str(results_path),
@@ -488,7 +489,8 @@ def _finished_run(config: TrainerConfig) -> dict[str, Any] | None:
     return {
         "status": "Succeeded",
         "stage": "train",
-        "artifact": {"kind": artifact.get("kind"), "uri": artifact.get("uri"), "sha256": artifact.get("sha256")},
+        "artifact": {"kind": artifact.get("kind"), "uri": artifact.get("uri"), "sha256": artifact.get("sha256"),
+                     **(results.get("base_model_hub") or {})},
         "metrics": metrics,
         "dataset": results.get("dataset"),
         "results": str(path),

@@ -398,6 +398,19 @@ class Toleration(ApiModel):
     )
 
 
+class HubTokenSecretRef(ApiModel):
+    """The Secret key holding a Hugging Face Hub token (an access token, hf_...)."""
+
+    name: ObjectName = Field(description="Name of the Secret, in the same namespace.")
+    key: str = Field(
+        default="token",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key in the Secret's data that holds the token.",
+    )
+
+
 class BaseModelRef(ApiModel):
     """The model that fine-tuning starts from."""
 
@@ -407,8 +420,9 @@ class BaseModelRef(ApiModel):
         pattern=MODEL_URI_PATTERN,
         json_schema_extra=location_rules(writable=False),
         description=(
-            "Where the base model lives: hf://<org>/<name> (resolved from the trainer's offline cache; "
-            "nothing is downloaded at run time), s3://<bucket>/<prefix>, pvc://<claim>/<path>, "
+            "Where the base model lives: hf://<org>/<name> (downloaded from the Hub or the operator's "
+            "hubEndpoint mirror into the model cache; only the cache answers when the operator runs "
+            "with hubOffline), s3://<bucket>/<prefix>, pvc://<claim>/<path>, "
             "file://<path> or an absolute path inside the trainer image."
         ),
     )
@@ -419,6 +433,11 @@ class BaseModelRef(ApiModel):
     )
     revision: str | None = Field(
         default=None, max_length=253, description="Revision (branch, tag or commit) of an hf:// model."
+    )
+    token_secret_ref: HubTokenSecretRef | None = Field(
+        default=None,
+        description="For an hf:// model: the Secret key holding a Hub token (private or gated repos). "
+        "It reaches only the Pods that download the model (prepare, train, evaluate), as HF_TOKEN.",
     )
 
     @field_validator("uri")

@@ -891,6 +891,12 @@ class ArtifactStatus(StatusModel):
     uri: str = Field(description="Location of the adapter or model.")
     digest: str | None = Field(default=None, description="sha256:<hex> over the artifact's files.")
     type: str | None = Field(default=None, description="adapter or full.")
+    base_model_commit: str | None = Field(
+        default=None, description="Commit an hf:// base model's revision resolved to when it was loaded."
+    )
+    base_model_from_cache: bool | None = Field(
+        default=None, description="Whether the hf:// base model came from the model cache (nothing downloaded)."
+    )
 
 
 class FineTuneJobStatus(StatusModel):

@@ -118,6 +118,9 @@ class Lineage(ApiModel):
     method: str | None = Field(
         default=None, max_length=32, description="Training method (sft, dpo) and adaptation, e.g. sft/lora."
     )
+    base_model_commit: str | None = Field(
+        default=None, max_length=64, description="Commit the hf:// base model's revision resolved to."
+    )
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="Effective hyperparameters of the training run (free-form)."
     )

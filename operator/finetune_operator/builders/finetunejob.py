@@ -94,6 +94,8 @@ class Settings:
     # A Hugging Face hub cache (pvc://<claim> or a node path) mounted read-only in trainer Pods.
     model_cache: str = ""
     hub_offline: bool = False
+    # HF_ENDPOINT of the Pods that download hf:// models (a mirror or proxy); empty: the Hub.
+    hub_endpoint: str = ""
 
 
 def config_map_name(name: str) -> str:
@@ -481,11 +483,14 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[l
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
     if settings.model_cache.startswith("pvc://"):
         claim = urlsplit(settings.model_cache).netloc
-        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": True})
+        # Writable unless offline: jobs download into the shared cache (huggingface_hub locks
+        # each file there, so jobs starting together download it once).
+        read_only = settings.hub_offline
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": read_only})
     elif settings.model_cache:
         volumes.append({"name": "model-cache", "hostPath": {"path": settings.model_cache, "type": "Directory"}})
-        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": True})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": settings.hub_offline})
     for i, path in enumerate(node_inputs(spec, settings)):
         volumes.append({"name": f"input-{i}", "hostPath": {"path": path}})
         mounts.append({"name": f"input-{i}", "mountPath": path, "readOnly": True})
@@ -514,6 +519,27 @@ def _secret_env(spec: FineTuneJobSpec) -> list[dict]:
         return []
     ref = {"name": teacher.secret_ref.name, "key": teacher.secret_ref.key}
     return [{"name": SYNTHETIC_API_KEY_ENV, "valueFrom": {"secretKeyRef": ref}}]
+
+
+# Stages whose Pods load the base model (prepare counts tokens with its tokenizer).
+HUB_STAGES = ("prepare", "train", "evaluate")
+HUB_TOKEN_REF_ENV = "FINETUNE_HF_TOKEN_REF"  # which Secret key the token came from (error messages)
+
+
+def _hub_env(spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict]:
+    """Hub access for an hf:// base model, in the Pods that download it and only those: the
+    operator's endpoint (HF_ENDPOINT) and the token as a secretKeyRef (HF_TOKEN)."""
+    base = spec.base_model
+    if stage not in HUB_STAGES or not base.uri.startswith("hf://"):
+        return []
+    env: list[dict] = []
+    if settings.hub_endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": settings.hub_endpoint})
+    ref = base.token_secret_ref
+    if ref is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": HUB_TOKEN_REF_ENV, "value": f"{ref.name}/{ref.key}"})
+    return env
 
 
 def _resources(spec: FineTuneJobSpec, stage: str) -> dict:
@@ -546,6 +572,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         *([{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "TRANSFORMERS_OFFLINE", "value": "1"}]
           if settings.hub_offline else []),
         *(_secret_env(spec) if stage == "prepare" else []),
+        *_hub_env(spec, settings, stage),
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,

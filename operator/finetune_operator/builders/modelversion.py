@@ -62,6 +62,7 @@ def model_version_spec(
     version: str,
     artifact: Mapping[str, Any],
     dataset_digest: str | None,
+    base_model_commit: str | None = None,
     data_summary: Mapping[str, Any] | None,
     trainer_image: str,
     evaluation: Mapping[str, Any] | None,
@@ -82,6 +83,7 @@ def model_version_spec(
             "datasetDigest": dataset_digest,
             "trainerImage": trainer_image,
             "method": f"{spec.method.value}/{spec.adaptation.type.value}",
+            "baseModelCommit": base_model_commit,
             "hyperparameters": hyperparameters(spec),
         },
     }

@@ -58,6 +58,7 @@ def settings() -> builders.Settings:
         allowed_host_paths=cfg.allowed_host_paths,
         model_cache=cfg.model_cache,
         hub_offline=cfg.hub_offline,
+        hub_endpoint=cfg.hub_endpoint,
     )
 
 

@@ -348,7 +348,8 @@ def decide(
         result = _termination_json(train_pods, succeeded=True) or {}
         plan.trained(result)
         uri = plan.status.artifact.uri if plan.status.artifact else "(unknown)"
-        plan.set(TRAINED, ConditionStatus.TRUE, REASON_TRAINED, MSG_TRAINED.format(uri=uri))
+        message = MSG_TRAINED.format(uri=uri) + _base_model_note(plan.status.artifact)
+        plan.set(TRAINED, ConditionStatus.TRUE, REASON_TRAINED, message)
         return _evaluate_and_register(plan, status, spec, children, owner, settings)
     plan.suspend_to(train, spec.suspend, queue=queue)
     plan.wait_or(train, train_pods, spec.suspend, queue, FineTuneJobPhase.TRAINING, REASON_TRAINING, _training_message(plan.status.progress))
@@ -400,6 +401,7 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
                     "type": artifact.type,
                 },
                 dataset_digest=report.digest if report else None,
+                base_model_commit=artifact.base_model_commit,
                 data_summary=_data_card(report),
                 trainer_image=spec.image or settings.trainer_image,
                 evaluation=record,
@@ -430,6 +432,15 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
 
 
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_COMMIT = re.compile(r"^[a-f0-9]{40}$|^[a-f0-9]{64}$")
+
+
+def _base_model_note(artifact: ArtifactStatus | None) -> str:
+    """How an hf:// base model was loaded, for the Trained condition; empty for other models."""
+    if artifact is None or not artifact.base_model_commit:
+        return ""
+    source = "from the model cache" if artifact.base_model_from_cache else "downloaded from the Hub"
+    return f"; base model commit {artifact.base_model_commit[:12]} {source}"
 
 
 def artifact_problem(artifact: ArtifactStatus | None, run: api_common.Location) -> str | None:
@@ -640,7 +651,13 @@ class _Plan:
             if digest and not digest.startswith("sha256:"):
                 digest = f"sha256:{digest}"
             kind = artifact.get("kind") if isinstance(artifact.get("kind"), str) else None
-            self.status.artifact = ArtifactStatus(uri=artifact["uri"], digest=digest, type=kind)
+            commit = artifact.get("base_model_commit")
+            commit = commit if isinstance(commit, str) and _COMMIT.match(commit) else None
+            cached = artifact.get("base_model_from_cache")
+            self.status.artifact = ArtifactStatus(
+                uri=artifact["uri"], digest=digest, type=kind, base_model_commit=commit,
+                base_model_from_cache=cached if isinstance(cached, bool) else None,
+            )
         metrics = result.get("metrics") or {}
         progress = self.status.progress or Progress()
         self.status.progress = progress.model_copy(

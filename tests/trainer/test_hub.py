@@ -1,0 +1,95 @@
+"""hf:// base models downloaded through the Hub file API, against the local Hub double.
+
+Each resolution runs in its own process (as trainer Pods do): huggingface_hub reads HF_ENDPOINT,
+HF_TOKEN, HF_HUB_CACHE and HF_HUB_OFFLINE once, at import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devcluster.hubserver import HubServer
+
+REPO = "test-org/tiny"
+TOKEN = "hf_right"
+
+RESOLVE = """
+import json, sys
+from finetune_trainer.config import ModelSpec
+from finetune_trainer.exitcodes import TrainerError
+from finetune_trainer.models import hub_lineage, resolve_model_spec
+spec = ModelSpec(uri=sys.argv[1], revision=sys.argv[2] or None, cache_dir=sys.argv[3])
+try:
+    path = resolve_model_spec(spec, "/unused")
+except TrainerError as exc:
+    print(json.dumps({"error": str(exc), "code": exc.exit_code}))
+else:
+    print(json.dumps({"path": str(path), **hub_lineage(spec)}))
+"""
+
+
+def resolve(tmp_path: Path, hub: HubServer | None, *, revision: str = "", token: str | None = TOKEN,
+            offline: bool = False, token_ref: str = "hub-token/token") -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env |= {"HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_HOME": str(tmp_path / "hf-home"),
+            "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    if hub is not None:
+        env["HF_ENDPOINT"] = hub.url
+    if token is not None:
+        env |= {"HF_TOKEN": token, "FINETUNE_HF_TOKEN_REF": token_ref}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.Popen(
+        [sys.executable, "-c", RESOLVE, f"hf://{REPO}", revision, str(tmp_path / "models")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture()
+def hub(tiny_model):
+    with HubServer({REPO: tiny_model}, refs=("v1",), token=TOKEN) as server:
+        yield server
+
+
+def test_concurrent_jobs_download_each_file_once_then_reuse_the_cache(tmp_path, hub, tiny_model):
+    files = {p.relative_to(tiny_model).as_posix() for p in tiny_model.rglob("*") if p.is_file()}
+    first, second = resolve(tmp_path, hub, revision="v1"), resolve(tmp_path, hub, revision="v1")
+    results = [result(first), result(second)]
+    assert hub.file_gets(REPO) == {name: 1 for name in files}
+    for got in results:
+        assert got["base_model_commit"] == hub.commit(REPO)
+        assert Path(got["path"]).name == hub.commit(REPO) and (Path(got["path"]) / "config.json").is_file()
+    again = result(resolve(tmp_path, hub, revision=hub.commit(REPO)))
+    assert again["base_model_from_cache"] is True and again["base_model_commit"] == hub.commit(REPO)
+    assert hub.file_gets(REPO) == {name: 1 for name in files}
+    # Offline, the cache alone answers for the revision that was downloaded.
+    offline = result(resolve(tmp_path, None, revision="v1", offline=True))
+    assert offline["base_model_commit"] == hub.commit(REPO) and offline["base_model_from_cache"] is True
+
+
+def test_wrong_token_is_a_config_error_naming_the_secret(tmp_path, hub):
+    got = result(resolve(tmp_path, hub, token="hf_wrong", token_ref="hub-token/token"))
+    assert got["code"] == 2, got
+    assert "baseModel.tokenSecretRef hub-token/token" in got["error"] and "401" in got["error"]
+    assert hub.file_gets(REPO) == {} and hub.unauthorized > 0
+    anonymous = result(resolve(tmp_path, hub, token=None))
+    assert anonymous["code"] == 2 and "set baseModel.tokenSecretRef" in anonymous["error"]
+
+
+def test_unknown_revision_and_offline_miss_are_model_errors(tmp_path, hub):
+    missing = result(resolve(tmp_path, hub, revision="no-such-branch"))
+    assert missing["code"] == 4 and "no such revision" in missing["error"]
+    offline = result(resolve(tmp_path, None, offline=True))
+    assert offline["code"] == 4 and "not in the local Hugging Face cache" in offline["error"]
