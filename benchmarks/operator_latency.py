@@ -15,13 +15,20 @@ Baseline, measured in the same run on the same cluster just before: N plain `bat
 created directly, each -> its Pod, which is the Kubernetes Job controller's reaction time. The
 ratio of the operator's latency to it says how much the operator adds on top of Kubernetes.
 
+Then, per size, it waits until every FineTuneJob has finished (Succeeded or Failed) and reads
+the operator's own request counter (`finetune_operator_api_requests_total` on its /metrics,
+kopf's requests included): API requests per FineTuneJob lifecycle (from the first create to
+the last one finished, divided by N), and, with all N finished and nothing else going on, the
+operator's steady-state API requests per second over `--steady` seconds (default 60), with the
+verbs and resources that make them.
+
 Times are when each object's ADDED event arrived on a watch (millisecond resolution; both ends
 of a latency come through the same kind of watch, so the delivery delay cancels out). The
 `creationTimestamp`-based p50/max is printed beside them, but it has one-second resolution.
 
 It starts its own dev cluster in a temporary directory (nodes with room for thousands of Pods)
-and its own operator process, whose RSS is sampled throughout (peak per size and overall), and
-stops everything at the end. Medians and ratios only: nothing here passes or fails.
+and its own operator process, whose RSS is sampled throughout (peak per size and overall; the
+kernel's high-water mark VmHWM at the end), and stops everything at the end. Medians and ratios only: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -164,6 +171,7 @@ class Bench:
         self.operator: subprocess.Popen | None = None
         self.rss_peak: dict[str, int] = {}
         self.rss_label = "idle"
+        self.metrics_url = ""
         self._sampling = threading.Event()
 
     # -- set-up
@@ -183,11 +191,12 @@ class Bench:
         self.api.configuration.connection_pool_maxsize = CREATE_THREADS * 2
 
     def start_operator(self, timeout: float = 90) -> None:
-        health = controlplane.free_port()
+        health, metrics_port = controlplane.free_port(), controlplane.free_port()
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         env = {
             **os.environ,
             "KUBECONFIG": str(self.state.kubeconfig),
-            "FINETUNE_METRICS_PORT": str(controlplane.free_port()),
+            "FINETUNE_METRICS_PORT": str(metrics_port),
             "FINETUNE_HEALTH_PORT": str(health),
             # The jobs write under <tmp>/out (node paths): the only ones this operator may mount.
             "FINETUNE_ALLOWED_HOST_PATHS": str(self.tmp / "out"),
@@ -226,6 +235,49 @@ class Bench:
                 return
             for label in (self.rss_label, "overall"):
                 self.rss_peak[label] = max(self.rss_peak.get(label, 0), rss)
+
+    def api_requests(self) -> dict[tuple[str, str, str], float]:
+        """The operator's request counter: (verb, resource, code) -> requests so far."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (s.labels["verb"], s.labels["resource"], s.labels["code"]): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "finetune_operator_api_requests_total"
+        }
+
+    def vm_hwm(self) -> int | None:
+        """The operator's peak resident set size (bytes), as the kernel counted it."""
+        try:
+            for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def wait_finished(self, namespace: str, names: list[str], timeout: float) -> int:
+        """Until every FineTuneJob is Succeeded or Failed (or `timeout`); how many are."""
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(self.api)
+        deadline = time.monotonic() + timeout
+        wanted = set(names)
+        while True:
+            listing = json.loads(
+                custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False).data
+            )
+            done = {
+                item["metadata"]["name"]
+                for item in listing["items"]
+                if (item.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            }
+            if wanted <= done or time.monotonic() > deadline:
+                return len(wanted & done)
+            time.sleep(1)
 
     def namespace(self, prefix: str) -> str:
         from kubernetes import client
@@ -314,7 +366,7 @@ class Bench:
         self.drop_namespace(ns)
         return series
 
-    def operator_run(self, size: int) -> tuple[Series, Series]:
+    def operator_run(self, size: int) -> tuple[Series, Series, Requests]:
         from kubernetes import client
 
         batch, custom = client.BatchV1Api(self.api), client.CustomObjectsApi(self.api)
@@ -345,6 +397,8 @@ class Bench:
             }
             for name in names
         ]
+        requests = Requests(size)
+        before = self.api_requests()
         self.create_all(lambda body: custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body), bodies)
         jobs.wait_for({f"{n}-train" for n in names}, self.args.timeout + size, self.args.stall)
         results = []
@@ -358,8 +412,21 @@ class Bench:
             results.append(series)
         ftjs.stop()
         jobs.stop()
+        requests.finished = self.wait_finished(ns, names, self.args.timeout + size)
+        after = self.api_requests()
+        requests.lifecycle = _total(after) - _total(before)
+        if self.args.steady > 0:
+            time.sleep(5)  # the last finishing reconciles and their child events settle
+            start, started = self.api_requests(), time.monotonic()
+            print(f"  all {requests.finished}/{size} finished; steady state for {self.args.steady:.0f}s ...", flush=True)
+            time.sleep(self.args.steady)
+            end, elapsed = self.api_requests(), time.monotonic() - started
+            requests.steady_rate = (_total(end) - _total(start)) / elapsed
+            requests.steady_by_kind = {
+                key: (value - start.get(key, 0)) / elapsed for key, value in end.items() if value > start.get(key, 0)
+            }
         self.drop_namespace(ns)
-        return results[0], results[1]
+        return results[0], results[1], requests
 
     # -- tear-down
 
@@ -379,6 +446,21 @@ class Bench:
             print(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@dataclass
+class Requests:
+    """The operator's API requests during one size's FineTuneJobs."""
+
+    size: int
+    finished: int = 0
+    lifecycle: float = 0.0  # requests from the first create until all finished
+    steady_rate: float | None = None  # requests per second with all finished
+    steady_by_kind: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+
+def _total(counts: dict[tuple[str, str, str], float]) -> float:
+    return sum(counts.values())
 
 
 def _json_list(list_fn):
@@ -423,26 +505,46 @@ def _ms(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def print_table(rows: list[tuple[int, Series, Series | None]], rss: dict[str, int]) -> None:
-    header = f"{'N':>5}  {'latency':<27} {'n':>9}  {'p50':>9} {'p99':>9} {'max':>9}  {'p50 / baseline':>14}  {'creationTimestamp p50/max':>25}"
+def print_table(
+    rows: list[tuple[int, Series, Series | None]], rss: dict[str, int], requests: list[Requests] = (), hwm: int | None = None
+) -> None:
+    header = (
+        f"{'N':>5}  {'latency':<27} {'n':>9}  {'p50':>9} {'p99':>9} {'max':>9}  {'p50 / baseline':>14}  "
+        f"{'p99 / baseline':>14}  {'creationTimestamp p50/max':>25}"
+    )
     print()
     print(header)
     print("-" * len(header))
     for size, series, baseline in rows:
         p50 = percentile(series.watched, 50)
         base = percentile(baseline.watched, 50) if baseline else None
-        ratio = f"x{p50 / base:.1f}" if (p50 is not None and base) else "-"
+        ratio = f"x{p50 / base:.1f}" if (p50 is not None and base and base > 0) else "-"
+        p99, base99 = percentile(series.watched, 99), (percentile(baseline.watched, 99) if baseline else None)
+        ratio99 = f"x{p99 / base99:.1f}" if (p99 is not None and base99 and base99 > 0) else "-"
         created = (
             f"{percentile(series.by_creation, 50):.0f} s / {max(series.by_creation):.0f} s" if series.by_creation else "-"
         )
         print(
             f"{size:>5}  {series.label:<27} {f'{len(series.watched)}/{series.expected}':>9}  {_ms(p50):>9} "
             f"{_ms(percentile(series.watched, 99)):>9} {_ms(max(series.watched) if series.watched else None):>9}  "
-            f"{ratio:>14}  {created:>25}"
+            f"{ratio:>14}  {ratio99:>14}  {created:>25}"
         )
     print()
     for label in sorted(rss, key=lambda k: (k == "overall", k)):
         print(f"operator peak RSS ({label}): {rss[label] / 2**20:.1f} MiB")
+    if hwm is not None:
+        print(f"operator peak RSS (VmHWM, whole run): {hwm / 2**20:.1f} MiB")
+    if requests:
+        print()
+        print(f"{'N':>5}  {'finished':>9}  {'API requests / FineTuneJob lifecycle':>36}  {'steady-state API requests/s (all finished)':>42}")
+        for r in requests:
+            steady = f"{r.steady_rate:.2f}" if r.steady_rate is not None else "-"
+            per_job = f"{r.lifecycle / r.size:.1f}" if r.size else "-"
+            print(f"{r.size:>5}  {f'{r.finished}/{r.size}':>9}  {per_job:>36}  {steady:>42}")
+        for r in requests:
+            if r.steady_by_kind:
+                top = sorted(r.steady_by_kind.items(), key=lambda kv: -kv[1])[:6]
+                print(f"  N={r.size} steady state by verb/resource/code: " + ", ".join(f"{v} {res} {c}: {rate:.2f}/s" for (v, res, c), rate in top))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default=NOOP_IMAGE, help="trainer image of the FineTuneJobs (default the no-op trainer)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait per size, plus one per object (default 120)")
     parser.add_argument("--stall", type=float, default=60, help="stop waiting when no new Job appeared for this long (default 60)")
+    parser.add_argument("--steady", type=float, default=60, help="seconds of steady-state request counting with all FineTuneJobs finished (default 60; 0 skips it)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (cluster logs, Pod logs)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -461,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     bench = Bench(args)
     rows: list[tuple[int, Series, Series | None]] = []
+    requests: list[Requests] = []
     try:
         bench.start_cluster()
         bench.start_operator()
@@ -469,16 +573,17 @@ def main(argv: list[str] | None = None) -> int:
             bench.rss_label = f"N={size}"
             baseline = bench.baseline(size)
             print(f"size {size}: {size} FineTuneJobs ...", flush=True)
-            prepare, train = bench.operator_run(size)
+            prepare, train, counted = bench.operator_run(size)
             rows += [(size, baseline, None), (size, prepare, baseline), (size, train, baseline)]
+            requests.append(counted)
             missing = size - len(train.watched)
             if missing:
                 print(f"  {missing} of {size} FineTuneJobs got no train Job in time "
                       f"({size - len(prepare.watched)} no prepare Job); see the operator log", flush=True)
-        print_table(rows, bench.rss_peak)
+        print_table(rows, bench.rss_peak, requests, bench.vm_hwm())
         return 0
     except KeyboardInterrupt:
-        print_table(rows, bench.rss_peak)
+        print_table(rows, bench.rss_peak, requests, bench.vm_hwm())
         return 130
     finally:
         bench.stop()
