@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ else:
 """
 
 
-def resolve(tmp_path: Path, hub: HubServer | None, *, revision: str = "", token: str | None = TOKEN,
+def resolve(tmp_path: Path, hub: HubServer | DeadHub | None, *, revision: str = "", token: str | None = TOKEN,
             offline: bool = False, token_ref: str = "hub-token/token") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     env |= {"HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_HOME": str(tmp_path / "hf-home"),
@@ -57,6 +58,15 @@ def result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+class DeadHub:
+    """An endpoint nothing listens on (the port of a server that was just closed)."""
+
+    def __init__(self):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 @pytest.fixture()
 def hub(tiny_model):
     with HubServer({REPO: tiny_model}, refs=("v1",), token=TOKEN) as server:
@@ -74,9 +84,12 @@ def test_concurrent_jobs_download_each_file_once_then_reuse_the_cache(tmp_path, 
     again = result(resolve(tmp_path, hub, revision=hub.commit(REPO)))
     assert again["base_model_from_cache"] is True and again["base_model_commit"] == hub.commit(REPO)
     assert hub.file_gets(REPO) == {name: 1 for name in files}
-    # Offline, the cache alone answers for the revision that was downloaded.
+    # Offline, or with the Hub unreachable, the cache alone answers for the revision downloaded.
     offline = result(resolve(tmp_path, None, revision="v1", offline=True))
     assert offline["base_model_commit"] == hub.commit(REPO) and offline["base_model_from_cache"] is True
+    unreachable = result(resolve(tmp_path, DeadHub(), revision="v1"))
+    assert unreachable["base_model_commit"] == hub.commit(REPO) and unreachable["base_model_from_cache"] is True
+    assert "cannot download" in result(resolve(tmp_path, DeadHub(), revision="v2"))["error"]
 
 
 def test_wrong_token_is_a_config_error_naming_the_secret(tmp_path, hub):

@@ -50,12 +50,18 @@ def test_model_cache_is_mounted_with_hf_hub_cache(cache, volume, offline):
 def test_no_model_cache_and_online_by_default():
     env, volumes, _ = pod(Settings())
     assert "model-cache" not in volumes
+    assert "HF_HUB_CACHE" not in env
+    # An image that defaults to offline does not win over the operator's setting.
+    assert env["HF_HUB_OFFLINE"] == "0" and env["TRANSFORMERS_OFFLINE"] == "0"
+    env, _, _ = pod(Settings(), base="pvc://models/base")
     assert not {"HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"} & env.keys()
 
 
-def test_offline_is_the_operators_setting():
-    env, _, _ = pod(Settings(hub_offline=True))
-    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+@pytest.mark.parametrize("base", ["hf://org/name", "pvc://models/base"])
+def test_offline_is_the_operators_setting(base):
+    env, _, _ = pod(Settings(hub_offline=True), base=base, raw_env=True)
+    assert env["HF_HUB_OFFLINE"]["value"] == "1" and env["TRANSFORMERS_OFFLINE"]["value"] == "1"
+    assert [e["name"] for e in env.values()].count("HF_HUB_OFFLINE") == 1
 
 
 TOKEN = {"tokenSecretRef": {"name": "hub-token", "key": "hf"}}

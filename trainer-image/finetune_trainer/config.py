@@ -75,8 +75,9 @@ def local_path(uri: str, pvc_mount_root: str) -> Path:
 class ModelSpec(_Section):
     uri: str = Field(
         description="Base model: a local directory, pvc://<claim>/<path>, s3://<bucket>/<prefix> "
-        "(copied to the cache), hf://<org>/<name> (only if already in the local Hugging Face "
-        "cache; nothing is downloaded) or gguf://<path>[?file=<name>.gguf].",
+        "(copied to the cache), hf://<org>/<name> (downloaded from the Hub, HF_ENDPOINT and "
+        "HF_TOKEN honoured, into the Hugging Face cache; with HF_HUB_OFFLINE only the cache "
+        "answers) or gguf://<path>[?file=<name>.gguf].",
         min_length=1,
     )
     gguf_file: str | None = Field(
@@ -85,7 +86,7 @@ class ModelSpec(_Section):
         "dequantized to fp32 and saved as a plain transformers model in cache_dir before use.",
     )
     revision: str | None = Field(
-        default=None, description="Revision of an hf:// model in the local cache (default: main)."
+        default=None, description="Revision (branch, tag or commit) of an hf:// model (default: main)."
     )
     cache_dir: str = Field(
         default="/tmp/finetune-cache/models",

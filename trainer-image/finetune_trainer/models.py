@@ -131,13 +131,18 @@ def _download_from_hub(spec: ModelSpec, repo_id: str) -> Path:
     token_ref = os.environ.get(TOKEN_REF_ENV, "")
     where = f"model {spec.uri}" + (f"@{spec.revision}" if spec.revision else "")
     try:
-        api = HfApi()
-        info = api.model_info(repo_id, revision=spec.revision or "main")
-        commit = info.sha or ""
-        files = [s.rfilename for s in info.siblings or []]
-        from_cache = bool(commit and files) and _snapshot_complete(repo_id, commit, files)
-        # By its name, so the cache records the ref for offline runs; the commit is the path's name.
-        path = Path(snapshot_download(repo_id, revision=spec.revision or "main"))
+        try:
+            info = HfApi().model_info(repo_id, revision=spec.revision or "main")
+        except (httpx2.ConnectError, httpx2.TimeoutException):
+            info = None  # the Hub is unreachable: the cache may still hold the revision
+        if info is None:
+            path = Path(snapshot_download(repo_id, revision=spec.revision, local_files_only=True))
+            from_cache = True
+        else:
+            commit, files = info.sha or "", [s.rfilename for s in info.siblings or []]
+            from_cache = bool(commit and files) and _snapshot_complete(repo_id, commit, files)
+            # By its name, so the cache records the ref for offline runs; the commit is the path's name.
+            path = Path(snapshot_download(repo_id, revision=spec.revision or "main"))
     except RevisionNotFoundError:
         raise ModelError(f"{where}: the Hub at {endpoint} has no such revision; check baseModel.revision") from None
     except (RepositoryNotFoundError, GatedRepoError, HfHubHTTPError) as exc:
@@ -155,8 +160,9 @@ def _download_from_hub(spec: ModelSpec, repo_id: str) -> Path:
         raise StorageError(f"{where}: the Hub at {endpoint} failed (HTTP {status}: {exc}); retry later") from None
     except (httpx2.HTTPError, LocalEntryNotFoundError, OSError) as exc:
         raise StorageError(
-            f"{where}: cannot download from the Hub at {endpoint} ({type(exc).__name__}: {exc}); check the "
-            "operator's hubEndpoint and the network, or set hubOffline with a pre-populated model cache"
+            f"{where}: cannot download from the Hub at {endpoint} and not in the model cache "
+            f"({type(exc).__name__}: {exc}); check the operator's hubEndpoint and the network, or set "
+            "hubOffline with a pre-populated model cache"
         ) from None
     HUB_RESOLUTIONS[spec.uri] = {"commit": path.name, "from_cache": from_cache}
     return path

@@ -528,11 +528,14 @@ HUB_TOKEN_REF_ENV = "FINETUNE_HF_TOKEN_REF"  # which Secret key the token came f
 
 def _hub_env(spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict]:
     """Hub access for an hf:// base model, in the Pods that download it and only those: the
-    operator's endpoint (HF_ENDPOINT) and the token as a secretKeyRef (HF_TOKEN)."""
+    operator's endpoint (HF_ENDPOINT) and the token as a secretKeyRef (HF_TOKEN). Online, the
+    offline switches are set to 0 explicitly: the operator's setting wins over an image default."""
     base = spec.base_model
     if stage not in HUB_STAGES or not base.uri.startswith("hf://"):
         return []
     env: list[dict] = []
+    if not settings.hub_offline:
+        env += [{"name": "HF_HUB_OFFLINE", "value": "0"}, {"name": "TRANSFORMERS_OFFLINE", "value": "0"}]
     if settings.hub_endpoint:
         env.append({"name": "HF_ENDPOINT", "value": settings.hub_endpoint})
     ref = base.token_secret_ref
