@@ -114,6 +114,13 @@ class OperatorConfig(BaseModel):
         description="Hugging Face Hub endpoint (a mirror or proxy) given as HF_ENDPOINT to the Pods "
         "that download hf:// base models. Empty (the default): https://huggingface.co.",
     )
+    s3_endpoint: str = Field(
+        default="",
+        pattern=r"^(|https?://[^\s/@]+(/\S*)?)$",
+        description="Endpoint URL of an S3-compatible object store (MinIO, SeaweedFS, Ceph...) for s3:// "
+        "locations, given to the Pods that use them as AWS_ENDPOINT_URL_S3. Empty (the default): AWS S3. "
+        "Credentials come from each location's credentialsSecretRef, else the workload identity.",
+    )
     retain_versions: int = Field(
         default=10,
         ge=1,

@@ -201,10 +201,10 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
 
 
 def _read_s3(uri: str) -> Iterator[RawRecord]:
-    import fsspec
+    from .storage import filesystem
 
     try:
-        fs, root = fsspec.core.url_to_fs(uri)
+        fs, root = filesystem(uri, "dataset")
         if fs.isdir(root):
             names = sorted(n for n in fs.find(root) if n.endswith(DATA_SUFFIXES))
         elif fs.exists(root):

@@ -267,14 +267,13 @@ def _build_trainer(config, model, tokenizer, train_rows, validation_rows, cuda, 
     return trainer
 
 
-def _upload(local: Path, uri: str) -> None:
-    import fsspec
+def _upload(local: Path, uri: str) -> str:
+    """Upload the artifact directory; returns the digest of the bytes sent (see storage)."""
+    from .storage import storage_errors, upload_directory
 
     try:
-        fs, root = fsspec.core.url_to_fs(uri)
-        fs.makedirs(root, exist_ok=True)
-        fs.put(str(local) + "/", root.rstrip("/") + "/", recursive=True)
-    except (PermissionError, OSError) as exc:
+        return upload_directory(local, uri, "output")
+    except storage_errors() as exc:
         raise StorageError(f"output {uri}: upload failed ({exc}); check output.upload_uri and credentials") from None
 
 
@@ -406,7 +405,10 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
     artifact_uri = str(artifact_dir)
     if config.output.upload_uri:
         artifact_uri = config.output.upload_uri.rstrip("/") + "/" + artifact_dir.name
-        _upload(artifact_dir, artifact_uri)
+        uploaded = _upload(artifact_dir, artifact_uri)
+        if uploaded != digest:
+            raise StorageError(f"output {artifact_uri}: the uploaded bytes have digest {uploaded}, the files "
+                               f"written {digest}; the artifact changed while it was uploaded")
     elif config.output.uri:
         artifact_uri = config.output.uri.rstrip("/") + "/" + artifact_dir.name
 
@@ -499,12 +501,13 @@ def _finished_run(config: TrainerConfig) -> dict[str, Any] | None:
 
 
 def _upload_file(local: Path, uri: str) -> None:
-    import fsspec
+    from .storage import filesystem, storage_errors
 
     try:
-        with fsspec.open(uri, "wb") as handle:
+        fs, path = filesystem(uri, "output")
+        with fs.open(path, "wb") as handle:
             handle.write(local.read_bytes())
-    except (PermissionError, OSError) as exc:
+    except storage_errors() as exc:
         raise StorageError(f"output {uri}: upload failed ({exc}); check output.upload_uri and credentials") from None
 
 

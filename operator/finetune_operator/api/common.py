@@ -376,6 +376,21 @@ class SecretKeyRef(ApiModel):
     )
 
 
+class CredentialsSecretRef(ApiModel):
+    """A Secret in the object's namespace holding object-store credentials: keys
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and optionally AWS_SESSION_TOKEN. Only the Pods
+    that read or write the location get them, as secretKeyRef environment variables."""
+
+    name: ObjectName = Field(description="Name of the Secret, in the same namespace.")
+
+
+CREDENTIALS_SECRET_REF_DESCRIPTION = (
+    "For an s3:// location: a Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional "
+    "AWS_SESSION_TOKEN) whose credentials reach only the Pods that use this location. Without it "
+    "those Pods use the ServiceAccount's workload identity (the AWS SDK's default credential chain)."
+)
+
+
 class Toleration(ApiModel):
     """A Pod toleration (core/v1 Toleration) copied onto the workload's Pods."""
 
@@ -433,6 +448,9 @@ class BaseModelRef(ApiModel):
     )
     revision: str | None = Field(
         default=None, max_length=253, description="Revision (branch, tag or commit) of an hf:// model."
+    )
+    credentials_secret_ref: CredentialsSecretRef | None = Field(
+        default=None, description=CREDENTIALS_SECRET_REF_DESCRIPTION
     )
     token_secret_ref: HubTokenSecretRef | None = Field(
         default=None,

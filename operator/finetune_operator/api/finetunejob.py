@@ -24,11 +24,13 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from finetune_operator.api.common import (
     AGE_COLUMN,
     ARTIFACT_URI_PATTERN,
+    CREDENTIALS_SECRET_REF_DESCRIPTION,
     PHASE_COLUMN,
     ApiModel,
     BaseModelRef,
     Comparator,
     Condition,
+    CredentialsSecretRef,
     DATA_URI_PATTERN,
     DnsLabel,
     GateBaseline,
@@ -311,6 +313,9 @@ class DatasetSpec(ApiModel):
         ),
         json_schema_extra=location_rules(writable=False),
     )
+    credentials_secret_ref: CredentialsSecretRef | None = Field(
+        default=None, description=CREDENTIALS_SECRET_REF_DESCRIPTION
+    )
     inline: list[dict[str, Any]] | None = Field(
         default=None,
         min_length=1,
@@ -520,6 +525,11 @@ class OutputSpec(ApiModel):
             "Defaults to the operator's artifact store."
         ),
         json_schema_extra=location_rules(writable=True),
+    )
+    credentials_secret_ref: CredentialsSecretRef | None = Field(
+        default=None,
+        description=CREDENTIALS_SECRET_REF_DESCRIPTION + " Applies to the operator's artifact store too "
+        "when spec.output.uri is empty.",
     )
     model_name: DnsLabel | None = Field(
         default=None,

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from finetune_trainer import config as trainer_config
-from finetune_trainer import exitcodes
+from finetune_trainer import exitcodes, storage
 
 from finetune_operator.api.common import Location, LocationError, parse_location
 from finetune_operator.api.finetunejob import FineTuneJobSpec
@@ -94,6 +94,8 @@ class Settings:
     # A Hugging Face hub cache (pvc://<claim> or a node path) mounted read-only in trainer Pods.
     model_cache: str = ""
     hub_offline: bool = False
+    # Endpoint URL of an S3-compatible store, given to the Pods that use s3:// locations.
+    s3_endpoint: str = ""
     # HF_ENDPOINT of the Pods that download hf:// models (a mirror or proxy); empty: the Hub.
     hub_endpoint: str = ""
 
@@ -545,6 +547,51 @@ def _hub_env(spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict
     return env
 
 
+# The s3:// locations each stage reads or writes: prepare reads the dataset and the base model's
+# tokenizer; train all three; evaluate the base model and the output (its report).
+S3_ROLES_OF_STAGE = {
+    "prepare": ("dataset", "base_model"),
+    "train": ("dataset", "base_model", "output"),
+    "evaluate": ("base_model", "output"),
+}
+
+
+def s3_locations(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[str, tuple[str, str | None]]:
+    """role -> (s3:// URI, name of its credentials Secret or None) for the run's s3:// locations."""
+    found: dict[str, tuple[str, str | None]] = {}
+    candidates = (
+        ("dataset", spec.dataset.uri or "", spec.dataset.credentials_secret_ref),
+        ("base_model", spec.base_model.uri, spec.base_model.credentials_secret_ref),
+        ("output", output_uri(owner, spec, settings), spec.output.credentials_secret_ref),
+    )
+    for role, uri, ref in candidates:
+        if uri.startswith("s3://"):
+            found[role] = (uri, ref.name if ref is not None else None)
+    return found
+
+
+def _s3_env(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict]:
+    """Object-store access for the s3:// locations this stage uses, and only those: each
+    location's credentials as secretKeyRefs under variables of its own (the trainer hands them
+    to s3fs for that location), and the operator's endpoint. A location without a Secret gets
+    no credentials: the AWS SDK's default chain (the ServiceAccount's workload identity)."""
+    locations = s3_locations(owner, spec, settings)
+    used = [role for role in S3_ROLES_OF_STAGE.get(stage, ()) if role in locations]
+    env: list[dict] = []
+    if used and settings.s3_endpoint:
+        env.append({"name": storage.ENDPOINT_ENV, "value": settings.s3_endpoint})
+    for role in used:
+        secret = locations[role][1]
+        if secret is None:
+            continue
+        for key in storage.CREDENTIAL_KEYS:
+            ref: dict[str, Any] = {"name": secret, "key": key}
+            if key == "AWS_SESSION_TOKEN":
+                ref["optional"] = True
+            env.append({"name": storage.credential_env(role, key), "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
 def _resources(spec: FineTuneJobSpec, stage: str) -> dict:
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
@@ -575,6 +622,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         *([{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "TRANSFORMERS_OFFLINE", "value": "1"}]
           if settings.hub_offline else []),
         *(_secret_env(spec) if stage == "prepare" else []),
+        *_s3_env(owner, spec, settings, stage),
         *_hub_env(spec, settings, stage),
     ]
     container: dict[str, Any] = {

@@ -58,6 +58,7 @@ def settings() -> builders.Settings:
         allowed_host_paths=cfg.allowed_host_paths,
         model_cache=cfg.model_cache,
         hub_offline=cfg.hub_offline,
+        s3_endpoint=cfg.s3_endpoint,
         hub_endpoint=cfg.hub_endpoint,
     )
 

@@ -1,0 +1,99 @@
+"""Object-store access of a FineTuneJob's Pods: each s3:// location's credentials reach only the
+Pods that use that location, as secretKeyRefs (never values); the endpoint setting reaches the
+Pods that use any s3:// location; without a Secret, no credentials (workload identity). And the
+trainer side: `storage.storage_options` turns those variables into s3fs options per location."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetune_operator.api.finetunejob import FineTuneJobSpec
+from finetune_operator.builders import finetunejob as builders
+from finetune_operator.builders.finetunejob import Owner, Settings
+from finetune_trainer import storage
+
+OWNER = Owner(name="ft", namespace="team", uid="uid-1")
+ENDPOINT = "http://objects.storage.svc:8333"
+
+
+def spec(dataset=None, base=None, output=None) -> FineTuneJobSpec:
+    return FineTuneJobSpec.model_validate({
+        "baseModel": {"uri": "s3://models/tiny", **({"credentialsSecretRef": {"name": base}} if base else {})},
+        "dataset": {"uri": "s3://data/tickets.jsonl", **({"credentialsSecretRef": {"name": dataset}} if dataset else {})},
+        "output": {"uri": "s3://runs/team", **({"credentialsSecretRef": {"name": output}} if output else {})},
+    })
+
+
+def env_of(job: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def stages(s: FineTuneJobSpec, settings: Settings) -> dict[str, dict[str, dict]]:
+    return {
+        "prepare": env_of(builders.prepare_job(OWNER, s, settings)),
+        "train": env_of(builders.train_job(OWNER, s, settings)),
+        "evaluate": env_of(builders.eval_job(OWNER, s, settings)),
+    }
+
+
+def test_each_locations_secret_reaches_only_the_pods_that_use_it():
+    envs = stages(spec(dataset="data-creds", base="model-creds", output="out-creds"), Settings(s3_endpoint=ENDPOINT))
+    expected = {
+        "prepare": {"DATASET": "data-creds", "BASE_MODEL": "model-creds"},
+        "train": {"DATASET": "data-creds", "BASE_MODEL": "model-creds", "OUTPUT": "out-creds"},
+        "evaluate": {"BASE_MODEL": "model-creds", "OUTPUT": "out-creds"},
+    }
+    for stage, env in envs.items():
+        assert env[storage.ENDPOINT_ENV] == {"name": "AWS_ENDPOINT_URL_S3", "value": ENDPOINT}, stage
+        got = {name.removeprefix("FINETUNE_").rsplit("_AWS_", 1)[0]: e["valueFrom"]["secretKeyRef"]["name"]
+               for name, e in env.items() if "_AWS_" in name and name.startswith("FINETUNE_")}
+        assert got == expected[stage], stage
+        for role, secret in expected[stage].items():
+            for key in storage.CREDENTIAL_KEYS:
+                entry = env[f"FINETUNE_{role}_{key}"]
+                assert "value" not in entry, entry
+                ref = entry["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == secret and ref["key"] == key
+                assert ref.get("optional", False) == (key == "AWS_SESSION_TOKEN")
+
+
+def test_without_a_secret_no_credentials_and_no_endpoint_unless_set():
+    envs = stages(spec(), Settings())
+    for stage, env in envs.items():
+        assert not [n for n in env if "AWS" in n], (stage, env)
+    envs = stages(spec(output="out-creds"), Settings(s3_endpoint=ENDPOINT))
+    assert "FINETUNE_OUTPUT_AWS_ACCESS_KEY_ID" not in envs["prepare"]
+    assert "FINETUNE_DATASET_AWS_ACCESS_KEY_ID" not in envs["train"]
+
+
+def test_no_s3_env_for_locations_that_are_not_s3():
+    s = FineTuneJobSpec.model_validate({
+        "baseModel": {"uri": "pvc://models/tiny", "credentialsSecretRef": {"name": "unused"}},
+        "dataset": {"uri": "pvc://data/tickets.jsonl"},
+        "output": {"uri": "pvc://runs/team"},
+    })
+    for stage, env in stages(s, Settings(s3_endpoint=ENDPOINT)).items():
+        assert not [n for n in env if "AWS" in n], (stage, env)
+
+
+def test_the_secret_name_only_is_in_the_config_map():
+    s = spec(dataset="data-creds", output="out-creds")
+    cm = json.dumps(builders.config_map(OWNER, s, Settings(s3_endpoint=ENDPOINT)))
+    assert "AWS_SECRET_ACCESS_KEY" not in cm and "secretKeyRef" not in cm
+
+
+def test_the_trainer_gives_each_location_its_own_credentials():
+    env = {
+        "FINETUNE_DATASET_AWS_ACCESS_KEY_ID": "dk", "FINETUNE_DATASET_AWS_SECRET_ACCESS_KEY": "ds",
+        "FINETUNE_OUTPUT_AWS_ACCESS_KEY_ID": "ok", "FINETUNE_OUTPUT_AWS_SECRET_ACCESS_KEY": "os",
+        "FINETUNE_OUTPUT_AWS_SESSION_TOKEN": "ot", "AWS_ENDPOINT_URL_S3": ENDPOINT,
+    }
+    assert storage.storage_options("dataset", env) == {"key": "dk", "secret": "ds", "endpoint_url": ENDPOINT}
+    assert storage.storage_options("output", env) == {"key": "ok", "secret": "os", "token": "ot", "endpoint_url": ENDPOINT}
+    # No Secret for the base model: the SDK's default chain (workload identity), same endpoint.
+    assert storage.storage_options("base_model", env) == {"endpoint_url": ENDPOINT}
+    assert storage.storage_options("base_model", {}) == {}
+    with pytest.raises(ValueError):
+        storage.credential_env("model", "AWS_ACCESS_KEY_ID")

@@ -1,0 +1,106 @@
+"""Object storage (s3://) access with per-location credentials, and uploads that hash what they send.
+
+A run may read its dataset and base model from one bucket and write its output to another, each
+with credentials of its own: the operator gives a Pod, for every s3:// location it uses whose
+spec names a `credentialsSecretRef`, the environment variables
+
+    FINETUNE_<ROLE>_AWS_ACCESS_KEY_ID, FINETUNE_<ROLE>_AWS_SECRET_ACCESS_KEY,
+    FINETUNE_<ROLE>_AWS_SESSION_TOKEN (optional)        ROLE: DATASET, BASE_MODEL, OUTPUT
+
+as secretKeyRefs, and AWS_ENDPOINT_URL_S3 when the operator has an S3-compatible endpoint.
+A location without them uses the AWS SDK's default chain (the ServiceAccount's workload
+identity, AWS_* variables, instance metadata). Credentials are handed to s3fs directly and never
+printed: error messages name the location and the variable names, never their values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+ROLES = ("dataset", "base_model", "output")
+CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+ENDPOINT_ENV = "AWS_ENDPOINT_URL_S3"
+
+
+def credential_env(role: str, key: str) -> str:
+    """The variable that carries `key` (AWS_ACCESS_KEY_ID, ...) for the location of `role`."""
+    if role not in ROLES or key not in CREDENTIAL_KEYS:
+        raise ValueError(f"unknown role {role!r} or key {key!r}")
+    return f"FINETUNE_{role.upper()}_{key}"
+
+
+def storage_options(role: str, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """s3fs options for the location of `role`: its own credentials when the Pod has them, and
+    the endpoint; empty (the SDK's default chain) otherwise."""
+    env = os.environ if environ is None else environ
+    options: dict[str, Any] = {}
+    key = env.get(credential_env(role, "AWS_ACCESS_KEY_ID"))
+    secret = env.get(credential_env(role, "AWS_SECRET_ACCESS_KEY"))
+    if key and secret:
+        options["key"] = key
+        options["secret"] = secret
+        token = env.get(credential_env(role, "AWS_SESSION_TOKEN"))
+        if token:
+            options["token"] = token
+    endpoint = env.get(ENDPOINT_ENV) or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    return options
+
+
+def filesystem(uri: str, role: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path) for `uri`, with the credentials of `role` for s3://."""
+    import fsspec
+
+    options = storage_options(role) if uri.startswith("s3://") else {}
+    # A fresh instance: credentials of one role are never reused for another location.
+    if options:
+        options["skip_instance_cache"] = True
+    return fsspec.core.url_to_fs(uri, **options)
+
+
+def upload_directory(local: Path, uri: str, role: str = "output") -> str:
+    """Upload every file under `local` to `uri`, hashing the bytes as they are sent; then check
+    that the store lists every object with the size sent.  Returns the digest of what was
+    uploaded, in the form of `artifacts.digest_files` (sha256 over sorted relative paths and
+    file sha256s), so a registered digest is the uploaded bytes' digest."""
+    fs, root = filesystem(uri, role)
+    root = root.rstrip("/")
+    local = Path(local)
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    sent: dict[str, int] = {}
+    for path in files:
+        rel = path.relative_to(local).as_posix()
+        if not uri.startswith("s3://"):  # a local or mounted target needs its directories
+            fs.makedirs(f"{root}/{rel}".rsplit("/", 1)[0], exist_ok=True)
+        file_digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as source, fs.open(f"{root}/{rel}", "wb") as target:
+            for chunk in iter(lambda: source.read(1 << 20), b""):
+                file_digest.update(chunk)
+                target.write(chunk)
+                size += len(chunk)
+        digest.update(f"{rel}\0{file_digest.hexdigest()}\n".encode())
+        sent[rel] = size
+    fs.invalidate_cache()
+    prefix = root.lstrip("/") + "/"
+    listed = {name.lstrip("/").removeprefix(prefix): info.get("size")
+              for name, info in fs.find(root, detail=True).items()}
+    for rel, size in sent.items():
+        if listed.get(rel) != size:
+            raise OSError(f"{uri}/{rel}: the store lists {listed.get(rel)} bytes after uploading {size}")
+    return "sha256:" + digest.hexdigest()
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What storage calls raise when access fails: OS errors, and botocore's own (missing
+    credentials, endpoint errors), which are not OSErrors."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return (PermissionError, OSError)
+    return (PermissionError, OSError, BotoCoreError, ClientError)
