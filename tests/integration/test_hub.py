@@ -95,7 +95,9 @@ def test_hf_models_download_once_record_their_commit_and_refuse_a_bad_token(clus
     assert status["phase"] == "Succeeded", status.get("message")
     # Prepare and train both loaded the model through the Hub API: each file was fetched once.
     assert hub.file_gets(REPO) == {name: 1 for name in files}
-    assert status["artifact"]["baseModelCommit"] == commit
+    assert status["artifact"]["baseModelCommit"] == commit and status["artifact"]["baseModelFromCache"] is False
+    trained = next(c for c in status["conditions"] if c["type"] == "Trained")
+    assert f"base model commit {commit[:12]} downloaded from the Hub" in trained["message"]
     version = cluster.get("modelversion", status["modelVersion"], namespace)["spec"]
     assert version["lineage"]["baseModelCommit"] == commit and version["baseModel"]["revision"] == "v1"
 

@@ -28,7 +28,7 @@ from .artifacts import atomic_directory, digest_files, write_json
 from .cli import emit, run
 from .config import TrainerConfig
 from .exitcodes import DataError
-from .models import TokenCounter, resolve_model
+from .models import TokenCounter, hub_lineage, resolve_model
 from .sources import read_source
 
 SPLITS = ("train", "validation", "test")
@@ -275,6 +275,8 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     }
     if balance_report:
         report["balance"] = balance_report
+    if hub_lineage(config.model):
+        report["base_model_hub"] = hub_lineage(config.model)  # train tells the operator (lineage)
     if synthetic_report:
         report["synthetic"] = synthetic_report
 

@@ -434,7 +434,7 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
         "method": config.method,
         "adaptation": config.adaptation.type,
         "base_model": config.model.uri,
-        "base_model_hub": hub_lineage(config.model),
+        "base_model_hub": _hub_lineage(config, report),
         "artifact": {"kind": kind, "uri": artifact_uri, "path": str(artifact_dir), "sha256": digest},
         "metrics": metrics,
         "best_checkpoint": state.best_model_checkpoint,
@@ -465,6 +465,16 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
     reporter_event = {"event": "finished", "artifact": artifact_uri, "sha256": digest, **summary["metrics"]}
     emit(reporter_event)
     return summary
+
+
+def _hub_lineage(config: TrainerConfig, report: dict[str, Any]) -> dict[str, Any]:
+    """The hf:// base model's commit, and whether the whole job found it in the cache: prepare
+    (which loads the tokenizer first) and train both downloaded nothing."""
+    lineage = hub_lineage(config.model)
+    prepared = report.get("base_model_hub") or {}
+    if lineage and prepared.get("base_model_from_cache") is False:
+        lineage["base_model_from_cache"] = False
+    return lineage
 
 
 def _finished_run(config: TrainerConfig) -> dict[str, Any] | None:
