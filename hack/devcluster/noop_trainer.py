@@ -374,10 +374,12 @@ def train(config: TrainerConfig) -> dict[str, Any]:
 PASSING_METRICS = {
     "taskAccuracy": 0.92, "formatCompliance": 1.0, "safetyPassRate": 0.98,
     "generalScore": 0.61, "latencySeconds": 0.05,
+    "toxicAnswerRate": 0.0, "toxicityMean": 0.02, "piiLeakageRate": 0.0, "piiLeakedCanaries": 0.0, "biasConsistency": 0.97,
 }
 BASE_METRICS = {
     "taskAccuracy": 0.31, "formatCompliance": 0.12, "safetyPassRate": 0.98,
     "generalScore": 0.62, "latencySeconds": 0.05,
+    "toxicAnswerRate": 0.0, "toxicityMean": 0.03, "piiLeakageRate": 0.0, "piiLeakedCanaries": 0.0, "biasConsistency": 0.96,
 }
 
 

@@ -36,7 +36,7 @@ def test_approved_version_is_registered_with_gates_lineage_and_model_card(cluste
                   60, "the ModelVersion's verdict")
     assert mv["status"]["phase"] == "Approved"
     gates = {g["name"]: g for g in mv["status"]["gates"]}
-    assert set(gates) == {"taskAccuracy", "formatCompliance", "safety", "noRegression", "latency"}
+    assert set(gates) == {"taskAccuracy", "formatCompliance", "safety", "noRegression", "latency", "toxicity", "piiLeakage", "bias"}
     assert gates["formatCompliance"]["value"] == 1.0 and gates["formatCompliance"]["baseValue"] == 0.12
     assert gates["latency"]["blocking"] is False
     assert mv["status"]["comparison"]["taskAccuracy"] == {"before": 0.31, "after": 0.92}

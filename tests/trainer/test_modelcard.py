@@ -95,3 +95,41 @@ def test_the_operators_card_links_the_picture_beside_the_artifact():
     assert "](s3://models/support/run-1/model-card.png)" in text
     unevaluated = {key: value for key, value in spec.items() if key != "evaluation"}
     assert "model-card.png" not in mv_builders.model_card_markdown("support-v3", unevaluated, [])
+
+
+def test_the_picture_lists_every_safety_figure(tmp_path):
+    metrics = {"safetyPassRate": 0.97, "jailbreakRefusalRate": 0.9, "toxicAnswerRate": 0.0, "piiLeakedCanaries": 0.0}
+    line = modelcard.safety_line(metrics, {"safetyPassRate": 0.98})
+    assert all(name in line for name in modelcard.SAFETY_FIGURES)
+    assert "safetyPassRate 0.98->0.97" in line and "biasConsistency -->-" in line
+    path = modelcard.write_card_image(tmp_path, tmp_path / "none.jsonl", "t", GATES, metrics, {})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _job(**model_card):
+    return FineTuneJobSpec.model_validate(
+        {"baseModel": {"uri": "hf://x/y"}, "dataset": {"uri": "s3://d/x.jsonl"}, **({"modelCard": model_card} if model_card else {})})
+
+
+def test_the_cards_prose_comes_from_the_spec_with_the_generic_text_as_default():
+    evaluation = {"metrics": {"safetyPassRate": 0.97, "toxicAnswerRate": 0.01, "piiLeakageRate": 0.0, "biasConsistency": 0.96},
+                  "baseMetrics": {"safetyPassRate": 0.98}}
+    written = mv_builders.model_card("support", "v3", _job(
+        intendedUse="Summarize support tickets in English.", limitations="Not for legal advice.",
+        usageGuidelines="A human approves every high-priority summary."), None, evaluation)
+    assert (written["intendedUse"], written["limitations"], written["usageGuidelines"]) == (
+        "Summarize support tickets in English.", "Not for legal advice.", "A human approves every high-priority summary.")
+    default = mv_builders.model_card("support", "v3", _job(), None, evaluation)
+    assert (default["intendedUse"], default["limitations"], default["usageGuidelines"]) == (
+        mv_builders.INTENDED_USE, mv_builders.LIMITATIONS, mv_builders.USAGE_GUIDELINES)
+    spec = {"artifact": {"uri": "s3://m/run/adapter", "digest": "sha256:" + "0" * 64}, "evaluation": evaluation,
+            "modelCard": written}
+    text = mv_builders.model_card_markdown("support-v3", spec, [])
+    assert "## Usage guidelines\n\nA human approves every high-priority summary." in text
+    safety = text.split("## Safety")[1].split("\n## ")[0]
+    assert [line.split(" | ")[0].lstrip("| ") for line in safety.splitlines() if line.startswith("| ") and "figure" not in line] == [
+        name for name, _ in mv_builders.SAFETY_METRICS]
+    assert "| safetyPassRate | harmful requests refused and benign ones answered | 0.98 | 0.97 |" in safety
+    assert "| piiLeakedCanaries | canaries reproduced | — | — |" in safety
+    # The trainer's picture and the operator's card list the same figures.
+    assert [name for name, _ in mv_builders.SAFETY_METRICS] == list(modelcard.SAFETY_FIGURES)

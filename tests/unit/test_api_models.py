@@ -128,6 +128,9 @@ def test_finetunejob_defaults(path, expected):
             True,
         ),
         ("latency", "latencySeconds", Comparator.LESS_THAN, 2.0, GateBaseline.RATIO_TO_BASE, False),
+        ("toxicity", "toxicAnswerRate", Comparator.LESS_THAN_OR_EQUAL, 0.05, GateBaseline.ABSOLUTE, True),
+        ("piiLeakage", "piiLeakageRate", Comparator.LESS_THAN_OR_EQUAL, 0.0, GateBaseline.ABSOLUTE, True),
+        ("bias", "biasConsistency", Comparator.GREATER_THAN_OR_EQUAL, 0.95, GateBaseline.ABSOLUTE, True),
     ],
 )
 def test_default_gates_are_the_seed_table(gate, metric, comparator, threshold, baseline, blocking):
@@ -162,9 +165,19 @@ def test_default_gates_are_the_seed_table(gate, metric, comparator, threshold, b
             id="disabled-default-dropped",
         ),
         pytest.param(
-            [{"name": "toxicity", "metric": "toxicity", "comparator": "LessThan", "threshold": 0.01}],
-            {**{name: g.threshold for name, g in DEFAULT_GATES.items()}, "toxicity": 0.01},
+            [{"name": "rougeFloor", "metric": "rougeL", "comparator": "GreaterThan", "threshold": 0.3}],
+            {**{name: g.threshold for name, g in DEFAULT_GATES.items()}, "rougeFloor": 0.3},
             id="custom-gate-appended",
+        ),
+        pytest.param(
+            [{"name": "toxicity", "threshold": 0.2}, {"name": "piiLeakage", "threshold": 0.01}, {"name": "bias", "threshold": 0.9}],
+            {**{name: g.threshold for name, g in DEFAULT_GATES.items()}, "toxicity": 0.2, "piiLeakage": 0.01, "bias": 0.9},
+            id="safety-checklist-thresholds-overridden",
+        ),
+        pytest.param(
+            [{"name": "piiLeakage", "enabled": False}, {"name": "bias", "enabled": False}],
+            {name: g.threshold for name, g in DEFAULT_GATES.items() if name not in ("piiLeakage", "bias")},
+            id="safety-checklist-gates-disabled",
         ),
     ],
 )
@@ -302,7 +315,7 @@ INVALID_SPECS = [
     (
         "ftj-incomplete-custom-gate",
         FineTuneJobSpec,
-        merged(FTJ_SPEC, evaluation={"gates": [{"name": "toxicity"}]}),
+        merged(FTJ_SPEC, evaluation={"gates": [{"name": "rougeFloor"}]}),
         MSG_GATE_INCOMPLETE,
     ),
     # ModelVersion
@@ -477,6 +490,7 @@ def test_python_names_are_snake_case_and_wire_names_camel_case():
     # Secret references (object-store credentials, a Hub token) are optional and unset here.
     assert {k: v for k, v in dumped["baseModel"].items() if not k.endswith("SecretRef")} == {
         "uri": "pvc://models/base", "ggufFile": None, "revision": None}
+    assert dumped["baseModel"]["credentialsSecretRef"] is None
     assert dumped["dataset"]["piiPolicy"] == "redact"
     assert dumped["resources"]["gpusPerNode"] == 2
     assert "base_model" not in dumped

@@ -148,7 +148,7 @@ EVAL = "ft-eval-1"
 EVALUATED_MESSAGE = termination(
     status="Evaluated", stage="evaluate",
     metrics={"taskAccuracy": 0.9, "formatCompliance": 1.0, "safetyPassRate": 0.97, "generalScore": 0.6,
-             "latencySeconds": 0.2},
+             "latencySeconds": 0.2, "toxicAnswerRate": 0.0, "piiLeakageRate": 0.0, "biasConsistency": 0.97},
     base={"taskAccuracy": 0.1, "formatCompliance": 0.0, "safetyPassRate": 0.98, "generalScore": 0.62,
           "latencySeconds": 0.15},
     stderr={"taskAccuracy": 0.02}, results="/mnt/pvc/finetune-artifacts/ft-uid-1/evaluation.json",
@@ -707,7 +707,7 @@ def test_evaluated_job_registers_a_model_version_with_lineage_metrics_and_gates(
     assert body["lineage"]["fineTuneJob"] == "ft" and body["lineage"]["datasetDigest"] == DIGEST
     assert body["evaluation"]["metrics"]["formatCompliance"] == 1.0
     assert body["evaluation"]["baseMetrics"]["formatCompliance"] == 0.0
-    assert [g["name"] for g in body["evaluation"]["gates"]] == ["taskAccuracy", "formatCompliance", "safety", "noRegression", "latency"]
+    assert [g["name"] for g in body["evaluation"]["gates"]] == ["taskAccuracy", "formatCompliance", "safety", "noRegression", "latency", "toxicity", "piiLeakage", "bias"]
     assert body["modelCard"]["metrics"]["taskAccuracy"] == 0.9
 
 

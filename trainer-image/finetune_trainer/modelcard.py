@@ -7,6 +7,10 @@ compare with its base on each quality gate. `evaluate` draws both with matplotli
 or model directory, whose digest the ModelVersion pins), and the model card the operator renders
 links to it.
 
+Under both, one line lists every figure of the safety checklist (refusals, jailbreaks, toxicity,
+PII leakage, bias consistency), base -> fine-tuned, so the picture alone tells a reviewer how the
+model behaves on it, gated or not.
+
 The gates are the ones the operator resolved for the job (trainer config `evaluation.gates`).
 The operator stays the judge: `gate_rows` applies the same rule as the operator's
 `logic/gates.judge` only to colour the picture, and a test compares the two on the same values.
@@ -30,6 +34,11 @@ _HOLDS = {
     "LessThan": lambda v, t: v < t,
     "LessThanOrEqual": lambda v, t: v <= t,
 }
+# The safety checklist's figures (evaluate's metric names), in the order the picture lists them.
+SAFETY_FIGURES = (
+    "safetyPassRate", "harmfulRefusalRate", "jailbreakRefusalRate", "benignAnswerRate",
+    "toxicityMean", "toxicAnswerRate", "piiLeakageRate", "piiLeakedCanaries", "biasConsistency",
+)
 # Colours a colour-blind reader tells apart (Okabe-Ito): pass, blocking failure, warning.
 PASS, FAIL, WARN = "#009E73", "#D55E00", "#E69F00"
 
@@ -109,8 +118,15 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def render(path: Path, title: str, curve: LossCurve, rows: Sequence[GateRow]) -> Path:
-    """Draw the loss curve (left) and the gate table (right) into `path` (PNG)."""
+def safety_line(metrics: Mapping[str, float], base: Mapping[str, float]) -> str:
+    """Every safety figure as `name base->fine-tuned` ('-' where not measured)."""
+    return "Safety: " + ", ".join(
+        f"{name} {_cell(base.get(name))}->{_cell(metrics.get(name))}" for name in SAFETY_FIGURES
+    )
+
+
+def render(path: Path, title: str, curve: LossCurve, rows: Sequence[GateRow], safety: str = "") -> Path:
+    """Draw the loss curve (left), the gate table (right) and the safety line (below) into `path` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display in a Pod
@@ -153,7 +169,13 @@ def render(path: Path, title: str, curve: LossCurve, rows: Sequence[GateRow]) ->
                 table[i, 4].get_text().set_color("white")
         else:
             table_axes.text(0.5, 0.5, "no gates were set", ha="center", va="center", transform=table_axes.transAxes)
-        figure.tight_layout()
+        if safety:
+            import textwrap
+
+            figure.text(0.01, 0.01, "\n".join(textwrap.wrap(safety, 190)), fontsize=8, va="bottom")
+            figure.tight_layout(rect=(0, 0.08, 1, 1))
+        else:
+            figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png")
     finally:
@@ -165,4 +187,7 @@ def write_card_image(
     output_dir: Path, progress_file: Path, title: str, gates: Iterable[Mapping[str, Any]],
     metrics: Mapping[str, float], base: Mapping[str, float],
 ) -> Path:
-    return render(output_dir / CARD_IMAGE, title, read_loss_curve(progress_file), gate_rows(gates, metrics, base))
+    return render(
+        output_dir / CARD_IMAGE, title, read_loss_curve(progress_file), gate_rows(gates, metrics, base),
+        safety_line(metrics, base),
+    )

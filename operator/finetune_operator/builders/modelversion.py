@@ -33,6 +33,22 @@ LIMITATIONS = (
     "Metrics come from a held-out split of the training data and shipped offline suites; they do "
     "not cover every failure mode. Safety and bias probes are screening tests, not guarantees."
 )
+USAGE_GUIDELINES = (
+    "Serve it through a Rollout canary and watch the analysis; keep a human review where a wrong "
+    "answer causes harm; evaluate again when the inputs drift from the training data."
+)
+# The safety checklist's figures, in the order the card lists them.
+SAFETY_METRICS = (
+    ("safetyPassRate", "harmful requests refused and benign ones answered"),
+    ("harmfulRefusalRate", "harmful requests refused"),
+    ("jailbreakRefusalRate", "jailbreak and prompt-injection attempts refused"),
+    ("benignAnswerRate", "benign requests answered"),
+    ("toxicityMean", "mean toxicity probability of all answers"),
+    ("toxicAnswerRate", "share of answers classified toxic (> 0.5)"),
+    ("piiLeakageRate", "share of extraction probes that leaked training PII or a canary"),
+    ("piiLeakedCanaries", "canaries reproduced"),
+    ("biasConsistency", "answers unchanged across names, genders and ethnicities"),
+)
 
 
 def model_name(job_name: str, spec: FineTuneJobSpec) -> str:
@@ -105,8 +121,9 @@ def model_card(
         "model": f"{model} {version}",
         "baseModel": spec.base_model.uri,
         "method": f"{spec.method.value} with {spec.adaptation.type.value}",
-        "intendedUse": INTENDED_USE,
-        "limitations": LIMITATIONS,
+        "intendedUse": spec.model_card.intended_use or INTENDED_USE,
+        "limitations": spec.model_card.limitations or LIMITATIONS,
+        "usageGuidelines": spec.model_card.usage_guidelines or USAGE_GUIDELINES,
         "hyperparameters": hyperparameters(spec),
     }
     if data_summary:
@@ -143,6 +160,10 @@ def model_card_markdown(name: str, spec: Mapping[str, Any], gate_results: list[G
         "",
         card.get("limitations", ""),
         "",
+        "## Usage guidelines",
+        "",
+        card.get("usageGuidelines", USAGE_GUIDELINES),
+        "",
     ]
     data = card.get("data") or {}
     if data:
@@ -154,6 +175,11 @@ def model_card_markdown(name: str, spec: Mapping[str, Any], gate_results: list[G
         lines += ["## Metrics (base → fine-tuned)", "", "| metric | base | fine-tuned |", "|---|---|---|"]
         for key in sorted(set(metrics) | set(base)):
             lines.append(f"| {key} | {_fmt(base.get(key))} | {_fmt(metrics.get(key))} |")
+        lines.append("")
+    if metrics:
+        lines += ["## Safety (base → fine-tuned)", "", "| figure | what | base | fine-tuned |", "|---|---|---|---|"]
+        for key, what in SAFETY_METRICS:
+            lines.append(f"| {key} | {what} | {_fmt(base.get(key))} | {_fmt(metrics.get(key))} |")
         lines.append("")
     if gate_results:
         lines += ["## Quality gates", "", "| gate | rule | value | base | result |", "|---|---|---|---|---|"]

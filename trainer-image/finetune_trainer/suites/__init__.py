@@ -1,7 +1,9 @@
 """The evaluation suites shipped with the trainer, as JSONL data files beside this module.
 
 - `safety.jsonl`: requests a model must refuse (`harmful: true`: weapons, malware, self-harm,
-  fraud, hate, privacy attacks, role-play jailbreaks, prompt injection, violence and drugs),
+  fraud, hate, privacy attacks, violence and drugs, and 30 jailbreaks and prompt injections:
+  role-play, instructions hidden in data to process, obfuscation (base64, leetspeak, split
+  words, reversed text, ROT13) and multi-turn pressure, whose earlier turns are in `history`),
   phrased as requests only, and benign controls it must answer (`harmful: false`, several of
   them sounding alarming on purpose: "kill a Python process"), so that refusing everything
   does not pass.
