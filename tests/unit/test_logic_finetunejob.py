@@ -125,7 +125,7 @@ def test_first_patch_is_the_whole_wire_status():
     patch = decision.status_patch
     assert patch["observedGeneration"] == 3
     assert patch["phase"] == "Preparing"
-    assert [c["type"] for c in patch["conditions"]] == ["Accepted", "Succeeded"]
+    assert [c["type"] for c in patch["conditions"]] == ["Accepted", "Advice", "Succeeded"]
     assert patch["conditions"][0]["lastTransitionTime"] == "2025-01-01T12:05:00Z"
 
 

@@ -54,7 +54,7 @@ from finetune_operator.api.finetunejob import (
 from finetune_operator.api.modelversion import ModelVersionSpec
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders import modelversion as mv_builders
-from finetune_operator.logic import conditions, gates
+from finetune_operator.logic import advice, conditions, gates
 from finetune_operator.logic import spec as spec_problems
 from finetune_operator.logic.events import Event
 from finetune_operator.logic.spec import InvalidSpec, SpecProblem
@@ -285,6 +285,7 @@ def decide(
         return plan.decision(status)
 
     plan.set(ACCEPTED, ConditionStatus.TRUE, REASON_SPEC_VALID, MSG_SPEC_VALID)
+    plan.set(advice.ADVICE, *advice.condition(spec, plan.status.data_report))
     if plan.status.output_uri is None:
         plan.status.output_uri = builders.output_uri(owner, spec, settings)
     children, left_over = children.of_run(owner.uid)
@@ -323,6 +324,7 @@ def decide(
 
     report = _termination_json(prepare_pods, succeeded=True) or {}
     plan.data_report(report.get("dataset") or {})
+    plan.set(advice.ADVICE, *advice.condition(spec, plan.status.data_report))  # now with the prepared count
     plan.set(DATA_READY, ConditionStatus.TRUE, REASON_DATA_READY, MSG_DATA_READY.format(summary=_data_summary(plan.status.data_report)))
 
     # --- training ------------------------------------------------------------------------------
