@@ -13,7 +13,7 @@ import pytest
 
 from finetune_operator.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from finetune_operator.builders.finetunejob import Owner
-from finetune_operator.logic.finetunejob import Children, decide
+from finetune_operator.logic.finetunejob import Children, decide, semantic_problems
 from tests.unit.pipeline_fixtures import job, pod, termination
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -66,3 +66,12 @@ def test_a_missing_or_malformed_commit_is_not_recorded(commit):
     assert artifact.base_model_commit is None and artifact.base_model_from_cache is None
     assert "baseModelCommit" not in decision.register.spec["lineage"]
     assert "base model commit" not in next(c for c in decision.status.conditions if c.type == "Trained").message
+
+
+def test_a_hub_token_on_a_model_not_from_the_hub_is_a_spec_problem():
+    spec = FineTuneJobSpec.model_validate({
+        "baseModel": {"uri": "pvc://models/base", "tokenSecretRef": {"name": "hub-token"}},
+        "dataset": {"uri": "s3://data/tickets.jsonl"},
+    })
+    assert [p.field for p in semantic_problems(spec)] == ["spec.baseModel.tokenSecretRef"]
+    assert not semantic_problems(SPEC)

@@ -1025,6 +1025,14 @@ def semantic_problems(spec: FineTuneJobSpec) -> tuple[SpecProblem, ...]:
                 "remove it, or point baseModel.uri at an hf:// model",
             )
         )
+    if spec.base_model.token_secret_ref is not None and not spec.base_model.uri.startswith("hf://"):
+        problems.append(
+            SpecProblem(
+                "spec.baseModel.tokenSecretRef",
+                "a Hub token only applies to hf:// models",
+                "remove it, or point baseModel.uri at an hf:// model",
+            )
+        )
     if spec.dataset.uri is not None:
         problems += location_problems("spec.dataset.uri", spec.dataset.uri, DATA_SCHEMES)
     if spec.output.uri is not None:
