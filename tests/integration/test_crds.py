@@ -63,8 +63,11 @@ def test_kubectl_explain_shows_the_model_descriptions(cluster, field, text):
 def test_example_is_accepted(cluster, namespace, path):
     result = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
     assert result.returncode == 0, result.stderr
-    # No warnings either (unknown fields, deprecated API): examples are what users copy.
-    assert "Warning" not in result.stderr, result.stderr
+    # No warnings either (unknown fields, deprecated API): examples are what users copy. The
+    # decision framework's advice is the exception: demo datasets are small on purpose.
+    advice = "Warning: Validation failed for ValidatingAdmissionPolicy 'finetunejobs.finetune.ai-advice'"
+    other = [line for line in result.stderr.splitlines() if "Warning" in line and not line.startswith(advice)]
+    assert not other, result.stderr
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.name for p in INVALID])
