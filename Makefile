@@ -24,7 +24,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane prometheus chromium thirdparty-crds crds crds-check dashboards dashboards-check rules-test lint test test-examples test-unit test-trainer test-integration \
+.PHONY: help venv controlplane prometheus seaweedfs chromium thirdparty-crds crds crds-check dashboards dashboards-check rules-test lint test test-examples test-unit test-trainer test-integration \
         devcluster-up devcluster-down demo demo-rollout chart-crds bench clean
 
 help:
@@ -48,6 +48,10 @@ controlplane:
 # Debian's prometheus package: a real Prometheus for the analysis tests.
 prometheus:
 	@bash hack/prometheus/install.sh
+
+# SeaweedFS (`weed`) built from its Go module: a real S3 server for the object-storage tests.
+seaweedfs:
+	@bash hack/seaweedfs/install.sh >/dev/null
 
 # Debian's chromium package: the headless browser that renders `kubectl finetune report`.
 chromium:
@@ -90,7 +94,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests in $(1)"; exit 1; fi; exit $$rc
 endef
 
-test: venv controlplane prometheus chromium thirdparty-crds crds-check dashboards-check rules-test lint
+test: venv controlplane prometheus seaweedfs chromium thirdparty-crds crds-check dashboards-check rules-test lint
 	$(call run_pytest,tests --ignore=tests/examples)
 	$(call run_pytest,tests/examples)
 
@@ -107,7 +111,7 @@ test-unit: venv
 test-trainer: venv
 	$(call run_pytest,tests/trainer)
 
-test-integration: venv controlplane prometheus chromium thirdparty-crds
+test-integration: venv controlplane prometheus seaweedfs chromium thirdparty-crds
 	$(call run_pytest,tests/integration tests/e2e)
 
 devcluster-up: venv controlplane

@@ -1,0 +1,129 @@
+"""A FineTuneJob on object storage, against a real S3 server (SeaweedFS) on 127.0.0.1.
+
+The operator runs with s3Endpoint set to the local gateway. One FineTuneJob reads its base
+model (the tiny test model, uploaded) and its dataset from the bucket and writes its run there,
+each location naming a Secret with the gateway's credentials: the real trainer, run by the node
+agent, reads and writes the bucket through s3fs with those credentials only. Then:
+
+* the job Succeeds; the adapter's objects are in the bucket under the run's own prefix;
+* the ModelVersion's artifact is the s3:// adapter, with a digest equal to the one computed
+  here over the objects downloaded back from the bucket;
+* the credentials reached the Pods only as secretKeyRefs, and the secret value is nowhere:
+  not in the operator's log, Events, any object's spec or status, ConfigMaps (progress, config,
+  model card), `kubectl logs` of the Pods, the node agent's logs, or the objects in the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from finetune_trainer.artifacts import digest_files
+from finetune_trainer.testing import json_format_records, make_tiny_model
+from tests.helpers import wait_for
+from tests.s3 import s3_server  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.pod_security("restricted")]
+
+SECRET = "s3-credentials"
+
+
+@pytest.fixture
+def s3_operator(operator, cluster, s3_server, monkeypatch):  # noqa: F811
+    """The operator restarted with FINETUNE_S3_ENDPOINT pointing at the local gateway, and
+    restarted without it afterwards."""
+    monkeypatch.setenv("FINETUNE_S3_ENDPOINT", s3_server.endpoint)
+    operator.restart(cluster.kubeconfig)
+    yield operator
+    monkeypatch.delenv("FINETUNE_S3_ENDPOINT")
+    operator.restart(cluster.kubeconfig)
+
+
+def manifest(name: str, bucket: str) -> str:
+    ref = f"credentialsSecretRef: {{name: {SECRET}}}"
+    return textwrap.dedent(
+        f"""
+        apiVersion: finetune.ai/v1alpha1
+        kind: FineTuneJob
+        metadata: {{name: {name}}}
+        spec:
+          baseModel: {{uri: "s3://{bucket}/models/tiny", {ref}}}
+          dataset: {{uri: "s3://{bucket}/data/train.jsonl", format: instruction, {ref}}}
+          hyperparameters: {{maxSteps: 4, batchSize: 4, learningRate: 0.001, maxSeqLength: 64, evalSteps: 2}}
+          checkpointing: {{intervalSteps: 2}}
+          earlyStopping: {{enabled: false}}
+          evaluation: {{enabled: false}}
+          output: {{uri: "s3://{bucket}/runs", modelName: tiny-s3, {ref}}}
+        """
+    )
+
+
+def test_a_finetunejob_reads_and_writes_s3_and_the_secret_is_nowhere(cluster, namespace, s3_operator, s3_server,  # noqa: F811
+                                                                      tmp_path):
+    fs = s3_server.filesystem()
+    bucket = s3_server.bucket
+    model = make_tiny_model(tmp_path / "tiny")
+    fs.put(str(model) + "/", f"{bucket}/models/tiny/", recursive=True)
+    fs.pipe(f"{bucket}/data/train.jsonl", "".join(json.dumps(r) + "\n" for r in json_format_records(40)).encode())
+    cluster.kubectl("create", "secret", "generic", SECRET, "-n", namespace,
+                    f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
+                    f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}")
+
+    name = "tiny-s3"
+    cluster.apply(manifest(name, bucket), namespace)
+
+    def finished():
+        status = cluster.get("finetunejob", name, namespace).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_for(finished, 420, f"{name} to finish")
+    assert status["phase"] == "Succeeded", status.get("message")
+
+    # The run's own prefix in the bucket holds the adapter; the ModelVersion names it.
+    run = status["outputUri"]
+    assert run.startswith(f"s3://{bucket}/runs/{name}-"), run
+    mv = cluster.get("modelversion", status["modelVersion"], namespace)
+    artifact = mv["spec"]["artifact"]
+    assert artifact["uri"] == f"{run}/adapter", artifact
+    fs.invalidate_cache()
+    keys = sorted(fs.find(artifact["uri"]))
+    assert any(k.endswith("/adapter_config.json") for k in keys), keys
+    assert any(k.endswith("/adapter_model.safetensors") for k in keys), keys
+    # The registered digest is that of the bytes in the bucket, downloaded back here.
+    local = tmp_path / "downloaded"
+    fs.get(artifact["uri"].removeprefix("s3://") + "/", str(local) + "/", recursive=True)
+    assert artifact["digest"] == digest_files(local) == status["artifact"]["digest"]
+
+    # Credentials went to the Pods only by reference, and only the ones each stage needs.
+    jobs = {j["metadata"]["name"]: j for j in cluster.list("jobs", namespace, selector=f"finetune.ai/finetunejob={name}")}
+    for job_name in (f"{name}-prepare", f"{name}-train"):
+        env = {e["name"]: e for e in jobs[job_name]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["AWS_ENDPOINT_URL_S3"]["value"] == s3_server.endpoint
+        secret_env = {n: e for n, e in env.items() if n.endswith("AWS_SECRET_ACCESS_KEY")}
+        assert secret_env and all(e["valueFrom"]["secretKeyRef"]["name"] == SECRET for e in secret_env.values())
+    assert "FINETUNE_OUTPUT_AWS_SECRET_ACCESS_KEY" not in {
+        e["name"] for e in jobs[f"{name}-prepare"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    # The leak test: the secret value appears nowhere the run left a trace.
+    value = s3_server.secret_key
+    places: dict[str, str] = {"operator log": s3_operator.log_path.read_text(errors="replace")}
+    for kind in ("events", "finetunejobs", "modelversions", "configmaps", "jobs", "pods"):
+        places[kind] = cluster.kubectl("get", kind, "-n", namespace, "-o", "json").stdout
+    pods = [p["metadata"]["name"] for p in cluster.list("pods", namespace)]
+    assert len(pods) >= 2, pods
+    for pod in pods:
+        places[f"kubectl logs {pod}"] = cluster.kubectl("logs", pod, "-n", namespace, "--all-containers", check=False).stdout
+        places[f"log file of {pod}"] = cluster.pod_log(namespace, pod, "trainer")
+    assert any("train_loss" in places[f"log file of {p}"] or "step" in places[f"log file of {p}"] for p in pods), \
+        "the Pods' logs are empty: the leak check would prove nothing"
+    for path in cluster.node_dir.rglob("*.log"):
+        places[str(path.relative_to(cluster.node_dir))] = path.read_text(errors="replace")
+    for key in fs.find(f"{bucket}/runs"):
+        places[f"s3://{key}"] = fs.cat(key).decode(errors="replace")
+    leaks = sorted(where for where, text in places.items() if value in text)
+    assert not leaks, f"the secret value appears in: {leaks}"
+    # The Secret's name is what the objects carry.
+    assert SECRET in places["finetunejobs"]
