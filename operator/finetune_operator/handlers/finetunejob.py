@@ -43,6 +43,7 @@ RESOURCE = (FINETUNEJOBS.group, FINETUNEJOBS.version, FINETUNEJOBS.plural)
 BACKOFF_SECONDS = 10
 RESYNC_SECONDS = 30
 CHILD_LABELS = {FINETUNEJOB_LABEL: kopf.PRESENT}
+FINISHED_PHASES = ("Succeeded", "Failed")
 
 _lock = locks.ObjectLocks()
 _waiting = locks.Pending()
@@ -58,8 +59,8 @@ def settings() -> builders.Settings:
         allowed_host_paths=cfg.allowed_host_paths,
         model_cache=cfg.model_cache,
         hub_offline=cfg.hub_offline,
-        s3_endpoint=cfg.s3_endpoint,
         hub_endpoint=cfg.hub_endpoint,
+        s3_endpoint=cfg.s3_endpoint,
     )
 
 
@@ -111,13 +112,27 @@ def _refused_children(spec: Any, owner: builders.Owner) -> InvalidSpec | None:
     return InvalidSpec(problems) if problems else None
 
 
+def finished(status: Any) -> bool:
+    """The job is history: `decide` reads none of its children, and nothing changes it but an edit.
+
+    The same test as `decide`'s: a terminal phase with a completion time (a Failed without one,
+    an invalid spec, may still start when the reason goes away, so it is not finished).
+    """
+    status = status or {}
+    return status.get("phase") in FINISHED_PHASES and bool(status.get("completionTime"))
+
+
 def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered: bool = False) -> finetunejob.Decision:
     meta = body["metadata"]
     namespace, name = owner.namespace, owner.name
-    observed = children.of_finetunejob(namespace, name)
-    observed = dataclasses.replace(observed, model_version=registry.of_finetunejob(namespace, meta["uid"]))
+    if finished(body.get("status")):
+        # No LISTs: `decide` ignores the children of a finished job (it only records an edit's generation).
+        observed = finetunejob.Children()
+    else:
+        observed = children.of_finetunejob(namespace, name)
+        observed = dataclasses.replace(observed, model_version=registry.of_finetunejob(namespace, meta["uid"]))
     spec = finetunejob.parse_spec(body.get("spec"))
-    if not isinstance(spec, InvalidSpec) and not observed.jobs and observed.config is None:
+    if not finished(body.get("status")) and not isinstance(spec, InvalidSpec) and not observed.jobs and observed.config is None:
         spec = _refused_children(spec, owner) or spec
     decision = finetunejob.decide(
         spec,
@@ -207,15 +222,21 @@ def child_changed(labels: kopf.Labels, namespace: str, type: str | None, body: k
 
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
 def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str, name: str, **_: Any) -> None:
-    """Safety net for missed events, and the TTL of finished jobs."""
-    ttl = spec.get("ttlSecondsAfterFinished")
-    completed = status.get("completionTime")
-    if ttl is not None and completed and status.get("phase") in ("Succeeded", "Failed"):
-        finished = datetime.datetime.fromisoformat(completed.replace("Z", "+00:00"))
-        if _now() >= finished + datetime.timedelta(seconds=int(ttl)):
+    """Safety net for missed events, and the TTL of finished jobs.
+
+    A finished job costs no API request here: it is only deleted when its TTL has passed (checked
+    from the body kopf's watch keeps, at most one interval late); edits and child events still
+    reconcile it through their own handlers.
+    """
+    if finished(status):
+        ttl = spec.get("ttlSecondsAfterFinished")
+        if ttl is None:
+            return
+        completed = datetime.datetime.fromisoformat(status["completionTime"].replace("Z", "+00:00"))
+        if _now() >= completed + datetime.timedelta(seconds=int(ttl)):
             logger.info("FineTuneJob %s/%s: TTL of %ss after finishing passed; deleting it", namespace, name, ttl)
             apply.delete(FINETUNEJOBS.api_version, KIND, namespace, name)
-            return
+        return
     reconcile_object(dict(body))
 
 

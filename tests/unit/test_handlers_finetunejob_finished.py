@@ -1,0 +1,108 @@
+"""A finished FineTuneJob costs nothing: the resync timer and the reconcile read no API.
+
+Every API read and write the handler could make is replaced by a recorder; a finished job's
+timer tick must record nothing (until its TTL: one delete), and its reconcile no LIST.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from finetune_operator import config as operator_config
+from finetune_operator.handlers import finetunejob as handler
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+SPEC = {
+    "baseModel": {"uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
+    "dataset": {"uri": "s3://data/t.jsonl"},
+}
+FINISHED = {"phase": "Succeeded", "completionTime": "2026-01-01T11:59:00Z", "observedGeneration": 1}
+
+
+def body(spec=SPEC, status=FINISHED, generation=1):
+    return {
+        "apiVersion": "finetune.ai/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "ft", "namespace": "team", "uid": "uid-1", "generation": generation},
+        "spec": spec,
+        "status": status,
+    }
+
+
+@pytest.fixture
+def api(monkeypatch):
+    calls: list[tuple] = []
+
+    def recorder(name):
+        def record(*args, **kwargs):
+            calls.append((name, *args))
+            if name == "children":
+                return handler.finetunejob.Children()
+            return None
+
+        return record
+
+    for target, attr, name in [
+        (handler.children, "of_finetunejob", "children"),
+        (handler.registry, "of_finetunejob", "registry"),
+        (handler.dryrun, "refusals", "dryrun"),
+        (handler.apply, "delete", "delete"),
+        (handler.apply, "create_if_absent", "create"),
+        (handler.status, "patch", "status"),
+        (handler.events, "record", "event"),
+        (handler, "reconcile_object", "reconcile"),
+    ]:
+        monkeypatch.setattr(target, attr, recorder(name))
+    monkeypatch.setattr(handler, "_now", lambda: NOW)
+    monkeypatch.setattr(operator_config, "_current", operator_config.OperatorConfig())
+    return calls
+
+
+def resync(obj):
+    handler.resync(body=obj, spec=obj["spec"], status=obj["status"], namespace="team", name="ft")
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_a_finished_job_without_ttl_costs_no_request(api, phase):
+    resync(body(status={**FINISHED, "phase": phase}))
+    assert api == []
+
+
+def test_a_finished_job_waits_for_its_ttl_without_reading(api):
+    resync(body(spec={**SPEC, "ttlSecondsAfterFinished": 120}))  # finished 60 s ago
+    assert api == []
+    resync(body(spec={**SPEC, "ttlSecondsAfterFinished": 60}))
+    assert api == [("delete", "finetune.ai/v1alpha1", "FineTuneJob", "team", "ft")]
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"phase": "Training"},
+        {},
+        # Failed without a completion time (an invalid spec) may still start: it is resynced.
+        {"phase": "Failed"},
+    ],
+)
+def test_an_unfinished_job_is_resynced(api, status):
+    resync(body(status=status, spec={**SPEC, "ttlSecondsAfterFinished": 0}))
+    assert [call[0] for call in api] == ["reconcile"]
+
+
+def test_reconciling_a_finished_job_lists_no_children(api):
+    owner = handler.builders.Owner(name="ft", namespace="team", uid="uid-1")
+    decision = handler._reconcile_locked(body(), owner)  # noqa: SLF001
+    assert decision.status.phase == "Succeeded"
+    assert api == []
+    # An edit of a finished job: its generation is recorded, still without a read.
+    decision = handler._reconcile_locked(body(generation=2), owner)  # noqa: SLF001
+    assert [call[0] for call in api] == ["status"]
+    assert decision.status.observed_generation == 2
+
+
+def test_reconciling_a_running_job_lists_its_children(api):
+    owner = handler.builders.Owner(name="ft", namespace="team", uid="uid-1")
+    handler._reconcile_locked(body(status={"phase": "Training"}), owner)  # noqa: SLF001
+    assert [call[0] for call in api][:2] == ["children", "registry"]
