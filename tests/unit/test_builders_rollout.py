@@ -250,8 +250,9 @@ TRAINER = "ghcr.io/finetune-operator/trainer:0.1.0"
         pytest.param(ServedVersion("v2", BASE, "/srv/models/chat/v2", "adapter", DIGEST), TRAINER,
                      ["python", "-m", "finetune_trainer.artifacts", "verify", "/srv/models/chat/v2", DIGEST],
                      id="node-local-artifact-is-verified"),
-        pytest.param(ServedVersion("v2", BASE, "s3://models/chat/v2", "adapter", DIGEST), TRAINER, None,
-                     id="an-artifact-the-pod-does-not-mount-is-not-checked-here"),
+        # With a trainer image, an s3:// artifact is fetched and then verified (tests/unit/test_builders_s3.py).
+        pytest.param(ServedVersion("v2", BASE, "s3://models/chat/v2", "adapter", DIGEST), None, None,
+                     id="s3-artifact-without-a-trainer-image-no-init-container"),
         pytest.param(ServedVersion("v2", BASE, "pvc://models/chat/v2", "adapter", DIGEST), None, None,
                      id="no-verifier-image-no-init-container"),
     ],

@@ -97,3 +97,47 @@ def test_the_trainer_gives_each_location_its_own_credentials():
     assert storage.storage_options("base_model", {}) == {}
     with pytest.raises(ValueError):
         storage.credential_env("model", "AWS_ACCESS_KEY_ID")
+
+
+# ---- serving: an s3:// adapter is fetched into the Pod, then verified, before the server starts
+
+def test_serving_pods_fetch_an_s3_artifact_then_verify_it():
+    from finetune_operator.api.rollout import RolloutSpec
+    from finetune_operator.builders import rollout
+
+    digest = "sha256:" + "ab" * 32
+    trainer = "ghcr.io/finetune-operator/trainer:0.1.0"
+    served = rollout.ServedVersion("v2", "/models/base", "s3://runs/team/ft-uid-1/adapter", "adapter", digest,
+                                   artifact_credentials_secret="out-creds", s3_endpoint=ENDPOINT)
+    for serving in ({"type": "custom", "image": "srv"}, {"type": "vllm"}):
+        spec = RolloutSpec.model_validate({"modelName": "chat", "track": "LatestApproved", "serving": serving})
+        pod = rollout.deployment(rollout.Owner(name="chat", namespace="team", uid="u"), spec, served, 1,
+                                 verifier_image=trainer)["spec"]["template"]["spec"]
+        fetch, verify = pod["initContainers"]
+        assert fetch["name"] == "fetch-artifact" and fetch["image"] == trainer
+        assert fetch["command"] == ["python", "-m", "finetune_trainer.storage", "fetch", served.artifact_uri,
+                                    rollout.FETCHED_ARTIFACT_DIR]
+        env = {e["name"]: e for e in fetch["env"]}
+        assert env["AWS_ENDPOINT_URL_S3"]["value"] == ENDPOINT
+        assert env["FINETUNE_OUTPUT_AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "out-creds", "key": "AWS_SECRET_ACCESS_KEY"}
+        assert verify["command"][-2:] == [rollout.FETCHED_ARTIFACT_DIR, digest]
+        server = pod["containers"][0]
+        server_env = {e["name"]: e.get("value") for e in server["env"]}
+        assert server_env["ADAPTER_PATH"] == rollout.FETCHED_ARTIFACT_DIR
+        assert not [n for n in server_env if "AWS" in n], "the server itself gets no credentials"
+        mount = next(m for m in server["volumeMounts"] if m["name"] == "artifact")
+        assert mount == {"name": "artifact", "mountPath": rollout.FETCHED_ARTIFACT_DIR, "readOnly": True}
+        assert {"name": "artifact", "emptyDir": {}} in pod["volumes"]
+        if serving["type"] == "vllm":
+            assert "chat-$(MODEL_VERSION)=$(ADAPTER_PATH)" in " ".join(server["args"]).replace("$(MODEL_NAME)", "chat")
+
+
+def test_registration_copies_the_outputs_secret_to_an_s3_artifact():
+    from finetune_operator.builders import modelversion
+
+    body = modelversion.model_version_spec(
+        job_name="ft", spec=spec(output="out-creds"), version="v1",
+        artifact={"uri": "s3://runs/team/ft-uid-1/adapter", "digest": "sha256:" + "0" * 64},
+        dataset_digest=None, data_summary=None, trainer_image="t", evaluation=None)
+    assert body["artifact"]["credentialsSecretRef"] == {"name": "out-creds"}

@@ -104,3 +104,54 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         return (PermissionError, OSError)
     return (PermissionError, OSError, BotoCoreError, ClientError)
+
+
+def fetch_directory(uri: str, dest: Path, role: str = "output") -> int:
+    """Copy every object under `uri` into `dest` (relative paths kept); returns how many."""
+    fs, root = filesystem(uri, role)
+    root = root.rstrip("/")
+    prefix = root.lstrip("/") + "/"
+    dest = Path(dest)
+    count = 0
+    for name in sorted(fs.find(root)):
+        rel = name.lstrip("/").removeprefix(prefix)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get(name, str(target))
+        count += 1
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m finetune_trainer.storage fetch URI DIR`: the serving Pods' fetch-artifact init
+    container. Exit 0 when at least one object was copied; 1 (message on stderr and in the
+    termination log) when the location is empty or cannot be read."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m finetune_trainer.storage")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch = sub.add_parser("fetch", help="copy an s3:// artifact into a local directory")
+    fetch.add_argument("uri")
+    fetch.add_argument("dest")
+    args = parser.parse_args(argv)
+    try:
+        count = fetch_directory(args.uri, Path(args.dest))
+        problem = None if count else f"artifact {args.uri}: no objects under this prefix"
+    except storage_errors() as exc:
+        problem = f"artifact {args.uri}: cannot be fetched ({exc}); check the credentials and the endpoint"
+    if problem is None:
+        print(f"artifact {args.uri}: {count} objects fetched into {args.dest}")
+        return 0
+    print(f"error: {problem}", file=sys.stderr)
+    target = Path(os.environ.get("TERMINATION_MESSAGE_PATH") or "/dev/termination-log")
+    if target.exists() or "TERMINATION_MESSAGE_PATH" in os.environ:
+        try:
+            target.write_text(problem[:4096], encoding="utf-8")
+        except OSError:
+            pass
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,6 +25,7 @@ from finetune_operator.api.common import (
     ApiModel,
     BaseModelRef,
     Comparator,
+    CredentialsSecretRef,
     DNS_LABEL_PATTERN,
     Condition,
     DnsLabel,
@@ -89,6 +90,12 @@ class Artifact(ApiModel):
     )
     type: ArtifactType = Field(
         default=ArtifactType.ADAPTER, description="adapter (served on the base model) or full weights."
+    )
+    credentials_secret_ref: CredentialsSecretRef | None = Field(
+        default=None,
+        description="For an s3:// artifact: the Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional "
+        "AWS_SESSION_TOKEN) the serving Pods' fetch-artifact init container reads it with; without it, "
+        "the workload identity. Copied from the FineTuneJob's spec.output.credentialsSecretRef.",
     )
 
     @field_validator("uri")

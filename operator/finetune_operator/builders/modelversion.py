@@ -93,6 +93,8 @@ def model_version_spec(
             "uri": artifact["uri"],
             "digest": artifact["digest"],
             "type": "full" if artifact.get("type") == "full" else "adapter",
+            **({"credentialsSecretRef": {"name": spec.output.credentials_secret_ref.name}}
+               if spec.output.credentials_secret_ref is not None and str(artifact["uri"]).startswith("s3://") else {}),
         },
         "lineage": {
             "fineTuneJob": job_name,

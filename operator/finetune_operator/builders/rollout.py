@@ -18,8 +18,10 @@ Digests are checked where bytes are used: before the server starts, an init cont
 Pod mounts, the way the trainer computed it at registration, and compares it with the
 ModelVersion's `spec.artifact.digest`. A mismatch fails the Pod before any server runs (the
 termination message says both digests), so other bytes are never served; the Rollout reads it
-and turns Degraded with reason ArtifactDigestMismatch. Artifacts the Pod does not mount (s3://,
-hf://) are fetched by the server itself and not checked here.
+and turns Degraded with reason ArtifactDigestMismatch. An s3:// artifact is first copied into an
+emptyDir by another init container (`fetch-artifact`, the trainer image, with the operator's S3
+endpoint and the ModelVersion's `artifact.credentialsSecretRef` as secretKeyRefs, else the
+workload identity); the server reads that copy (ADAPTER_PATH) after its digest is checked.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from finetune_trainer import config as trainer_config
+from finetune_trainer import storage
 
 from finetune_operator.api.rollout import RolloutSpec, ServingType
 from finetune_operator.builders.security import restricted_pod_security_context, restricted_security_context
@@ -61,6 +64,10 @@ class ServedVersion:
     artifact_uri: str
     artifact_type: str = "adapter"
     artifact_digest: str = ""  # sha256:<hex> from the ModelVersion; checked before serving
+    # An s3:// artifact is fetched into an emptyDir by an init container, with these credentials
+    # (a Secret's name; None: the workload identity) and the operator's S3 endpoint.
+    artifact_credentials_secret: str | None = None
+    s3_endpoint: str = ""
 
 
 def workload_name(rollout: str, version: str) -> str:
@@ -103,7 +110,7 @@ def _selector(owner: Owner, version: str) -> dict[str, str]:
     return {ROLLOUT_LABEL: owner.name, VERSION_LABEL: version}
 
 
-def _volumes(served: ServedVersion) -> tuple[list[dict], list[dict]]:
+def _volumes(served: ServedVersion, fetched: bool = False) -> tuple[list[dict], list[dict]]:
     volumes, mounts = [], []
     claims = sorted({urlsplit(u).netloc for u in (served.base_model_uri, served.artifact_uri) if u.startswith("pvc://")})
     for i, claim in enumerate(claims):
@@ -115,6 +122,9 @@ def _volumes(served: ServedVersion) -> tuple[list[dict], list[dict]]:
             path = _local(uri)
             volumes.append({"name": volume, "hostPath": {"path": path, "type": "Directory"}})
             mounts.append({"name": volume, "mountPath": path, "readOnly": True})
+    if fetched:
+        volumes.append({"name": "artifact", "emptyDir": {}})
+        mounts.append({"name": "artifact", "mountPath": FETCHED_ARTIFACT_DIR, "readOnly": True})
     volumes.append({"name": "scratch", "emptyDir": {}})
     mounts.append({"name": "scratch", "mountPath": "/tmp"})
     return volumes, mounts
@@ -124,12 +134,55 @@ def _mounted(uri: str) -> bool:
     return uri.startswith(("pvc://", "file://", "/"))
 
 
-def verify_container(served: ServedVersion, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+FETCH_CONTAINER = "fetch-artifact"
+FETCHED_ARTIFACT_DIR = "/var/run/finetune/artifact"  # an emptyDir the init container fills
+
+
+def _fetched(served: ServedVersion, verifier_image: str | None) -> bool:
+    """An s3:// artifact is fetched into the Pod when there is a trainer image to fetch it with."""
+    return bool(verifier_image) and served.artifact_uri.startswith("s3://")
+
+
+def _artifact_path(served: ServedVersion, fetched: bool) -> str:
+    """Where the server reads the artifact: its fetched copy, else where it is (mounted or not)."""
+    return FETCHED_ARTIFACT_DIR if fetched else _local(served.artifact_uri)
+
+
+def s3_env(served: ServedVersion) -> list[dict[str, Any]]:
+    """The fetch container's object-store access: the endpoint, and the artifact's Secret as
+    secretKeyRefs (the variables the trainer's storage module reads for an output location)."""
+    env: list[dict[str, Any]] = []
+    if served.s3_endpoint:
+        env.append({"name": storage.ENDPOINT_ENV, "value": served.s3_endpoint})
+    if served.artifact_credentials_secret:
+        for key in storage.CREDENTIAL_KEYS:
+            ref: dict[str, Any] = {"name": served.artifact_credentials_secret, "key": key}
+            if key == "AWS_SESSION_TOKEN":
+                ref["optional"] = True
+            env.append({"name": storage.credential_env("output", key), "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def fetch_container(served: ServedVersion, image: str) -> dict[str, Any]:
+    """The init container that copies an s3:// artifact into the Pod before the server starts."""
+    return {
+        "name": FETCH_CONTAINER,
+        "image": image,
+        "command": ["python", "-m", "finetune_trainer.storage", "fetch", served.artifact_uri, FETCHED_ARTIFACT_DIR],
+        "env": [{"name": "HOME", "value": "/tmp"}, *s3_env(served)],
+        "volumeMounts": [{"name": "artifact", "mountPath": FETCHED_ARTIFACT_DIR},
+                         {"name": "scratch", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": restricted_security_context(),
+    }
+
+
+def verify_container(served: ServedVersion, image: str, mounts: list[dict[str, Any]], fetched: bool = False) -> dict[str, Any]:
     """The init container that refuses to let the server start on bytes other than the registered ones."""
     return {
         "name": VERIFY_CONTAINER,
         "image": image,
-        "command": ["python", "-m", "finetune_trainer.artifacts", "verify", _local(served.artifact_uri), served.artifact_digest],
+        "command": ["python", "-m", "finetune_trainer.artifacts", "verify", _artifact_path(served, fetched), served.artifact_digest],
         "volumeMounts": [dict(m) for m in mounts],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_security_context(),
@@ -142,11 +195,12 @@ def deployment(
     """The serving Deployment of one version; `verifier_image` (the trainer image) checks its digest."""
     serving = spec.serving
     full = served.artifact_type == "full"
+    fetched = _fetched(served, verifier_image)
     env = [
         {"name": "MODEL_NAME", "value": spec.model_name},
         {"name": "MODEL_VERSION", "value": served.version},
         {"name": "BASE_MODEL", "value": _local(served.base_model_uri)},
-        {"name": "ADAPTER_PATH", "value": _local(served.artifact_uri)},
+        {"name": "ADAPTER_PATH", "value": _artifact_path(served, fetched)},
         {"name": "ADAPTER_URI", "value": served.artifact_uri},
         {"name": "ARTIFACT_DIGEST", "value": served.artifact_digest},
         {"name": "PORT", "value": str(serving.port)},
@@ -186,7 +240,7 @@ def deployment(
         limits["memory"] = str(serving.resources.memory)
     if limits:
         container["resources"] = {"limits": limits}
-    volumes, mounts = _volumes(served)
+    volumes, mounts = _volumes(served, fetched)
     container["volumeMounts"] = mounts
     pod_labels = {**_selector(owner, served.version), MODEL_LABEL: spec.model_name, SERVE_LABEL: "true"}
     pod_spec: dict[str, Any] = {
@@ -195,7 +249,11 @@ def deployment(
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
     }
-    if verifier_image and served.artifact_digest and _mounted(served.artifact_uri):
+    if verifier_image and fetched:
+        pod_spec["initContainers"] = [fetch_container(served, verifier_image)]
+        if served.artifact_digest:
+            pod_spec["initContainers"].append(verify_container(served, verifier_image, mounts, fetched=True))
+    elif verifier_image and served.artifact_digest and _mounted(served.artifact_uri):
         pod_spec["initContainers"] = [verify_container(served, verifier_image, mounts)]
     if serving.node_selector:
         pod_spec["nodeSelector"] = dict(serving.node_selector)

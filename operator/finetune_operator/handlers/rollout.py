@@ -260,7 +260,9 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
         info = observed.get(version)
         if info is None:
             continue
-        served = builders.ServedVersion(version, info.base_model_uri, info.artifact_uri, info.artifact_type, info.artifact_digest)
+        served = builders.ServedVersion(version, info.base_model_uri, info.artifact_uri, info.artifact_type, info.artifact_digest,
+                                        artifact_credentials_secret=info.artifact_credentials_secret,
+                                        s3_endpoint=operator_config.current().s3_endpoint)
         deployment = builders.deployment(owner, spec, served, replicas[version], verifier_image=verifier)
         if replica_ratio:
             deployment["spec"].pop("replicas")  # the router's field manager owns it

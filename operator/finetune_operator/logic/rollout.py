@@ -150,6 +150,7 @@ class VersionInfo:
     created: str = ""
     artifact_digest: str = ""
     artifact_problem: str = ""  # its artifact check said no (ArtifactVerified=False): why
+    artifact_credentials_secret: str | None = None  # an s3:// artifact's credentials Secret
 
     @classmethod
     def from_object(cls, mv: Mapping[str, Any]) -> VersionInfo:
@@ -168,6 +169,7 @@ class VersionInfo:
             number=number,
             created=mv["metadata"].get("creationTimestamp") or "",
             artifact_digest=(spec.get("artifact") or {}).get("digest", ""),
+            artifact_credentials_secret=((spec.get("artifact") or {}).get("credentialsSecretRef") or {}).get("name"),
             artifact_problem=next(
                 (c.get("message") or c.get("reason") or "artifact check failed"
                  for c in (mv.get("status") or {}).get("conditions") or []
