@@ -272,3 +272,77 @@ def test_verify_artifact_init_container(served, verifier, expected):
     assert verify["volumeMounts"] == pod["containers"][0]["volumeMounts"]
     assert all(m.get("readOnly") for m in verify["volumeMounts"] if m["name"] != "scratch")
     assert verify["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# ---- the built-in vLLM template speaks the serving scrape contract through the quality proxy
+
+
+def _containers(serving: dict[str, Any], served: ServedVersion = ADAPTER, verifier: str | None = TRAINER) -> dict[str, dict]:
+    pod = builders.deployment(OWNER, rollout_spec(**serving), served, 1, verifier_image=verifier)["spec"]["template"]["spec"]
+    return {c["name"]: c for c in pod["containers"]}
+
+
+def _substituted(container: dict[str, Any]) -> list[str]:
+    """The container's args with $(VAR) references filled from its own environment, as the kubelet does."""
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    out = []
+    for arg in container["args"]:
+        for name, value in env.items():
+            arg = arg.replace(f"$({name})", value)
+        out.append(arg)
+    return out
+
+
+def test_vllm_gets_the_quality_proxy_on_the_http_port():
+    containers = _containers({"formatSchema": {"type": "object"}})
+    assert list(containers) == ["server", "quality-proxy"]
+    vllm, proxy = containers["server"], containers["quality-proxy"]
+    # The Service and the scrape contract target the port named http: the proxy's.
+    assert proxy["ports"] == [{"name": "http", "containerPort": 8000}]
+    assert vllm["ports"] == [{"name": "vllm", "containerPort": 8001}]
+    assert vllm["args"][vllm["args"].index("--port") + 1] == "8001"
+    assert proxy["readinessProbe"]["httpGet"]["port"] == "http"
+    assert "readinessProbe" not in vllm and vllm["livenessProbe"]["httpGet"]["port"] == "vllm"
+    assert proxy["image"] == TRAINER
+    assert proxy["securityContext"]["allowPrivilegeEscalation"] is False
+    # The proxy checks the Rollout's answer format and counts the adapter under vLLM's LoRA name.
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    assert env["FINETUNE_FORMAT_SCHEMA"] == '{"type": "object"}'
+    assert "ARTIFACT_DIGEST" not in env  # the verify-artifact init container checks the bytes
+
+
+def test_the_proxy_arguments_are_the_trainer_servers_own():
+    from finetune_trainer.serve import parse_args
+
+    proxy = _containers({})["quality-proxy"]
+    assert proxy["command"] == ["python", "-m", "finetune_trainer"] and proxy["args"][0] == "serve"
+    config = parse_args(_substituted(proxy)[1:])
+    assert config.upstream == "http://127.0.0.1:8001"
+    assert (config.port, config.model_version, config.served_model_name) == (8000, "v2", "chat")
+    # vLLM's --lora-modules name, and the artifact's copy the fetch-artifact init container made
+    assert config.adapters == {"chat-v2": builders.FETCHED_ARTIFACT_DIR}
+
+
+def test_a_full_model_behind_the_proxy_has_no_adapter():
+    from finetune_trainer.serve import parse_args
+
+    proxy = _containers({}, ServedVersion("v2", BASE, "s3://models/chat/v2", artifact_type="full"))["quality-proxy"]
+    config = parse_args(_substituted(proxy)[1:])
+    assert (config.model, config.adapters) == (builders.FETCHED_ARTIFACT_DIR, {})
+
+
+def test_vllm_on_port_8001_moves_itself_out_of_the_proxys_way():
+    containers = _containers({"port": 8001})
+    assert containers["quality-proxy"]["ports"] == [{"name": "http", "containerPort": 8001}]
+    assert containers["server"]["ports"] == [{"name": "vllm", "containerPort": 8002}]
+
+
+@pytest.mark.parametrize(
+    ("serving", "verifier"),
+    [pytest.param({"type": "custom", "image": "ghcr.io/acme/server:1"}, TRAINER, id="custom-server-is-not-proxied"),
+     pytest.param({}, None, id="no-trainer-image-no-proxy")],
+)
+def test_no_proxy(serving, verifier):
+    containers = _containers(serving, verifier=verifier)
+    assert list(containers) == ["server"]
+    assert containers["server"]["ports"][0]["name"] == "http"

@@ -189,6 +189,39 @@ def verify_container(served: ServedVersion, image: str, mounts: list[dict[str, A
     }
 
 
+QUALITY_PROXY_CONTAINER = "quality-proxy"
+# Names of the serving environment the proxy needs: what it counts by, where it listens, the format.
+_PROXY_ENV = ("MODEL_NAME", "MODEL_VERSION", "BASE_MODEL", "ADAPTER_PATH", "PORT", "POD_IP", "HOME",
+              "FINETUNE_FORMAT_SCHEMA", "FINETUNE_FORMAT_REGEX")
+
+
+def vllm_upstream_port(port: int) -> int:
+    """The port vLLM listens on behind the quality proxy: 8001, or 8002 when the Rollout serves on 8001."""
+    return 8002 if port == 8001 else 8001
+
+
+def quality_proxy_container(port: int, env: list[dict[str, Any]], full: bool, image: str) -> dict[str, Any]:
+    """The trainer image's server in proxy mode in front of vLLM, in the same Pod: it forwards the
+    OpenAI API to vLLM and measures every answer on the way back (format, refusals, lengths,
+    feedback) under the serving scrape contract. It loads no model; it is ready once vLLM is."""
+    model = "$(ADAPTER_PATH)" if full else "$(BASE_MODEL)"
+    args = ["serve", "--upstream", f"http://127.0.0.1:{vllm_upstream_port(port)}", "--model", model,
+            "--served-model-name", "$(MODEL_NAME)", "--port", "$(PORT)", "--version", "$(MODEL_VERSION)"]
+    if not full:
+        args += ["--adapter", "$(MODEL_NAME)-$(MODEL_VERSION)=$(ADAPTER_PATH)"]
+    return {
+        "name": QUALITY_PROXY_CONTAINER,
+        "image": image,
+        "command": ["python", "-m", "finetune_trainer"],
+        "args": args,
+        "env": [dict(e) for e in env if e["name"] in _PROXY_ENV],
+        "ports": [{"name": "http", "containerPort": port}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+        "securityContext": restricted_security_context(),
+    }
+
+
 def deployment(
     owner: Owner, spec: RolloutSpec, served: ServedVersion, replicas: int, *, verifier_image: str | None = None
 ) -> dict[str, Any]:
@@ -221,9 +254,11 @@ def deployment(
         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 30},
         "securityContext": restricted_security_context(),
     }
+    proxied = serving.type == ServingType.VLLM and bool(verifier_image)
     if serving.type == ServingType.VLLM:
         model = "$(ADAPTER_PATH)" if full else "$(BASE_MODEL)"
-        args = ["--model", model, "--host", "0.0.0.0", "--port", "$(PORT)", "--served-model-name", "$(MODEL_NAME)"]
+        port = str(vllm_upstream_port(serving.port)) if proxied else "$(PORT)"
+        args = ["--model", model, "--host", "0.0.0.0", "--port", port, "--served-model-name", "$(MODEL_NAME)"]
         if not full:
             args += ["--enable-lora", "--lora-modules", "$(MODEL_NAME)-$(MODEL_VERSION)=$(ADAPTER_PATH)"]
         container["args"] = args + list(serving.args)
@@ -243,9 +278,17 @@ def deployment(
     volumes, mounts = _volumes(served, fetched)
     container["volumeMounts"] = mounts
     pod_labels = {**_selector(owner, served.version), MODEL_LABEL: spec.model_name, SERVE_LABEL: "true"}
+    containers = [container]
+    if proxied:
+        # vLLM listens on an inner port; the quality proxy takes the port named http (the Service's
+        # and the scrape contract's), so the built-in template exports the finetune_serve_* series.
+        container["ports"] = [{"name": "vllm", "containerPort": vllm_upstream_port(serving.port)}]
+        container.pop("readinessProbe")
+        container["livenessProbe"] = {**container["livenessProbe"], "httpGet": {"path": "/health", "port": "vllm"}}
+        containers.append(quality_proxy_container(serving.port, env, full, str(verifier_image)))
     pod_spec: dict[str, Any] = {
         "securityContext": restricted_pod_security_context(),
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
     }
