@@ -145,7 +145,7 @@ class Cluster:
         if isinstance(measured, Measured):
             due = []
             if isinstance(self.rollout_spec, RolloutSpec):
-                due = logic.due_metrics(self.rollout_spec, self.status, now)
+                due = logic.due_metrics(self.rollout_spec, self.status, now, self.observed())
             measured = {m.name: measured for m in due}
         decision = logic.decide(
             NAME, self.rollout_spec, self.status, self.observed(), now, generation=self.generation, measured=measured,

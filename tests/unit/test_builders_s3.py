@@ -141,3 +141,20 @@ def test_registration_copies_the_outputs_secret_to_an_s3_artifact():
         artifact={"uri": "s3://runs/team/ft-uid-1/adapter", "digest": "sha256:" + "0" * 64},
         dataset_digest=None, data_summary=None, trainer_image="t", evaluation=None)
     assert body["artifact"]["credentialsSecretRef"] == {"name": "out-creds"}
+
+
+def test_registration_copies_the_jobs_answer_format_to_the_version():
+    from finetune_operator.api.finetunejob import FineTuneJobSpec
+    from finetune_operator.builders import modelversion
+
+    raw = spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw.setdefault("evaluation", {})["formatSchema"] = {"type": "object", "required": ["revenue"]}
+    job = FineTuneJobSpec.model_validate(raw)
+    body = modelversion.model_version_spec(
+        job_name="ft", spec=job, version="v1", artifact={"uri": "pvc://m/ft/adapter", "digest": "sha256:" + "0" * 64},
+        dataset_digest=None, data_summary=None, trainer_image="t", evaluation=None)
+    assert body["formatSchema"] == {"type": "object", "required": ["revenue"]}
+    plain = modelversion.model_version_spec(
+        job_name="ft", spec=spec(), version="v1", artifact={"uri": "pvc://m/ft/adapter", "digest": "sha256:" + "0" * 64},
+        dataset_digest=None, data_summary=None, trainer_image="t", evaluation=None)
+    assert "formatSchema" not in plain

@@ -117,6 +117,7 @@ def test_free_form_fields_are_the_intended_ones():
         ("Rollout", ".spec.serving.formatSchema"),
         ("ModelVersion", ".spec.lineage.hyperparameters"),
         ("ModelVersion", ".spec.modelCard"),
+        ("ModelVersion", ".spec.formatSchema"),
     }
 
 

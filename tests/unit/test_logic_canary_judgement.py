@@ -282,3 +282,73 @@ def test_prometheus_histogram_answers(result, buckets, error):
     got = PrometheusProvider._interpret_histogram({"data": {"resultType": "vector", "result": result}})
     assert got.buckets == buckets
     assert (got.error is None) if error is None else (error in got.error)
+
+
+# ---- the version's own answer format (ModelVersion spec.formatSchema)
+
+VERSION_SCHEMA = json.dumps({"type": "object", "required": ["revenue"]}, sort_keys=True)
+
+
+def _with_schemas(cluster: Cluster, *numbers: int) -> Cluster:
+    import dataclasses
+
+    cluster.versions = [dataclasses.replace(v, format_schema=VERSION_SCHEMA) if v.number in numbers else v
+                        for v in cluster.versions]
+    return cluster
+
+
+@pytest.mark.parametrize(
+    ("with_schema", "compared"),
+    [
+        pytest.param((1, 2), True, id="both-versions-have-a-schema-format-compliance-is-compared"),
+        pytest.param((2,), False, id="only-the-candidate-has-one-no-stable-series-to-compare-with"),
+        pytest.param((), False, id="neither-has-one"),
+    ],
+)
+def test_default_analysis_compares_format_compliance_from_the_versions_schemas(with_schema, compared):
+    from finetune_operator.logic import rollout as logic
+
+    cluster = _with_schemas(start_canary(spec(analysis={"prometheus": {"address": "http://p:9090"}}, strategy=STEPS)),
+                            *with_schema)
+    cluster.reconcile(5)
+    cluster.reconcile(6)
+    due = logic.due_metrics(cluster.rollout_spec, cluster.status,
+                            analysis.datetime.datetime(2025, 1, 1, 12, 0, 6, tzinfo=analysis.datetime.UTC),
+                            cluster.observed())
+    assert ("format-compliance" in {m.name for m in due}) is compared
+
+
+def test_a_canary_breaking_its_versions_format_is_rolled_back():
+    cluster = _with_schemas(start_canary(spec(analysis={"prometheus": {"address": "http://p:9090"}}, strategy=STEPS)), 1, 2)
+    cluster.reconcile(5)
+    cluster.reconcile(6)
+    broken = {"error-rate": Measured(value=0.01, stable_value=0.01), "latency-p95": Measured(value=0.2, stable_value=0.2),
+              "format-compliance": Measured(value=0.8, stable_value=0.99)}
+    cluster.reconcile(7, broken)
+    decision = cluster.reconcile(67, broken)
+    assert decision.status.phase == "Degraded" and decision.status.stable_version == "v1"
+    assert "format-compliance" in decision.status.message
+
+
+def test_serving_pods_check_their_versions_own_format_unless_the_rollout_names_one():
+    from finetune_operator.api.rollout import RolloutSpec
+    from finetune_operator.builders import rollout as builders
+    from finetune_operator.builders.rollout import Owner, ServedVersion
+
+    def schema_env(serving):
+        ro = RolloutSpec.model_validate({"modelName": "chat", "version": "v2", "serving": serving})
+        served = ServedVersion("v2", "hf://b", "s3://m/v2", format_schema=VERSION_SCHEMA)
+        env = builders.deployment(Owner(name="chat", namespace="team", uid="u"), ro, served, 1
+                                  )["spec"]["template"]["spec"]["containers"][0]["env"]
+        return next((e["value"] for e in env if e["name"] == "FINETUNE_FORMAT_SCHEMA"), None)
+
+    assert schema_env({}) == VERSION_SCHEMA
+    assert json.loads(schema_env({"formatSchema": {"type": "array"}})) == {"type": "array"}
+
+
+def test_version_info_reads_the_format_schema_of_the_modelversion():
+    from finetune_operator.logic import rollout as logic
+
+    mv = {"metadata": {"name": "chat-v2", "labels": {}}, "spec": {"version": "v2", "formatSchema": {"required": ["revenue"], "type": "object"}}}
+    assert logic.VersionInfo.from_object(mv).format_schema == VERSION_SCHEMA
+    assert logic.VersionInfo.from_object({"metadata": {"name": "chat-v1"}, "spec": {"version": "v1"}}).format_schema == ""

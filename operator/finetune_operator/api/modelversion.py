@@ -187,6 +187,15 @@ class ModelVersionSpec(ApiModel):
         default=None,
         description="Metrics and gates of the evaluation; without it the version stays a Candidate.",
     )
+    format_schema: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "JSON Schema the version's answers must satisfy (copied from the FineTuneJob's "
+            "spec.evaluation.formatSchema at registration). Its serving Pods check every answer against it "
+            "when the Rollout names no format of its own, and the default canary analysis compares the "
+            "format compliance of candidate and stable when both have one."
+        ),
+    )
 
 
 class GateResult(StatusModel):

@@ -108,6 +108,8 @@ def model_version_spec(
     body["lineage"] = {k: v for k, v in body["lineage"].items() if v is not None}
     if evaluation is not None:
         body["evaluation"] = dict(evaluation)
+    if spec.evaluation.format_schema is not None:
+        body["formatSchema"] = dict(spec.evaluation.format_schema)
     body["modelCard"] = model_card(model, version, spec, data_summary, evaluation)
     return body
 

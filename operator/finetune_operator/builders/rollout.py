@@ -68,6 +68,8 @@ class ServedVersion:
     # (a Secret's name; None: the workload identity) and the operator's S3 endpoint.
     artifact_credentials_secret: str | None = None
     s3_endpoint: str = ""
+    # The version's own answer format (its spec.formatSchema, canonical JSON); the Rollout's wins.
+    format_schema: str = ""
 
 
 def workload_name(rollout: str, version: str) -> str:
@@ -189,6 +191,13 @@ def verify_container(served: ServedVersion, image: str, mounts: list[dict[str, A
     }
 
 
+def _format_schema(serving, served: ServedVersion) -> str:
+    """The JSON Schema answers are checked against: the Rollout's for every version, else the version's own."""
+    if serving.format_schema is not None:
+        return json.dumps(serving.format_schema, sort_keys=True)
+    return served.format_schema
+
+
 QUALITY_PROXY_CONTAINER = "quality-proxy"
 # Names of the serving environment the proxy needs: what it counts by, where it listens, the format.
 _PROXY_ENV = ("MODEL_NAME", "MODEL_VERSION", "BASE_MODEL", "ADAPTER_PATH", "PORT", "POD_IP", "HOME",
@@ -240,8 +249,8 @@ def deployment(
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "HOME", "value": "/tmp"},
         # The answer format the server (or the quality proxy in front of vLLM) checks every answer against.
-        *([{"name": "FINETUNE_FORMAT_SCHEMA", "value": json.dumps(serving.format_schema, sort_keys=True)}]
-          if serving.format_schema is not None else []),
+        *([{"name": "FINETUNE_FORMAT_SCHEMA", "value": _format_schema(serving, served)}]
+          if serving.format_schema is not None or served.format_schema else []),
         *([{"name": "FINETUNE_FORMAT_REGEX", "value": serving.format_regex}] if serving.format_regex else []),
         *(e.to_pod() for e in serving.env),
     ]

@@ -155,8 +155,9 @@ def _observe_routing(spec, namespace: str, name: str, current: logic.RolloutStat
     return logic.Routing(weight=routers.applied_weight(router, weight, carried))
 
 
-def measure(spec, status_obj, namespace: str, name: str, now: datetime.datetime) -> dict[str, analysis.Measured]:
-    due = logic.due_metrics(spec, status_obj, now)
+def measure(spec, status_obj, namespace: str, name: str, now: datetime.datetime,
+            observed: logic.Observed | None = None) -> dict[str, analysis.Measured]:
+    due = logic.due_metrics(spec, status_obj, now, observed)
     address = analysis.prometheus_address(spec.analysis)
     if not due or address is None:
         return {}
@@ -215,7 +216,7 @@ def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
         now = _now()
         model = body.get("spec", {}).get("modelName", "")
         observed = observe(namespace, name, model, spec, current)
-        measured = {} if isinstance(spec, InvalidSpec) else measure(spec, current, namespace, name, now)
+        measured = {} if isinstance(spec, InvalidSpec) else measure(spec, current, namespace, name, now, observed)
         force_version = (meta.get("annotations") or {}).get(FORCE_VERSION_ANNOTATION)
 
         def decide(seen: logic.Observed) -> logic.Decision:
@@ -262,7 +263,8 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
             continue
         served = builders.ServedVersion(version, info.base_model_uri, info.artifact_uri, info.artifact_type, info.artifact_digest,
                                         artifact_credentials_secret=info.artifact_credentials_secret,
-                                        s3_endpoint=operator_config.current().s3_endpoint)
+                                        s3_endpoint=operator_config.current().s3_endpoint,
+                                        format_schema=info.format_schema)
         deployment = builders.deployment(owner, spec, served, replicas[version], verifier_image=verifier)
         if replica_ratio:
             deployment["spec"].pop("replicas")  # the router's field manager owns it

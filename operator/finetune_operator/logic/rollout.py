@@ -38,6 +38,7 @@ by analysis or abort), Paused, Progressing, Healthy, RolledBack (after a rollbac
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -151,6 +152,8 @@ class VersionInfo:
     artifact_digest: str = ""
     artifact_problem: str = ""  # its artifact check said no (ArtifactVerified=False): why
     artifact_credentials_secret: str | None = None  # an s3:// artifact's credentials Secret
+    # The version's own answer format (spec.formatSchema) as canonical JSON; "" when it has none.
+    format_schema: str = ""
 
     @classmethod
     def from_object(cls, mv: Mapping[str, Any]) -> VersionInfo:
@@ -170,6 +173,7 @@ class VersionInfo:
             created=mv["metadata"].get("creationTimestamp") or "",
             artifact_digest=(spec.get("artifact") or {}).get("digest", ""),
             artifact_credentials_secret=((spec.get("artifact") or {}).get("credentialsSecretRef") or {}).get("name"),
+            format_schema=json.dumps(spec["formatSchema"], sort_keys=True) if isinstance(spec.get("formatSchema"), dict) else "",
             artifact_problem=next(
                 (c.get("message") or c.get("reason") or "artifact check failed"
                  for c in (mv.get("status") or {}).get("conditions") or []
@@ -248,25 +252,37 @@ def parse_status(raw: Mapping[str, Any] | None) -> RolloutStatus:
         return RolloutStatus()
 
 
-def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime):
+def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime, observed: Observed | None = None):
     """The analysis metrics to measure before deciding (the handler queries them)."""
     step = _current_step(spec, status)
     if step is None or (step.analysis is None and step.experiment is None) or status.candidate_version is None:
         return []
     if analysis.prometheus_address(spec.analysis) is None:
         return []
-    metrics = _metrics(spec, step)
+    metrics = _metrics(spec, step, status, observed)
     run = status.analysis
     if run is None or run.step_index != status.current_step_index:
         return metrics  # a new run measures everything at once
     return analysis.due_metrics(metrics, run, now)
 
 
-def _metrics(spec: RolloutSpec, step) -> list:
+def _metrics(spec: RolloutSpec, step, status: RolloutStatus, observed: Observed | None) -> list:
     judged = step.analysis or step.experiment
     return analysis.effective_metrics(
-        spec.analysis, judged.templates, has_format_schema=spec.serving.has_format_check
+        spec.analysis, judged.templates, has_format_schema=format_checked(spec, status, observed)
     )
+
+
+def format_checked(spec: RolloutSpec, status: RolloutStatus, observed: Observed | None) -> bool:
+    """Whether both sides of the comparison check their answers' format: the Rollout's own format
+    (spec.serving.formatSchema/formatRegex) for every version, else each version's formatSchema,
+    which candidate and stable must both have (a side without the series is no comparison)."""
+    if spec.serving.has_format_check:
+        return True
+    if observed is None:
+        return False
+    sides = [observed.get(status.candidate_version), observed.get(status.stable_version)]
+    return all(v is not None and v.format_schema for v in sides)
 
 
 def _current_step(spec: RolloutSpec, status: RolloutStatus):
@@ -709,7 +725,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             if not _weight_applied(plan, observed, routing, candidate, where):
                 return
         # An analysis step, or the judgement of an experiment.
-        metrics = _metrics(spec, step)
+        metrics = _metrics(spec, step, s, observed)
         if metrics and analysis.prometheus_address(spec.analysis) is None:
             # Never promote blind: without a Prometheus the defaults cannot be measured.
             plan.set_phase(RolloutPhase.PAUSED, MSG_INCONCLUSIVE.format(detail=analysis.MSG_NO_PROMETHEUS), ready=False, reason=REASON_PAUSED)
