@@ -16,6 +16,8 @@ script's cold path runs here into an empty directory where that is cheap, and it
   what `make prometheus` did before the suite), so the script's own steps and exit status are
   what is checked.
 - `hack/chromium/install.sh`: the same, for Debian's chromium (the report test's browser).
+- `hack/seaweedfs/install.sh`: warm against the binary `make test` built; cold into an empty
+  cache root with the module proxy off (the Go build cache makes that a link).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ VENV_SCRIPT = HACK / "venv.sh"
 BUILD_SCRIPT = HACK / "controlplane" / "build.sh"
 PROMETHEUS_SCRIPT = HACK / "prometheus" / "install.sh"
 CHROMIUM_SCRIPT = HACK / "chromium" / "install.sh"
+SEAWEEDFS_SCRIPT = HACK / "seaweedfs" / "install.sh"
 
 THIRDPARTY_FILES = {
     "gateway-api/gateway.networking.k8s.io_httproutes.yaml",
@@ -210,6 +213,47 @@ def test_controlplane_unknown_target_fails_naming_the_choices(tmp_path):
     assert "unknown target etcdd (all|etcd|kubernetes|helm|bindir)" in result.stderr
 
 
+# --------------------------------------------------------------------------- SeaweedFS (S3)
+
+
+def test_seaweedfs_warm_path_builds_nothing_and_prints_the_bin_dir():
+    started = time.monotonic()
+    result = run(["bash", str(SEAWEEDFS_SCRIPT)])
+    assert result.returncode == 0, result.stderr
+    bin_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert os.access(bin_dir / "weed", os.X_OK)
+    assert result.stderr == ""
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_seaweedfs_cold_build_into_an_empty_cache_root(tmp_path):
+    cache = tmp_path / "cache"
+    result = run(["bash", str(SEAWEEDFS_SCRIPT)], env=offline_go(cache), timeout=900)
+    assert result.returncode == 0, result.stderr
+    bin_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert bin_dir.is_relative_to(cache)
+    assert "seaweedfs: building github.com/seaweedfs/seaweedfs/weed@" in result.stderr
+    version = run([str(bin_dir / "weed"), "version"])
+    assert version.returncode == 0 and "version" in version.stdout.lower()
+    assert not (bin_dir / "weed.tmp").exists()
+    again = run(["bash", str(SEAWEEDFS_SCRIPT)], env=offline_go(cache))
+    assert (again.returncode, again.stderr, again.stdout.strip()) == (0, "", str(bin_dir))
+
+
+def test_seaweedfs_without_go_fails_naming_the_module(tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("bash", "env", "mkdir", "rm", "printf", "mv", "tail", "cat"):
+        found = shutil.which(tool)
+        if found:
+            (bare / tool).symlink_to(found)
+    result = run([shutil.which("bash"), str(SEAWEEDFS_SCRIPT)], env={"FINETUNE_CACHE": str(tmp_path / "cache"), "PATH": str(bare)})
+    assert result.returncode != 0
+    assert "no 'go' on PATH (needed to build github.com/seaweedfs/seaweedfs@" in result.stderr
+    assert list((tmp_path / "cache").rglob("weed")) == [], "nothing half-built is left to look complete"
+
+
 # --------------------------------------------------------------------------- Prometheus
 
 
@@ -313,7 +357,7 @@ def test_chromium_cold_path_fails_when_the_package_cannot_be_installed(tmp_path)
 
 
 def test_every_install_script_is_executable_by_bash_and_strict():
-    for script in (CRDS_SCRIPT, VENV_SCRIPT, BUILD_SCRIPT, PROMETHEUS_SCRIPT, CHROMIUM_SCRIPT):
+    for script in (CRDS_SCRIPT, VENV_SCRIPT, BUILD_SCRIPT, PROMETHEUS_SCRIPT, CHROMIUM_SCRIPT, SEAWEEDFS_SCRIPT):
         text = script.read_text()
         assert text.startswith("#!/usr/bin/env bash"), script
         assert "set -euo pipefail" in text, f"{script} must stop at the first failing step"
