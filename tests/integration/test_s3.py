@@ -57,6 +57,7 @@ def manifest(name: str, bucket: str) -> str:
           earlyStopping: {{enabled: false}}
           evaluation: {{enabled: false}}
           output: {{uri: "s3://{bucket}/runs", modelName: tiny-s3, {ref}}}
+          deleteArtifactsOnDelete: true
         """
     )
 
@@ -127,3 +128,25 @@ def test_a_finetunejob_reads_and_writes_s3_and_the_secret_is_nowhere(cluster, na
     assert not leaks, f"the secret value appears in: {leaks}"
     # The Secret's name is what the objects carry.
     assert SECRET in places["finetunejobs"]
+
+    # Deleting the job with deleteArtifactsOnDelete removes the run's scratch objects with the
+    # output's credentials, and never the registered adapter nor a neighbour sharing a prefix.
+    root = run.removeprefix("s3://")
+    for key in ("checkpoints/checkpoint-4/trainer_state.json", "data/train.jsonl", "progress.jsonl"):
+        fs.pipe(f"{root}/{key}", b"{}")
+    fs.pipe(f"{root}/checkpoints-of-someone-else/keep.bin", b"x")
+    fs.pipe(f"{root}-other/checkpoints/keep.bin", b"x")
+    adapter_before = {k: fs.cat(k) for k in fs.find(artifact["uri"])}
+    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    cleanup = f"{name}-cleanup"
+    wait_for(lambda: any(c["type"] == "Complete" and c["status"] == "True"
+                         for c in (cluster.get("job", cleanup, namespace).get("status") or {}).get("conditions") or []),
+             180, f"the cleanup Job {cleanup} to complete")
+    fs.invalidate_cache()
+    left = {k.removeprefix(root + "/") for k in fs.find(root)}
+    assert not {k for k in left if k.startswith(("checkpoints/", "data/")) or k == "progress.jsonl"}, left
+    assert "checkpoints-of-someone-else/keep.bin" in left and fs.exists(f"{root}-other/checkpoints/keep.bin")
+    assert {k: fs.cat(k) for k in fs.find(artifact["uri"])} == adapter_before, "the registered adapter changed"
+    assert cluster.get("modelversion", status["modelVersion"], namespace)["spec"]["artifact"] == artifact
+    env = {e["name"]: e for e in cluster.get("job", cleanup, namespace)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FINETUNE_OUTPUT_AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == SECRET

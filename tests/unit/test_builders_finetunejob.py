@@ -695,7 +695,6 @@ def _removed(job: dict) -> tuple[list[str], dict]:
             (f"/srv/artifacts/{RUN}", {"hostPath": {"path": f"/srv/artifacts/{RUN}", "type": "DirectoryOrCreate"}}),
             id="the-operators-own-node-path-store-is-allowed",
         ),
-        pytest.param(spec(output={"uri": "s3://models/finetuned/ft"}), SETTINGS, None, id="s3-output-left-to-bucket-lifecycle"),
         pytest.param(spec(output={"uri": "/var/lib/kubelet"}), SETTINGS, None, id="node-path-not-allowed-is-never-mounted"),
         pytest.param(spec(output={"uri": "/artifacts-other/x"}), HOST_PATHS, None, id="prefix-match-is-by-directory-not-by-text"),
     ],
@@ -713,6 +712,36 @@ def test_cleanup_job_removes_only_the_runs_scratch(ftj, settings, expected):
     assert mounted == volume
     assert removed == [f"{run}/{entry}" for entry in SCRATCH]
     assert not any(path.endswith(("/adapter", "/model")) or path == run for path in removed)
+
+
+def test_s3_cleanup_removes_the_runs_scratch_objects_with_the_outputs_credentials():
+    ftj = spec(output={"uri": "s3://models/finetuned/ft", "credentialsSecretRef": {"name": "out-creds"}})
+    job = builders.cleanup_job(OWNER, ftj, Settings(s3_endpoint="http://127.0.0.1:8333"))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    command = container["command"]
+    assert command[:4] == ["python", "-m", "finetune_trainer.storage", "remove"]
+    run = builders.output_uri(OWNER, ftj, Settings())
+    assert command[4:] == [f"{run}/{entry}" for entry in SCRATCH]
+    assert not any(path.endswith(("/adapter", "/model")) or path == run for path in command[4:])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://127.0.0.1:8333"
+    assert env["FINETUNE_OUTPUT_AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "out-creds", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert all("value" not in e for n, e in env.items() if "AWS_" in n and n != "AWS_ENDPOINT_URL_S3")
+    assert job["spec"]["template"]["spec"]["volumes"] == [{"name": "scratch", "emptyDir": {}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_s3_retention_removes_the_versions_artifact_with_its_credentials():
+    from finetune_operator.builders import modelversion
+
+    mv = {"metadata": {"name": "chat-v1", "namespace": "team", "uid": "u1"},
+          "spec": {"artifact": {"uri": "s3://models/runs/team/ft-u/adapter/", "credentialsSecretRef": {"name": "c"}}}}
+    job = modelversion.artifact_cleanup_job(mv, "img", (), "http://127.0.0.1:8333")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][3:] == ["remove", "s3://models/runs/team/ft-u/adapter"]
+    assert {e["name"] for e in container["env"]} >= {"AWS_ENDPOINT_URL_S3", "FINETUNE_OUTPUT_AWS_ACCESS_KEY_ID"}
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "u1"
 
 
 def test_scratch_entries_are_where_the_trainer_writes_its_scratch():
@@ -735,7 +764,9 @@ def test_scratch_entries_are_where_the_trainer_writes_its_scratch():
         pytest.param("pvc://store/runs/..", id="dot-dot-back-to-the-root"),
         pytest.param("pvc://store/a/../../other", id="escapes-the-claim"),
         pytest.param("pvc://store/a?x=1", id="query"),
-        pytest.param("s3://bucket/prefix", id="s3-left-to-lifecycle"),
+        pytest.param("s3://bucket", id="s3-bucket-root"),
+        pytest.param("s3://bucket/", id="s3-bucket-root-with-slash"),
+        pytest.param("s3://bucket/runs/..", id="s3-dot-dot-back-to-the-root"),
         pytest.param("/", id="filesystem-root"),
         pytest.param("file:///", id="file-root"),
         pytest.param("/var/lib/kubelet/pods", id="node-path-not-allowed"),

@@ -122,10 +122,59 @@ def fetch_directory(uri: str, dest: Path, role: str = "output") -> int:
     return count
 
 
+def _object_path(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix) of an s3:// URI; ValueError for a bucket root or `.`/`..` segments,
+    which no removal may ever take as its target."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri}: not an s3:// location")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    segments = [part for part in key.split("/") if part]
+    if not bucket or not segments:
+        raise ValueError(f"{uri}: the root of a bucket is never removed")
+    if any(part in (".", "..") for part in segments):
+        raise ValueError(f"{uri}: '.' and '..' segments are refused")
+    return bucket, "/".join(segments)
+
+
+def remove_objects(uris: list[str], role: str = "output") -> int:
+    """Remove every object at or under each s3:// URI: the object named by the URI itself and the
+    objects under `<uri>/`, never a sibling sharing its prefix (`checkpoints` takes nothing of
+    `checkpoints-old`). Returns how many objects went; an absent location removes nothing."""
+    for uri in uris:
+        _object_path(uri)  # refuse the whole list before removing anything
+    removed = 0
+    for uri in uris:
+        bucket, key = _object_path(uri)
+        fs, _ = filesystem(uri, role)
+        fs.invalidate_cache()
+        exact = f"{bucket}/{key}"
+        names = [name for name in fs.find(f"{exact}/")] if fs.isdir(exact) else []
+        if fs.isfile(exact):
+            names.append(exact)
+        names = [n for n in names if n == exact or n.startswith(exact + "/")]
+        if names:
+            fs.rm(names)
+            removed += len(names)
+    return removed
+
+
+def _termination_message(problem: str) -> None:
+    target = Path(os.environ.get("TERMINATION_MESSAGE_PATH") or "/dev/termination-log")
+    if target.exists() or "TERMINATION_MESSAGE_PATH" in os.environ:
+        try:
+            target.write_text(problem[:4096], encoding="utf-8")
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m finetune_trainer.storage fetch URI DIR`: the serving Pods' fetch-artifact init
     container. Exit 0 when at least one object was copied; 1 (message on stderr and in the
-    termination log) when the location is empty or cannot be read."""
+    termination log) when the location is empty or cannot be read.
+
+    `python -m finetune_trainer.storage remove URI...`: the cleanup and retention Jobs of s3://
+    locations, with the output location's credentials. Exit 0 when every location is gone (or
+    was already), 1 when one cannot be removed or is a bucket root."""
     import argparse
     import sys
 
@@ -134,7 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch", help="copy an s3:// artifact into a local directory")
     fetch.add_argument("uri")
     fetch.add_argument("dest")
+    remove = sub.add_parser("remove", help="remove the objects at and under s3:// locations")
+    remove.add_argument("uris", nargs="+")
     args = parser.parse_args(argv)
+    if args.command == "remove":
+        try:
+            count = remove_objects(args.uris)
+        except ValueError as exc:
+            problem = f"refused: {exc}"
+        except storage_errors() as exc:
+            problem = f"{' '.join(args.uris)}: cannot be removed ({exc}); check the credentials and the endpoint"
+        else:
+            print(f"removed {count} objects under {' '.join(args.uris)}")
+            return 0
+        print(f"error: {problem}", file=sys.stderr)
+        _termination_message(problem)
+        return 1
     try:
         count = fetch_directory(args.uri, Path(args.dest))
         problem = None if count else f"artifact {args.uri}: no objects under this prefix"
@@ -144,12 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"artifact {args.uri}: {count} objects fetched into {args.dest}")
         return 0
     print(f"error: {problem}", file=sys.stderr)
-    target = Path(os.environ.get("TERMINATION_MESSAGE_PATH") or "/dev/termination-log")
-    if target.exists() or "TERMINATION_MESSAGE_PATH" in os.environ:
-        try:
-            target.write_text(problem[:4096], encoding="utf-8")
-        except OSError:
-            pass
+    _termination_message(problem)
     return 1
 
 

@@ -2,7 +2,6 @@
 
 Removal is the one thing the operator does that cannot be undone, so a location is used only in
 its normalised form (`api.common.parse_location`) and refused (None: no Job) when it is
-- s3:// (left to the bucket's lifecycle rules),
 - the root of a claim, a bucket or the filesystem (`pvc://store/.` once removed a whole store),
 - a node path (absolute or file://) outside the host path prefixes the operator allows: a
   hostPath mount of anything else would let a manifest delete files on a node.
@@ -10,12 +9,19 @@ its normalised form (`api.common.parse_location`) and refused (None: no Job) whe
 `entries` narrows the removal to names under the location: a FineTuneJob's cleanup removes only
 its run's scratch (checkpoints, prepared data, progress log), never the registered adapter or
 model beside them. Without `entries` the whole location goes (retention of a version's artifact).
+
+An s3:// location gets the same guarantees: its Job runs the trainer image's
+`python -m finetune_trainer.storage remove` on the same normalised prefixes (the object named and
+those under `<prefix>/`, never a sibling sharing its name's prefix; a bucket root is refused there
+too), with the location's credentials Secret as secretKeyRefs and the operator's S3 endpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from finetune_trainer import storage
 
 from finetune_operator.api.common import Location, LocationError, parse_location
 from finetune_operator.builders.security import RUN_AS_USER, restricted_pod_security_context, restricted_security_context
@@ -58,15 +64,32 @@ def removal_job(
     ttl_seconds: int = 300,
     entries: Sequence[str] | None = None,
     allowed_host_paths: Sequence[str] = (),
+    s3_endpoint: str = "",
+    credentials_secret: str | None = None,
 ) -> dict[str, Any] | None:
-    """The Job removing `location` (or only `entries` under it), or None when it must not be removed."""
+    """The Job removing `location` (or only `entries` under it), or None when it must not be removed.
+
+    For s3://, `credentials_secret` names the Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    optional AWS_SESSION_TOKEN) the Job reads the bucket with; None: the workload identity."""
     try:
         target = parse_location(location, allow_root=False)
         removed = [target.child(entry) for entry in entries] if entries is not None else [target]
     except LocationError:
         return None
-    if target.scheme == "s3" or not removed:
+    if not removed:
         return None
+    if target.scheme == "s3":
+        container = {
+            "name": "cleanup",
+            "image": image,
+            "command": ["python", "-m", "finetune_trainer.storage", "remove",
+                        *(f"s3://{item.authority}/{item.path}" for item in removed)],
+            "env": [{"name": "HOME", "value": "/tmp"}, *s3_env(s3_endpoint, credentials_secret)],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": restricted_security_context(RUN_AS),
+        }
+        return _job(name, namespace, labels, owner_references, ttl_seconds, container, {"name": "scratch", "emptyDir": {}})
     if target.is_host_path and not host_path_allowed(target, allowed_host_paths):
         return None
     parent = Location(target.scheme, target.authority, target.path.rpartition("/")[0])
@@ -82,6 +105,40 @@ def removal_job(
         volume = {"name": "output", "hostPath": {"path": mounted, "type": "DirectoryOrCreate"}}
         mount = {"name": "output", "mountPath": mounted}
         paths = [item.host_path for item in removed]
+    container = {
+        "name": "cleanup",
+        "image": image,
+        "command": ["python", "-c", _REMOVE, *paths],
+        "volumeMounts": [mount],
+        "securityContext": restricted_security_context(RUN_AS),
+    }
+    return _job(name, namespace, labels, owner_references, ttl_seconds, container, volume)
+
+
+def s3_env(endpoint: str, credentials_secret: str | None) -> list[dict[str, Any]]:
+    """The removal container's object-store access, as the trainer's storage module reads it for
+    an output location: the endpoint, and the Secret's keys as secretKeyRefs (never values)."""
+    env: list[dict[str, Any]] = []
+    if endpoint:
+        env.append({"name": storage.ENDPOINT_ENV, "value": endpoint})
+    if credentials_secret:
+        for key in storage.CREDENTIAL_KEYS:
+            ref: dict[str, Any] = {"name": credentials_secret, "key": key}
+            if key == "AWS_SESSION_TOKEN":
+                ref["optional"] = True
+            env.append({"name": storage.credential_env("output", key), "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def _job(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    owner_references: list[dict[str, Any]] | None,
+    ttl_seconds: int,
+    container: dict[str, Any],
+    volume: dict[str, Any],
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
@@ -100,15 +157,7 @@ def removal_job(
                 "spec": {
                     "restartPolicy": "Never",
                     "securityContext": restricted_pod_security_context(RUN_AS),
-                    "containers": [
-                        {
-                            "name": "cleanup",
-                            "image": image,
-                            "command": ["python", "-c", _REMOVE, *paths],
-                            "volumeMounts": [mount],
-                            "securityContext": restricted_security_context(RUN_AS),
-                        }
-                    ],
+                    "containers": [container],
                     "volumes": [volume],
                 }
             },

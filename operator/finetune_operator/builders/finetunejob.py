@@ -765,7 +765,8 @@ def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict
     prepared data and progress log. Never the adapter or model directory, which a ModelVersion
     may reference, nor anything outside the run's own location.
 
-    None when there is nothing the operator may remove (s3://, an unusable or refused location).
+    None when there is nothing the operator may remove (an unusable or refused location). An
+    s3:// run is removed object by object with the output's credentials (builders/cleanup.py).
     Not owned by the FineTuneJob (it is being deleted) and gone 5 minutes after it ends.
     """
     try:
@@ -780,4 +781,6 @@ def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict
         labels={"finetune.ai/cleanup-of": owner.name},
         entries=SCRATCH_ENTRIES,
         allowed_host_paths=host_paths_allowed(settings),
+        s3_endpoint=settings.s3_endpoint,
+        credentials_secret=spec.output.credentials_secret_ref.name if spec.output.credentials_secret_ref else None,
     )

@@ -236,13 +236,17 @@ def model_card_config_map(mv: Mapping[str, Any], gate_results: list[GateResult])
     }
 
 
-def artifact_cleanup_job(mv: Mapping[str, Any], image: str, allowed_host_paths: Sequence[str] = ()) -> dict[str, Any] | None:
+def artifact_cleanup_job(
+    mv: Mapping[str, Any], image: str, allowed_host_paths: Sequence[str] = (), s3_endpoint: str = ""
+) -> dict[str, Any] | None:
     """A Job removing a version's artifact files (retention); owned by the ModelVersion.
 
     A node path is removed only under the host path prefixes the operator allows (its
-    configuration, FINETUNE_ALLOWED_HOST_PATHS); without them it is left alone (None).
+    configuration, FINETUNE_ALLOWED_HOST_PATHS); without them it is left alone (None). An s3://
+    artifact is removed with its artifact.credentialsSecretRef and the operator's S3 endpoint.
     """
     meta = mv["metadata"]
+    secret = ((mv["spec"]["artifact"].get("credentialsSecretRef") or {}).get("name")) or None
     return cleanup.removal_job(
         name=f"{meta['name']}-retention",
         namespace=meta["namespace"],
@@ -252,6 +256,8 @@ def artifact_cleanup_job(mv: Mapping[str, Any], image: str, allowed_host_paths: 
         owner_references=[{"apiVersion": "finetune.ai/v1alpha1", "kind": "ModelVersion", "name": meta["name"], "uid": meta["uid"]}],
         ttl_seconds=600,
         allowed_host_paths=allowed_host_paths,
+        s3_endpoint=s3_endpoint,
+        credentials_secret=secret,
     )
 
 

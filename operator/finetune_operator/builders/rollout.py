@@ -36,6 +36,7 @@ from finetune_trainer import config as trainer_config
 from finetune_trainer import storage
 
 from finetune_operator.api.rollout import RolloutSpec, ServingType
+from finetune_operator.builders import cleanup
 from finetune_operator.builders.security import restricted_pod_security_context, restricted_security_context
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
@@ -153,16 +154,7 @@ def _artifact_path(served: ServedVersion, fetched: bool) -> str:
 def s3_env(served: ServedVersion) -> list[dict[str, Any]]:
     """The fetch container's object-store access: the endpoint, and the artifact's Secret as
     secretKeyRefs (the variables the trainer's storage module reads for an output location)."""
-    env: list[dict[str, Any]] = []
-    if served.s3_endpoint:
-        env.append({"name": storage.ENDPOINT_ENV, "value": served.s3_endpoint})
-    if served.artifact_credentials_secret:
-        for key in storage.CREDENTIAL_KEYS:
-            ref: dict[str, Any] = {"name": served.artifact_credentials_secret, "key": key}
-            if key == "AWS_SESSION_TOKEN":
-                ref["optional"] = True
-            env.append({"name": storage.credential_env("output", key), "valueFrom": {"secretKeyRef": ref}})
-    return env
+    return cleanup.s3_env(served.s3_endpoint, served.artifact_credentials_secret)
 
 
 def fetch_container(served: ServedVersion, image: str) -> dict[str, Any]:

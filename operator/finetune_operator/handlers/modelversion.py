@@ -198,7 +198,7 @@ def retention(body: kopf.Body, namespace: str, **_: Any) -> None:
     by_name = {mv["metadata"]["name"]: mv for mv in versions}
     for name in retention_logic.expired([retention_logic.from_object(mv) for mv in versions], cfg.retain_versions, in_use):
         mv = by_name[name]
-        job = mv_builders.artifact_cleanup_job(mv, cfg.trainer_image, cfg.allowed_host_paths)
+        job = mv_builders.artifact_cleanup_job(mv, cfg.trainer_image, cfg.allowed_host_paths, cfg.s3_endpoint)
         if job is None:
             continue
         apply.create_if_absent(job)
