@@ -103,6 +103,13 @@ class OperatorConfig(BaseModel):
         "pvc://<claim> (ReadWriteMany) or an absolute node path. Empty (the default): none; each Pod "
         "downloads into its scratch space.",
     )
+    model_cache_max_size: str = Field(
+        default="",
+        pattern=r"^(|[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?)$",
+        description="Bound on the model cache's size (a quantity: 200Gi): after a download, the trainer "
+        "evicts the least recently used models, whole repos, until the cache fits; never the model the "
+        "job uses nor one used or written in the last 10 minutes. Empty (the default): unbounded.",
+    )
     hub_offline: bool = Field(
         default=False,
         description="Trainer Pods get HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1: nothing asks the "
@@ -234,6 +241,17 @@ class OperatorConfig(BaseModel):
 
 
 _current: OperatorConfig | None = None
+
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """Bytes of a size setting (`200Gi`, `500M`, `1024`); 0 for an empty one."""
+    import re
+
+    match = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti|K|M|G|T)?", quantity or "")
+    return int(match.group(1)) * _UNITS[match.group(2) or ""] if match else 0
 
 
 def current() -> OperatorConfig:

@@ -36,7 +36,8 @@ else:
 
 
 def resolve(tmp_path: Path, hub: HubServer | DeadHub | None, *, revision: str = "", token: str | None = TOKEN,
-            offline: bool = False, token_ref: str = "hub-token/token") -> subprocess.Popen:
+            offline: bool = False, token_ref: str = "hub-token/token", repo: str = REPO,
+            extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     env |= {"HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_HOME": str(tmp_path / "hf-home"),
             "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -46,8 +47,9 @@ def resolve(tmp_path: Path, hub: HubServer | DeadHub | None, *, revision: str = 
         env |= {"HF_TOKEN": token, "FINETUNE_HF_TOKEN_REF": token_ref}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
+    env |= extra_env or {}
     return subprocess.Popen(
-        [sys.executable, "-c", RESOLVE, f"hf://{REPO}", revision, str(tmp_path / "models")],
+        [sys.executable, "-c", RESOLVE, f"hf://{repo}", revision, str(tmp_path / "models")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -106,3 +108,47 @@ def test_unknown_revision_and_offline_miss_are_model_errors(tmp_path, hub):
     assert missing["code"] == 4 and "no such revision" in missing["error"]
     offline = result(resolve(tmp_path, None, offline=True))
     assert offline["code"] == 4 and "not in the local Hugging Face cache" in offline["error"]
+
+
+BOUND = """
+import json, sys
+from pathlib import Path
+from finetune_trainer import modelcache
+print(json.dumps(modelcache.enforce_bound(Path(sys.argv[1]), keep=sys.argv[2])))
+"""
+
+
+def test_a_bounded_cache_evicts_the_least_recently_used_model_never_the_jobs_own(tmp_path, tiny_model):
+    import time
+
+    from finetune_trainer import modelcache
+
+    repos = {"test-org/old": tiny_model, "test-org/recent": tiny_model, REPO: tiny_model}
+    cache = tmp_path / "hub-cache"
+    with HubServer(repos, token=TOKEN) as server:
+        for repo in ("test-org/old", "test-org/recent"):
+            proc = resolve(tmp_path, server, repo=repo)
+            assert "path" in result(proc)
+        one_repo = sum(p.stat().st_size for p in (modelcache.repo_dir(cache, "test-org/old") / "blobs").iterdir())
+        # "old" was used an hour ago, "recent" 20 minutes ago: both past the grace period.
+        for repo, age in (("test-org/old", 3600), ("test-org/recent", 1200)):
+            marker = modelcache.repo_dir(cache, repo) / modelcache.USED_MARKER
+            stamp = time.time() - age
+            os.utime(marker, (stamp, stamp))
+            for path in modelcache.repo_dir(cache, repo).rglob("*"):
+                os.utime(path, (stamp, stamp), follow_symlinks=False)
+        # A bound that holds two models: the job's own download evicts the least recently used one.
+        env_bound = {modelcache.CACHE_MAX_BYTES_ENV: str(int(one_repo * 2.5))}
+        got = result(resolve(tmp_path, server, extra_env=env_bound))
+        assert "path" in got
+        assert not modelcache.repo_dir(cache, "test-org/old").exists()
+        assert modelcache.repo_dir(cache, "test-org/recent").is_dir() and modelcache.repo_dir(cache, REPO).is_dir()
+        # A bound smaller than one model: everything else past its grace goes, the job's own stays.
+        assert json.loads(subprocess.run([sys.executable, "-c", BOUND, str(cache), REPO], capture_output=True, text=True,
+                                         env={**os.environ, modelcache.CACHE_MAX_BYTES_ENV: "1",
+                                              "PYTHONPATH": os.pathsep.join(sys.path)}).stdout) == ["test-org/recent"]
+        assert modelcache.repo_dir(cache, REPO).is_dir()
+        # Within the grace period nothing is evicted, however small the bound.
+        assert modelcache.enforce_bound(cache, keep="someone/else", environ={modelcache.CACHE_MAX_BYTES_ENV: "1"}) == []
+        # Without a bound nothing is evicted.
+        assert modelcache.enforce_bound(cache, keep="someone/else", environ={}, now=time.time() + 86400) == []

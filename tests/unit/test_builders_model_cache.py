@@ -107,3 +107,39 @@ def test_local_inputs_under_allowed_node_directories_are_mounted_read_only(base,
     for name, mount in mounts.items():
         if name.startswith("input-"):
             assert mount["readOnly"] is True and volumes[name]["hostPath"]["path"] == mount["mountPath"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "base", "build", "bound"),
+    [
+        pytest.param(Settings(model_cache="pvc://hf-hub", model_cache_max_bytes=2**30), None, builders.train_job, "1073741824",
+                     id="train-pod-of-an-hf-model-evicts-to-the-bound"),
+        pytest.param(Settings(model_cache="pvc://hf-hub", model_cache_max_bytes=2**30), None, builders.prepare_job, "1073741824",
+                     id="prepare-pod-too-it-downloads-the-tokenizer"),
+        pytest.param(Settings(model_cache="pvc://hf-hub", model_cache_max_bytes=2**30, hub_offline=True), None,
+                     builders.train_job, None, id="offline-the-cache-is-read-only-no-eviction"),
+        pytest.param(Settings(model_cache_max_bytes=2**30), None, builders.train_job, None, id="no-model-cache-no-bound"),
+        pytest.param(Settings(model_cache="pvc://hf-hub"), None, builders.train_job, None, id="no-bound-unbounded"),
+        pytest.param(Settings(model_cache="pvc://hf-hub", model_cache_max_bytes=2**30), "pvc://models/base",
+                     builders.train_job, None, id="a-claim-model-never-downloads"),
+    ],
+)
+def test_the_cache_bound_reaches_the_pods_that_download(settings, base, build, bound):
+    env, _, _ = pod(settings, **({"base": base} if base else {}), build=build)
+    assert env.get("FINETUNE_MODEL_CACHE_MAX_BYTES") == bound
+
+
+@pytest.mark.parametrize(("quantity", "expected"), [("", 0), ("1024", 1024), ("200Gi", 200 * 2**30), ("5G", 5 * 10**9)])
+def test_cache_size_setting_in_bytes(quantity, expected):
+    from finetune_operator import config
+
+    assert config.quantity_bytes(quantity) == expected
+    if quantity:
+        assert config.OperatorConfig.from_env({"FINETUNE_MODEL_CACHE_MAX_SIZE": quantity}).model_cache_max_size == quantity
+
+
+def test_a_bad_cache_size_is_refused_naming_the_variable():
+    from finetune_operator import config
+
+    with pytest.raises(config.ConfigError, match="FINETUNE_MODEL_CACHE_MAX_SIZE"):
+        config.OperatorConfig.from_env({"FINETUNE_MODEL_CACHE_MAX_SIZE": "lots"})

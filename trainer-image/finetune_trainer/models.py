@@ -165,7 +165,23 @@ def _download_from_hub(spec: ModelSpec, repo_id: str) -> Path:
             "hubOffline with a pre-populated model cache"
         ) from None
     HUB_RESOLUTIONS[spec.uri] = {"commit": path.name, "from_cache": from_cache}
+    _bound_cache(repo_id, where)
     return path
+
+
+def _bound_cache(repo_id: str, where: str) -> None:
+    """Mark the repo used and, with a cache bound, evict least recently used other repos."""
+    import logging
+
+    from huggingface_hub import constants
+
+    from . import modelcache
+
+    cache = Path(constants.HF_HUB_CACHE)
+    modelcache.mark_used(cache, repo_id)
+    evicted = modelcache.enforce_bound(cache, keep=repo_id)
+    if evicted:
+        logging.getLogger(__name__).info("%s: the model cache is over its bound; evicted %s", where, ", ".join(evicted))
 
 
 def _snapshot_complete(repo_id: str, commit: str, files: list[str]) -> bool:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from finetune_trainer import config as trainer_config
 from finetune_trainer import exitcodes, storage
+from finetune_trainer import modelcache
 
 from finetune_operator.api.common import Location, LocationError, parse_location
 from finetune_operator.api.finetunejob import FineTuneJobSpec
@@ -93,6 +94,8 @@ class Settings:
     allowed_host_paths: tuple[str, ...] = ()
     # A Hugging Face hub cache (pvc://<claim> or a node path) mounted read-only in trainer Pods.
     model_cache: str = ""
+    # Bound on the model cache (bytes; 0: unbounded): the downloading Pods evict LRU repos to fit.
+    model_cache_max_bytes: int = 0
     hub_offline: bool = False
     # Endpoint URL of an S3-compatible store, given to the Pods that use s3:// locations.
     s3_endpoint: str = ""
@@ -540,6 +543,8 @@ def _hub_env(spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict
         env += [{"name": "HF_HUB_OFFLINE", "value": "0"}, {"name": "TRANSFORMERS_OFFLINE", "value": "0"}]
     if settings.hub_endpoint:
         env.append({"name": "HF_ENDPOINT", "value": settings.hub_endpoint})
+    if settings.model_cache and settings.model_cache_max_bytes and not settings.hub_offline:
+        env.append({"name": modelcache.CACHE_MAX_BYTES_ENV, "value": str(settings.model_cache_max_bytes)})
     ref = base.token_secret_ref
     if ref is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})

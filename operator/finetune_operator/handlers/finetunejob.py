@@ -58,6 +58,7 @@ def settings() -> builders.Settings:
         artifact_store_size=cfg.artifact_store_size,
         allowed_host_paths=cfg.allowed_host_paths,
         model_cache=cfg.model_cache,
+        model_cache_max_bytes=operator_config.quantity_bytes(cfg.model_cache_max_size),
         hub_offline=cfg.hub_offline,
         hub_endpoint=cfg.hub_endpoint,
         s3_endpoint=cfg.s3_endpoint,
