@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,48 @@ def test_a_finetunejob_reads_and_writes_s3_and_the_secret_is_nowhere(cluster, na
     assert not leaks, f"the secret value appears in: {leaks}"
     # The Secret's name is what the objects carry.
     assert SECRET in places["finetunejobs"]
+
+    # A Rollout serves the s3:// version: its Pod fetches the base model and the adapter from the
+    # bucket (each with its own Secret), verifies the adapter's digest, and answers with it. The
+    # version is a Candidate (no evaluation here), so serving it takes the force annotation.
+    version = mv["spec"]["version"]
+    cluster.apply(textwrap.dedent(f"""
+        apiVersion: finetune.ai/v1alpha1
+        kind: Rollout
+        metadata:
+          name: {name}
+          annotations: {{finetune.ai/force-version: {version}}}
+        spec:
+          modelName: {mv["spec"]["modelName"]}
+          version: {version}
+          analysis: {{none: true}}
+          trafficRouter: {{replicaRatio: {{}}}}
+          serving:
+            type: custom
+            image: ghcr.io/finetune-operator/server
+            args: ["--model", "$(BASE_MODEL)", "--adapter", "$(MODEL_NAME)=$(ADAPTER_PATH)", "--version",
+                   "$(MODEL_VERSION)", "--port", "$(PORT)", "--served-model-name", "base"]
+            resources: {{gpus: 0}}
+        """), namespace)
+
+    def healthy():
+        ro = cluster.get("rollout", name, namespace).get("status") or {}
+        return ro if ro.get("phase") == "Healthy" and ro.get("stableVersion") == version else None
+
+    wait_for(healthy, 240, f"the Rollout {name} to serve {version}")
+    pod = next(p for p in cluster.list("pods", namespace, selector=f"finetune.ai/rollout={name}")
+               if p["status"].get("phase") == "Running")
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["fetch-base-model", "fetch-artifact", "verify-artifact"]
+    port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+    request = urllib.request.Request(
+        f"http://{pod['status']['podIP']}:{port}/v1/completions",
+        data=json.dumps({"model": mv["spec"]["modelName"], "prompt": "Revenue", "max_tokens": 2}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the Pod's loopback address
+        assert response.status == 200 and json.loads(response.read())["choices"]
+    served = cluster.kubectl("logs", pod["metadata"]["name"], "-n", namespace, "-c", "fetch-artifact").stdout
+    assert "objects fetched" in served and value not in served
+    cluster.kubectl("delete", "rollout", name, "-n", namespace, "--wait=true", "--timeout=60s")
 
     # Deleting the job with deleteArtifactsOnDelete removes the run's scratch objects with the
     # output's credentials, and never the registered adapter nor a neighbour sharing a prefix.

@@ -158,3 +158,37 @@ def test_registration_copies_the_jobs_answer_format_to_the_version():
         job_name="ft", spec=spec(), version="v1", artifact={"uri": "pvc://m/ft/adapter", "digest": "sha256:" + "0" * 64},
         dataset_digest=None, data_summary=None, trainer_image="t", evaluation=None)
     assert "formatSchema" not in plain
+
+
+def test_serving_pods_fetch_an_s3_base_model_with_its_own_credentials():
+    from finetune_operator.api.rollout import RolloutSpec
+    from finetune_operator.builders import rollout
+
+    trainer = "ghcr.io/finetune-operator/trainer:0.1.0"
+    served = rollout.ServedVersion("v2", "s3://models/tiny", "s3://runs/team/ft-uid-1/adapter", "adapter", "sha256:" + "ab" * 32,
+                                   artifact_credentials_secret="out-creds", s3_endpoint=ENDPOINT,
+                                   base_model_credentials_secret="base-creds")
+    spec = RolloutSpec.model_validate({"modelName": "chat", "track": "LatestApproved", "serving": {"type": "custom", "image": "srv"}})
+    pod = rollout.deployment(rollout.Owner(name="chat", namespace="team", uid="u"), spec, served, 1,
+                             verifier_image=trainer)["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-base-model", "fetch-artifact", "verify-artifact"]
+    base = pod["initContainers"][0]
+    assert base["command"][-2:] == ["s3://models/tiny", rollout.FETCHED_BASE_MODEL_DIR]
+    env = {e["name"]: e for e in base["env"]}
+    assert env["FINETUNE_OUTPUT_AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "base-creds"
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == ENDPOINT
+    server = pod["containers"][0]
+    assert {e["name"]: e.get("value") for e in server["env"]}["BASE_MODEL"] == rollout.FETCHED_BASE_MODEL_DIR
+    assert {"name": "base-model", "emptyDir": {}} in pod["volumes"]
+    # A full model needs no base; without a trainer image nothing is fetched.
+    full = rollout.deployment(rollout.Owner(name="chat", namespace="team", uid="u"), spec,
+                              rollout.ServedVersion("v2", "s3://models/tiny", "s3://runs/x/model", "full"), 1,
+                              verifier_image=trainer)["spec"]["template"]["spec"]
+    assert "fetch-base-model" not in [c["name"] for c in full.get("initContainers", [])]
+
+
+def test_version_info_reads_the_base_models_credentials_secret():
+    from finetune_operator.logic import rollout as logic
+
+    mv = {"metadata": {"name": "chat-v2"}, "spec": {"version": "v2", "baseModel": {"uri": "s3://m/tiny", "credentialsSecretRef": {"name": "b"}}}}
+    assert logic.VersionInfo.from_object(mv).base_model_credentials_secret == "b"

@@ -71,6 +71,8 @@ class ServedVersion:
     s3_endpoint: str = ""
     # The version's own answer format (its spec.formatSchema, canonical JSON); the Rollout's wins.
     format_schema: str = ""
+    # An s3:// base model is fetched too, with the ModelVersion's baseModel.credentialsSecretRef.
+    base_model_credentials_secret: str | None = None
 
 
 def workload_name(rollout: str, version: str) -> str:
@@ -113,7 +115,7 @@ def _selector(owner: Owner, version: str) -> dict[str, str]:
     return {ROLLOUT_LABEL: owner.name, VERSION_LABEL: version}
 
 
-def _volumes(served: ServedVersion, fetched: bool = False) -> tuple[list[dict], list[dict]]:
+def _volumes(served: ServedVersion, fetched: bool = False, base_fetched: bool = False) -> tuple[list[dict], list[dict]]:
     volumes, mounts = [], []
     claims = sorted({urlsplit(u).netloc for u in (served.base_model_uri, served.artifact_uri) if u.startswith("pvc://")})
     for i, claim in enumerate(claims):
@@ -128,6 +130,9 @@ def _volumes(served: ServedVersion, fetched: bool = False) -> tuple[list[dict], 
     if fetched:
         volumes.append({"name": "artifact", "emptyDir": {}})
         mounts.append({"name": "artifact", "mountPath": FETCHED_ARTIFACT_DIR, "readOnly": True})
+    if base_fetched:
+        volumes.append({"name": "base-model", "emptyDir": {}})
+        mounts.append({"name": "base-model", "mountPath": FETCHED_BASE_MODEL_DIR, "readOnly": True})
     volumes.append({"name": "scratch", "emptyDir": {}})
     mounts.append({"name": "scratch", "mountPath": "/tmp"})
     return volumes, mounts
@@ -139,6 +144,8 @@ def _mounted(uri: str) -> bool:
 
 FETCH_CONTAINER = "fetch-artifact"
 FETCHED_ARTIFACT_DIR = "/var/run/finetune/artifact"  # an emptyDir the init container fills
+FETCH_BASE_CONTAINER = "fetch-base-model"
+FETCHED_BASE_MODEL_DIR = "/var/run/finetune/base-model"  # the same, for an s3:// base model
 
 
 def _fetched(served: ServedVersion, verifier_image: str | None) -> bool:
@@ -159,13 +166,23 @@ def s3_env(served: ServedVersion) -> list[dict[str, Any]]:
 
 def fetch_container(served: ServedVersion, image: str) -> dict[str, Any]:
     """The init container that copies an s3:// artifact into the Pod before the server starts."""
+    return _fetch(FETCH_CONTAINER, served.artifact_uri, "artifact", FETCHED_ARTIFACT_DIR, image, s3_env(served))
+
+
+def fetch_base_container(served: ServedVersion, image: str) -> dict[str, Any]:
+    """The init container that copies an s3:// base model into the Pod, with the base model's own
+    credentials (the ModelVersion's baseModel.credentialsSecretRef)."""
+    env = cleanup.s3_env(served.s3_endpoint, served.base_model_credentials_secret)
+    return _fetch(FETCH_BASE_CONTAINER, served.base_model_uri, "base-model", FETCHED_BASE_MODEL_DIR, image, env)
+
+
+def _fetch(name: str, uri: str, volume: str, path: str, image: str, env: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "name": FETCH_CONTAINER,
+        "name": name,
         "image": image,
-        "command": ["python", "-m", "finetune_trainer.storage", "fetch", served.artifact_uri, FETCHED_ARTIFACT_DIR],
-        "env": [{"name": "HOME", "value": "/tmp"}, *s3_env(served)],
-        "volumeMounts": [{"name": "artifact", "mountPath": FETCHED_ARTIFACT_DIR},
-                         {"name": "scratch", "mountPath": "/tmp"}],
+        "command": ["python", "-m", "finetune_trainer.storage", "fetch", uri, path],
+        "env": [{"name": "HOME", "value": "/tmp"}, *env],
+        "volumeMounts": [{"name": volume, "mountPath": path}, {"name": "scratch", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_security_context(),
     }
@@ -230,10 +247,11 @@ def deployment(
     serving = spec.serving
     full = served.artifact_type == "full"
     fetched = _fetched(served, verifier_image)
+    base_fetched = bool(verifier_image) and served.base_model_uri.startswith("s3://") and not full
     env = [
         {"name": "MODEL_NAME", "value": spec.model_name},
         {"name": "MODEL_VERSION", "value": served.version},
-        {"name": "BASE_MODEL", "value": _local(served.base_model_uri)},
+        {"name": "BASE_MODEL", "value": FETCHED_BASE_MODEL_DIR if base_fetched else _local(served.base_model_uri)},
         {"name": "ADAPTER_PATH", "value": _artifact_path(served, fetched)},
         {"name": "ADAPTER_URI", "value": served.artifact_uri},
         {"name": "ARTIFACT_DIGEST", "value": served.artifact_digest},
@@ -276,7 +294,7 @@ def deployment(
         limits["memory"] = str(serving.resources.memory)
     if limits:
         container["resources"] = {"limits": limits}
-    volumes, mounts = _volumes(served, fetched)
+    volumes, mounts = _volumes(served, fetched, base_fetched)
     container["volumeMounts"] = mounts
     pod_labels = {**_selector(owner, served.version), MODEL_LABEL: spec.model_name, SERVE_LABEL: "true"}
     containers = [container]
@@ -299,6 +317,8 @@ def deployment(
             pod_spec["initContainers"].append(verify_container(served, verifier_image, mounts, fetched=True))
     elif verifier_image and served.artifact_digest and _mounted(served.artifact_uri):
         pod_spec["initContainers"] = [verify_container(served, verifier_image, mounts)]
+    if base_fetched:
+        pod_spec["initContainers"] = [fetch_base_container(served, str(verifier_image)), *pod_spec.get("initContainers", [])]
     if serving.node_selector:
         pod_spec["nodeSelector"] = dict(serving.node_selector)
     if serving.tolerations:

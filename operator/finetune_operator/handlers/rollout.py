@@ -264,7 +264,8 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
         served = builders.ServedVersion(version, info.base_model_uri, info.artifact_uri, info.artifact_type, info.artifact_digest,
                                         artifact_credentials_secret=info.artifact_credentials_secret,
                                         s3_endpoint=operator_config.current().s3_endpoint,
-                                        format_schema=info.format_schema)
+                                        format_schema=info.format_schema,
+                                        base_model_credentials_secret=info.base_model_credentials_secret)
         deployment = builders.deployment(owner, spec, served, replicas[version], verifier_image=verifier)
         if replica_ratio:
             deployment["spec"].pop("replicas")  # the router's field manager owns it

@@ -154,6 +154,7 @@ class VersionInfo:
     artifact_credentials_secret: str | None = None  # an s3:// artifact's credentials Secret
     # The version's own answer format (spec.formatSchema) as canonical JSON; "" when it has none.
     format_schema: str = ""
+    base_model_credentials_secret: str | None = None  # an s3:// base model's credentials Secret
 
     @classmethod
     def from_object(cls, mv: Mapping[str, Any]) -> VersionInfo:
@@ -174,6 +175,7 @@ class VersionInfo:
             artifact_digest=(spec.get("artifact") or {}).get("digest", ""),
             artifact_credentials_secret=((spec.get("artifact") or {}).get("credentialsSecretRef") or {}).get("name"),
             format_schema=json.dumps(spec["formatSchema"], sort_keys=True) if isinstance(spec.get("formatSchema"), dict) else "",
+            base_model_credentials_secret=((spec.get("baseModel") or {}).get("credentialsSecretRef") or {}).get("name"),
             artifact_problem=next(
                 (c.get("message") or c.get("reason") or "artifact check failed"
                  for c in (mv.get("status") or {}).get("conditions") or []
