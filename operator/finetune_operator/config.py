@@ -11,6 +11,7 @@ the `k8s` layer uses) read it themselves, and in a Pod the service-account token
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -110,6 +111,13 @@ class OperatorConfig(BaseModel):
         "evicts the least recently used models, whole repos, until the cache fits; never the model the "
         "job uses nor one used or written in the last 10 minutes. Empty (the default): unbounded.",
     )
+    trainer_service_account_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations on the ServiceAccount `<job>-trainer` of every FineTuneJob, as a JSON "
+        "object: how a workload identity is bound to the Pods that read and write s3:// locations without a "
+        "credentialsSecretRef, e.g. {\"eks.amazonaws.com/role-arn\": \"arn:aws:iam::123456789012:role/finetune\"} "
+        "(IRSA) or {\"iam.gke.io/gcp-service-account\": ...}. Empty (the default): none.",
+    )
     hub_offline: bool = Field(
         default=False,
         description="Trainer Pods get HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1: nothing asks the "
@@ -155,6 +163,23 @@ class OperatorConfig(BaseModel):
                     f"{namespace!r} is not a namespace name (lowercase letters, digits and '-', "
                     "at most 63 characters)"
                 )
+        return value
+
+    @field_validator("trainer_service_account_annotations", mode="before")
+    @classmethod
+    def _annotations_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON object of annotations: {exc}") from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ValueError("a JSON object of string annotations, e.g. {\"eks.amazonaws.com/role-arn\": \"arn:...\"}")
+        for key in value:
+            if not re.fullmatch(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key) or len(key) > 316:
+                raise ValueError(f"{key!r} is not an annotation key")
         return value
 
     @field_validator("allowed_host_paths", mode="before")

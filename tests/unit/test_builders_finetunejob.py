@@ -607,6 +607,33 @@ def test_role_grants_only_get_and_patch_of_its_progress_config_map():
     assert builders.progress_config_map(OWNER)["metadata"]["name"] == "ft-progress"
 
 
+def test_the_trainer_service_account_carries_the_workload_identity_annotations():
+    irsa = (("eks.amazonaws.com/role-arn", "arn:aws:iam::123456789012:role/finetune"),)
+    account = builders.trainer_rbac(OWNER, Settings(trainer_service_account_annotations=irsa))[0]
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/finetune"}
+    assert "annotations" not in builders.trainer_rbac(OWNER, Settings())[0]["metadata"]
+    objects = builders.setup_objects(OWNER, spec(), Settings(trainer_service_account_annotations=irsa))
+    assert next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["annotations"] == dict(irsa)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("", {}), ('{"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}', {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"})],
+)
+def test_service_account_annotations_setting(raw, expected):
+    from finetune_operator import config
+
+    assert config.OperatorConfig.from_env({"FINETUNE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS": raw}).trainer_service_account_annotations == expected
+
+
+@pytest.mark.parametrize("raw", ["not json", '["a"]', '{"a": 1}', '{"bad key!": "x"}'])
+def test_bad_service_account_annotations_are_refused_naming_the_variable(raw):
+    from finetune_operator import config
+
+    with pytest.raises(config.ConfigError, match="FINETUNE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS"):
+        config.OperatorConfig.from_env({"FINETUNE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS": raw})
+
+
 OWNED_CHILDREN = {
     "config": lambda ftj: builders.config_map(OWNER, ftj, SETTINGS),
     "progress": lambda ftj: builders.progress_config_map(OWNER),

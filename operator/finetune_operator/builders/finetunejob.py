@@ -96,6 +96,8 @@ class Settings:
     model_cache: str = ""
     # Bound on the model cache (bytes; 0: unbounded): the downloading Pods evict LRU repos to fit.
     model_cache_max_bytes: int = 0
+    # Annotations of every trainer ServiceAccount (a workload identity binding: IRSA, GKE WI...).
+    trainer_service_account_annotations: tuple[tuple[str, str], ...] = ()
     hub_offline: bool = False
     # Endpoint URL of an S3-compatible store, given to the Pods that use s3:// locations.
     s3_endpoint: str = ""
@@ -387,14 +389,19 @@ def progress_config_map(owner: Owner) -> dict:
     }
 
 
-def trainer_rbac(owner: Owner) -> list[dict]:
-    """A ServiceAccount that may get and patch its progress ConfigMap, and nothing else."""
+def trainer_rbac(owner: Owner, settings: Settings | None = None) -> list[dict]:
+    """A ServiceAccount that may get and patch its progress ConfigMap, and nothing else; annotated
+    as the operator's settings say (the workload identity s3:// locations without a Secret use)."""
     name = trainer_account_name(owner.name)
+    account_metadata = _metadata(owner, name)
+    annotations = dict(settings.trainer_service_account_annotations) if settings else {}
+    if annotations:
+        account_metadata["annotations"] = {**account_metadata.get("annotations", {}), **annotations}
     return [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": _metadata(owner, name),
+            "metadata": account_metadata,
             "automountServiceAccountToken": True,
         },
         {
@@ -755,7 +762,7 @@ def headless_service(owner: Owner) -> dict:
 
 def setup_objects(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[dict]:
     """Everything the Jobs need before the first one starts, in apply order."""
-    objects = [config_map(owner, spec, settings), progress_config_map(owner), *trainer_rbac(owner)]
+    objects = [config_map(owner, spec, settings), progress_config_map(owner), *trainer_rbac(owner, settings)]
     if spec.resources.nodes > 1:
         objects.append(headless_service(owner))
     return objects

@@ -59,6 +59,7 @@ def settings() -> builders.Settings:
         allowed_host_paths=cfg.allowed_host_paths,
         model_cache=cfg.model_cache,
         model_cache_max_bytes=operator_config.quantity_bytes(cfg.model_cache_max_size),
+        trainer_service_account_annotations=tuple(sorted(cfg.trainer_service_account_annotations.items())),
         hub_offline=cfg.hub_offline,
         hub_endpoint=cfg.hub_endpoint,
         s3_endpoint=cfg.s3_endpoint,
