@@ -12,7 +12,9 @@ import re
 import pytest
 from pydantic import ValidationError
 
+from finetune_operator.api.common import METADATA_HOST_RE
 from finetune_operator.api.finetunejob import MSG_ENDPOINT_CREDENTIALS, URL_USERINFO_RE, SyntheticDataSpec
+from finetune_operator.api.rollout import MSG_PROMETHEUS_CREDENTIALS, PrometheusProvider
 
 
 def synthetic(endpoint: str) -> SyntheticDataSpec:
@@ -40,9 +42,37 @@ def test_plain_endpoints_are_accepted(endpoint):
     assert synthetic(endpoint).endpoint == endpoint
 
 
-def test_the_cel_rule_uses_the_same_pattern():
-    rules = SyntheticDataSpec.model_json_schema()["x-kubernetes-validations"]
-    assert [r["message"] for r in rules] == [MSG_ENDPOINT_CREDENTIALS]
-    assert URL_USERINFO_RE in rules[0]["rule"]
-    # RE2 (CEL) and Python agree on this pattern: no lookarounds or backreferences.
-    assert not re.search(r"\(\?[=!<]|\\[1-9]", URL_USERINFO_RE)
+def test_the_cel_rules_use_the_same_patterns():
+    for model in (SyntheticDataSpec, PrometheusProvider):
+        rules = model.model_json_schema()["x-kubernetes-validations"]
+        assert URL_USERINFO_RE in rules[0]["rule"] and METADATA_HOST_RE in rules[1]["rule"]
+        assert "metadata-service address" in rules[1]["message"]
+    assert SyntheticDataSpec.model_json_schema()["x-kubernetes-validations"][0]["message"] == MSG_ENDPOINT_CREDENTIALS
+    # RE2 (CEL) and Python agree on these patterns: no lookarounds or backreferences.
+    for pattern in (URL_USERINFO_RE, METADATA_HOST_RE):
+        assert not re.search(r"\(\?[=!<]|\\[1-9]", pattern)
+
+
+@pytest.mark.parametrize("address", [
+    "http://u:p@prometheus.monitoring:9090",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[fd00:ec2::254]/",
+    "http://[fe80::1]:9090",
+    "http://Metadata.Google.Internal/computeMetadata/v1",
+    "http://100.100.100.200/latest",
+])
+def test_prometheus_address_with_credentials_or_a_metadata_service_is_refused(address):
+    with pytest.raises(ValidationError) as refused:
+        PrometheusProvider(address=address)
+    assert "spec.analysis.prometheus.address" in str(refused.value)
+
+
+@pytest.mark.parametrize("address", ["http://prometheus.monitoring:9090", "http://127.0.0.1:9090", "http://metadata-proxy:80"])
+def test_plain_prometheus_addresses_are_accepted(address):
+    assert PrometheusProvider(address=address).address == address
+
+
+def test_a_teacher_on_the_metadata_service_is_refused():
+    with pytest.raises(ValidationError) as refused:
+        synthetic("http://169.254.169.254/v1")
+    assert "spec.dataset.synthetic.endpoint points at a link-local or cloud metadata-service address" in str(refused.value)

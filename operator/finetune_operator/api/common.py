@@ -52,6 +52,44 @@ class StatusModel(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# user:password@ in a URL would put a credential in the object, its kopf annotation, the trainer
+# config and every log line naming the URL: refused at admission for every URL field.
+URL_USERINFO_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+# Link-local addresses and cloud metadata services (AWS/Azure/GCP 169.254.169.254, AWS IPv6
+# fd00:ec2::254, GCP metadata.google.internal, Alibaba 100.100.100.200): a URL the operator or a
+# Pod fetches must never reach the node's instance metadata, which answers with the node's cloud
+# credentials to anything on it. RE2 (CEL) and Python read this pattern alike.
+METADATA_HOST_RE = (
+    r"(?i)^[a-z][a-z0-9+.-]*://(169\.254\.[0-9]{1,3}\.[0-9]{1,3}|\[fe80:[^\]]*\]|\[fd00:ec2::254\]"
+    r"|metadata\.google\.internal|metadata|100\.100\.100\.200)\.?([:/?#]|$)"
+)
+
+
+def metadata_message(field: str) -> str:
+    return (
+        f"{field} points at a link-local or cloud metadata-service address, which answers with the node's "
+        "cloud credentials: use the service's cluster address (a Service name or its ClusterIP)"
+    )
+
+
+def check_url(value: str, field: str, credentials_message: str) -> str:
+    """The pydantic side of the URL rules (the CRD's CEL says the same)."""
+    if re.match(URL_USERINFO_RE, value):
+        raise ValueError(credentials_message)
+    if re.match(METADATA_HOST_RE, value):
+        raise ValueError(metadata_message(field))
+    return value
+
+
+def url_rules(attribute: str, field: str, credentials_message: str) -> list[dict[str, str]]:
+    """The CEL rules of a URL attribute: no credentials in it, no metadata-service address."""
+    return [
+        cel(f"!self.{attribute}.matches('{URL_USERINFO_RE}')", credentials_message, field_path=f".{attribute}"),
+        # A raw CEL string: the pattern's backslashes are the regular expression's, not CEL escapes.
+        cel(f"!self.{attribute}.matches(r'{METADATA_HOST_RE}')", metadata_message(field), field_path=f".{attribute}"),
+    ]
+
+
 def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
     """One entry of `x-kubernetes-validations`: a CEL rule, its message, where it points."""
     validation = {"rule": rule, "message": message}

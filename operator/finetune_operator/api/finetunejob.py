@@ -42,9 +42,11 @@ from finetune_operator.api.common import (
     SecretKeyRef,
     StatusModel,
     Toleration,
+    URL_USERINFO_RE,
     VersionName,
     cel,
     cel_rules,
+    check_url,
     conditions_field,
     location_rules,
     usable_location,
@@ -53,6 +55,7 @@ from finetune_operator.api.common import (
     name_problem,
     name_rules,
     section,
+    url_rules,
 )
 
 
@@ -171,9 +174,6 @@ class AdaptationSpec(ApiModel):
     )
 
 
-# user:password@ in a URL would put a credential in the object, its kopf annotation, the trainer
-# config and every log line naming the URL: refused at admission, pointing to the secret reference.
-URL_USERINFO_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
 MSG_ENDPOINT_CREDENTIALS = (
     "spec.dataset.synthetic.endpoint must not carry credentials (user:password@host): put the API key "
     "in a Secret and name it in spec.dataset.synthetic.secretRef"
@@ -184,17 +184,13 @@ class SyntheticDataSpec(ApiModel):
     """Generate training records with a teacher model behind an OpenAI-compatible endpoint."""
 
     model_config = {
-        "json_schema_extra": cel_rules(
-            cel(f"!self.endpoint.matches('{URL_USERINFO_RE}')", MSG_ENDPOINT_CREDENTIALS, field_path=".endpoint")
-        )
+        "json_schema_extra": cel_rules(*url_rules("endpoint", "spec.dataset.synthetic.endpoint", MSG_ENDPOINT_CREDENTIALS))
     }
 
     @field_validator("endpoint")
     @classmethod
     def _no_credentials(cls, endpoint: str) -> str:
-        if re.match(URL_USERINFO_RE, endpoint):
-            raise ValueError(MSG_ENDPOINT_CREDENTIALS)
-        return endpoint
+        return check_url(endpoint, "spec.dataset.synthetic.endpoint", MSG_ENDPOINT_CREDENTIALS)
 
     endpoint: str = Field(
         max_length=2048,

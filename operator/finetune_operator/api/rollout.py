@@ -18,9 +18,11 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from finetune_operator.api.common import (
+    check_url,
+    url_rules,
     AGE_COLUMN,
     PHASE_COLUMN,
     ApiModel,
@@ -338,8 +340,23 @@ class Strategy(ApiModel):
     canary: CanaryStrategy = section(CanaryStrategy, "Progressive traffic shifting in steps.")
 
 
+MSG_PROMETHEUS_CREDENTIALS = (
+    "spec.analysis.prometheus.address must not carry credentials (user:password@host): they would be stored in "
+    "the Rollout and its status; use an address that needs none (the in-cluster Prometheus Service, or an "
+    "authenticating proxy in front of it)"
+)
+PROMETHEUS_FIELD = "spec.analysis.prometheus.address"
+
+
 class PrometheusProvider(ApiModel):
     """The Prometheus to query."""
+
+    model_config = {"json_schema_extra": cel_rules(*url_rules("address", PROMETHEUS_FIELD, MSG_PROMETHEUS_CREDENTIALS))}
+
+    @field_validator("address")
+    @classmethod
+    def _plain_address(cls, address: str) -> str:
+        return check_url(address, PROMETHEUS_FIELD, MSG_PROMETHEUS_CREDENTIALS)
 
     address: str = Field(
         max_length=2048,
