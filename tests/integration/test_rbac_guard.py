@@ -80,13 +80,13 @@ def test_the_operator_creates_the_trainer_rbac_and_nothing_wider(cluster, namesp
     # What the operator really creates is admitted (the Role for real: a binding needs it).
     trainer_role, trainer_binding = trainer_objects(namespace)
     wait_for(lambda: cluster.kubectl("create", "-n", namespace, f"--as={user}", "-f", "-", input=json.dumps(trainer_role),
-                                     check=False).returncode == 0, 30, f"the trainer's Role to be created by {user}")
+                                     check=False).returncode == 0, 120, f"the trainer's Role to be created by {user}")
     # The policy becomes active a moment after it is created: wait for the first refusal.
     first = ESCALATIONS["role-every-configmap"](namespace, user)
-    wait_for(lambda: "trainer-rbac-only" in create_as(cluster, namespace, user, first).stderr, 60,
+    wait_for(lambda: "trainer-rbac-only" in create_as(cluster, namespace, user, first).stderr, 180,
              "the trainer-rbac-only policy to refuse a Role over every ConfigMap")
     # RBAC checks a binding against the Role in its cache, which may not hold the new Role yet.
-    wait_for(lambda: create_as(cluster, namespace, user, trainer_binding).returncode == 0, 30,
+    wait_for(lambda: create_as(cluster, namespace, user, trainer_binding).returncode == 0, 120,
              f"the trainer's RoleBinding to be admitted for {user}")
     admitted, not_by_the_policy = {}, {}
     for name, make in ESCALATIONS.items():
