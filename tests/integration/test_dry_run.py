@@ -42,3 +42,15 @@ def test_a_valid_job_is_not_held_up_by_the_dry_run(cluster, namespace, operator)
     cluster.apply(noop_finetunejob("fine", output={}), namespace)
     wait_for(lambda: (cluster.get("finetunejob", "fine", namespace).get("status") or {}).get("phase") == "Succeeded",
              240, "fine to succeed")
+
+
+def test_an_invalid_format_schema_is_invalid_spec_before_any_pod(cluster, namespace, operator):
+    """The CRD takes any object as evaluation.formatSchema; the operator checks it as a JSON Schema
+    at the first reconcile, so a typo is found now, not by the evaluation after the training run."""
+    name = "bad-schema"
+    cluster.apply(noop_finetunejob(name, evaluation={"formatSchema": {"type": "objekt"}}), namespace)
+    found = wait_for(lambda: (c := condition(cluster.get("finetunejob", name, namespace), "Accepted"))
+                     and c["status"] == "False" and c, 60, f"{name} to be refused")
+    assert found["reason"] == "InvalidSpec"
+    assert "spec.evaluation.formatSchema is not a valid JSON Schema" in found["message"], found["message"]
+    assert cluster.list("jobs", namespace) == [] and cluster.list("pods", namespace) == []

@@ -81,6 +81,36 @@ def check_url(value: str, field: str, credentials_message: str) -> str:
     return value
 
 
+def check_json_schema(schema: Any, field: str) -> Any:
+    """A JSON Schema field is checked as one (against its metaschema) before any Pod runs: an
+    invalid schema would otherwise surface only in the evaluation, after the whole training run."""
+    if schema is None:
+        return schema
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(part) for part in exc.path) or "its top level"
+        raise ValueError(
+            f"{field} is not a valid JSON Schema: {exc.message} (at {where}); write a JSON Schema such as "
+            "{type: object, required: [summary, priority]}"
+        ) from None
+    return schema
+
+
+def check_regex(pattern: str | None, field: str) -> str | None:
+    """A regular expression field is compiled before any Pod runs."""
+    if pattern is None:
+        return pattern
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{field} is not a valid regular expression: {exc}") from None
+    return pattern
+
+
 def url_rules(attribute: str, field: str, credentials_message: str) -> list[dict[str, str]]:
     """The CEL rules of a URL attribute: no credentials in it, no metadata-service address."""
     return [

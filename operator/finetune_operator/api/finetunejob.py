@@ -46,6 +46,7 @@ from finetune_operator.api.common import (
     VersionName,
     cel,
     cel_rules,
+    check_json_schema,
     check_url,
     conditions_field,
     location_rules,
@@ -674,6 +675,11 @@ class EvaluationSpec(ApiModel):
             "non-empty."
         ),
     )
+
+    @field_validator("format_schema")
+    @classmethod
+    def _format_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json_schema(schema, "spec.evaluation.formatSchema")
     max_samples: int | None = Field(
         default=None, ge=1, description="Evaluate at most this many test records."
     )

@@ -21,6 +21,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from finetune_operator.api.common import (
+    check_json_schema,
+    check_regex,
     check_url,
     url_rules,
     AGE_COLUMN,
@@ -224,6 +226,16 @@ class ServingTemplate(ApiModel):
         max_length=4096,
         description="Regular expression every answer must match in full (instead of, or with, formatSchema).",
     )
+
+    @field_validator("format_schema")
+    @classmethod
+    def _schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json_schema(schema, "spec.serving.formatSchema")
+
+    @field_validator("format_regex")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        return check_regex(pattern, "spec.serving.formatRegex")
 
     @property
     def has_format_check(self) -> bool:
