@@ -176,6 +176,15 @@ def test_qlora_on_cpu_is_a_config_error(config_factory, tmp_path, capsys):
     assert "QLoRA needs a CUDA GPU" in capsys.readouterr().err
 
 
+def test_target_modules_the_model_lacks_are_a_config_error_naming_the_spec_field(config_factory, tmp_path, capsys):
+    raw = config_factory(json_format_records(10), adaptation={"target_modules": ["q_proj", "does_not_exist_proj"]})
+    code = train_main(["--config", str(save_config(tmp_path, raw))])
+    assert code == exitcodes.CONFIG_ERROR  # no retry: the operator fails the job at once
+    err = capsys.readouterr().err
+    assert "spec.adaptation.targetModules names does_not_exist_proj" in err
+    assert "q_proj" in err.split("its linear modules are", 1)[1], err  # what the user can pick from
+
+
 def _run_train(config_path: Path) -> subprocess.Popen:
     env = {
         **os.environ,

@@ -169,6 +169,28 @@ def _peft_config(config: TrainerConfig):
     )
 
 
+def check_target_modules(config: TrainerConfig, model) -> None:
+    """Every module named in adaptation.targetModules must exist in the model (peft's rule: the
+    module's name, or its last dotted parts): a name that matches nothing is a configuration error
+    found before training, naming the spec field and the model's adaptable modules; never a
+    training failure retried four times."""
+    modules = list(config.adaptation.target_modules or [])
+    if config.adaptation.type == "full" or not modules or modules == ["all-linear"]:
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    missing = [m for m in modules if not any(n == m or n.endswith("." + m) for n in names)]
+    if not missing:
+        return
+    import torch
+
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"})
+    raise ConfigError(
+        f"spec.adaptation.targetModules names {', '.join(missing)}, which the base model does not have; "
+        f"its linear modules are {', '.join(linear) or 'none'} (or leave targetModules empty to adapt every one)"
+    )
+
+
 def _training_arguments(config: TrainerConfig, cuda: bool, bf16: bool, has_validation: bool) -> dict[str, Any]:
     hp = config.hyperparameters
     eval_steps = hp.eval_steps or config.checkpointing.every_n_steps
@@ -217,6 +239,7 @@ def _training_arguments(config: TrainerConfig, cuda: bool, bf16: bool, has_valid
 def _build_trainer(config, model, tokenizer, train_rows, validation_rows, cuda, bf16, callbacks):
     from datasets import Dataset
 
+    check_target_modules(config, model)
     has_validation = bool(validation_rows)
     arguments = _training_arguments(config, cuda, bf16, has_validation)
     hp = config.hyperparameters
