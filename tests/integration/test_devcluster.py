@@ -617,3 +617,43 @@ def test_kubelet_api_serves_only_the_api_server(cluster):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, context=context, timeout=10)
     assert refused.value.code == 403
+
+
+def test_kubectl_logs_follow_and_exec_on_a_running_trainer_pod(cluster, namespace, operator):
+    """What a user types when a FineTuneJob trains: `kubectl logs -f job/<name>-train` streams the
+    trainer's progress lines while it runs and ends when it does; `kubectl exec` into the trainer
+    Pod sees its mounted config and its environment, as on a real cluster."""
+    from tests.helpers import NOOP_TRAINER, noop_finetunejob
+
+    name = "watched"
+    cluster.apply(noop_finetunejob(name, image=f"{NOOP_TRAINER}:slow"), namespace)
+
+    def running_pod():
+        pods = cluster.list("pods", namespace, selector=f"job-name={name}-train")
+        return next((p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"), None)
+
+    pod = wait_for(running_pod, 120, f"the train Pod of {name} to run")
+    follow = subprocess.Popen(
+        [controlplane.kubectl_binary(Path(cluster.state.bin_dir)), f"--kubeconfig={cluster.kubeconfig}",
+         "logs", "-f", f"job/{name}-train", "-n", namespace],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        exec_ = ["exec", pod, "-n", namespace, "--"]
+        config = json.loads(cluster.kubectl(*exec_, "cat", "/etc/finetune/config.yaml").stdout)
+        uid = cluster.get("finetunejob", name, namespace)["metadata"]["uid"]
+        assert config["output"]["uri"].endswith(f"/{name}-{uid}"), config["output"]  # the run's own location
+        assert cluster.kubectl(*exec_, "printenv", "FINETUNE_PROGRESS_CONFIGMAP").stdout.strip() == f"{name}-progress"
+        # Streamed while training: step lines arrive before the job ends, then the stream ends with it.
+        steps = []
+        for line in follow.stdout:
+            if line.startswith("{") and '"step"' in line:
+                steps.append(json.loads(line)["step"])
+            if len(steps) >= 3:
+                break
+        assert steps == sorted(steps) and len(steps) >= 3, steps
+        assert cluster.get("finetunejob", name, namespace)["status"].get("phase") == "Training"
+        rest = follow.communicate(timeout=120)[0]
+        assert follow.returncode == 0 and '"event":"finished"' in rest.replace(" ", ""), rest[-500:]
+    finally:
+        follow.kill()
