@@ -525,6 +525,25 @@ def test_spec_the_trainer_cannot_run_is_refused_naming_the_field(ftj, expected_f
     with pytest.raises(RenderError) as refused:
         builders.trainer_config_dict(OWNER, ftj, SETTINGS)
     assert re.match(rf"{re.escape(expected_field)}\b", str(refused.value)), str(refused.value)
+    # The message speaks the spec's names, never the trainer config's.
+    for trainer_name in ("checkpointing.every_n_steps", "hyperparameters.eval_steps", "dataset.balance_cap"):
+        assert trainer_name not in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "interval"),
+    [
+        pytest.param({}, 100, id="default-100"),
+        pytest.param({"hyperparameters": {"evalSteps": 12}}, 108, id="eval-steps-12-checkpoints-every-108"),
+        pytest.param({"hyperparameters": {"evalSteps": 25}}, 100, id="eval-steps-25-keeps-100"),
+        pytest.param({"hyperparameters": {"evalSteps": 150}}, 150, id="eval-steps-above-100"),
+        pytest.param({"hyperparameters": {"evalSteps": 12}, "checkpointing": {"intervalSteps": 24}}, 24, id="explicit-wins"),
+    ],
+)
+def test_the_checkpoint_interval_default_follows_eval_steps(fields, interval):
+    rendered = builders.trainer_config_dict(OWNER, spec(**fields), SETTINGS)  # not refused
+    assert rendered["checkpointing"]["every_n_steps"] == interval
+    assert interval % rendered["hyperparameters"]["eval_steps"] == 0
 
 
 # Manifests the current release refuses on purpose, and the field the refusal names.

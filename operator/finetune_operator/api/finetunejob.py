@@ -501,7 +501,15 @@ class CheckpointingSpec(ApiModel):
     enabled: bool = Field(
         default=True, description="Write checkpoints and resume from the latest one after a restart."
     )
-    interval_steps: int = Field(default=100, ge=1, description="Optimizer steps between checkpoints.")
+    interval_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Optimizer steps between checkpoints. Default: 100, or with hyperparameters.evalSteps the smallest "
+            "multiple of evalSteps that is at least 100 (every checkpoint falls on an evaluation step, which "
+            "best-checkpoint selection needs)."
+        ),
+    )
     keep_last: int = Field(
         default=2, ge=1, le=100, description="Checkpoints to keep (the best one is kept in addition)."
     )

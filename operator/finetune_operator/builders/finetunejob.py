@@ -29,6 +29,7 @@ any Pod starts.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -251,7 +252,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "completion_only_loss": hp.completion_only_loss,
             "gradient_checkpointing": hp.gradient_checkpointing,
             "bf16": bf16,
-            "eval_steps": hp.eval_steps or spec.checkpointing.interval_steps,
+            "eval_steps": hp.eval_steps or checkpoint_interval(spec),
         },
         "dpo": {"beta": spec.dpo.beta, "loss_type": spec.dpo.loss_type},
         "early_stopping": {
@@ -260,7 +261,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "threshold": spec.early_stopping.min_delta,
         },
         "checkpointing": {
-            "every_n_steps": spec.checkpointing.interval_steps,
+            "every_n_steps": checkpoint_interval(spec),
             "keep_last": spec.checkpointing.keep_last,
             "resume": spec.checkpointing.enabled,
         },
@@ -288,7 +289,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
         trainer_config.parse_config(rendered, origin=f"FineTuneJob {owner.namespace}/{owner.name}")
     except trainer_config.ConfigFileError as exc:
         problem = str(exc).split("invalid trainer config: ", 1)[-1].removeprefix("<root>: ").removeprefix("Value error, ")
-        raise RenderError(f"{_spec_field_of(problem)}: {problem}") from None
+        raise RenderError(f"{_spec_field_of(problem)}: {_in_spec_terms(problem)}") from None
     return rendered
 
 
@@ -333,6 +334,29 @@ _TRAINER_TO_SPEC = {
     "output.dir": "spec.output.uri",
     "method": "spec.method",
 }
+
+
+DEFAULT_CHECKPOINT_INTERVAL = 100
+
+
+def checkpoint_interval(spec: FineTuneJobSpec) -> int:
+    """spec.checkpointing.intervalSteps, or its default, which follows the field it depends on: the
+    smallest multiple of hyperparameters.evalSteps that is at least 100 (100 without evalSteps), so
+    setting evalSteps alone never makes the default interval invalid."""
+    if spec.checkpointing.interval_steps is not None:
+        return spec.checkpointing.interval_steps
+    every = spec.hyperparameters.eval_steps
+    if not every:
+        return DEFAULT_CHECKPOINT_INTERVAL
+    return every * -(-DEFAULT_CHECKPOINT_INTERVAL // every)
+
+
+def _in_spec_terms(problem: str) -> str:
+    """A trainer-config problem in the FineTuneJob's field names (spec.checkpointing.intervalSteps,
+    never checkpointing.every_n_steps): users write the spec, not the trainer's config."""
+    for key, spec_field in sorted(_TRAINER_TO_SPEC.items(), key=lambda item: -len(item[0])):
+        problem = re.sub(rf"(?<![\w.]){re.escape(key)}\b", spec_field, problem)
+    return problem
 
 
 def _spec_field_of(problem: str) -> str:
