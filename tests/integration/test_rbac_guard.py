@@ -41,6 +41,10 @@ def create_as(cluster, namespace, user, obj):
 def trainer_objects(namespace):
     owner = finetunejob.Owner(name="job", namespace=namespace, uid="uid-1")
     _, role, binding = finetunejob.trainer_rbac(owner)
+    # No FineTuneJob `job` exists here: with its ownerReference the garbage collector would delete
+    # the Role whenever it gets to it, and the binding's escalation check would then find no Role.
+    for obj in (role, binding):
+        obj["metadata"].pop("ownerReferences", None)
     return role, binding
 
 
@@ -86,7 +90,7 @@ def test_the_operator_creates_the_trainer_rbac_and_nothing_wider(cluster, namesp
     wait_for(lambda: "trainer-rbac-only" in create_as(cluster, namespace, user, first).stderr, 180,
              "the trainer-rbac-only policy to refuse a Role over every ConfigMap")
     # RBAC checks a binding against the Role in its cache, which may not hold the new Role yet.
-    wait_for(lambda: create_as(cluster, namespace, user, trainer_binding).returncode == 0, 120,
+    wait_for(lambda: create_as(cluster, namespace, user, trainer_binding).returncode == 0, 60,
              f"the trainer's RoleBinding to be admitted for {user}")
     admitted, not_by_the_policy = {}, {}
     for name, make in ESCALATIONS.items():
