@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Callable, TypeVar
 
 import yaml
@@ -25,6 +28,26 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
         time.sleep(interval)
+
+
+@contextmanager
+def environ(settings: Mapping[str, str | None]) -> Iterator[None]:
+    """The process environment with `settings` (None: unset) for the duration of the block, e.g.
+    while an operator process starts with them; restored afterwards."""
+    saved = {key: os.environ.get(key) for key in settings}
+    try:
+        for key, value in settings.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def condition(obj: dict, kind: str) -> dict | None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from devcluster import hubcache
+from tests.helpers import environ
 from tests.integration.conftest import LOG_TAIL_LINES, OperatorProcess, _start_operator, _stop_operator
 
 HERE = os.path.dirname(__file__)
@@ -37,16 +38,8 @@ def hub() -> str:
 
 @pytest.fixture(scope="session")
 def examples_operator(cluster, hub, tmp_path_factory) -> Iterator[OperatorProcess]:
-    saved = {k: os.environ.get(k) for k in ("FINETUNE_MODEL_CACHE", "FINETUNE_HUB_OFFLINE")}
-    os.environ.update({"FINETUNE_MODEL_CACHE": hub, "FINETUNE_HUB_OFFLINE": "true"})
-    try:
+    with environ({"FINETUNE_MODEL_CACHE": hub, "FINETUNE_HUB_OFFLINE": "true"}):
         operator = _start_operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     yield operator
     _stop_operator(operator)
 

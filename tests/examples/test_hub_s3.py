@@ -12,7 +12,6 @@ the ModelVersion's lineage, and the adapter in the bucket under the run's prefix
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from devcluster.hubserver import HubServer
-from tests.helpers import wait_for
+from tests.helpers import environ, wait_for
 from tests.s3 import s3_server  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -32,20 +31,8 @@ REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def _restart(operator, cluster, settings: dict[str, str | None]) -> None:
-    saved = {key: os.environ.get(key) for key in settings}
-    for key, value in settings.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
+    with environ(settings):
         operator.restart(cluster.kubeconfig)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture

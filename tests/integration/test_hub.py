@@ -10,7 +10,6 @@ cache (no file fetched again); a token the Hub refuses fails the job naming the 
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from devcluster.hubserver import HubServer
 from finetune_trainer.testing import json_format_records, make_tiny_model
-from tests.helpers import wait_for
+from tests.helpers import environ, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -41,16 +40,8 @@ def hub_operator(operator, cluster, hub, tmp_path):
     cache = tmp_path / "model-cache"
     cache.mkdir()
     settings = {"FINETUNE_HUB_ENDPOINT": hub.url, "FINETUNE_MODEL_CACHE": str(cache), "FINETUNE_HUB_OFFLINE": "false"}
-    saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
+    with environ(settings):
         operator.restart(cluster.kubeconfig)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     yield operator
     operator.restart(cluster.kubeconfig)
 
