@@ -153,3 +153,27 @@ def test_connection_refused_becomes_an_error():
     assert result.value is None
     assert result.error.startswith(f"prometheus http://127.0.0.1:{port}: cannot connect (")
     assert "is the address right and Prometheus up?" in result.error
+
+
+def test_what_prometheus_answers_reaches_status_sanitised(stub):
+    """A proxy in front of Prometheus can answer anything: only one short, redacted line of it
+    reaches the Rollout's status."""
+    from finetune_operator.analysis.prometheus import SHOWN_BODY_CHARS, shown
+
+    page = (b"<html>\n<body>login at https://admin:hunter2@sso.example/ Authorization: Bearer eyJabc.def "
+            b"token=abc123 password: 's3cr3t'\x1b[31m" + b"x" * 5000 + b"</body></html>")
+    server = stub(502, page)
+    error = PrometheusProvider(server.url).measure("up").error
+    for secret in ("hunter2", "eyJabc.def", "abc123", "s3cr3t", "\x1b", "\n"):
+        assert secret not in error, error
+    assert "admin:<redacted>@sso.example" in error and "Bearer <redacted>" in error
+    assert len(shown(page.decode())) == SHOWN_BODY_CHARS and shown(page.decode()).endswith("…")
+    rejected = stub(400, {"status": "error", "errorType": "bad_data", "error": "x" * 2000 + "\n\tend"})
+    assert len(PrometheusProvider(rejected.url).measure("up").error) < SHOWN_BODY_CHARS * 2 + 200
+
+
+@pytest.mark.parametrize("text", ["parse error at char 5: unexpected }", "vector(1) returned NaN", "no data for rollout=chat"])
+def test_plain_messages_are_kept_as_they_are(text):
+    from finetune_operator.analysis.prometheus import shown
+
+    assert shown(text) == text

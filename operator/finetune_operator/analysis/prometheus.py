@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import urllib.error
 import urllib.parse
@@ -29,6 +30,22 @@ from finetune_operator.analysis import MeasureResult
 DEFAULT_TIMEOUT_SECONDS = 10.0
 SHOWN_SERIES = 3
 SHOWN_BODY_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SECRETS = re.compile(
+    r"(?i)(://[^/\s:@]+:)[^/\s@]+@"                       # user:password@ in a URL
+    r"|(bearer\s+)[A-Za-z0-9._~+/=-]+"                      # Authorization: Bearer <token>
+    r"|((?:token|password|passwd|secret|api[_-]?key)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;}]+"
+)
+
+
+def shown(text: object) -> str:
+    """What of a Prometheus answer may reach a Rollout's status (and its Events and history): one
+    line, control characters out, anything that looks like a credential redacted, at most
+    SHOWN_BODY_CHARS characters. A proxy in front of Prometheus can answer with anything."""
+    one_line = " ".join(_CONTROL.sub(" ", str(text)).split())
+    redacted = _SECRETS.sub(lambda m: (m.group(1) or m.group(2) or m.group(3) or "") + "<redacted>" + ("@" if m.group(1) else ""),
+                            one_line)
+    return redacted if len(redacted) <= SHOWN_BODY_CHARS else redacted[: SHOWN_BODY_CHARS - 1] + "…"
 
 
 def _labels(metric: Mapping[str, str]) -> str:
@@ -103,13 +120,12 @@ class PrometheusProvider:
         try:
             payload = json.loads(raw)
         except ValueError:
-            text = raw.decode(errors="replace")[:SHOWN_BODY_CHARS]
-            raise _QueryError(f"{where}: HTTP {status} with a body that is not JSON: {text!r}") from None
+            raise _QueryError(f"{where}: HTTP {status} with a body that is not JSON: {shown(raw.decode(errors='replace'))!r}") from None
         if not isinstance(payload, dict):
-            raise _QueryError(f"{where}: HTTP {status}: unexpected answer {str(payload)[:SHOWN_BODY_CHARS]!r}")
+            raise _QueryError(f"{where}: HTTP {status}: unexpected answer {shown(payload)!r}")
         if payload.get("status") != "success":
-            kind = payload.get("errorType") or f"HTTP {status}"
-            message = payload.get("error") or "no error message"
+            kind = shown(payload.get("errorType") or f"HTTP {status}")
+            message = shown(payload.get("error") or "no error message")
             raise _QueryError(f"{where} rejected the query ({kind}): {message}")
         return payload
 
@@ -127,17 +143,17 @@ class PrometheusProvider:
                 if not result:
                     return MeasureResult()
                 if len(result) > 1:
-                    shown = "; ".join(_labels(s.get("metric") or {}) for s in result[:SHOWN_SERIES])
+                    series = "; ".join(_labels(s.get("metric") or {}) for s in result[:SHOWN_SERIES])
                     more = f" and {len(result) - SHOWN_SERIES} more" if len(result) > SHOWN_SERIES else ""
                     return MeasureResult(
                         error=(
-                            f"the query returned {len(result)} series ({shown}{more}); a threshold needs one "
+                            f"the query returned {len(result)} series ({series}{more}); a threshold needs one "
                             "number: aggregate them, e.g. sum(...), max(...) or avg(...)"
                         )
                     )
                 return MeasureResult(value=_number(result[0]["value"][1]))
         except (TypeError, KeyError, IndexError, ValueError) as exc:
-            return MeasureResult(error=f"unexpected {kind} result from Prometheus ({exc!r}): {str(result)[:SHOWN_BODY_CHARS]}")
+            return MeasureResult(error=f"unexpected {kind} result from Prometheus ({exc!r}): {shown(result)}")
         if kind == "matrix":
             return MeasureResult(
                 error="the query returned a range vector (matrix); use an instant query, e.g. rate(x[1m]) not x[1m]"
@@ -168,7 +184,7 @@ class PrometheusProvider:
                     return MeasureResult(error=f"the query returned bucket le={le} twice; aggregate with sum by (le)")
                 buckets[bound] = 0.0 if math.isnan(value) else value
         except (TypeError, KeyError, IndexError, ValueError) as exc:
-            return MeasureResult(error=f"unexpected histogram result from Prometheus ({exc!r}): {str(result)[:SHOWN_BODY_CHARS]}")
+            return MeasureResult(error=f"unexpected histogram result from Prometheus ({exc!r}): {shown(result)}")
         return MeasureResult(buckets=buckets or None)
 
 
