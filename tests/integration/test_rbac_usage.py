@@ -41,6 +41,7 @@ BEYOND_ONE_PIPELINE = {
     ("", "services", "create"): "handlers.finetunejob: create_if_absent of a multi-node job's headless Service",
     ("", "services", "patch"): "handlers.rollout: server-side apply of the version and track Services",
     ("", "services", "delete"): "handlers.rollout: apply.delete of a retired version's Service",
+    ("apps", "deployments", "get"): "handlers.rollout: _exists before the first apply, with the replicaRatio router",
     ("apps", "deployments", "patch"): "handlers.rollout: server-side apply of a version's Deployment",
     ("apps", "deployments", "create"): "handlers.rollout: the same apply of a new Deployment (audited as patch)",
     ("apps", "deployments", "delete"): "handlers.rollout: apply.delete of a retired version's Deployment",
