@@ -431,17 +431,15 @@ class Comparator(enum.StrEnum):
         raise AssertionError(self)
 
 
+# A key of a Secret's data.
+SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
 class SecretKeyRef(ApiModel):
     """A key of a Secret in the object's namespace. Secrets are only ever referenced, never copied."""
 
     name: ObjectName = Field(description="Name of the Secret, in the same namespace.")
-    key: str = Field(
-        default="apiKey",
-        min_length=1,
-        max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
-        description="Key in the Secret's data that holds the value.",
-    )
+    key: SecretKey = Field(default="apiKey", description="Key in the Secret's data that holds the value.")
 
 
 class CredentialsSecretRef(ApiModel):
@@ -485,13 +483,7 @@ class HubTokenSecretRef(ApiModel):
     """The Secret key holding a Hugging Face Hub token (an access token, hf_...)."""
 
     name: ObjectName = Field(description="Name of the Secret, in the same namespace.")
-    key: str = Field(
-        default="token",
-        min_length=1,
-        max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
-        description="Key in the Secret's data that holds the token.",
-    )
+    key: SecretKey = Field(default="token", description="Key in the Secret's data that holds the token.")
 
 
 class BaseModelRef(ApiModel):
