@@ -45,14 +45,15 @@ def api(monkeypatch):
         if answers["delete"] is not None:
             raise answers["delete"]
 
-    def create_if_absent(obj):
+    def create(obj):
         calls["created"].append(obj["metadata"]["name"])
         if answers["create"] is not None:
             raise answers["create"]
-        return True
+        return dict(obj)
 
     monkeypatch.setattr(handler.apply, "delete", delete)
-    monkeypatch.setattr(handler.apply, "create_if_absent", create_if_absent)
+    monkeypatch.setattr(handler.apply, "create", create)
+    monkeypatch.setattr(handler.apply, "create_if_absent", lambda obj: create(obj) is not None)
     monkeypatch.setattr(handler.dryrun, "refusals", lambda objects: ())  # the API server admits every child
     monkeypatch.setattr(handler.events, "record", lambda body, type, reason, message: calls["events"].append((type, reason, message)))
     monkeypatch.setattr(operator_config, "_current", operator_config.OperatorConfig())
@@ -110,8 +111,8 @@ def test_a_reconcile_in_a_terminating_namespace_starts_nothing_and_does_not_retr
     calls, answers = api
     answers.update(create=TERMINATING)
     patched = []
-    monkeypatch.setattr(handler.children, "of_finetunejob", lambda namespace, name: Children())
-    monkeypatch.setattr(handler.registry, "of_finetunejob", lambda namespace, uid: None)
+    monkeypatch.setattr(handler._cache, "children", lambda namespace, name: Children())  # noqa: SLF001
+    monkeypatch.setattr(handler._cache, "model_version", lambda namespace, uid: None)  # noqa: SLF001
     monkeypatch.setattr(handler.status, "patch", lambda *args: patched.append(args))
     body = {**BODY, "metadata": {**BODY["metadata"], "generation": 1}}
     decision = handler._reconcile_locked(body, handler.builders.Owner(name="ft", namespace="team", uid="uid-1"))

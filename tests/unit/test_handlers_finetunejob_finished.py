@@ -45,11 +45,12 @@ def api(monkeypatch):
         return record
 
     for target, attr, name in [
-        (handler.children, "of_finetunejob", "children"),
-        (handler.registry, "of_finetunejob", "registry"),
+        (handler._cache, "children", "children"),  # noqa: SLF001
+        (handler._cache, "model_version", "registry"),  # noqa: SLF001
+        (handler.registry, "register", "register"),
         (handler.dryrun, "refusals", "dryrun"),
         (handler.apply, "delete", "delete"),
-        (handler.apply, "create_if_absent", "create"),
+        (handler.apply, "create", "create"),
         (handler.status, "patch", "status"),
         (handler.events, "record", "event"),
         (handler, "reconcile_object", "reconcile"),
@@ -91,7 +92,7 @@ def test_an_unfinished_job_is_resynced(api, status):
     assert [call[0] for call in api] == ["reconcile"]
 
 
-def test_reconciling_a_finished_job_lists_no_children(api):
+def test_reconciling_a_finished_job_reads_no_children(api):
     owner = handler.builders.Owner(name="ft", namespace="team", uid="uid-1")
     decision = handler._reconcile_locked(body(), owner)  # noqa: SLF001
     assert decision.status.phase == "Succeeded"
@@ -102,7 +103,7 @@ def test_reconciling_a_finished_job_lists_no_children(api):
     assert decision.status.observed_generation == 2
 
 
-def test_reconciling_a_running_job_lists_its_children(api):
+def test_reconciling_a_running_job_reads_its_children_from_the_cache(api):
     owner = handler.builders.Owner(name="ft", namespace="team", uid="uid-1")
     handler._reconcile_locked(body(status={"phase": "Training"}), owner)  # noqa: SLF001
     assert [call[0] for call in api][:2] == ["children", "registry"]

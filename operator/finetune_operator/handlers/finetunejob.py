@@ -5,6 +5,10 @@ One reconcile function, triggered by every change that matters: the FineTuneJob 
 and a slow timer as a safety net and for the TTL. Reconciles of one object never overlap (a
 lock per object), and every child has a deterministic name, so duplicate triggers are harmless.
 
+A reconcile reads nothing from the API: the FineTuneJob, its children and its ModelVersion come
+from kopf indexes fed by the same watches (`k8s.watchcache`), so its requests are the writes it
+decides. A finished job is read from the index and its children not at all.
+
 A spec that cannot be parsed or makes no sense is a *permanent* problem: it becomes an
 `Accepted=False/InvalidSpec` condition and a Warning Event, and the handler succeeds, so kopf
 does not retry it in a loop. API errors while acting are transient: they propagate and kopf
@@ -31,8 +35,9 @@ from finetune_operator import metrics
 from finetune_operator.handlers import locks
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
-from finetune_operator.k8s import apply, children, client, dryrun, events, registry, status
-from finetune_operator.k8s.resources import FINETUNEJOBS
+from finetune_operator.builders import modelversion as mv_builders
+from finetune_operator.k8s import apply, client, dryrun, events, registry, status, watchcache
+from finetune_operator.k8s.resources import FINETUNEJOBS, MODELVERSIONS
 from finetune_operator.logic import finetunejob
 from finetune_operator.logic.spec import InvalidSpec
 
@@ -48,6 +53,36 @@ FINISHED_PHASES = ("Succeeded", "Failed")
 _lock = locks.ObjectLocks()
 _waiting = locks.Pending()
 _seen = locks.Fingerprints()
+_cache = watchcache.FineTuneJobCache()
+
+
+# --- watch caches: what a reconcile reads, kept in memory from the watch streams -------------------
+# kopf runs these before any handler of the same event, so a handler sees its event's object.
+
+
+@kopf.index(*RESOURCE)
+def finetunejob_bodies(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+    return {(namespace, name): watchcache.project_finetunejob(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
+def finetunejob_jobs(body: kopf.Body, **_: Any) -> dict | None:
+    return watchcache.child_entry("Job", body)
+
+
+@kopf.index("", "v1", "pods", labels=CHILD_LABELS)
+def finetunejob_pods(body: kopf.Body, **_: Any) -> dict | None:
+    return watchcache.child_entry("Pod", body)
+
+
+@kopf.index("", "v1", "configmaps", labels=CHILD_LABELS)
+def finetunejob_config_maps(body: kopf.Body, **_: Any) -> dict | None:
+    return watchcache.child_entry("ConfigMap", body)
+
+
+@kopf.index(MODELVERSIONS.group, MODELVERSIONS.version, MODELVERSIONS.plural, labels={mv_builders.SOURCE_UID_LABEL: kopf.PRESENT})
+def modelversions_by_source(body: kopf.Body, **_: Any) -> dict | None:
+    return watchcache.model_version_entry(body)
 
 
 def settings() -> builders.Settings:
@@ -85,18 +120,28 @@ def _reconcile_fresh(namespace: str, name: str, uid: str | None, on_locked=None)
             on_locked()
         # Read it inside the lock: the body an event carried can predate the status the
         # previous reconcile wrote, and deciding from it would repeat that transition's Events.
+        body = _read(namespace, name)
+        if body is None:
+            return None
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp") or (uid is not None and meta["uid"] != uid):
+            return None
+        return _reconcile_locked(body, builders.Owner(name=name, namespace=namespace, uid=meta["uid"]))
+
+
+def _read(namespace: str, name: str) -> dict[str, Any] | None:
+    """The newest FineTuneJob known: from the index, or as this operator's last write returned it."""
+    try:
+        return _cache.finetunejob(namespace, name)
+    except watchcache.Stale:
         try:
-            body = client.custom_objects().get_namespaced_custom_object(
+            return client.custom_objects().get_namespaced_custom_object(
                 FINETUNEJOBS.group, FINETUNEJOBS.version, namespace, FINETUNEJOBS.plural, name
             )
         except kubernetes.client.ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        meta = body["metadata"]
-        if meta.get("deletionTimestamp") or (uid is not None and meta["uid"] != uid):
-            return None
-        return _reconcile_locked(body, builders.Owner(name=name, namespace=namespace, uid=meta["uid"]))
 
 
 def _refused_children(spec: Any, owner: builders.Owner) -> InvalidSpec | None:
@@ -128,11 +173,11 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
     meta = body["metadata"]
     namespace, name = owner.namespace, owner.name
     if finished(body.get("status")):
-        # No LISTs: `decide` ignores the children of a finished job (it only records an edit's generation).
+        # `decide` ignores the children of a finished job (it only records an edit's generation).
         observed = finetunejob.Children()
     else:
-        observed = children.of_finetunejob(namespace, name)
-        observed = dataclasses.replace(observed, model_version=registry.of_finetunejob(namespace, meta["uid"]))
+        observed = _cache.children(namespace, name)
+        observed = dataclasses.replace(observed, model_version=_cache.model_version(namespace, meta["uid"]))
     spec = finetunejob.parse_spec(body.get("spec"))
     if not finished(body.get("status")) and not isinstance(spec, InvalidSpec) and not observed.jobs and observed.config is None:
         spec = _refused_children(spec, owner) or spec
@@ -151,12 +196,13 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
             raise kopf.TemporaryError("the registered ModelVersion is not visible yet", delay=5)
         registration = decision.register
         mv = registry.register(namespace, name, meta["uid"], registration.model_name, registration.version, registration.spec)
+        _cache.registered(namespace, meta["uid"], mv)
         _record_registered(body, mv)
         # Decide again with the version in place, so the job finishes in this reconcile.
         return _reconcile_locked(body, owner, registered=True)
     try:
         for obj in decision.create:
-            apply.create_if_absent(obj)
+            _cache.created(apply.create(obj))
     except kubernetes.client.ApiException as exc:
         if not namespace_going_away(exc):
             raise
@@ -172,7 +218,7 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
     for event in decision.events:
         events.record(body, event.type, event.reason, event.message, key=events.transition_key(body.get("status"), event.message))
     if decision.status_changed:
-        status.patch(FINETUNEJOBS, namespace, name, decision.status_patch)
+        _cache.wrote(status.patch(FINETUNEJOBS, namespace, name, decision.status_patch))
     metrics.finetunejob_phases.observe(namespace, name, decision.status.phase)
     return decision
 
@@ -202,18 +248,20 @@ def reconcile_by_name(namespace: str, name: str) -> None:
 @kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.create(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.update(*RESOURCE, backoff=BACKOFF_SECONDS)
-def reconcile(body: kopf.Body, **_: Any) -> None:
+def reconcile(body: kopf.Body, **kwargs: Any) -> None:
+    _cache.bind(kwargs)
     reconcile_object(dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "configmaps", labels={FINETUNEJOB_LABEL: kopf.PRESENT, builders.STAGE_LABEL: "progress"})
-def child_changed(labels: kopf.Labels, namespace: str, type: str | None, body: kopf.Body, **_: Any) -> None:
+def child_changed(labels: kopf.Labels, namespace: str, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """A child moved: reconcile its FineTuneJob (found by label, not by ownerReference).
 
     Events that change nothing `decide` reads (a Pod's IP, its heartbeats) are dropped.
     """
+    _cache.bind(kwargs)
     if type is None:  # the initial listing: resume handlers cover it
         return
     uid = body.get("metadata", {}).get("uid")
@@ -223,13 +271,14 @@ def child_changed(labels: kopf.Labels, namespace: str, type: str | None, body: k
 
 
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
-def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str, name: str, **_: Any) -> None:
+def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str, name: str, **kwargs: Any) -> None:
     """Safety net for missed events, and the TTL of finished jobs.
 
     A finished job costs no API request here: it is only deleted when its TTL has passed (checked
     from the body kopf's watch keeps, at most one interval late); edits and child events still
     reconcile it through their own handlers.
     """
+    _cache.bind(kwargs)
     if finished(status):
         ttl = spec.get("ttlSecondsAfterFinished")
         if ttl is None:
@@ -301,7 +350,8 @@ def _deleted(type: str | None, **_: Any) -> bool:
 
 
 @kopf.on.event(*RESOURCE, when=_deleted)
-def forget(namespace: str, name: str, **_: Any) -> None:
-    """Drop a deleted FineTuneJob from the by-phase gauge and its lock."""
+def forget(namespace: str, name: str, uid: str, **_: Any) -> None:
+    """Drop a deleted FineTuneJob from the by-phase gauge, its lock and the cache's overlays."""
     metrics.finetunejob_phases.forget(namespace, name)
     _lock.forget(namespace, name)
+    _cache.forget(namespace, name, uid)

@@ -48,17 +48,22 @@ def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
     return applied.to_dict()
 
 
-def create_if_absent(obj: Mapping[str, Any]) -> bool:
-    """Create `obj` unless an object of that name exists. Returns True when it was created."""
+def create(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Create `obj` unless an object of that name exists: the object as created, or None."""
     try:
-        _resource(obj).create(body=dict(obj), namespace=obj["metadata"].get("namespace"), field_manager=FIELD_MANAGER)
+        created = _resource(obj).create(body=dict(obj), namespace=obj["metadata"].get("namespace"), field_manager=FIELD_MANAGER)
     except kubernetes.dynamic.exceptions.ConflictError:
-        return False
+        return None
     except kubernetes.client.ApiException as exc:
         if exc.status == 409:
-            return False
+            return None
         raise
-    return True
+    return created.to_dict()
+
+
+def create_if_absent(obj: Mapping[str, Any]) -> bool:
+    """Create `obj` unless an object of that name exists. Returns True when it was created."""
+    return create(obj) is not None
 
 
 def set_job_suspended(namespace: str, name: str, suspend: bool) -> None:

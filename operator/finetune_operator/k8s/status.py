@@ -38,10 +38,10 @@ VERIFY_MANAGER = f"{FIELD_MANAGER}-verify"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
 
-def patch(resource: Resource, namespace: str, name: str, status_patch: Mapping[str, Any]) -> bool:
-    """Merge-patch `status` of one object. Returns False when the object is already gone."""
+def patch(resource: Resource, namespace: str, name: str, status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Merge-patch `status` of one object: the object as written, or None when it is already gone."""
     try:
-        client.custom_objects().patch_namespaced_custom_object_status(
+        return client.custom_objects().patch_namespaced_custom_object_status(
             resource.group,
             resource.version,
             namespace,
@@ -53,9 +53,8 @@ def patch(resource: Resource, namespace: str, name: str, status_patch: Mapping[s
         )
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
-            return False
+            return None
         raise
-    return True
 
 
 def apply(
