@@ -30,6 +30,7 @@ OPERATOR_AGENTS = ("kopf/", USER_AGENT)
 # suite exercises most): (group, resource, verb) -> the call that needs it.
 BEYOND_ONE_PIPELINE = {
     ("finetune.ai", "finetunejobs", "delete"): "handlers.finetunejob: delete after spec.ttlSecondsAfterFinished",
+    ("finetune.ai", "finetunejobs", "get"): "handlers.finetunejob._read: a GET only where resourceVersions cannot be ordered (k8s.watchcache.Stale); reconciles read the index",
     ("finetune.ai", "rollouts", "get"): "handlers.rollout: get_namespaced_custom_object (abort/pin requests)",
     ("finetune.ai", "rollouts", "patch"): "kopf: the Rollout's finalizer and last-handled annotation",
     ("finetune.ai", "rollouts/status", "patch"): "k8s.status.patch of a Rollout",

@@ -2,13 +2,16 @@
 
 - `ObjectLocks`: one lock per object, so reconciles of the same object never overlap;
 - `Pending`: which objects already have a reconcile waiting for their lock (bursts coalesce);
-- `Fingerprints`: the last fingerprint seen per child, so events that change nothing are dropped.
+- `Fingerprints`: the last fingerprint seen per child, so events that change nothing are dropped;
+- `Schedule`: when each object's next reconcile is due, and a way to wake the one waiting for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
+import time
 
 
 class ObjectLocks:
@@ -63,3 +66,46 @@ class Fingerprints:
             self._seen[uid] = fingerprint
             return True
 
+
+
+class Schedule:
+    """When each object's next reconcile is due, as its last decision said; wakes its waiter.
+
+    A reconcile (on any thread) calls `due_in`; the object's daemon (an asyncio task on kopf's
+    event loop) sleeps in `wait` until that time, woken early when a later decision moves it.
+    """
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._due: dict[tuple[str, str], float] = {}
+        self._wakers: dict[tuple[str, str], tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
+        self._guard = threading.Lock()
+        self._clock = clock
+
+    def due_in(self, key: tuple[str, str], seconds: float) -> None:
+        with self._guard:
+            self._due[key] = self._clock() + max(seconds, 0.0)
+            waker = self._wakers.get(key)
+        if waker is not None:
+            loop, event = waker
+            loop.call_soon_threadsafe(event.set)
+
+    def delay(self, key: tuple[str, str], default: float) -> float:
+        """Seconds until `key` is due (`default` from now when nothing was scheduled yet)."""
+        with self._guard:
+            due = self._due.setdefault(key, self._clock() + default)
+        return due - self._clock()
+
+    async def wait(self, key: tuple[str, str], seconds: float) -> None:
+        """Sleep up to `seconds`, or until `due_in` reschedules `key`."""
+        with self._guard:
+            loop, event = self._wakers.setdefault(key, (asyncio.get_running_loop(), asyncio.Event()))
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))
+        except TimeoutError:
+            pass
+        event.clear()
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._guard:
+            self._due.pop(key, None)
+            self._wakers.pop(key, None)

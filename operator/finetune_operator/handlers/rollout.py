@@ -1,10 +1,13 @@
 """Rollout: observe versions and serving -> measure due metrics -> decide -> act.
 
-Triggers: the Rollout itself (create/update/resume), a 2-second timer while anything can move
-(steps, analysis intervals, scale-down delays; it also bounds how long an abort written by the
-CLI waits), ModelVersion changes of the model (a newly Approved version starts a canary), the
-serving Deployments' readiness, and an immediate reconcile when the CLI writes a request into
-status. Reconciles of one Rollout never overlap.
+Triggers: the Rollout itself (create/update/resume), ModelVersion changes of the model (a newly
+Approved version starts a canary), the serving Deployments' readiness, an immediate reconcile
+when the CLI writes a request into status, and time: a daemon per Rollout comes back exactly
+when the last decision said (`Decision.requeue_after`: the end of a pause, the next analysis
+measurement, the end of a scale-down delay, a weight to read back), woken early when another
+trigger's decision moves that time, and at the latest every RESYNC_SECONDS. A settled Rollout
+costs one reconcile a minute, a canary one per thing it waits for, not one every two seconds.
+Reconciles of one Rollout never overlap.
 
 Observing includes the traffic router (the weight its objects carry, or why it cannot route)
 and the serving Pods' artifact check, so `decide` never walks on weights that were not applied.
@@ -20,10 +23,10 @@ Pods go only after the Services stopped selecting them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
-import time
 from typing import Any
 
 import kopf
@@ -49,10 +52,10 @@ logger = logging.getLogger(__name__)
 KIND = ROLLOUTS.kind
 RESOURCE = (ROLLOUTS.group, ROLLOUTS.version, ROLLOUTS.plural)
 BACKOFF_SECONDS = 5
-TICK_SECONDS = 2
 RESYNC_SECONDS = 60
 
 _lock = locks.ObjectLocks()
+_schedule = locks.Schedule()
 
 
 def _now() -> datetime.datetime:
@@ -238,6 +241,7 @@ def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
             events.record(body, event.type, event.reason, event.message, key=events.transition_key(body.get("status"), event.message))
         if decision.status_changed:
             status.patch(ROLLOUTS, namespace, name, decision.status_patch)
+        _schedule.due_in((namespace, name), min(decision.requeue_after or RESYNC_SECONDS, RESYNC_SECONDS))
         return decision
 
 
@@ -389,36 +393,30 @@ def reconcile(body: kopf.Body, **_: Any) -> None:
     reconcile_object(dict(body))
 
 
-_last_full: dict[tuple[str, str], float] = {}
+@kopf.daemon(*RESOURCE, cancellation_timeout=5.0)
+async def requeue(namespace: str, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Reconcile the Rollout when its last decision said to (or RESYNC_SECONDS after it).
 
-
-def _settled(body: kopf.Body) -> bool:
-    """Nothing can move by itself: no canary, no pending request, the spec observed."""
-    st = body.get("status") or {}
-    history = st.get("history") or []
-    if history:
-        # The version traffic just left keeps its Pods for scaleDownDelaySeconds, then goes.
-        delay = (body.get("spec") or {}).get("scaleDownDelaySeconds", 30)
-        last = datetime.datetime.fromisoformat(str(history[-1].get("time", "1970-01-01T00:00:00Z")).replace("Z", "+00:00"))
-        if _now() - last <= datetime.timedelta(seconds=delay + 2 * TICK_SECONDS):
-            return False
-    return (
-        st.get("phase") in ("Healthy", "Degraded", "RolledBack")
-        and not st.get("candidateVersion")
-        and st.get("observedGeneration") == body["metadata"].get("generation")
-        and not _request_pending(body)
-    )
-
-
-@kopf.timer(*RESOURCE, interval=TICK_SECONDS, idle=None)
-def tick(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-    """Steps, analysis intervals and scale-down delays move with time; a settled Rollout is only
-    resynced every RESYNC_SECONDS (new versions and serving changes trigger it by their events)."""
-    now = time.monotonic()
-    if _settled(body) and now - _last_full.get((namespace, name), 0.0) < RESYNC_SECONDS:
-        return
-    _last_full[(namespace, name)] = now
-    reconcile_object(dict(body))
+    An asyncio task on kopf's event loop, not a thread: a hundred waiting Rollouts hold no worker.
+    The reconcile itself runs on a worker thread, under the Rollout's lock like every other.
+    """
+    key = (namespace, name)
+    loop = asyncio.get_running_loop()
+    try:
+        while not stopped:
+            delay = _schedule.delay(key, RESYNC_SECONDS)
+            if delay > 0:
+                await _schedule.wait(key, delay)
+                continue
+            _schedule.due_in(key, RESYNC_SECONDS)  # until this reconcile's decision says otherwise
+            try:
+                await loop.run_in_executor(None, reconcile_object, {"metadata": {"namespace": namespace, "name": name}})
+            except kubernetes.client.ApiException as exc:
+                logger.warning("Rollout %s/%s: reconcile failed (%s %s); retrying in %ss", namespace, name, exc.status, exc.reason, BACKOFF_SECONDS)
+                _schedule.due_in(key, BACKOFF_SECONDS)
+    finally:
+        if stopped:
+            _schedule.forget(key)
 
 
 def _request_pending(body: kopf.Body, **_: Any) -> bool:
