@@ -24,7 +24,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane prometheus seaweedfs chromium thirdparty-crds crds crds-check dashboards dashboards-check rules-test lint test test-examples test-unit test-trainer test-integration \
+.PHONY: help venv controlplane prometheus seaweedfs chromium thirdparty-crds crds crds-check dashboards dashboards-check rules-test lint typecheck test test-examples test-unit test-trainer test-integration \
         devcluster-up devcluster-down demo demo-rollout chart-crds bench clean
 
 help:
@@ -76,6 +76,10 @@ chart-crds:
 lint: venv
 	$(VENV)/bin/lint-imports
 
+# mypy over the operator package, configured in pyproject.toml ([tool.mypy]).
+typecheck: venv
+	$(VENV)/bin/mypy
+
 # Grafana dashboards as code (dashboards/generate.py) -> dashboards/json/ and the chart's copy.
 dashboards: venv
 	$(PY) dashboards/generate.py
@@ -94,7 +98,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "FAILED: pytest collected no tests in $(1)"; exit 1; fi; exit $$rc
 endef
 
-test: venv controlplane prometheus seaweedfs chromium thirdparty-crds crds-check dashboards-check rules-test lint
+test: venv controlplane prometheus seaweedfs chromium thirdparty-crds crds-check dashboards-check rules-test lint typecheck
 	$(call run_pytest,tests --ignore=tests/examples)
 	$(call run_pytest,tests/examples)
 

@@ -38,6 +38,7 @@ import getpass
 import json
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kubernetes
@@ -203,7 +204,7 @@ def cmd_rollback(api, namespace: str, args) -> int:
         print(f"{args.rollout}: the operator has not acted on the request after {args.wait:g}s; "
               f"see kubectl finetune status {args.rollout}", file=sys.stderr)
         return 2
-    outcome = next((c for c in st.get("conditions") or [] if c.get("type") == "RollbackAccepted"), {})
+    outcome: Mapping[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "RollbackAccepted"), {})
     if outcome.get("status") == "False":
         print(f"{args.rollout}: {outcome.get('message', 'rollback refused')}", file=sys.stderr)
         return 1

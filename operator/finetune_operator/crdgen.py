@@ -171,13 +171,13 @@ def crd(kind: type[Resource]) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     info: KindInfo = kind.KIND_INFO
     fields = kind.model_fields
-    spec_model = fields["spec"].annotation
-    status_model = fields["status"].annotation
+    spec_model = _model_of(kind, "spec")
+    status_model = _model_of(kind, "status")
     spec_schema = model_schema(spec_model)
     spec_schema["description"] = fields["spec"].description or spec_schema.get("description", "")
     status_schema = model_schema(status_model)
     status_schema["description"] = fields["status"].description or status_schema.get("description", "")
-    root = {
+    root: dict[str, Any] = {
         "type": "object",
         "description": _clean_doc(kind.__doc__),
         "properties": {
@@ -233,6 +233,14 @@ def crd(kind: type[Resource]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _model_of(kind: type[Resource], field: str) -> type[BaseModel]:
+    """The model a kind's spec or status field holds."""
+    annotation = kind.model_fields[field].annotation
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        raise SchemaError(f"{kind.__name__}.{field}: {annotation!r} is not a model")
+    return annotation
 
 
 def _clean_doc(doc: str | None) -> str:

@@ -19,7 +19,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 CARD_IMAGE = "model-card.png"
 EVALUATION_FILE = "evaluation.json"
@@ -32,7 +32,7 @@ class RunFiles:
 
     location: str | None = None
     evaluation: Mapping[str, Any] | None = None
-    progress: list[Mapping[str, Any]] = field(default_factory=list)
+    progress: Sequence[Mapping[str, Any]] = field(default_factory=list)
     card_image: bytes | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -66,7 +66,7 @@ def loss_series(progress: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[float
     return train, validation
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

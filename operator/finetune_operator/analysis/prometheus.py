@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from typing import Any
 
 from finetune_operator.analysis import MeasureResult
 
@@ -135,7 +136,7 @@ class PrometheusProvider:
     def _interpret(payload: dict) -> MeasureResult:
         data = payload.get("data") or {}
         kind = data.get("resultType")
-        result = data.get("result")
+        result: Any = data.get("result")  # Prometheus's JSON, unchecked: a wrong shape is caught below
         try:
             if kind == "scalar":
                 return MeasureResult(value=_number(result[1]))

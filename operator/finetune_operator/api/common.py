@@ -24,10 +24,11 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 GROUP = "finetune.ai"
 VERSION = "v1alpha1"
@@ -141,7 +142,7 @@ def section(model: type[BaseModel], description: str, *, server_default: bool = 
     With `server_default` the CRD also defaults it to `{}`, so the API server fills in the nested
     defaults too and `kubectl get -o yaml` (and CEL rules) see the effective values.
     """
-    extra = {"default": {}} if server_default else None
+    extra: JsonDict | None = {"default": {}} if server_default else None
     return Field(default_factory=model, description=description, json_schema_extra=extra)
 
 
@@ -524,6 +525,12 @@ class BaseModelRef(ApiModel):
         return usable_location(uri, writable=False)
 
 
+@overload
+def usable_location(uri: str, *, writable: bool) -> str: ...
+@overload
+def usable_location(uri: None, *, writable: bool) -> None: ...
+@overload
+def usable_location(uri: str | None, *, writable: bool) -> str | None: ...
 def usable_location(uri: str | None, *, writable: bool) -> str | None:
     """The pydantic twin of `location_rules` (same patterns, same messages): the URI as written,
     or ValueError. Scheme-specific shapes (bucket names, hf:// ids) are checked in logic."""
@@ -586,9 +593,10 @@ class Resource(ApiModel):
     """Fields every top-level object has; subclasses add `spec`, `status` and `KIND_INFO`."""
 
     model_config = ConfigDict(extra="ignore")
+    KIND_INFO: ClassVar[KindInfo]
 
     api_version: Literal["finetune.ai/v1alpha1"] = Field(
-        default=API_VERSION, description="finetune.ai/v1alpha1"
+        default="finetune.ai/v1alpha1", description="finetune.ai/v1alpha1"
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
 

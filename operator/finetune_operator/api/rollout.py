@@ -18,7 +18,7 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, JsonValue, StringConstraints, field_validator, model_validator
 
 from finetune_operator.api.common import (
     check_json_schema,
@@ -169,6 +169,7 @@ class EnvVar(ApiModel):
         source = self.value_from
         if source.secret_key_ref is not None:
             return {"name": self.name, "valueFrom": {"secretKeyRef": source.secret_key_ref.model_dump()}}
+        assert source.config_map_key_ref is not None, "EnvVarSource validates that it has one reference"
         return {"name": self.name, "valueFrom": {"configMapKeyRef": source.config_map_key_ref.model_dump()}}
 
 
@@ -321,7 +322,7 @@ class CanaryStep(ApiModel):
         return self
 
 
-DEFAULT_CANARY_STEPS: list[dict[str, Any]] = [
+DEFAULT_CANARY_STEPS: list[JsonValue] = [
     {"setWeight": 10},
     {"analysis": {}},
     {"setWeight": 25},

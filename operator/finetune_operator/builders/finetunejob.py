@@ -208,7 +208,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
     if spec.adaptation.target_modules:
         adaptation["target_modules"] = list(spec.adaptation.target_modules)
     dataset = spec.dataset
-    rendered = {
+    rendered: dict[str, Any] = {
         "model": {
             "uri": spec.base_model.uri,
             "gguf_file": spec.base_model.gguf_file,
@@ -374,7 +374,7 @@ def _drop_none(value: Any) -> Any:
 # --- objects -------------------------------------------------------------------------------------
 
 
-def _metadata(owner: Owner, name: str, stage: str | None = None, extra_labels: Mapping[str, str] | None = None) -> dict:
+def _metadata(owner: Owner, name: str, stage: str | None = None, extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     labels = finetunejob_child_labels(owner.name)
     if stage:
         labels[STAGE_LABEL] = stage
@@ -396,7 +396,7 @@ def _metadata(owner: Owner, name: str, stage: str | None = None, extra_labels: M
     }
 
 
-def config_map(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
+def config_map(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any]:
     """`<name>-config`: the rendered trainer config (YAML is a superset of this JSON)."""
     data = {"config.yaml": json.dumps(trainer_config_dict(owner, spec, settings), indent=2, sort_keys=True)}
     if spec.dataset.inline is not None:
@@ -404,7 +404,7 @@ def config_map(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(owner, config_map_name(owner.name)), "data": data}
 
 
-def progress_config_map(owner: Owner) -> dict:
+def progress_config_map(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -413,7 +413,7 @@ def progress_config_map(owner: Owner) -> dict:
     }
 
 
-def trainer_rbac(owner: Owner, settings: Settings | None = None) -> list[dict]:
+def trainer_rbac(owner: Owner, settings: Settings | None = None) -> list[dict[str, Any]]:
     """A ServiceAccount that may get and patch its progress ConfigMap, and nothing else; annotated
     as the operator's settings say (the workload identity s3:// locations without a Secret use)."""
     name = trainer_account_name(owner.name)
@@ -451,7 +451,7 @@ def trainer_rbac(owner: Owner, settings: Settings | None = None) -> list[dict]:
     ]
 
 
-def artifact_store_pvc(namespace: str, settings: Settings) -> dict | None:
+def artifact_store_pvc(namespace: str, settings: Settings) -> dict[str, Any] | None:
     """The default artifact store's claim. Not owned by any FineTuneJob: artifacts outlive jobs."""
     claim = artifact_store_claim(settings)
     if claim is None:
@@ -474,7 +474,7 @@ def artifact_store_pvc(namespace: str, settings: Settings) -> dict | None:
 OOM_KILLED_EXIT_CODE = 137
 
 
-def _pod_failure_policy() -> dict:
+def _pod_failure_policy() -> dict[str, Any]:
     return {
         "rules": [
             {
@@ -496,12 +496,12 @@ def _pod_failure_policy() -> dict:
     }
 
 
-def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[list[dict], list[dict]]:
-    volumes = [
+def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map_name(owner.name)}},
         {"name": "scratch", "emptyDir": {}},
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
@@ -547,7 +547,7 @@ def node_inputs(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
     return sorted(set(paths))
 
 
-def _secret_env(spec: FineTuneJobSpec) -> list[dict]:
+def _secret_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     """The teacher's API key, for the prepare Pod only: a secretKeyRef, so the value never
     passes through the operator, the ConfigMap or the FineTuneJob."""
     teacher = spec.dataset.synthetic
@@ -562,14 +562,14 @@ HUB_STAGES = ("prepare", "train", "evaluate")
 HUB_TOKEN_REF_ENV = "FINETUNE_HF_TOKEN_REF"  # which Secret key the token came from (error messages)
 
 
-def _hub_env(spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict]:
+def _hub_env(spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict[str, Any]]:
     """Hub access for an hf:// base model, in the Pods that download it and only those: the
     operator's endpoint (HF_ENDPOINT) and the token as a secretKeyRef (HF_TOKEN). Online, the
     offline switches are set to 0 explicitly: the operator's setting wins over an image default."""
     base = spec.base_model
     if stage not in HUB_STAGES or not base.uri.startswith("hf://"):
         return []
-    env: list[dict] = []
+    env: list[dict[str, Any]] = []
     if not settings.hub_offline:
         env += [{"name": "HF_HUB_OFFLINE", "value": "0"}, {"name": "TRANSFORMERS_OFFLINE", "value": "0"}]
     if settings.hub_endpoint:
@@ -606,14 +606,14 @@ def s3_locations(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dic
     return found
 
 
-def _s3_env(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict]:
+def _s3_env(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str) -> list[dict[str, Any]]:
     """Object-store access for the s3:// locations this stage uses, and only those: each
     location's credentials as secretKeyRefs under variables of its own (the trainer hands them
     to s3fs for that location), and the operator's endpoint. A location without a Secret gets
     no credentials: the AWS SDK's default chain (the ServiceAccount's workload identity)."""
     locations = s3_locations(owner, spec, settings)
     used = [role for role in S3_ROLES_OF_STAGE.get(stage, ()) if role in locations]
-    env: list[dict] = []
+    env: list[dict[str, Any]] = []
     if used and settings.s3_endpoint:
         env.append({"name": storage.ENDPOINT_ENV, "value": settings.s3_endpoint})
     for role in used:
@@ -628,7 +628,7 @@ def _s3_env(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str)
     return env
 
 
-def _resources(spec: FineTuneJobSpec, stage: str) -> dict:
+def _resources(spec: FineTuneJobSpec, stage: str) -> dict[str, Any]:
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
     res = spec.resources
@@ -646,7 +646,7 @@ def _resources(spec: FineTuneJobSpec, stage: str) -> dict:
     return out
 
 
-def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, name: str) -> dict:
+def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, name: str) -> dict[str, Any]:
     volumes, mounts = _volumes(owner, spec, settings)
     env = [
         {"name": "FINETUNE_PROGRESS_CONFIGMAP", "value": progress_name(owner.name)},
@@ -718,7 +718,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
     }
 
 
-def _make_distributed(owner: Owner, spec: FineTuneJobSpec, job_spec: dict, container: dict) -> None:
+def _make_distributed(owner: Owner, spec: FineTuneJobSpec, job_spec: dict[str, Any], container: dict[str, Any]) -> None:
     """Indexed Job + headless Service: Pod i is node rank i; rank 0 hosts the rendezvous."""
     nodes = spec.resources.nodes
     service = train_job_name(owner.name)
@@ -746,11 +746,11 @@ def _make_distributed(owner: Owner, spec: FineTuneJobSpec, job_spec: dict, conta
     ]
 
 
-def prepare_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
+def prepare_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any]:
     return _job(owner, spec, settings, "prepare", prepare_job_name(owner.name))
 
 
-def train_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict:
+def train_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any]:
     return _job(owner, spec, settings, "train", train_job_name(owner.name))
 
 
@@ -758,7 +758,7 @@ def eval_job_name(name: str, attempt: int = 1) -> str:
     return f"{name}-eval-{attempt}"
 
 
-def eval_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, attempt: int = 1) -> dict:
+def eval_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, attempt: int = 1) -> dict[str, Any]:
     """Evaluation of the trained artifact and the base model on one node (GPUs as for training)."""
     job = _job(owner, spec, settings, "evaluate", eval_job_name(owner.name, attempt))
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -769,7 +769,7 @@ def eval_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, attempt: i
     return job
 
 
-def headless_service(owner: Owner) -> dict:
+def headless_service(owner: Owner) -> dict[str, Any]:
     """DNS names <name>-train-<i>.<name>-train for the Indexed Job's Pods (rendezvous)."""
     return {
         "apiVersion": "v1",
@@ -784,7 +784,7 @@ def headless_service(owner: Owner) -> dict:
     }
 
 
-def setup_objects(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[dict]:
+def setup_objects(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[dict[str, Any]]:
     """Everything the Jobs need before the first one starts, in apply order."""
     objects = [config_map(owner, spec, settings), progress_config_map(owner), *trainer_rbac(owner, settings)]
     if spec.resources.nodes > 1:
@@ -796,7 +796,7 @@ def cleanup_job_name(name: str) -> str:
     return f"{name}-cleanup"
 
 
-def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict | None:
+def cleanup_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any] | None:
     """A Job that removes this run's scratch (spec.deleteArtifactsOnDelete): its checkpoints,
     prepared data and progress log. Never the adapter or model directory, which a ModelVersion
     may reference, nor anything outside the run's own location.

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from finetune_trainer import config as trainer_config
 from finetune_trainer import storage
 
-from finetune_operator.api.rollout import RolloutSpec, ServingType
+from finetune_operator.api.rollout import RolloutSpec, ServingTemplate, ServingType
 from finetune_operator.builders import cleanup
 from finetune_operator.builders.security import restricted_pod_security_context, restricted_security_context
 
@@ -115,7 +115,7 @@ def _selector(owner: Owner, version: str) -> dict[str, str]:
     return {ROLLOUT_LABEL: owner.name, VERSION_LABEL: version}
 
 
-def _volumes(served: ServedVersion, fetched: bool = False, base_fetched: bool = False) -> tuple[list[dict], list[dict]]:
+def _volumes(served: ServedVersion, fetched: bool = False, base_fetched: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes, mounts = [], []
     claims = sorted({urlsplit(u).netloc for u in (served.base_model_uri, served.artifact_uri) if u.startswith("pvc://")})
     for i, claim in enumerate(claims):
@@ -200,7 +200,7 @@ def verify_container(served: ServedVersion, image: str, mounts: list[dict[str, A
     }
 
 
-def _format_schema(serving, served: ServedVersion) -> str:
+def _format_schema(serving: ServingTemplate, served: ServedVersion) -> str:
     """The JSON Schema answers are checked against: the Rollout's for every version, else the version's own."""
     if serving.format_schema is not None:
         return json.dumps(serving.format_schema, sort_keys=True)
@@ -248,7 +248,7 @@ def deployment(
     full = served.artifact_type == "full"
     fetched = _fetched(served, verifier_image)
     base_fetched = bool(verifier_image) and served.base_model_uri.startswith("s3://") and not full
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "MODEL_NAME", "value": spec.model_name},
         {"name": "MODEL_VERSION", "value": served.version},
         {"name": "BASE_MODEL", "value": FETCHED_BASE_MODEL_DIR if base_fetched else _local(served.base_model_uri)},

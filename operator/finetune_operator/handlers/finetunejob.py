@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -61,7 +62,8 @@ _cache = watchcache.FineTuneJobCache()
 
 
 @kopf.index(*RESOURCE)
-def finetunejob_bodies(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+def finetunejob_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict:
+    assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
     return {(namespace, name): watchcache.project_finetunejob(body)}
 
 
@@ -223,7 +225,7 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
     return decision
 
 
-def _record_registered(body: dict[str, Any], mv: dict[str, Any]) -> None:
+def _record_registered(body: dict[str, Any], mv: Mapping[str, Any]) -> None:
     """The job's one Registered Event, named by the version (recorded once whoever calls first)."""
     mv_name = mv["metadata"]["name"]
     events.record(body, "Normal", "Registered", f"registered ModelVersion {mv_name}", key=mv_name)
@@ -256,11 +258,12 @@ def reconcile(body: kopf.Body, **kwargs: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "configmaps", labels={FINETUNEJOB_LABEL: kopf.PRESENT, builders.STAGE_LABEL: "progress"})
-def child_changed(labels: kopf.Labels, namespace: str, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """A child moved: reconcile its FineTuneJob (found by label, not by ownerReference).
 
     Events that change nothing `decide` reads (a Pod's IP, its heartbeats) are dropped.
     """
+    assert namespace is not None, "a Job, Pod or ConfigMap is namespaced: kopf passes its namespace"
     _cache.bind(kwargs)
     if type is None:  # the initial listing: resume handlers cover it
         return
@@ -271,13 +274,14 @@ def child_changed(labels: kopf.Labels, namespace: str, type: str | None, body: k
 
 
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
-def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str, name: str, **kwargs: Any) -> None:
+def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **kwargs: Any) -> None:
     """Safety net for missed events, and the TTL of finished jobs.
 
     A finished job costs no API request here: it is only deleted when its TTL has passed (checked
     from the body kopf's watch keeps, at most one interval late); edits and child events still
     reconcile it through their own handlers.
     """
+    assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
     _cache.bind(kwargs)
     if finished(status):
         ttl = spec.get("ttlSecondsAfterFinished")
@@ -303,12 +307,13 @@ def namespace_going_away(exc: kubernetes.client.ApiException) -> bool:
 
 
 @kopf.on.delete(*RESOURCE, backoff=BACKOFF_SECONDS)
-def stop(body: kopf.Body, spec: kopf.Spec, namespace: str, name: str, **_: Any) -> None:
+def stop(body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> None:
     """Stop the Jobs (SIGTERM to the trainer) and keep or remove the run's scratch as asked.
 
     Never blocks the deletion of a namespace: a Job or cleanup that cannot be created there any
     more is skipped, and the finalizer is released.
     """
+    assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
     for job_name in (builders.train_job_name(name), builders.prepare_job_name(name)):
         try:
             apply.delete("batch/v1", "Job", namespace, job_name, propagation="Foreground")
@@ -316,7 +321,7 @@ def stop(body: kopf.Body, spec: kopf.Spec, namespace: str, name: str, **_: Any) 
             if not namespace_going_away(exc):
                 raise
     parsed = finetunejob.parse_spec(dict(spec))
-    if isinstance(parsed, finetunejob.InvalidSpec):
+    if isinstance(parsed, InvalidSpec):
         return
     owner = builders.Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
     try:
@@ -350,8 +355,9 @@ def _deleted(type: str | None, **_: Any) -> bool:
 
 
 @kopf.on.event(*RESOURCE, when=_deleted)
-def forget(namespace: str, name: str, uid: str, **_: Any) -> None:
+def forget(namespace: str | None, name: str, uid: str, **_: Any) -> None:
     """Drop a deleted FineTuneJob from the by-phase gauge, its lock and the cache's overlays."""
+    assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
     metrics.finetunejob_phases.forget(namespace, name)
     _lock.forget(namespace, name)
     _cache.forget(namespace, name, uid)

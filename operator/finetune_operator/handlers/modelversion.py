@@ -150,8 +150,9 @@ def reconcile(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={mv_builders.VERIFY_LABEL: kopf.PRESENT})
-def verify_job_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+def verify_job_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """The artifact check's Job changed: once it finished, its version records the outcome."""
+    assert namespace is not None, "a Job is namespaced: kopf passes its namespace"
     conditions_now = {c.get("type") for c in (body.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
     if not conditions_now & {"Complete", "Failed"}:
         return
@@ -171,13 +172,14 @@ def verify_job_event(body: kopf.Body, namespace: str, **_: Any) -> None:
 
 
 @kopf.timer(*RESOURCE, interval=300, initial_delay=30, idle=None)
-def retention(body: kopf.Body, namespace: str, **_: Any) -> None:
+def retention(body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """Past the newest N versions of a model, remove the artifact files (the record stays).
 
     Runs on each version's timer but acts per namespace and model; the cleanup Job's name is
     deterministic, so overlapping passes create it once. What Rollouts still reference (stable,
     candidate, pinned, rollback target) is read from the Rollouts themselves.
     """
+    assert namespace is not None, "a ModelVersion is namespaced: kopf passes its namespace"
     model = (body.get("spec") or {}).get("modelName")
     if not model:
         return

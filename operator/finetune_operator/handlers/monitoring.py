@@ -65,7 +65,8 @@ def tokens_per_second(progress_map: dict[str, Any] | None) -> float | None:
 
 
 @kopf.on.event("", "v1", "configmaps", labels={FINETUNEJOB_LABEL: kopf.PRESENT, builders.STAGE_LABEL: "progress"})
-def progress_event(type: str | None, labels: kopf.Labels, namespace: str, body: kopf.Body, **_: Any) -> None:
+def progress_event(type: str | None, labels: kopf.Labels, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+    assert namespace is not None, "a ConfigMap is namespaced: kopf passes its namespace"
     job = labels[FINETUNEJOB_LABEL]
     if type == "DELETED":
         metrics.resource_metrics.observe_throughput(namespace, job, None)

@@ -51,7 +51,7 @@ def register(
     number = next_number(namespace, model)
     for _ in range(MAX_ATTEMPTS):
         name_version = version or mv_builders.version_name(number)
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": MODELVERSIONS.api_version,
             "kind": MODELVERSIONS.kind,
             "metadata": {

@@ -159,6 +159,8 @@ def model_version_entry(obj: Mapping[str, Any]) -> dict[tuple[str, str], dict[st
 
 def revision(obj: Mapping[str, Any] | None) -> int | None:
     value = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    if value is None:
+        return None
     try:
         return int(value)
     except (TypeError, ValueError):

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+EventType = Literal["Normal", "Warning"]
+
 
 @dataclass(frozen=True)
 class Event:
-    type: Literal["Normal", "Warning"]
+    type: EventType
     reason: str
     message: str

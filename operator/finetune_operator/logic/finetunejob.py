@@ -56,7 +56,7 @@ from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders import modelversion as mv_builders
 from finetune_operator.logic import advice, conditions, gates
 from finetune_operator.logic import spec as spec_problems
-from finetune_operator.logic.events import Event
+from finetune_operator.logic.events import Event, EventType
 from finetune_operator.logic.spec import InvalidSpec, SpecProblem
 from finetune_operator.logic.status import merge_patch
 
@@ -358,7 +358,14 @@ def decide(
     return plan.decision(status)
 
 
-def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Children, owner, settings) -> Decision:
+def _evaluate_and_register(
+    plan: _Plan,
+    status: FineTuneJobStatus,
+    spec: FineTuneJobSpec,
+    children: Children,
+    owner: builders.Owner,
+    settings: builders.Settings,
+) -> Decision:
     """After training: the evaluation Job, then the ModelVersion, then the verdict."""
     record = None
     if spec.evaluation.enabled:
@@ -389,6 +396,7 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
         if problem:
             plan.finish(FineTuneJobPhase.FAILED, REASON_REGISTRATION_FAILED, problem)
             return plan.decision(status)
+        assert artifact is not None, "artifact_problem reports a missing artifact"
         report = plan.status.data_report
         plan.register = Registration(
             model_name=mv_builders.model_name(owner.name, spec),
@@ -420,6 +428,7 @@ def _evaluate_and_register(plan, status, spec: FineTuneJobSpec, children: Childr
         plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
         return plan.decision(status)
     registered = ModelVersionSpec.model_validate(mv_spec).evaluation
+    assert registered is not None, f"ModelVersion {mv_name} of an evaluated run has no spec.evaluation"
     results = gates.judge_all(registered.gates, registered.metrics, registered.base_metrics)
     verdict = gates.summary(results)
     if gates.blocking_failures(results):
@@ -549,7 +558,16 @@ class _Plan:
             # With a queue, Kueue decides when a suspended Job starts.
             self.suspend.append((job["metadata"]["name"], False))
 
-    def wait_or(self, job, pods, suspend: bool, queue: str | None, phase, reason: str, message: str) -> None:
+    def wait_or(
+        self,
+        job: Mapping[str, Any],
+        pods: Sequence[Mapping[str, Any]],
+        suspend: bool,
+        queue: str | None,
+        phase: FineTuneJobPhase,
+        reason: str,
+        message: str,
+    ) -> None:
         """Running, or waiting for something outside the job: say which, with the cause."""
         if suspend:
             self.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
@@ -637,7 +655,7 @@ class _Plan:
         attempts_failed = int(job.get("status", {}).get("failed") or 0)
         self.status.restarts = max(self.status.restarts, attempts_failed - (1 if failed and attempts_failed else 0))
 
-    def gpu_usage(self, pods, gpus_per_node: int, price: float) -> None:
+    def gpu_usage(self, pods: Sequence[Mapping[str, Any]], gpus_per_node: int, price: float) -> None:
         if gpus_per_node <= 0:
             return
         seconds = sum(_pod_run_seconds(pod, self.now) for pod in pods)
@@ -706,7 +724,8 @@ def _finished(status: FineTuneJobStatus) -> bool:
 
 
 def _job_condition(job: Mapping[str, Any], type: str) -> Mapping[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
+    job_conditions: list[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
+    for cond in job_conditions:
         if cond.get("type") == type and cond.get("status") == "True":
             return cond
     return None
@@ -833,13 +852,14 @@ def _checkpoint_problem(checkpoint: Any) -> str | None:
 
 
 def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+    statuses: list[Mapping[str, Any]] = (pod.get("status") or {}).get("containerStatuses") or []
+    for cs in statuses:
         if cs.get("name") == builders.CONTAINER:
             return cs
     return {}
 
 
-def _termination_json(pods, *, succeeded: bool) -> dict[str, Any] | None:
+def _termination_json(pods: Sequence[Mapping[str, Any]], *, succeeded: bool) -> dict[str, Any] | None:
     """The trainer's compact JSON from the newest Pod that ended (successfully, if asked).
 
     Of a multi-node run only node rank 0 (completion index 0) reports the run's results.
@@ -861,6 +881,8 @@ def _termination_json(pods, *, succeeded: bool) -> dict[str, Any] | None:
 
 def _pod_run_seconds(pod: Mapping[str, Any], now: datetime.datetime) -> float:
     state = _container_status(pod).get("state") or {}
+    start: datetime.datetime | None
+    end: datetime.datetime | None
     if "running" in state:
         start, end = _parse_time(state["running"].get("startedAt")), now
     elif "terminated" in state:
@@ -872,7 +894,7 @@ def _pod_run_seconds(pod: Mapping[str, Any], now: datetime.datetime) -> float:
     return max((end - start).total_seconds(), 0.0)
 
 
-def _waiting_cause(pods) -> tuple[str, str] | None:
+def _waiting_cause(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """Why the newest Pod is not running yet: unschedulable, or an image it cannot pull."""
     active = [p for p in pods if (p.get("status") or {}).get("phase") == "Pending" and not p["metadata"].get("deletionTimestamp")]
     if not active:
@@ -889,7 +911,7 @@ def _waiting_cause(pods) -> tuple[str, str] | None:
     return None
 
 
-def root_cause(job: Mapping[str, Any], pods, stage: str) -> str:
+def root_cause(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], stage: str) -> str:
     """Why a Job failed, in the words a user can act on: OOM, the trainer's error, a deadline."""
     failed = _job_condition(job, "Failed") or {}
     reason = failed.get("reason", "")
@@ -949,7 +971,7 @@ def _training_message(progress: Progress | None) -> str:
     return MSG_TRAINING.format(step=progress.step, total=progress.total_steps or "?", loss=loss)
 
 
-_PHASE_EVENTS = {
+_PHASE_EVENTS: dict[FineTuneJobPhase, tuple[EventType, str]] = {
     FineTuneJobPhase.PREPARING: ("Normal", "Preparing"),
     FineTuneJobPhase.TRAINING: ("Normal", "Training"),
     FineTuneJobPhase.SUCCEEDED: ("Normal", "Succeeded"),
@@ -967,7 +989,7 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     if after is not None and after.status == ConditionStatus.TRUE and conditions.transitioned(before, after):
         events.append(Event("Normal", EVENT_ACCEPTED, MSG_EVENT_ACCEPTED))
     if after is not None and after.status == ConditionStatus.FALSE:
-        if conditions.transitioned(before, after) or before.message != after.message:
+        if before is None or conditions.transitioned(before, after) or before.message != after.message:
             events.append(Event("Warning", EVENT_INVALID_SPEC, after.message))
         return tuple(events)
     old_summary = conditions.find_condition(old.conditions, SUCCEEDED)
@@ -984,7 +1006,9 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     before_progress = conditions.find_condition(old.conditions, PROGRESS_REPORTED)
     after_progress = conditions.find_condition(new.conditions, PROGRESS_REPORTED)
     if after_progress is not None and after_progress.status == ConditionStatus.FALSE and (
-        conditions.transitioned(before_progress, after_progress) or before_progress.message != after_progress.message
+        before_progress is None
+        or conditions.transitioned(before_progress, after_progress)
+        or before_progress.message != after_progress.message
     ):
         events.append(Event("Warning", "ProgressIgnored", after_progress.message))
     if new.restarts > old.restarts and new.phase != FineTuneJobPhase.FAILED:
@@ -1086,7 +1110,7 @@ def location_problems(
 # --- which child events matter ---------------------------------------------------------------------
 
 
-def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple:
+def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
     """What `decide` can read of a child Job or Pod: an event that leaves it unchanged is noise.
 
     A Pod's life brings many events (scheduling, IP, container creation, kubelet heartbeats of
@@ -1115,7 +1139,7 @@ def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple:
     return (kind, meta.get("resourceVersion"))
 
 
-def _state_detail(state: Mapping[str, Any]) -> tuple:
+def _state_detail(state: Mapping[str, Any]) -> tuple[Any, ...]:
     for key in ("terminated", "waiting"):
         if key in state:
             detail = state[key] or {}

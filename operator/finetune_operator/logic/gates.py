@@ -42,7 +42,7 @@ def judge(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float
     return _result(gate, value, base_value, passed, f"{rule}: measured {value:.4g}")
 
 
-def _result(gate: GateRule, value, base_value, passed: bool, message: str) -> GateResult:
+def _result(gate: GateRule, value: float | None, base_value: float | None, passed: bool, message: str) -> GateResult:
     verdict = "passed" if passed else ("failed" if gate.blocking else "failed (warning only)")
     return GateResult(
         name=gate.name,

@@ -31,7 +31,7 @@ from finetune_operator.api.common import ConditionStatus
 from finetune_operator.api.modelversion import ModelVersionPhase, ModelVersionSpec, ModelVersionStatus
 from finetune_operator.logic import conditions, gates
 from finetune_operator.logic import spec as spec_problems
-from finetune_operator.logic.events import Event
+from finetune_operator.logic.events import Event, EventType
 from finetune_operator.logic.spec import InvalidSpec
 from finetune_operator.logic.status import merge_patch
 
@@ -207,7 +207,7 @@ def decide(
     if status.phase is None:
         events.append(Event("Normal", EVENT_REGISTERED, MSG_EVENT_REGISTERED.format(version=_version(spec))))
     if new_status.phase != status.phase and new_status.phase in (ModelVersionPhase.APPROVED, ModelVersionPhase.REJECTED):
-        kind = "Normal" if new_status.phase == ModelVersionPhase.APPROVED else "Warning"
+        kind: EventType = "Normal" if new_status.phase == ModelVersionPhase.APPROVED else "Warning"
         events.append(Event(kind, str(new_status.phase), message))
     return _decision(status, new_status, events)
 

@@ -78,7 +78,7 @@ def referenced(rollouts: Iterable[Mapping[str, Any]], modelversions: Iterable[Ma
     return names
 
 
-def from_object(mv: Mapping) -> Registered:
+def from_object(mv: Mapping[str, Any]) -> Registered:
     labels = mv["metadata"].get("labels") or {}
     spec = mv.get("spec") or {}
     version = spec.get("version", "")

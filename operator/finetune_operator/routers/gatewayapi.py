@@ -152,11 +152,11 @@ def _weighted(
         weighted.append(ref)
     out: list[dict[str, Any]] = []
     placed = False
-    for ref in refs:
-        if any(_points_at(ref, backend, route_namespace, service_namespace) for backend, _ in pair):
+    for listed in refs:
+        if any(_points_at(listed, backend, route_namespace, service_namespace) for backend, _ in pair):
             if not placed:
                 out.extend(weighted)
                 placed = True
         else:
-            out.append(copy.deepcopy(dict(ref)))
+            out.append(copy.deepcopy(dict(listed)))
     return out

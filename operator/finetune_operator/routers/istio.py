@@ -133,8 +133,8 @@ def _weighted(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     has_canary = canary is not None and any(_is_host(d, canary, namespace) for d in destinations)
-    for destination in destinations:
-        destination = copy.deepcopy(dict(destination))
+    for listed in destinations:
+        destination = copy.deepcopy(dict(listed))
         if _is_host(destination, stable, namespace):
             destination["weight"] = 100 - weight
             out.append(destination)

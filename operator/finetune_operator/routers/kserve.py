@@ -14,6 +14,8 @@ otherwise create a half-empty one), so the router refuses to render without it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from finetune_operator.routers.base import (
     Backend,
     Observed,
@@ -54,7 +56,7 @@ class KServeRouter:
         check_weight(weight)
         ref = self.isvc_ref(namespace)
         require(observed, ref, "create the InferenceService first; the router only sets its canaryTrafficPercent")
-        fields = {} if canary is None else {"spec": {"predictor": {"canaryTrafficPercent": weight}}}
+        fields: dict[str, Any] = {} if canary is None else {"spec": {"predictor": {"canaryTrafficPercent": weight}}}
         return [Patch(ref, apply_body(ref, **fields), self.field_manager)]
 
     def effective_weight(self, weight: int) -> int:

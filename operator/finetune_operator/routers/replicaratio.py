@@ -104,10 +104,13 @@ class ReplicaRatioRouter:
     ) -> int | None:
         if canary is None:
             return None
-        deployments = [observed.get(self._ref(b, namespace)) for b in (stable, canary)]
-        if not all(deployments):
+        stable_deployment = observed.get(self._ref(stable, namespace))
+        canary_deployment = observed.get(self._ref(canary, namespace))
+        if not stable_deployment or not canary_deployment:
             return None
-        stable_replicas, canary_replicas = (int((d.get("spec") or {}).get("replicas", 1)) for d in deployments)
+        stable_replicas, canary_replicas = (
+            int((d.get("spec") or {}).get("replicas", 1)) for d in (stable_deployment, canary_deployment)
+        )
         return ReplicaSplit(stable_replicas, canary_replicas).effective_weight
 
     @staticmethod
