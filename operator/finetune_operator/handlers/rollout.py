@@ -43,7 +43,7 @@ from finetune_operator.logic import analysis, conditions
 from finetune_operator.logic import modelversion as modelversion_logic
 from finetune_operator.logic import rollout as logic
 from finetune_operator.logic.spec import InvalidSpec
-from finetune_operator.api.rollout import FORCE_VERSION_ANNOTATION
+from finetune_operator.api.rollout import FORCE_VERSION_ANNOTATION, RolloutStatus
 
 SERVING = modelversion_logic.SERVING
 
@@ -65,7 +65,7 @@ def _now() -> datetime.datetime:
 VERIFY_CONTAINER = builders.VERIFY_CONTAINER
 
 
-def observe(namespace: str, name: str, model: str, spec=None, current: logic.RolloutStatus | None = None) -> logic.Observed:
+def observe(namespace: str, name: str, model: str, spec=None, current: RolloutStatus | None = None) -> logic.Observed:
     versions = [
         logic.VersionInfo.from_object(mv)
         for mv in client.custom_objects().list_namespaced_custom_object(
@@ -103,6 +103,8 @@ def _serving_failures(namespace: str, name: str) -> dict[str, tuple[str, str]]:
     pods = client.core().list_namespaced_pod(namespace, label_selector=f"{builders.ROLLOUT_LABEL}={name}").items
     for pod in pods:
         version = (pod.metadata.labels or {}).get(builders.VERSION_LABEL)
+        if version is None:
+            continue  # not a version's serving Pod
         for container in (pod.status.init_container_statuses or []) if pod.status else []:
             if container.name != VERIFY_CONTAINER:
                 continue
@@ -121,7 +123,7 @@ def _backends(owner_name: str, spec, stable: str, canary: str | None):
         deployment=builders.workload_name(owner_name, stable), version=stable,
     )
     canary_version = canary or stable
-    canary_backend = routers.Backend(
+    canary_backend: routers.Backend | None = routers.Backend(
         service=builders.canary_service_name(owner_name), port=port,
         deployment=builders.workload_name(owner_name, canary_version), version=canary_version,
     )
@@ -143,8 +145,9 @@ def _read_targets(router, refs) -> dict:
     return observed
 
 
-def _observe_routing(spec, namespace: str, name: str, current: logic.RolloutStatus) -> logic.Routing:
+def _observe_routing(spec, namespace: str, name: str, current: RolloutStatus) -> logic.Routing:
     """The weight the router's objects carry for the current stable/candidate, or why it cannot route."""
+    assert current.stable_version is not None, "routing is observed only once a version is stable"
     router, stable, canary = _backends(name, spec, current.stable_version, current.candidate_version)
     try:
         observed = _read_targets(router, router.targets(name, namespace, stable, canary))
@@ -256,7 +259,7 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
     router = routers.for_rollout(spec.traffic_router, replicas=spec.serving.replicas)
     replica_ratio = router.kind == "replicaRatio"
     replicas = {v: spec.serving.replicas for v in decision.serve}
-    if replica_ratio and decision.canary and decision.canary != decision.stable:
+    if replica_ratio and decision.stable and decision.canary and decision.canary != decision.stable:
         split = routers.split_replicas(spec.serving.replicas, decision.weight)
         replicas[decision.stable] = split.stable
         replicas[decision.canary] = split.canary
@@ -348,6 +351,7 @@ def _exists(api_version: str, kind: str, namespace: str, name: str) -> bool:
 
 def _route(router, owner: builders.Owner, spec, decision: logic.Decision) -> str | None:
     """Apply the decided weights; why they could not be applied, or None."""
+    assert decision.stable is not None, "weights are routed only once a version is stable"
     stable, canary = _backends(owner.name, spec, decision.stable, decision.canary)[1:]
     for attempt in range(2):
         try:
@@ -394,12 +398,13 @@ def reconcile(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=5.0)
-async def requeue(namespace: str, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def requeue(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile the Rollout when its last decision said to (or RESYNC_SECONDS after it).
 
     An asyncio task on kopf's event loop, not a thread: a hundred waiting Rollouts hold no worker.
     The reconcile itself runs on a worker thread, under the Rollout's lock like every other.
     """
+    assert namespace is not None, "a Rollout is namespaced: kopf passes its namespace"
     key = (namespace, name)
     loop = asyncio.get_running_loop()
     try:
@@ -437,8 +442,9 @@ def request_written(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 
 @kopf.on.event(MODELVERSIONS.group, MODELVERSIONS.version, MODELVERSIONS.plural)
-def version_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any) -> None:
+def version_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
     """A version of some model changed phase: reconcile the Rollouts of that model."""
+    assert namespace is not None, "a ModelVersion is namespaced: kopf passes its namespace"
     if type is None:
         return
     model = (body.get("spec") or {}).get("modelName")
@@ -448,7 +454,8 @@ def version_changed(body: kopf.Body, namespace: str, type: str | None, **_: Any)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={builders.ROLLOUT_LABEL: kopf.PRESENT})
-def serving_changed(labels: kopf.Labels, namespace: str, type: str | None, **_: Any) -> None:
+def serving_changed(labels: kopf.Labels, namespace: str | None, type: str | None, **_: Any) -> None:
+    assert namespace is not None, "a Deployment is namespaced: kopf passes its namespace"
     if type is None:
         return
     try:

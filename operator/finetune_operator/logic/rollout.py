@@ -48,8 +48,10 @@ from pydantic import ValidationError
 
 from finetune_operator.api.common import ConditionStatus
 from finetune_operator.api.rollout import (
+    AnalysisMetric,
     AnalysisPhase,
     AnalysisStatus,
+    CanaryStep,
     ExperimentOutcome,
     Judgement,
     REFUSING_TRIGGERS,
@@ -58,6 +60,7 @@ from finetune_operator.api.rollout import (
     HistoryTrigger,
     RolloutPhase,
     RolloutSpec,
+    RollbackRequest,
     RolloutStatus,
     Track,
 )
@@ -254,7 +257,9 @@ def parse_status(raw: Mapping[str, Any] | None) -> RolloutStatus:
         return RolloutStatus()
 
 
-def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime, observed: Observed | None = None):
+def due_metrics(
+    spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime, observed: Observed | None = None
+) -> list[AnalysisMetric]:
     """The analysis metrics to measure before deciding (the handler queries them)."""
     step = _current_step(spec, status)
     if step is None or (step.analysis is None and step.experiment is None) or status.candidate_version is None:
@@ -268,8 +273,9 @@ def due_metrics(spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime
     return analysis.due_metrics(metrics, run, now)
 
 
-def _metrics(spec: RolloutSpec, step, status: RolloutStatus, observed: Observed | None) -> list:
+def _metrics(spec: RolloutSpec, step: CanaryStep, status: RolloutStatus, observed: Observed | None) -> list[AnalysisMetric]:
     judged = step.analysis or step.experiment
+    assert judged is not None, "only a step with analysis or an experiment has metrics"
     return analysis.effective_metrics(
         spec.analysis, judged.templates, has_format_schema=format_checked(spec, status, observed)
     )
@@ -287,7 +293,7 @@ def format_checked(spec: RolloutSpec, status: RolloutStatus, observed: Observed 
     return all(v is not None and v.format_schema for v in sides)
 
 
-def _current_step(spec: RolloutSpec, status: RolloutStatus):
+def _current_step(spec: RolloutSpec, status: RolloutStatus) -> CanaryStep | None:
     steps = spec.strategy.canary.steps
     index = status.current_step_index
     if index is None or index >= len(steps):
@@ -446,9 +452,9 @@ def decide(
     failure = observed.serving_failures.get(s.stable_version or "")
     if unusable is not None:
         plan.set_phase(RolloutPhase.DEGRADED, f"{unusable[1]}; {s.stable_version} keeps serving" if unusable[0] == REASON_VERSION_UNUSABLE else unusable[1], ready=False, reason=unusable[0])
-    elif failure is not None and not observed.ready.get(s.stable_version):
+    elif failure is not None and not observed.ready.get(s.stable_version or ""):
         plan.set_phase(RolloutPhase.DEGRADED, failure[1], ready=False, reason=failure[0])
-    elif not observed.ready.get(s.stable_version):
+    elif not observed.ready.get(s.stable_version or ""):
         plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=s.stable_version), ready=False, reason=REASON_PROGRESSING)
     elif routing_error:
         plan.set_phase(RolloutPhase.DEGRADED, MSG_ROUTING_FAILED_STABLE.format(error=routing_error, stable=s.stable_version), ready=False, reason=REASON_TRAFFIC_ROUTING_FAILED)
@@ -456,7 +462,8 @@ def decide(
         status.observed_generation == generation or last.time == now
     ):
         # Rolled back by analysis or aborted: Degraded until the spec or the target moves on.
-        plan.cond(READY, ConditionStatus.FALSE, conditions.find_condition(s.conditions, READY).reason, s.message or "")
+        ready = conditions.find_condition(s.conditions, READY)
+        plan.cond(READY, ConditionStatus.FALSE, ready.reason if ready is not None else REASON_ROLLED_BACK, s.message or "")
     elif last is not None and last.action == HistoryAction.ROLLBACK and not _failed(last) and last.to_version == s.stable_version:
         message = MSG_ROLLED_BACK.format(old=last.from_version, new=last.to_version, why="")
         plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
@@ -589,11 +596,12 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
                     s.analysis = None
                     plan.events.append(Event("Normal", "Promoted", f"step skipped{who}{why}"))
         else:
+            assert isinstance(request, RollbackRequest), "abort and promote are handled above"
             _rollback(plan, spec, observed, request, who, why)
         s.last_handled_request = request.requested_at
 
 
-def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request, who: str, why: str) -> None:
+def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request: RollbackRequest, who: str, why: str) -> None:
     """A rollback request: to the named version, or to the version that was stable before."""
     s = plan.s
     stable = s.stable_version or "the stable version"
@@ -676,7 +684,8 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
     steps = spec.strategy.canary.steps
     total = len(steps)
     candidate = s.candidate_version
-    failure = observed.serving_failures.get(candidate or "")
+    assert candidate is not None, "the canary steps are walked only with a candidate"
+    failure = observed.serving_failures.get(candidate)
     if failure is not None and not observed.ready.get(candidate):
         # The candidate's Pods refuse to serve it (its bytes are not the registered ones).
         stable = s.stable_version
@@ -785,7 +794,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         return
 
 
-def _judge(plan: _Plan, metrics, run: AnalysisStatus, index: int, decision: str,
+def _judge(plan: _Plan, metrics: Sequence[AnalysisMetric], run: AnalysisStatus, index: int, decision: str,
            verdict: AnalysisPhase | None = None) -> None:
     """Records the canary's judgement against stable in status (and, for an experiment, an Event)."""
     s = plan.s
