@@ -261,3 +261,11 @@ def test_a_reconcile_decides_from_the_cache_without_reading_the_api(cache, index
     decision = handler._reconcile_fresh("team", "ft", "uid-1")  # noqa: SLF001
     assert decision is not None and decision.status.phase == "Preparing"
     assert all(call[0] in ("create", "status", "event") for call in calls)
+
+
+def test_a_job_seen_ended_with_its_pod_still_seen_running_is_not_decided_on():
+    """Under load the Job's watch can run ahead of its Pod's: Complete, but no results yet."""
+    lagging = Children(jobs=S["train-complete"].jobs, pods=S["training"].pods, progress=S["train-complete"].progress)
+    assert "ft-train" in watchcache.behind(lagging)
+    for situation in ("train-complete", "training", "train-oom-killed", "prepared", "evaluated"):
+        assert watchcache.behind(S[situation]) is None, situation

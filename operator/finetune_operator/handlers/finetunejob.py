@@ -171,7 +171,7 @@ def finished(status: Any) -> bool:
     return status.get("phase") in FINISHED_PHASES and bool(status.get("completionTime"))
 
 
-def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered: bool = False) -> finetunejob.Decision:
+def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered: bool = False) -> finetunejob.Decision | None:
     meta = body["metadata"]
     namespace, name = owner.namespace, owner.name
     if finished(body.get("status")):
@@ -180,6 +180,10 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
     else:
         observed = _cache.children(namespace, name)
         observed = dataclasses.replace(observed, model_version=_cache.model_version(namespace, meta["uid"]))
+        lagging = watchcache.behind(observed)
+        if lagging is not None:
+            logger.debug("FineTuneJob %s/%s: %s; deciding once its event arrives", namespace, name, lagging)
+            return None
     spec = finetunejob.parse_spec(body.get("spec"))
     if not finished(body.get("status")) and not isinstance(spec, InvalidSpec) and not observed.jobs and observed.config is None:
         spec = _refused_children(spec, owner) or spec

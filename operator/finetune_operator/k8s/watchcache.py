@@ -186,6 +186,32 @@ def children_from(projections: Iterable[Mapping[str, Any]], name: str) -> Childr
     )
 
 
+def _ended(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed") or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    return any("terminated" in (c.get("state") or {}) for c in status.get("containerStatuses") or [])
+
+
+def behind(children: Children) -> str | None:
+    """Why these children are not yet a consistent picture, or None when they are.
+
+    Each kind comes through its own watch, and under load one lags another by seconds: a Job
+    can be seen Complete while its Pod is still seen running, without the termination message
+    that carries the run's results. Deciding from that would fail a run that succeeded. The
+    Pod's own event is on its way and triggers the next reconcile; until then, nothing is done.
+    """
+    for job in children.jobs:
+        conditions = (job.get("status") or {}).get("conditions") or []
+        if not any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions):
+            continue
+        name = job["metadata"]["name"]
+        for pod in children.pods_of(name):
+            if not _ended(pod):
+                return f"Job {name} has ended but its Pod {pod['metadata']['name']} is still seen running"
+    return None
+
+
 class FineTuneJobCache:
     """The indexes (bound from a handler's kwargs) and the operator's own not-yet-watched writes."""
 
