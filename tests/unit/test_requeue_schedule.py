@@ -89,11 +89,13 @@ def test_the_daemon_reconciles_when_due_and_sleeps_what_the_decision_said(monkey
     monkeypatch.setattr(handler, "_schedule", schedule)
     reconciled: list[float] = []
 
-    def reconcile_object(body):
+    def reconcile_object(body, measured=None, measured_for=None):
+        assert measured is None and measured_for is None, "nothing was due to be measured"
         reconciled.append(time.monotonic())
         schedule.due_in(KEY, 0.4)  # what reconcile_object does with decision.requeue_after = 0.4
 
     monkeypatch.setattr(handler, "reconcile_object", reconcile_object)
+    monkeypatch.setattr(handler, "due_analysis", lambda namespace, name: None)
 
     class Stopped:
         def __init__(self):
@@ -116,3 +118,65 @@ def test_the_daemon_reconciles_when_due_and_sleeps_what_the_decision_said(monkey
     gaps = [b - a for a, b in zip(reconciled, reconciled[1:])]
     assert 3 <= len(reconciled) <= 5, reconciled
     assert all(0.3 <= gap < 1.0 for gap in gaps), gaps
+
+
+def test_due_measurements_are_taken_off_the_lock_and_handed_to_the_reconcile(monkeypatch):
+    """The daemon measures what is due first (on the analysis pool), then reconciles with it."""
+    schedule = locks.Schedule()
+    monkeypatch.setattr(handler, "_schedule", schedule)
+    due = handler.DueAnalysis(key=("v2", "v1", 1), address="http://127.0.0.1:9", metrics=("m",), variables=None)
+    monkeypatch.setattr(handler, "due_analysis", lambda namespace, name: due)
+    held = []
+
+    async def measure_due(found):
+        assert found is due
+        held.append(handler._lock("team", "ro").locked())  # noqa: SLF001
+        return {"m": "value"}
+
+    monkeypatch.setattr(handler, "measure_due", measure_due)
+    calls = []
+
+    def reconcile_object(body, measured=None, measured_for=None):
+        calls.append((measured, measured_for))
+        schedule.due_in(KEY, 60)
+
+    monkeypatch.setattr(handler, "reconcile_object", reconcile_object)
+
+    class Stopped:
+        flag = False
+
+        def __bool__(self):
+            return self.flag
+
+    stopped = Stopped()
+
+    async def main():
+        schedule.due_in(KEY, 0)
+        task = asyncio.create_task(handler.requeue(namespace="team", name="ro", stopped=stopped))
+        await asyncio.sleep(0.5)
+        stopped.flag = True
+        schedule.due_in(KEY, 0)
+        await asyncio.wait_for(task, timeout=5)
+
+    asyncio.run(main())
+    assert calls[0] == ({"m": "value"}, ("v2", "v1", 1))
+    assert held == [False], "measured without holding the Rollout's lock"
+
+
+def test_a_prometheus_that_never_answers_becomes_an_error_in_bounded_time(monkeypatch):
+    """measure_due bounds each metric: a hung query is an error for that metric, not a hang."""
+    monkeypatch.setattr(handler.PrometheusProvider, "__init__", lambda self, address: setattr(self, "timeout", 0.05))
+    release = threading.Event()
+    monkeypatch.setattr(handler, "measure_metric", lambda provider, metric, variables: release.wait(30))
+
+    class Metric:
+        name = "errorRate"
+
+    due = handler.DueAnalysis(key=("v2", "v1", 1), address="http://127.0.0.1:9", metrics=(Metric(),), variables=None)
+    started = time.monotonic()
+    try:
+        result = asyncio.run(handler.measure_due(due))
+    finally:
+        release.set()
+    assert time.monotonic() - started < 10
+    assert "no answer within" in result["errorRate"].error

@@ -9,6 +9,11 @@ trigger's decision moves that time, and at the latest every RESYNC_SECONDS. A se
 costs one reconcile a minute, a canary one per thing it waits for, not one every two seconds.
 Reconciles of one Rollout never overlap.
 
+Analysis is measured by that daemon before it reconciles, off the Rollout's lock and off kopf's
+handler threads (on an analysis pool, each metric bounded in time): a slow or dead Prometheus
+delays this Rollout's judgement and nothing else. The reconcile takes the measurements only
+while the Rollout still has the candidate, stable version and step they were taken for.
+
 Observing includes the traffic router (the weight its objects carry, or why it cannot route)
 and the serving Pods' artifact check, so `decide` never walks on weights that were not applied.
 
@@ -24,9 +29,11 @@ Pods go only after the Services stopped selecting them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -56,6 +63,8 @@ RESYNC_SECONDS = 60
 
 _lock = locks.ObjectLocks()
 _schedule = locks.Schedule()
+# Prometheus queries run here, never on kopf's handler threads nor under a Rollout's lock.
+_analysis_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="analysis")
 
 
 def _now() -> datetime.datetime:
@@ -161,24 +170,68 @@ def _observe_routing(spec, namespace: str, name: str, current: RolloutStatus) ->
     return logic.Routing(weight=routers.applied_weight(router, weight, carried))
 
 
-def measure(spec, status_obj, namespace: str, name: str, now: datetime.datetime,
-            observed: logic.Observed | None = None) -> dict[str, analysis.Measured]:
-    due = logic.due_metrics(spec, status_obj, now, observed)
+@dataclasses.dataclass(frozen=True)
+class DueAnalysis:
+    """The measurements a Rollout's analysis is waiting for, read without its lock.
+
+    `key` is what they belong to — candidate, stable and step — and a reconcile takes them only
+    while its Rollout is still there; anything else moved, they are dropped and taken again.
+    """
+
+    key: tuple[str | None, str | None, int | None]
+    address: str
+    metrics: tuple[Any, ...]
+    variables: analysis.QueryVars
+
+
+def analysis_key(current: RolloutStatus) -> tuple[str | None, str | None, int | None]:
+    return (current.candidate_version, current.stable_version, current.current_step_index)
+
+
+def due_analysis(namespace: str, name: str) -> DueAnalysis | None:
+    """What is due to be measured now (a read of the Rollout and its versions, no lock held)."""
+    try:
+        body = client.custom_objects().get_namespaced_custom_object(ROLLOUTS.group, ROLLOUTS.version, namespace, ROLLOUTS.plural, name)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    spec = logic.parse_spec(body.get("spec"))
+    if isinstance(spec, InvalidSpec):
+        return None
+    current = logic.parse_status(body.get("status"))
     address = analysis.prometheus_address(spec.analysis)
-    if not due or address is None:
-        return {}
-    provider = PrometheusProvider(address)
-    canary = analysis.QueryVars(
-        namespace=namespace,
-        rollout=name,
-        canary=status_obj.candidate_version or "",
-        stable=status_obj.stable_version,
-        model=spec.model_name,
+    if address is None or not current.candidate_version:
+        return None
+    observed = observe(namespace, name, spec.model_name, spec, current)
+    due = logic.due_metrics(spec, current, _now(), observed)
+    if not due:
+        return None
+    variables = analysis.QueryVars(
+        namespace=namespace, rollout=name, canary=current.candidate_version or "",
+        stable=current.stable_version, model=spec.model_name,
     )
-    measured = {}
-    for metric in due:
-        measured[metric.name] = measure_metric(provider, metric, canary)
-    return measured
+    return DueAnalysis(key=analysis_key(current), address=address, metrics=tuple(due), variables=variables)
+
+
+async def measure_due(due: DueAnalysis) -> dict[str, analysis.Measured]:
+    """Every due metric at once, each on the analysis pool (never kopf's handler threads) and
+    bounded in time: a slow or dead Prometheus delays this Rollout's analysis, nothing else."""
+    loop = asyncio.get_running_loop()
+    provider = PrometheusProvider(due.address)
+    # A relative metric runs two queries, each with the provider's own timeout.
+    limit = 2 * provider.timeout + 5
+
+    async def one(metric: Any) -> analysis.Measured:
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(_analysis_pool, measure_metric, provider, metric, due.variables), timeout=limit
+            )
+        except TimeoutError:
+            return analysis.Measured(error=f"Prometheus at {due.address}: no answer within {limit:g}s")
+
+    results = await asyncio.gather(*(one(metric) for metric in due.metrics))
+    return {metric.name: result for metric, result in zip(due.metrics, results)}
 
 
 def measure_metric(provider, metric, variables: analysis.QueryVars) -> analysis.Measured:
@@ -203,7 +256,13 @@ def measure_metric(provider, metric, variables: analysis.QueryVars) -> analysis.
     return analysis.Measured(value=results[0].value, stable_value=results[1].value if len(results) > 1 else None)
 
 
-def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
+def reconcile_object(
+    body: dict[str, Any], measured: Mapping[str, analysis.Measured] | None = None,
+    measured_for: tuple[str | None, str | None, int | None] | None = None,
+) -> logic.Decision | None:
+    """Observe, decide, act for one Rollout, under its lock. `measured`: analysis results the
+    daemon took off the lock for `measured_for` (candidate, stable, step); used only if the
+    Rollout is still there."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
@@ -222,11 +281,12 @@ def reconcile_object(body: dict[str, Any]) -> logic.Decision | None:
         now = _now()
         model = body.get("spec", {}).get("modelName", "")
         observed = observe(namespace, name, model, spec, current)
-        measured = {} if isinstance(spec, InvalidSpec) else measure(spec, current, namespace, name, now, observed)
+        if measured_for != analysis_key(current):
+            measured = {}
         force_version = (meta.get("annotations") or {}).get(FORCE_VERSION_ANNOTATION)
 
         def decide(seen: logic.Observed) -> logic.Decision:
-            return logic.decide(name, spec, current, seen, now, generation=meta["generation"], measured=measured,
+            return logic.decide(name, spec, current, seen, now, generation=meta["generation"], measured=measured or {},
                                 force_version=force_version)
 
         decision = decide(observed)
@@ -415,7 +475,12 @@ async def requeue(namespace: str | None, name: str, stopped: kopf.DaemonStopped,
                 continue
             _schedule.due_in(key, RESYNC_SECONDS)  # until this reconcile's decision says otherwise
             try:
-                await loop.run_in_executor(None, reconcile_object, {"metadata": {"namespace": namespace, "name": name}})
+                due = await loop.run_in_executor(_analysis_pool, due_analysis, namespace, name)
+                measured = await measure_due(due) if due is not None else None
+                await loop.run_in_executor(
+                    None, reconcile_object, {"metadata": {"namespace": namespace, "name": name}},
+                    measured, due.key if due is not None else None,
+                )
             except kubernetes.client.ApiException as exc:
                 logger.warning("Rollout %s/%s: reconcile failed (%s %s); retrying in %ss", namespace, name, exc.status, exc.reason, BACKOFF_SECONDS)
                 _schedule.due_in(key, BACKOFF_SECONDS)
