@@ -124,10 +124,22 @@ class PodView:
         # The image is the host's: where the cache root or the checkout lives under /tmp (a CI
         # runner's mktemp, say), the private /tmp -- or a volume mounted at /tmp -- would hide
         # the interpreter the Pod runs.  Bound last, so that nothing the Pod mounts covers it.
+        rebound = []
         for path, fd in image:
             if any(_under(path, mine) for mine in self.ours):
                 self.mountpoint(path, os.path.isdir(f"/proc/self/fd/{fd}"))
                 _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+                rebound.append(path)
+        # A volume whose mountPath lies inside an image path just bound was covered by that bind
+        # (a node path under the dev cluster's directory in a checkout under /tmp: the demo's
+        # artifacts); it is mounted again on top, so the Pod writes where its manifest says.
+        for mount, fd in zip(mounts, sources):
+            target = os.path.normpath(mount["target"])
+            if any(target != path and _under(target, path) for path in rebound):
+                self.mountpoint(target, os.path.isdir(f"/proc/self/fd/{fd}"))
+                _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+                if mount.get("readOnly"):
+                    _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         for fd in (*sources, *(fd for _, fd in image), tmp, self.overlay_fd):
             os.close(fd)
 

@@ -74,3 +74,21 @@ def test_without_the_image_listed_the_private_tmp_hides_it(tmp_path, image_under
     done = run_in_pod_view(tmp_path, [f"{image_under_tmp}/bin/tool"], image=[], mounts=[])
     assert done.returncode != 0
     assert "No such file or directory" in done.stderr + done.stdout
+
+
+def test_a_volume_inside_a_hidden_directory_of_the_image_is_written_where_the_manifest_says(tmp_path, image_under_tmp):
+    # The demo from a checkout under /tmp: the dev cluster's directory lies inside the image (the
+    # checkout) and is hidden, and the run's output is a node path under it, mounted at the same
+    # path. Binding the image back once covered that volume, and the trainer wrote into the 1 MiB
+    # tmpfs that hides the directory: "No space left on device" when it saved a checkpoint.
+    cluster_dir = image_under_tmp / ".devcluster"
+    output = cluster_dir / "artifacts" / "run-1"
+    output.mkdir(parents=True)
+    script = (f"{image_under_tmp}/bin/tool && head -c 3000000 /dev/zero > {output}/adapter.safetensors "
+              f"&& echo written")
+    done = run_in_pod_view(tmp_path, ["/bin/sh", "-c", script], image=[str(image_under_tmp)],
+                           mounts=[{"source": str(output), "target": str(output), "readOnly": False}],
+                           hide=[str(cluster_dir)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "written" in done.stdout
+    assert (output / "adapter.safetensors").stat().st_size == 3000000, "the file is on the host, in the volume"
