@@ -180,3 +180,16 @@ def test_a_prometheus_that_never_answers_becomes_an_error_in_bounded_time(monkey
         release.set()
     assert time.monotonic() - started < 10
     assert "no answer within" in result["errorRate"].error
+
+
+def test_rollouts_are_indexed_by_namespace_and_model():
+    assert handler.rollouts_by_model(namespace="team", name="ro", spec={"modelName": "earnings"}) == {("team", "earnings"): "ro"}
+
+
+def test_a_version_change_reconciles_the_rollouts_of_its_model_from_the_index(monkeypatch):
+    reconciled = []
+    monkeypatch.setattr(handler, "reconcile_object", lambda body: reconciled.append(body["metadata"]["name"]))
+    monkeypatch.setattr(handler.client, "custom_objects", lambda: pytest.fail("listed Rollouts"))
+    index = {("team", "earnings"): ["ro-b", "ro-a"], ("team", "other"): ["ro-c"], ("prod", "earnings"): ["ro-d"]}
+    handler.version_changed(body={"spec": {"modelName": "earnings"}}, namespace="team", type="MODIFIED", rollouts_by_model=index)
+    assert reconciled == ["ro-a", "ro-b"]

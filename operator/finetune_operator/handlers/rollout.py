@@ -276,6 +276,8 @@ def reconcile_object(
                 return None
             raise
         meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None
         spec = logic.parse_spec(body.get("spec"))
         current = logic.parse_status(body.get("status"))
         now = _now()
@@ -506,16 +508,23 @@ def request_written(body: kopf.Body, type: str | None, **_: Any) -> None:
         reconcile_object(dict(body))
 
 
+@kopf.index(*RESOURCE)
+def rollouts_by_model(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str | None, Any], str]:
+    """Rollout names by (namespace, modelName), from the Rollout watch: which Rollouts a
+    ModelVersion's change concerns, without a LIST per ModelVersion event."""
+    return {(namespace, spec.get("modelName")): name}
+
+
 @kopf.on.event(MODELVERSIONS.group, MODELVERSIONS.version, MODELVERSIONS.plural)
-def version_changed(body: kopf.Body, namespace: str | None, type: str | None, **_: Any) -> None:
+def version_changed(body: kopf.Body, namespace: str | None, type: str | None, **kwargs: Any) -> None:
     """A version of some model changed phase: reconcile the Rollouts of that model."""
     assert namespace is not None, "a ModelVersion is namespaced: kopf passes its namespace"
     if type is None:
         return
     model = (body.get("spec") or {}).get("modelName")
-    for ro in client.custom_objects().list_namespaced_custom_object(ROLLOUTS.group, ROLLOUTS.version, namespace, ROLLOUTS.plural)["items"]:
-        if (ro.get("spec") or {}).get("modelName") == model:
-            reconcile_object(ro)
+    by_model: kopf.Index = kwargs["rollouts_by_model"]
+    for rollout in sorted(by_model.get((namespace, model), ())):
+        reconcile_object({"metadata": {"namespace": namespace, "name": rollout}})
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={builders.ROLLOUT_LABEL: kopf.PRESENT})
