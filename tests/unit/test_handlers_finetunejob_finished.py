@@ -107,3 +107,17 @@ def test_reconciling_a_running_job_reads_its_children_from_the_cache(api):
     owner = handler.builders.Owner(name="ft", namespace="team", uid="uid-1")
     handler._reconcile_locked(body(status={"phase": "Training"}), owner)  # noqa: SLF001
     assert [call[0] for call in api][:2] == ["children", "registry"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "expected"),
+    [
+        (SPEC, FINISHED, False),  # finished, no TTL: no timer at all
+        ({**SPEC, "ttlSecondsAfterFinished": 60}, FINISHED, True),  # the TTL needs the timer
+        (SPEC, {"phase": "Training"}, True),
+        (SPEC, {"phase": "Failed"}, True),  # an invalid spec may still start: resynced
+        (SPEC, {}, True),
+    ],
+)
+def test_only_jobs_that_can_still_change_by_themselves_have_a_timer(spec, status, expected):
+    assert handler.needs_timer(spec=spec, status=status) is expected

@@ -277,7 +277,13 @@ def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, 
     reconcile_by_name(namespace, labels[FINETUNEJOB_LABEL])
 
 
-@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None)
+def needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """A finished job without a TTL has no timer at all: only an edit changes it, and its update
+    handler sees that. kopf stops the timer when this turns False and starts it when it turns True."""
+    return not finished(status) or spec.get("ttlSecondsAfterFinished") is not None
+
+
+@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None, when=needs_timer)
 def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **kwargs: Any) -> None:
     """Safety net for missed events, and the TTL of finished jobs.
 
