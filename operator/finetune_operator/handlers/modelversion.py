@@ -60,7 +60,9 @@ def reconcile_object(body: Mapping[str, Any]) -> modelversion.Decision:
             card_config_map=card,
             awaiting_artifact_check=_artifact_checkable(body, spec, current),
         )
-        if card:
+        if card and (current.model_card_config_map != card or decision.status_changed):
+            # The card is written once (create-if-absent): its first time, or when the verdict it
+            # reports moved; a settled version's slow timer sends no request for it.
             apply.create_if_absent(mv_builders.model_card_config_map(dict(body), list(decision.status.gates)))
         # Events first (named by the transition): a kill before the apply repeats the same
         # decision, whose Events exist already; never a transition without its Event.
