@@ -83,6 +83,31 @@ def test_forgetting_drops_the_schedule():
     assert schedule.delay(KEY, default=60) == pytest.approx(60)
 
 
+class Stopped:
+    """kopf's stop flag as the daemon reads it: truthy once the daemon is to stop."""
+
+    def __init__(self):
+        self.flag = False
+
+    def __bool__(self):
+        return self.flag
+
+
+def run_daemon(schedule, *, seconds):
+    """Run the Rollout daemon, due at once, for `seconds`; then stop it and wait for its exit."""
+    stopped = Stopped()
+
+    async def main():
+        schedule.due_in(KEY, 0)
+        task = asyncio.create_task(handler.requeue(namespace="team", name="ro", stopped=stopped))
+        await asyncio.sleep(seconds)
+        stopped.flag = True
+        schedule.due_in(KEY, 0)  # wake it to see the flag
+        await asyncio.wait_for(task, timeout=5)
+
+    asyncio.run(main())
+
+
 def test_the_daemon_reconciles_when_due_and_sleeps_what_the_decision_said(monkeypatch):
     """The Rollout daemon: reconcile once due, then wait the decision's requeue_after."""
     schedule = locks.Schedule()
@@ -97,24 +122,7 @@ def test_the_daemon_reconciles_when_due_and_sleeps_what_the_decision_said(monkey
     monkeypatch.setattr(handler, "reconcile_object", reconcile_object)
     monkeypatch.setattr(handler, "due_analysis", lambda namespace, name: None)
 
-    class Stopped:
-        def __init__(self):
-            self.flag = False
-
-        def __bool__(self):
-            return self.flag
-
-    stopped = Stopped()
-
-    async def main():
-        schedule.due_in(KEY, 0)
-        task = asyncio.create_task(handler.requeue(namespace="team", name="ro", stopped=stopped))
-        await asyncio.sleep(1.5)
-        stopped.flag = True
-        schedule.due_in(KEY, 0)  # wake it to see the flag
-        await asyncio.wait_for(task, timeout=5)
-
-    asyncio.run(main())
+    run_daemon(schedule, seconds=1.5)
     gaps = [b - a for a, b in zip(reconciled, reconciled[1:])]
     assert 3 <= len(reconciled) <= 5, reconciled
     assert all(0.3 <= gap < 1.0 for gap in gaps), gaps
@@ -142,23 +150,7 @@ def test_due_measurements_are_taken_off_the_lock_and_handed_to_the_reconcile(mon
 
     monkeypatch.setattr(handler, "reconcile_object", reconcile_object)
 
-    class Stopped:
-        flag = False
-
-        def __bool__(self):
-            return self.flag
-
-    stopped = Stopped()
-
-    async def main():
-        schedule.due_in(KEY, 0)
-        task = asyncio.create_task(handler.requeue(namespace="team", name="ro", stopped=stopped))
-        await asyncio.sleep(0.5)
-        stopped.flag = True
-        schedule.due_in(KEY, 0)
-        await asyncio.wait_for(task, timeout=5)
-
-    asyncio.run(main())
+    run_daemon(schedule, seconds=0.5)
     assert calls[0] == ({"m": "value"}, ("v2", "v1", 1))
     assert held == [False], "measured without holding the Rollout's lock"
 

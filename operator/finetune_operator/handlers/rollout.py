@@ -188,14 +188,22 @@ def analysis_key(current: RolloutStatus) -> tuple[str | None, str | None, int | 
     return (current.candidate_version, current.stable_version, current.current_step_index)
 
 
-def due_analysis(namespace: str, name: str) -> DueAnalysis | None:
-    """What is due to be measured now (a read of the Rollout and its versions, no lock held)."""
+def _read(namespace: str, name: str) -> dict[str, Any] | None:
+    """The Rollout as the API server has it now; None when it is gone or being deleted."""
     try:
         body = client.custom_objects().get_namespaced_custom_object(ROLLOUTS.group, ROLLOUTS.version, namespace, ROLLOUTS.plural, name)
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
             return None
         raise
+    return None if body["metadata"].get("deletionTimestamp") else body
+
+
+def due_analysis(namespace: str, name: str) -> DueAnalysis | None:
+    """What is due to be measured now (a read of the Rollout and its versions, no lock held)."""
+    body = _read(namespace, name)
+    if body is None:
+        return None
     spec = logic.parse_spec(body.get("spec"))
     if isinstance(spec, InvalidSpec):
         return None
@@ -269,15 +277,11 @@ def reconcile_object(
         return None
     with _lock(namespace, name), metrics.reconciling(KIND):
         # Read fresh: a request the CLI just wrote must not be handled from a stale body.
-        try:
-            body = client.custom_objects().get_namespaced_custom_object(ROLLOUTS.group, ROLLOUTS.version, namespace, ROLLOUTS.plural, name)
-        except kubernetes.client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        meta = body["metadata"]
-        if meta.get("deletionTimestamp"):
+        fresh = _read(namespace, name)
+        if fresh is None:
             return None
+        body = fresh
+        meta = body["metadata"]
         spec = logic.parse_spec(body.get("spec"))
         current = logic.parse_status(body.get("status"))
         now = _now()
