@@ -74,14 +74,18 @@ def _now() -> datetime.datetime:
 VERIFY_CONTAINER = builders.VERIFY_CONTAINER
 
 
-def observe(namespace: str, name: str, model: str, spec=None, current: RolloutStatus | None = None) -> logic.Observed:
-    versions = [
+def _versions(namespace: str, model: str) -> tuple[logic.VersionInfo, ...]:
+    return tuple(
         logic.VersionInfo.from_object(mv)
         for mv in client.custom_objects().list_namespaced_custom_object(
             MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural
         )["items"]
         if (mv.get("spec") or {}).get("modelName") == model
-    ]
+    )
+
+
+def observe(namespace: str, name: str, model: str, spec=None, current: RolloutStatus | None = None) -> logic.Observed:
+    versions = _versions(namespace, model)
     ready = {}
     for deployment in client.apps().list_namespaced_deployment(namespace, label_selector=f"{builders.ROLLOUT_LABEL}={name}").items:
         version = (deployment.metadata.labels or {}).get(builders.VERSION_LABEL)
@@ -91,7 +95,7 @@ def observe(namespace: str, name: str, model: str, spec=None, current: RolloutSt
     routing = None
     if spec is not None and not isinstance(spec, InvalidSpec) and current is not None and current.stable_version:
         routing = _observe_routing(spec, namespace, name, current)
-    return logic.Observed(versions=tuple(versions), ready=ready, routing=routing, serving_failures=failures)
+    return logic.Observed(versions=versions, ready=ready, routing=routing, serving_failures=failures)
 
 
 def _available(deployment) -> bool:
@@ -209,10 +213,11 @@ def due_analysis(namespace: str, name: str) -> DueAnalysis | None:
         return None
     current = logic.parse_status(body.get("status"))
     address = analysis.prometheus_address(spec.analysis)
-    if address is None or not current.candidate_version:
+    if address is None or not logic.analysing(spec, current):
         return None
-    observed = observe(namespace, name, spec.model_name, spec, current)
-    due = logic.due_metrics(spec, current, _now(), observed)
+    # Which metrics exist depends only on the versions (their format schemas): not the serving,
+    # routing and Pod reads of a whole `observe`, which the reconcile that follows makes anyway.
+    due = logic.due_metrics(spec, current, _now(), logic.Observed(versions=_versions(namespace, spec.model_name)))
     if not due:
         return None
     variables = analysis.QueryVars(
@@ -287,12 +292,11 @@ def reconcile_object(
         now = _now()
         model = body.get("spec", {}).get("modelName", "")
         observed = observe(namespace, name, model, spec, current)
-        if measured_for != analysis_key(current):
-            measured = {}
+        taken = measured if measured and measured_for == analysis_key(current) else {}
         force_version = (meta.get("annotations") or {}).get(FORCE_VERSION_ANNOTATION)
 
         def decide(seen: logic.Observed) -> logic.Decision:
-            return logic.decide(name, spec, current, seen, now, generation=meta["generation"], measured=measured or {},
+            return logic.decide(name, spec, current, seen, now, generation=meta["generation"], measured=taken,
                                 force_version=force_version)
 
         decision = decide(observed)

@@ -229,20 +229,11 @@ class FineTuneJobCache:
             if name in kwargs and self._indexes.get(name) is not kwargs[name]:
                 self._indexes[name] = kwargs[name]
 
-    @property
-    def bound(self) -> bool:
-        return all(name in self._indexes for name in INDEXES)
-
     def _lookup(self, index: str, key: tuple[str, str]) -> list[Any]:
         if index not in self._indexes:
             raise RuntimeError(f"the {index} index is not bound: reconciles run from kopf handlers, which pass it")
         # kopf updates an index on its event loop while a sync handler reads it on a worker
-        # thread; copying a store is one C-level pass, and retried in the unlikely interleaving.
-        for _ in range(3):
-            try:
-                return list(self._indexes[index].get(key, ()))
-            except RuntimeError:
-                continue
+        # thread: copying a store's values is one C-level pass, which the GIL keeps whole.
         return list(self._indexes[index].get(key, ()))
 
     # --- the FineTuneJob itself

@@ -257,12 +257,18 @@ def parse_status(raw: Mapping[str, Any] | None) -> RolloutStatus:
         return RolloutStatus()
 
 
+def analysing(spec: RolloutSpec, status: RolloutStatus) -> bool:
+    """A candidate is at a step judged by analysis or an experiment."""
+    step = _current_step(spec, status)
+    return status.candidate_version is not None and step is not None and (step.analysis is not None or step.experiment is not None)
+
+
 def due_metrics(
     spec: RolloutSpec, status: RolloutStatus, now: datetime.datetime, observed: Observed | None = None
 ) -> list[AnalysisMetric]:
     """The analysis metrics to measure before deciding (the handler queries them)."""
     step = _current_step(spec, status)
-    if step is None or (step.analysis is None and step.experiment is None) or status.candidate_version is None:
+    if step is None or not analysing(spec, status):
         return []
     if analysis.prometheus_address(spec.analysis) is None:
         return []
