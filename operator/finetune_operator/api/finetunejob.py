@@ -119,6 +119,7 @@ SPLIT_TOLERANCE = 1e-6
 # Measured as compact JSON (what the API server stores); config/admission/finetunejob-inline-size.yaml
 # refuses it at admission with the same limit.
 INLINE_MAX_BYTES = 128 * 1024
+CHAT_TEMPLATE_MAX_LENGTH = 32 * 1024  # real templates (Llama 3, Qwen 2) are 1-8 KiB
 MSG_INLINE_TOO_BIG = (
     f"dataset.inline holds more than {INLINE_MAX_BYTES // 1024} KiB of records; put them in a file and "
     "point dataset.uri at it (pvc://<claim>/<path>, s3://<bucket>/<key> or file:///<path>)"
@@ -330,6 +331,17 @@ class DatasetSpec(ApiModel):
         description=(
             "Record format: instruction (instruction/input/output), chat (messages), preference "
             "(prompt/chosen/rejected) or auto."
+        ),
+    )
+    chat_template: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=CHAT_TEMPLATE_MAX_LENGTH,
+        description=(
+            "Jinja chat template that renders conversations for training, evaluation and serving, in place of "
+            "the base model tokenizer's own. Required for format chat when the base model's tokenizer has none "
+            "(the trainer refuses such a job rather than guess how the model expects turns); instruction and "
+            "preference records fall back to a built-in ChatML-like template when neither gives one."
         ),
     )
     split: DatasetSplit = section(DatasetSplit, "Train/validation/test fractions; they must sum to 1.")
