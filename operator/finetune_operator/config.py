@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "FINETUNE_"
 
@@ -65,6 +65,42 @@ class OperatorConfig(BaseModel):
     )
     peering_name: str = Field(
         default="finetune-operator", description="Name of the kopf peering object when peering is on."
+    )
+    leader_election: bool = Field(
+        default=False,
+        description="`on`: several replicas run, one active: the one holding the coordination.k8s.io "
+        "Lease FINETUNE_LEADER_ELECTION_NAMESPACE/FINETUNE_LEADER_ELECTION_NAME runs the controllers, the "
+        "others wait and take over when it stops renewing; `off`: this process always acts (one replica).",
+    )
+    leader_election_namespace: str = Field(
+        default="",
+        description="Namespace of the leader-election Lease (the chart: the release namespace); "
+        "required when leader election is on.",
+    )
+    leader_election_name: str = Field(
+        default="finetune-operator",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Name of the leader-election Lease.",
+    )
+    lease_duration_seconds: int = Field(
+        default=15,
+        ge=2,
+        le=3600,
+        description="How long a standby waits, from the last renewal it saw, before it takes the Lease "
+        "of a leader that stopped renewing (killed, node lost): the failover time is about this plus "
+        "the operator's start-up.",
+    )
+    lease_renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A leader that could not renew its Lease for this long stops (exits) before a standby "
+        "may take over; less than FINETUNE_LEASE_DURATION_SECONDS.",
+    )
+    lease_retry_period_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the leader renews the Lease and a standby checks it; less than "
+        "FINETUNE_LEASE_RENEW_DEADLINE_SECONDS.",
     )
     gpu_hour_price: float = Field(
         default=0.0,
@@ -212,7 +248,7 @@ class OperatorConfig(BaseModel):
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("peering", mode="before")
+    @field_validator("peering", "leader_election", mode="before")
     @classmethod
     def _on_off(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -223,6 +259,31 @@ class OperatorConfig(BaseModel):
                 return False
             raise ValueError("expected on or off")
         return value
+
+    @model_validator(mode="after")
+    def _leader_election_settings(self) -> OperatorConfig:
+        if not self.leader_election:
+            return self
+        if self.peering:
+            raise ValueError(
+                "FINETUNE_LEADER_ELECTION=on and FINETUNE_PEERING=on: choose one way to run several "
+                "replicas (leader election is the one that keeps a single replica active); set FINETUNE_PEERING=off"
+            )
+        if not self.leader_election_namespace:
+            raise ValueError(
+                "FINETUNE_LEADER_ELECTION_NAMESPACE is empty: leader election needs the namespace of its Lease "
+                "(the operator's own namespace)"
+            )
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.leader_election_namespace):
+            raise ValueError(f"FINETUNE_LEADER_ELECTION_NAMESPACE={self.leader_election_namespace!r} is not a namespace name")
+        if not self.lease_retry_period_seconds < self.lease_renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(
+                f"FINETUNE_LEASE_RETRY_PERIOD_SECONDS ({self.lease_retry_period_seconds:g}) < "
+                f"FINETUNE_LEASE_RENEW_DEADLINE_SECONDS ({self.lease_renew_deadline_seconds:g}) < "
+                f"FINETUNE_LEASE_DURATION_SECONDS ({self.lease_duration_seconds}) must hold, so that a leader "
+                "that cannot renew stops before a standby takes over; e.g. 2, 10 and 15"
+            )
+        return self
 
     @property
     def clusterwide(self) -> bool:
@@ -261,7 +322,7 @@ class OperatorConfig(BaseModel):
                 variable = cls.env_name(field) if field else "environment"
                 value = raw.get(field, "")
                 message = error["msg"].removeprefix("Value error, ")
-                problems.append(f"{variable}={value!r}: {message}")
+                problems.append(f"{variable}={value!r}: {message}" if field else message)
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 

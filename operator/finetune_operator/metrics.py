@@ -51,6 +51,12 @@ FINETUNEJOBS = Gauge(
     namespace=NAMESPACE,
 )
 BUILD = Info("build", "Version of the running operator.", namespace=NAMESPACE)
+LEADER = Gauge(
+    "leader",
+    "1 while this replica runs the controllers (it holds the leader-election Lease, or leader "
+    "election is off), 0 while it is the standby.",
+    namespace=NAMESPACE,
+)
 
 # Phases shown as 0 rather than missing, so dashboards and alerts see every series from the start.
 FINETUNEJOB_PHASES = (

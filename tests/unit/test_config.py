@@ -95,3 +95,38 @@ def test_bad_environment_exits_2_before_touching_a_cluster():
     )
     assert result.returncode == 2
     assert "FINETUNE_METRICS_PORT='eighty'" in result.stderr
+
+
+LEADER = {"FINETUNE_LEADER_ELECTION": "on", "FINETUNE_LEADER_ELECTION_NAMESPACE": "finetune-system"}
+
+
+def test_leader_election_settings():
+    config = OperatorConfig.from_env(LEADER)
+    assert config.leader_election and config.leader_election_namespace == "finetune-system"
+    assert config.leader_election_name == "finetune-operator"
+    assert (config.lease_duration_seconds, config.lease_renew_deadline_seconds, config.lease_retry_period_seconds) == (15, 10, 2)
+    assert OperatorConfig.from_env({}).leader_election is False
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        pytest.param({"FINETUNE_LEADER_ELECTION": "on"}, ["FINETUNE_LEADER_ELECTION_NAMESPACE", "namespace of its Lease"],
+                     id="no-lease-namespace"),
+        pytest.param({**LEADER, "FINETUNE_PEERING": "on"}, ["FINETUNE_PEERING=off", "choose one"], id="with-peering"),
+        pytest.param({**LEADER, "FINETUNE_LEASE_DURATION_SECONDS": "8"},
+                     ["FINETUNE_LEASE_RENEW_DEADLINE_SECONDS (10)", "FINETUNE_LEASE_DURATION_SECONDS (8)", "must hold"],
+                     id="renew-deadline-not-below-duration"),
+        pytest.param({**LEADER, "FINETUNE_LEASE_RETRY_PERIOD_SECONDS": "10"},
+                     ["FINETUNE_LEASE_RETRY_PERIOD_SECONDS (10)", "must hold"], id="retry-not-below-renew-deadline"),
+        pytest.param({**LEADER, "FINETUNE_LEADER_ELECTION_NAMESPACE": "Ops_NS"},
+                     ["FINETUNE_LEADER_ELECTION_NAMESPACE='Ops_NS'"], id="lease-namespace-not-a-name"),
+        pytest.param({**LEADER, "FINETUNE_LEADER_ELECTION": "sometimes"}, ["FINETUNE_LEADER_ELECTION='sometimes'"],
+                     id="not-on-off"),
+    ],
+)
+def test_bad_leader_election_settings_are_named(env, words):
+    with pytest.raises(ConfigError) as caught:
+        OperatorConfig.from_env(env)
+    for word in words:
+        assert word in str(caught.value)
