@@ -185,6 +185,75 @@ def test_target_modules_the_model_lacks_are_a_config_error_naming_the_spec_field
     assert "q_proj" in err.split("its linear modules are", 1)[1], err  # what the user can pick from
 
 
+@pytest.fixture
+def model_without_chat_template(tmp_path, tiny_model) -> Path:
+    """The tiny model with its tokenizer's chat template removed, as many base checkpoints ship."""
+    import shutil
+
+    bare = tmp_path / "bare-model"
+    shutil.copytree(tiny_model, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer_config = json.loads((bare / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return bare
+
+
+def chat_records(count: int) -> list[dict]:
+    return [
+        {"messages": [{"role": "system", "content": "Answer as JSON."},
+                      {"role": "user", "content": r["instruction"]},
+                      {"role": "assistant", "content": r["output"]}]}
+        for r in json_format_records(count)
+    ]
+
+
+def test_chat_data_on_a_tokenizer_without_chat_template_is_a_config_error_naming_the_spec_field(
+    config_factory, tmp_path, capsys, model_without_chat_template
+):
+    raw = config_factory(chat_records(10), model={"uri": str(model_without_chat_template)}, dataset={"format": "chat"})
+    code = train_main(["--config", str(save_config(tmp_path, raw))])
+    assert code == exitcodes.CONFIG_ERROR  # no retry: the operator fails the job at once
+    err = capsys.readouterr().err
+    assert "has no chat template" in err and "set spec.dataset.chatTemplate" in err, err
+    assert not (Path(raw["output"]["dir"]) / "adapter").exists()
+
+
+def test_chat_template_from_the_spec_trains_chat_data_and_goes_with_the_artifact(
+    config_factory, tmp_path, model_without_chat_template
+):
+    template = (
+        "{% for message in messages %}[{{ message['role'] }}] {{ message['content'] }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {% endif %}"
+    )
+    raw = config_factory(
+        chat_records(12),
+        model={"uri": str(model_without_chat_template)},
+        dataset={"format": "chat", "chat_template": template},
+        hyperparameters={"max_steps": 2},
+    )
+    assert train_main(["--config", str(save_config(tmp_path, raw))]) == 0
+    summary = json.loads(Path(raw["termination_message_path"]).read_text())
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(summary["artifact"]["uri"])
+    assert tokenizer.chat_template == template  # serving and evaluation render turns as training did
+
+
+def test_instruction_data_on_a_tokenizer_without_chat_template_uses_the_built_in_one(
+    config_factory, tmp_path, model_without_chat_template
+):
+    from finetune_trainer.models import FALLBACK_CHAT_TEMPLATE
+
+    raw = config_factory(json_format_records(12), model={"uri": str(model_without_chat_template)},
+                         hyperparameters={"max_steps": 2})
+    assert train_main(["--config", str(save_config(tmp_path, raw))]) == 0
+    summary = json.loads(Path(raw["termination_message_path"]).read_text())
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(summary["artifact"]["uri"]).chat_template == FALLBACK_CHAT_TEMPLATE
+
+
 def _run_train(config_path: Path) -> subprocess.Popen:
     env = {
         **os.environ,

@@ -409,6 +409,13 @@ def test_output_dir_is_on_a_writable_mount(ftj, expected_mount):
             id="target-modules-are-passed-on",
         ),
         pytest.param(
+            spec(dataset={"format": "chat", "chatTemplate": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}),
+            SETTINGS,
+            {"dataset.format": "chat", "dataset.chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"},
+            id="chat-template-from-the-spec-is-passed-on",
+        ),
+        pytest.param(spec(), SETTINGS, {"dataset.chat_template": None}, id="no-chat-template-keeps-the-tokenizers"),
+        pytest.param(
             spec(dataset={"piiPolicy": "redact", "piiTypes": ["EMAIL", "SSN"]}), SETTINGS,
             {"dataset.pii_policy": "redact", "dataset.pii_types": ["EMAIL", "SSN"]},
             id="pii-policy-and-types",

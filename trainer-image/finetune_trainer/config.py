@@ -234,6 +234,13 @@ class DatasetSpec(_Section):
         description="instruction: instruction/input/output; chat: messages [{role, content}]; "
         "preference: prompt/chosen/rejected; auto: detected from the first record.",
     )
+    chat_template: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Jinja chat template used in place of the base model tokenizer's own. Format chat "
+        "needs one of the two (no guessing how the model expects turns); instruction and preference "
+        "records fall back to the trainer's built-in template.",
+    )
     split: SplitFractions = Field(
         default_factory=SplitFractions, description="Train/validation/test fractions (sum 1)."
     )

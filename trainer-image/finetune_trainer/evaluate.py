@@ -664,7 +664,9 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     torch.manual_seed(seed)
     base_dir = resolve_model(config)
     tokenizer_dir = artifact.path if (artifact.path / "tokenizer_config.json").is_file() else base_dir
-    tokenizer = load_tokenizer(tokenizer_dir)
+    # The trained artifact's tokenizer carries the template it was trained with; the base's
+    # gets the spec's, as in training.
+    tokenizer = load_tokenizer(tokenizer_dir, None if tokenizer_dir == artifact.path else config.dataset.chat_template)
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     tokenizer.truncation_side = "left"  # an over-long prompt loses its start, never the question
     max_prompt_tokens = config.hyperparameters.max_seq_length

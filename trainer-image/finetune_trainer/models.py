@@ -254,8 +254,21 @@ def _drop_quantization_marker(model) -> None:
                 pass
 
 
-def load_tokenizer(model_dir: Path):
-    """The base model's tokenizer, with a pad token and a chat template guaranteed."""
+MSG_NO_CHAT_TEMPLATE = (
+    "spec.dataset.format is chat but the base model's tokenizer ({model_dir}) has no chat template, so "
+    "how the model expects turns is unknown; set spec.dataset.chatTemplate to the Jinja template the "
+    "model was trained with (or use a base model whose tokenizer_config.json has chat_template)"
+)
+
+
+def load_tokenizer(model_dir: Path, chat_template: str | None = None, data_format: str | None = None):
+    """The base model's tokenizer, with a pad token and a chat template guaranteed.
+
+    `chat_template` (spec.dataset.chatTemplate) replaces the tokenizer's own. Without either, chat
+    data is a configuration error (ConfigError: no retry, names the spec field): a conversation
+    rendered in turn markers the model never saw trains it to a format its users will not send.
+    Instruction and preference records carry no roles of their own, so the built-in template fits.
+    """
     from transformers import AutoTokenizer
 
     try:
@@ -267,7 +280,11 @@ def load_tokenizer(model_dir: Path):
     if tokenizer.pad_token is None:
         # Padding is masked out of the loss, so reusing EOS as pad is safe.
         tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(tokenizer, "chat_template", None):
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    elif not getattr(tokenizer, "chat_template", None):
+        if data_format == "chat":
+            raise ConfigError(MSG_NO_CHAT_TEMPLATE.format(model_dir=model_dir))
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
     return tokenizer
 

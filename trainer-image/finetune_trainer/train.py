@@ -350,7 +350,7 @@ def _train(config, stop, torch, EarlyStoppingCallback, set_seed) -> dict[str, An
     set_seed(config.seed)
     model_dir = resolve_model(config)
     bf16 = _use_bf16(config, cuda)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, config.dataset.chat_template, fmt)
     model = _load_model(config, model_dir, cuda, bf16)
 
     reporter = ProgressReporter(

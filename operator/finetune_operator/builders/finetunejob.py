@@ -220,6 +220,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
         "dataset": {
             **_dataset_source(spec),
             "format": dataset.format.value,
+            "chat_template": dataset.chat_template,
             "split": {
                 "train": dataset.split.train,
                 "validation": dataset.split.validation,
@@ -326,6 +327,7 @@ _TRAINER_TO_SPEC = {
     "dataset.balance_mode": "spec.dataset.balanceMode",
     "dataset.split": "spec.dataset.split",
     "dataset.format": "spec.dataset.format",
+    "dataset.chat_template": "spec.dataset.chatTemplate",
     "dataset.source": "spec.dataset.uri",
     "dataset.synthetic": "spec.dataset.synthetic",
     "early_stopping.enabled": "spec.earlyStopping.enabled",
