@@ -58,16 +58,24 @@ def condition(obj: dict, kind: str) -> dict | None:
 
 
 NOOP_TRAINER = "ghcr.io/finetune-operator/trainer-noop"
-# Where no-op FineTuneJobs write (each run under <root>/<name>/<name>-<uid>); the test operator
-# allows it as a node path (FINETUNE_ALLOWED_HOST_PATHS).
-NOOP_OUTPUT_ROOT = "/tmp/finetune-noop"
+# The claim every test namespace has (tests/conftest.py creates it with the namespace; the dev
+# cluster's provisioner binds it to a directory this machine can read, Cluster.claim_dir).
+WORKSPACE_CLAIM = "workspace"
+# Where no-op FineTuneJobs write: each run under <root>/<name>/<name>-<uid>, in the namespace's
+# claim, so their Pods pass Pod Security "restricted" (no hostPath volume).
+NOOP_OUTPUT_ROOT = f"pvc://{WORKSPACE_CLAIM}/finetune-noop"
+# A node path the test operator allows as an output (FINETUNE_ALLOWED_HOST_PATHS), for tests whose
+# point is a node path; their namespaces must opt out of "restricted" to run Pods there.
+NOOP_HOST_OUTPUT_ROOT = "/tmp/finetune-noop"
 
 
 def noop_finetunejob(name: str, *, image: str = NOOP_TRAINER, model_name: str | None = None,
                      **spec: Any) -> str:
     """A FineTuneJob for the no-op trainer image (the trainer's contract and results, no ML).
 
-    Its paths are never read; `spec` adds or replaces top-level spec fields (e.g. evaluation).
+    It writes to NOOP_OUTPUT_ROOT/<name> in the namespace's claim (Cluster.local_path finds it
+    here); its input paths are never read. `spec` adds or replaces top-level spec fields (e.g.
+    evaluation, or output).
     """
     output = {"uri": f"{NOOP_OUTPUT_ROOT}/{name}", **({"modelName": model_name} if model_name else {})}
     return yaml.safe_dump({
@@ -84,3 +92,26 @@ def noop_finetunejob(name: str, *, image: str = NOOP_TRAINER, model_name: str | 
         },
     })
 
+
+
+def restricted(manifest: str) -> str:
+    """`manifest` (YAML, one or more documents) with the securityContext Pod Security
+    "restricted" asks for on every Pod, Job and Deployment Pod template in it that sets none:
+    what the operator puts on its own Pods (finetune_operator.builders.security)."""
+    from finetune_operator.builders import security
+
+    def pod_specs(obj: dict) -> list[dict]:
+        kind, spec = obj.get("kind"), obj.get("spec") or {}
+        if kind == "Pod":
+            return [spec]
+        if kind in ("Job", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+            return [spec.get("template", {}).get("spec") or {}]
+        return []
+
+    documents = [d for d in yaml.safe_load_all(manifest) if d]
+    for document in documents:
+        for pod_spec in pod_specs(document):
+            pod_spec.setdefault("securityContext", security.restricted_pod_security_context())
+            for container in [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]:
+                container.setdefault("securityContext", security.restricted_security_context())
+    return yaml.safe_dump_all(documents)

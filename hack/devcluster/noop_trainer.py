@@ -9,7 +9,7 @@ fails here too, with the same exit code), same outputs in shape:
 * `prepare` writes a plausible data report as the compact JSON termination message, counting
   the records when the dataset is a local file it can read;
 * `train` reports progress lines (stdout, `<output>/progress.jsonl` when the output is a local
-  path, and `data.progress` of the ConfigMap named by FINETUNE_PROGRESS_CONFIGMAP), optionally
+  path or a claim, and `data.progress` of the ConfigMap named by FINETUNE_PROGRESS_CONFIGMAP), optionally
   taking FINETUNE_NOOP_TRAIN_SECONDS to do so, then writes the result summary the real trainer
   writes (artifact kind/uri/sha256, metrics, dataset summary) as the termination message.
 
@@ -27,7 +27,7 @@ Behaviour knobs (environment; the image map can set them per image tag):
 SIGTERM during `train` ends it like the real trainer after a checkpoint: exit 143 and a
 `Terminated` message naming the step reached.
 
-When the output is a local path, `train` writes what the real trainer writes there, in small:
+When the output is a local path or a claim, `train` writes what the real trainer writes there, in small:
 the artifact directory (a few deterministic files; the reported sha256 is `digest_files` of
 them, so a digest check of a registered version means something), and, when it takes time
 (FINETUNE_NOOP_TRAIN_SECONDS), a checkpoint directory every `checkpointing.every_n_steps`
@@ -176,8 +176,9 @@ def save_checkpoint(config: TrainerConfig, step: int) -> dict[str, Any]:
 
 
 def local_output(config: TrainerConfig) -> Path | None:
-    """The output directory when it is a plain local path (pvc:// is not mounted where we run)."""
-    if uri_scheme(config.output.dir) not in ("", "file"):
+    """The output directory when it is a filesystem path here: a local path, or a claim (pvc://),
+    which the Pod mounts at <pvc_mount_root>/<claim> as the real trainer's Pods do."""
+    if uri_scheme(config.output.dir) not in ("", "file", "pvc"):
         return None
     return config.output_path
 

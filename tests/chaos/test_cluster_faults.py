@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from devcluster import chaos
-from tests.helpers import condition, wait_for
+from tests.helpers import WORKSPACE_CLAIM, condition, wait_for
 from tests.integration.conftest import OperatorProcess, _start_operator, _stop_operator
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -57,7 +57,7 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{outcome.get_result().when}", outcome.get_result())
 
 
-def finetunejob(name: str, output: Path, image: str = NOOP, **spec) -> str:
+def finetunejob(name: str, output: str, image: str = NOOP, **spec) -> str:
     return yaml.safe_dump({
         "apiVersion": "finetune.ai/v1alpha1",
         "kind": "FineTuneJob",
@@ -67,7 +67,7 @@ def finetunejob(name: str, output: Path, image: str = NOOP, **spec) -> str:
             "image": image,
             "dataset": {"uri": "/data/train.jsonl"},
             "resources": {"gpusPerNode": 1},
-            "output": {"uri": str(output)},
+            "output": {"uri": output},
             **spec,
         },
     })
@@ -119,8 +119,12 @@ def newest_checkpoint(output: Path) -> int:
 # --------------------------------------------------------------------------- the API server
 
 
-def test_api_server_restarted_during_a_reconcile(cluster, namespace, operator, show_log, tmp_path):
-    cluster.apply(finetunejob("through-outage", tmp_path / "out"), namespace)
+# The no-op jobs write to the namespace's claim (their Pods pass Pod Security "restricted").
+OUTPUT = f"pvc://{WORKSPACE_CLAIM}/out"
+
+
+def test_api_server_restarted_during_a_reconcile(cluster, namespace, operator, show_log):
+    cluster.apply(finetunejob("through-outage", OUTPUT), namespace)
     # Mid-pipeline: the operator has created the first Job and is reconciling its progress.
     wait_for(lambda: jobs_by_stage(cluster, namespace, "through-outage").get("prepare"), 60, "the prepare Job")
     down = chaos.restart_component(cluster.state, "kube-apiserver", sig=signal.SIGKILL, down_seconds=2)
@@ -140,9 +144,9 @@ def test_api_server_restarted_during_a_reconcile(cluster, namespace, operator, s
 # --------------------------------------------------------------------------- the node
 
 
-def test_node_agent_restarted_during_training_resumes_from_the_checkpoint(cluster, namespace, operator, show_log, tmp_path):
-    output = tmp_path / "out"
-    cluster.apply(finetunejob("node-lost", output, image=NOOP_SLOW, hyperparameters={"maxSteps": 30},
+def test_node_agent_restarted_during_training_resumes_from_the_checkpoint(cluster, namespace, operator, show_log):
+    output = cluster.local_path(namespace, OUTPUT)
+    cluster.apply(finetunejob("node-lost", OUTPUT, image=NOOP_SLOW, hyperparameters={"maxSteps": 30},
                               checkpointing={"intervalSteps": 3}, evaluation={"enabled": False}), namespace)
     checkpoint = wait_for(lambda: newest_checkpoint(output) >= 3 and newest_checkpoint(output), 90, "a first checkpoint")
     first = train_pods(cluster, namespace, "node-lost")
@@ -162,8 +166,8 @@ def test_node_agent_restarted_during_training_resumes_from_the_checkpoint(cluste
 # --------------------------------------------------------------------------- a Pod out of memory
 
 
-def test_oom_killed_training_is_reported_as_oom_and_not_retried(cluster, namespace, operator, show_log, tmp_path):
-    cluster.apply(finetunejob("too-big", tmp_path / "out", image=NOOP_SLOW, evaluation={"enabled": False}), namespace)
+def test_oom_killed_training_is_reported_as_oom_and_not_retried(cluster, namespace, operator, show_log):
+    cluster.apply(finetunejob("too-big", OUTPUT, image=NOOP_SLOW, evaluation={"enabled": False}), namespace)
     pod = wait_for(lambda: next((p for p in train_pods(cluster, namespace, "too-big") if chaos_pid(p)), None), 90,
                    "the training Pod to run")
     os.kill(chaos_pid(pod), signal.SIGKILL)  # what the kernel's OOM killer does
@@ -204,6 +208,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.pod_security("privileged", reason="two real trainer ranks read a tiny model and a dataset from node paths "
+                         "and the test watches their checkpoints there (hostPath volumes)")
 def test_one_rank_failing_restarts_the_whole_gang_from_the_checkpoint(cluster, namespace, operator, show_log, tiny_model, tmp_path):
     from finetune_trainer.testing import json_format_records
 

@@ -87,6 +87,8 @@ def test_analysis_query_fails_exactly_the_bad_versions(analysis_prometheus):
         assert [float(sample["value"][1]) for sample in result] == [expected], (version, result)
 
 
+@pytest.mark.pod_security("privileged", reason="the round's jobs write their artifacts to node paths that its checks "
+                         "read, and its Rollout serves them from there (hostPath volumes)")
 def test_operator_killed_anywhere_changes_nothing(cluster, namespace, killable_operator, httproute_crd,
                                                   analysis_prometheus, tmp_path):
     kills = int(os.environ.get("FINETUNE_CHAOS_KILLS") or DEFAULT_KILLS)

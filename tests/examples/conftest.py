@@ -21,7 +21,17 @@ from tests.integration.conftest import LOG_TAIL_LINES, OperatorProcess, _start_o
 HERE = os.path.dirname(__file__)
 
 
+# The examples' operator mounts the offline model hub into every trainer Pod from a node path
+# (FINETUNE_MODEL_CACHE, as `make demo` does): a hostPath volume, refused under "restricted".
+HOST_MODEL_CACHE = pytest.mark.pod_security(
+    "privileged", reason="the examples' operator mounts the offline model hub from a node path (FINETUNE_MODEL_CACHE)"
+)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if str(item.fspath).startswith(HERE):
+            item.add_marker(HOST_MODEL_CACHE)
     if any(not str(item.fspath).startswith(HERE) for item in items):
         skip = pytest.mark.skip(reason="tests/examples runs in its own pytest session (make test-examples): "
                                        "its operator would fight the integration tests' operator")

@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 
 import finetune_operator
-from tests.helpers import NOOP_OUTPUT_ROOT, wait_for
+from tests.helpers import NOOP_HOST_OUTPUT_ROOT, wait_for
 
 OPERATOR_START_TIMEOUT = 90
 # Node paths the test operator may mount as a FineTuneJob's output (FINETUNE_ALLOWED_HOST_PATHS):
-# the no-op jobs' root and pytest's temporary directories, where tests put real outputs.
+# a node-path root for no-op jobs and pytest's temporary directories, where tests put real outputs.
 ALLOWED_HOST_PATHS = ",".join(
-    [NOOP_OUTPUT_ROOT, str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")]
+    [NOOP_HOST_OUTPUT_ROOT, str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}")]
 )
 LOG_TAIL_LINES = 200
 

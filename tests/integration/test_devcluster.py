@@ -21,9 +21,15 @@ from pathlib import Path
 import pytest
 
 from devcluster import controlplane, nodeagent
-from tests.helpers import condition, wait_for
+from tests.helpers import WORKSPACE_CLAIM, condition, restricted, wait_for
 
 pytestmark = pytest.mark.cluster
+
+
+def apply(cluster, manifest: str, namespace: str):
+    """`kubectl apply` of hand-written Pods and Jobs with the securityContext Pod Security
+    "restricted" asks for (test namespaces enforce it); what they test is the node agent."""
+    return cluster.apply(restricted(manifest), namespace)
 
 
 def pod_of_job(cluster, namespace, job):
@@ -51,7 +57,7 @@ def test_api_server_enforces_rbac(cluster, namespace):
 
 
 def test_gpu_job_runs_to_succeeded_with_termination_message(cluster, namespace):
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: v1
@@ -126,7 +132,7 @@ def test_gpu_job_runs_to_succeeded_with_termination_message(cluster, namespace):
 
 
 def test_failed_container_reports_exit_code_and_message(cluster, namespace):
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: v1
@@ -155,7 +161,7 @@ def test_failed_container_reports_exit_code_and_message(cluster, namespace):
 
 def test_too_many_gpus_stays_pending_unschedulable(cluster, namespace):
     most = max(int(n["status"]["allocatable"]["nvidia.com/gpu"]) for n in cluster.list("nodes"))
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             f"""
             apiVersion: v1
@@ -183,7 +189,7 @@ def test_too_many_gpus_stays_pending_unschedulable(cluster, namespace):
 
 
 def test_deleting_a_running_pod_delivers_sigterm(cluster, namespace):
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: v1
@@ -227,7 +233,7 @@ def test_deleting_a_running_pod_delivers_sigterm(cluster, namespace):
 
 
 def test_sigkill_after_grace_period(cluster, namespace):
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: v1
@@ -249,7 +255,7 @@ def test_sigkill_after_grace_period(cluster, namespace):
 
 
 def test_pod_reaches_the_api_server_with_its_own_service_account(cluster, namespace):
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: v1
@@ -293,7 +299,7 @@ def test_pod_reaches_the_api_server_with_its_own_service_account(cluster, namesp
 def test_a_pod_sees_its_volumes_at_their_paths_and_nothing_of_other_pods(cluster, namespace):
     # Two Pods, each with a Secret volume and an emptyDir: each sees its own at the mountPath
     # its manifest names, a private /tmp, and no path of the other Pod, nor the node's directory.
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: v1
@@ -325,7 +331,7 @@ def test_a_pod_sees_its_volumes_at_their_paths_and_nothing_of_other_pods(cluster
         "pod first to write its emptyDir",
     )
     first_dir = next(cluster.node_dir.glob(f"pods/{namespace}_first_*"))
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             f"""
             apiVersion: v1
@@ -367,7 +373,7 @@ def test_a_pod_sees_its_volumes_at_their_paths_and_nothing_of_other_pods(cluster
 
 
 def test_unknown_image_waits_with_err_image_pull(cluster, namespace):
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: v1
@@ -390,7 +396,7 @@ def test_unknown_image_waits_with_err_image_pull(cluster, namespace):
 
 
 def test_job_controller_garbage_collects_pods_of_a_deleted_job(cluster, namespace):
-    cluster.apply(
+    apply(cluster, 
         textwrap.dedent(
             """
             apiVersion: batch/v1
@@ -412,10 +418,11 @@ def test_job_controller_garbage_collects_pods_of_a_deleted_job(cluster, namespac
     wait_for(lambda: not cluster.list("pods", namespace, selector="job-name=long"), 60, "job long's pods to be gone")
 
 
-def test_pods_of_an_indexed_job_find_each_other_by_dns_name(cluster, namespace, tmp_path):
+def test_pods_of_an_indexed_job_find_each_other_by_dns_name(cluster, namespace):
     # No cluster DNS here: the node agent answers these names in env and args with Pod IPs.
-    # Each Pod waits on a shared directory until both have started: a finished Pod has no name.
-    cluster.apply(
+    # Each Pod waits on a shared directory (the namespace's claim) until both have started: a
+    # finished Pod has no name.
+    apply(cluster, 
         textwrap.dedent(
             f"""
             apiVersion: v1
@@ -449,7 +456,7 @@ def test_pods_of_an_indexed_job_find_each_other_by_dns_name(cluster, namespace, 
                     env:
                     - {{name: FIRST, value: "peers-0.peers"}}
                     - {{name: ANY, value: "peers.{namespace}.svc.cluster.local"}}
-                  volumes: [{{name: shared, hostPath: {{path: "{tmp_path}"}}}}]
+                  volumes: [{{name: shared, persistentVolumeClaim: {{claimName: {WORKSPACE_CLAIM}}}}}]
             """
         ),
         namespace,
@@ -507,7 +514,7 @@ def test_waiting_for_an_object_created_later_succeeds_and_a_timeout_names_what_i
 
     from devcluster import controlplane
 
-    later = threading.Timer(1.5, lambda: cluster.apply(textwrap.dedent("""
+    later = threading.Timer(1.5, lambda: apply(cluster, textwrap.dedent("""
         apiVersion: v1
         kind: Pod
         metadata: {name: late}
@@ -558,7 +565,7 @@ def test_kubectl_logs_and_exec_through_the_kubelet_api(cluster, namespace):
     node = cluster.list("nodes")[0]
     assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
     assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0
-    cluster.apply(RESTARTING_POD, namespace)
+    apply(cluster, RESTARTING_POD, namespace)
     wait_for(
         lambda: (s := cluster.get("pod", "chatty", namespace)["status"].get("containerStatuses"))
         and s[0]["restartCount"] >= 1 and "running" in s[0]["state"],

@@ -19,7 +19,12 @@ import pytest
 from finetune_trainer.testing import json_format_records, make_tiny_model
 from tests.helpers import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.pod_security("privileged", reason="two real trainer ranks read a tiny model and a dataset from node "
+                             "paths and the test reads their adapter there: hostPath volumes"),
+]
 
 MAX_STEPS = 4
 INDEX = "batch.kubernetes.io/job-completion-index"

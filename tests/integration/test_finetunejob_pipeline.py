@@ -16,7 +16,12 @@ import pytest
 from finetune_trainer.testing import json_format_records, make_tiny_model
 from tests.helpers import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.pod_security("privileged", reason="the real trainer reads a tiny model and a dataset from node paths and "
+                             "the tests read its outputs (checkpoints, progress, adapter) there: hostPath volumes"),
+]
 
 TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
 

@@ -20,7 +20,12 @@ from devcluster.hubserver import HubServer
 from finetune_trainer.testing import json_format_records, make_tiny_model
 from tests.helpers import environ, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.pod_security("privileged", reason="the model cache under test is a node path (FINETUNE_MODEL_CACHE) the "
+                             "test inspects, and the real trainer reads its dataset from a node path: hostPath volumes"),
+]
 
 REPO = "test-org/tiny"
 TOKEN = "hf_integration_token"

@@ -83,6 +83,8 @@ def recording_rules() -> list[str]:
     return [rule["record"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"] if "record" in rule]
 
 
+@pytest.mark.pod_security("privileged", reason="the Rollout serves a real tiny model and adapters from node paths "
+                         "(hostPath volumes in its serving Pods)")
 def test_every_panel_variable_and_recording_rule_returns_data(cluster, operator, namespace, prometheus_factory, tmp_path):
     started = time.time()
     canary.install_httproute_crd(cluster.state)

@@ -27,7 +27,7 @@ from finetune_operator.analysis import MeasureResult
 from finetune_operator.api.rollout import AnalysisMetric, AnalysisPhase, AnalysisStatus, MeasurementPhase
 from finetune_operator.logic import analysis
 from finetune_operator.logic.analysis import Measured, QueryVars
-from tests.helpers import wait_for
+from tests.helpers import restricted, wait_for
 from tests.prometheus import PrometheusServer, prometheus_factory  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,7 +243,7 @@ def test_kubernetes_discovery_and_default_query(cluster, namespace, prometheus_f
         service("summarizer-canary", "serve-canary"),
         service("summarizer-stable", "serve-stable"),
     ]
-    cluster.apply("\n---\n".join(json.dumps(m) for m in manifests), namespace)
+    cluster.apply(restricted("\n---\n".join(json.dumps(m) for m in manifests)), namespace)
     cluster.wait_for_condition(["pod/serve-canary", "pod/serve-stable"], "Ready", namespace=namespace, timeout=90)
 
     prometheus = prometheus_factory(static=False, kubernetes=cluster, namespaces=[namespace])

@@ -1,7 +1,8 @@
 """Nothing registered is lost, and nothing a manifest names can reach outside what it may touch.
 
 On the dev cluster with the real operator and the no-op trainer (which writes a small adapter
-into a node-path output, the way the real trainer does):
+into its output in the namespace's claim, the way the real trainer does; the tests read and
+plant files in the claim's directory on this machine):
 
 * deleting a Succeeded FineTuneJob with deleteArtifactsOnDelete removes its scratch
   (checkpoints, prepared data, progress.jsonl) and keeps the adapter its ModelVersion references;
@@ -34,10 +35,9 @@ def finished(cluster, namespace, name):
     return status if status.get("phase") in ("Succeeded", "Failed") else None
 
 
-def run_dir(status: dict) -> Path:
-    """The run's own output directory, as the FineTuneJob's status reports it."""
-    uri = status["outputUri"]
-    return Path(uri.removeprefix("file://"))
+def run_dir(cluster, namespace: str, status: dict) -> Path:
+    """The run's own output directory, as the FineTuneJob's status reports it, on this machine."""
+    return cluster.local_path(namespace, status["outputUri"])
 
 
 def gone(cluster, kind, name, namespace=None) -> bool:
@@ -51,9 +51,9 @@ def test_cleanup_keeps_the_registered_adapter_and_removes_the_scratch(cluster, n
     cluster.apply(noop_finetunejob(name, model_name="keeper", deleteArtifactsOnDelete=True), namespace)
     status = wait_for(lambda: finished(cluster, namespace, name), 180, f"{name} to finish")
     assert status["phase"] == "Succeeded", status
-    run = run_dir(status)
+    run = run_dir(cluster, namespace, status)
     mv = cluster.get("modelversion", status["modelVersion"], namespace)
-    adapter = Path(mv["spec"]["artifact"]["uri"].removeprefix("file://"))
+    adapter = cluster.local_path(namespace, mv["spec"]["artifact"]["uri"])
     assert adapter == run / "adapter" and (adapter / "adapter_config.json").is_file(), (adapter, status)
     # The no-op trainer writes no checkpoints or prepared data when fast: put some there, as the
     # real trainer leaves them, plus a neighbour that is not this run's.
@@ -86,7 +86,7 @@ def test_a_recreated_job_never_shares_the_first_runs_location(cluster, namespace
     first = wait_for(lambda: finished(cluster, namespace, name), 180, "the first run to finish")
     assert first["phase"] == "Succeeded", first
     first_mv = cluster.get("modelversion", first["modelVersion"], namespace)
-    first_adapter = Path(first_mv["spec"]["artifact"]["uri"])
+    first_adapter = cluster.local_path(namespace, first_mv["spec"]["artifact"]["uri"])
     first_bytes = {p.name: p.read_bytes() for p in first_adapter.iterdir()}
     first_uid = cluster.get("finetunejob", name, namespace)["metadata"]["uid"]
 
@@ -99,7 +99,8 @@ def test_a_recreated_job_never_shares_the_first_runs_location(cluster, namespace
     )
     assert second["phase"] == "Succeeded", second
     assert second["outputUri"] != first["outputUri"]
-    assert run_dir(first).parent == run_dir(second).parent == Path(NOOP_OUTPUT_ROOT) / name
+    assert run_dir(cluster, namespace, first).parent == run_dir(cluster, namespace, second).parent \
+        == cluster.local_path(namespace, f"{NOOP_OUTPUT_ROOT}/{name}")
     second_mv = cluster.get("modelversion", second["modelVersion"], namespace)
     assert second_mv["metadata"]["name"] != first_mv["metadata"]["name"]
     assert second_mv["spec"]["artifact"]["uri"] != first_mv["spec"]["artifact"]["uri"]
@@ -168,9 +169,7 @@ def test_a_node_path_outside_the_allowed_prefixes_is_invalid_spec(cluster, names
 
 def test_deleting_a_namespace_with_finetunejobs_completes(cluster, operator):
     namespace = f"trust-ns-delete-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", namespace)
-    wait_for(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0,
-             60, f"the default ServiceAccount in {namespace}")
+    cluster.create_namespace(namespace)
     cluster.apply(noop_finetunejob("done", deleteArtifactsOnDelete=True), namespace)
     wait_for(lambda: finished(cluster, namespace, "done"), 180, "done to finish")
     cluster.apply(noop_finetunejob("running", image=f"{NOOP_TRAINER}:slow", deleteArtifactsOnDelete=True), namespace)

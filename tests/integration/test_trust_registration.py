@@ -21,7 +21,7 @@ from devcluster import canary
 from finetune_operator.k8s import client as k8s_client
 from finetune_operator.k8s import events
 from finetune_trainer.artifacts import digest_files
-from tests.helpers import wait_for
+from tests.helpers import WORKSPACE_CLAIM, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
@@ -29,8 +29,10 @@ MODEL = "reg"
 PASSING = {"formatCompliance": 1.0}
 
 
-def register(cluster, namespace: str, version: str, artifact, digest: str) -> None:
-    manifest = canary.model_version(MODEL, version, artifact, artifact.parent / "base", metrics=PASSING, digest=digest)
+def register(cluster, namespace: str, version: str, digest: str) -> None:
+    """Registers `version` with its artifact at pvc://<the namespace's claim>/<version>."""
+    artifact = f"pvc://{WORKSPACE_CLAIM}/{version}"
+    manifest = canary.model_version(MODEL, version, artifact, "/models/base", metrics=PASSING, digest=digest)
     cluster.apply(yaml.safe_dump(manifest), namespace)
 
 
@@ -43,19 +45,19 @@ def phase(cluster, namespace: str, version: str) -> str | None:
     return (cluster.get("modelversion", f"{MODEL}-{version}", namespace).get("status") or {}).get("phase")
 
 
-def test_registration_checks_the_bytes_against_the_digest(cluster, operator, namespace, tmp_path):
-    intact = tmp_path / "v1"
-    intact.mkdir()
+def test_registration_checks_the_bytes_against_the_digest(cluster, operator, namespace):
+    intact = cluster.claim_dir(namespace) / "v1"
+    intact.mkdir(parents=True)
     (intact / "adapter_model.safetensors").write_bytes(b"weights of v1")
-    tampered = tmp_path / "v2"
+    tampered = cluster.claim_dir(namespace) / "v2"
     tampered.mkdir()
     (tampered / "adapter_model.safetensors").write_bytes(b"weights of v2")
     registered_digest = digest_files(tampered)
     (tampered / "adapter_model.safetensors").write_bytes(b"other bytes")  # changed after the digest was taken
 
-    register(cluster, namespace, "v1", intact, digest_files(intact))
-    register(cluster, namespace, "v2", tampered, registered_digest)
-    register(cluster, namespace, "v3", tmp_path / "missing", registered_digest)
+    register(cluster, namespace, "v1", digest_files(intact))
+    register(cluster, namespace, "v2", registered_digest)
+    register(cluster, namespace, "v3", registered_digest)  # nothing at pvc://workspace/v3
 
     wait_for(lambda: condition(cluster, namespace, "v1", "ArtifactVerified"), 120, "v1 checked")
     verified = condition(cluster, namespace, "v1", "ArtifactVerified")
