@@ -2,7 +2,10 @@
 
 Each file in invalid/ is one bad manifest with a `# expect: <text>` line: the API server must
 reject it (schema or CEL, server-side dry run) with a message containing that text, which
-names the offending field. Status written from the pydantic models must be accepted by the
+names the offending field. What admission cannot see (the operator's allowed node paths, the
+shape each storage scheme needs) lives in invalid/operator/ with an `# expect-invalid-spec: <text>`
+line: the API server admits it, and the operator reports InvalidSpec naming the field before any
+Job or Pod exists. Status written from the pydantic models must be accepted by the
 status schema, and a ModelVersion's spec can never change.
 """
 
@@ -20,18 +23,20 @@ from finetune_operator.api.common import Condition
 from finetune_operator.api.finetunejob import DataReport, FineTuneJobStatus, Progress
 from finetune_operator.api.modelversion import GateResult, MetricComparison, ModelVersionStatus
 from finetune_operator.api.rollout import AbortRequest, HistoryEntry, RolloutStatus
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
+INVALID_SPEC = sorted((Path(__file__).parent / "invalid" / "operator").glob("*.yaml"))
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def expected_message(path: Path) -> str:
-    (line,) = [line for line in path.read_text().splitlines() if line.startswith("# expect: ")]
-    return line.removeprefix("# expect: ").strip()
+def expected_message(path: Path, tag: str = "expect") -> str:
+    (line,) = [line for line in path.read_text().splitlines() if line.startswith(f"# {tag}: ")]
+    return line.removeprefix(f"# {tag}: ").strip()
 
 
 def test_crds_are_established(cluster):
@@ -75,6 +80,40 @@ def test_invalid_manifest_is_rejected_naming_the_field(cluster, namespace, path)
     result = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
     assert result.returncode != 0, f"{path.name} was accepted:\n{result.stdout}"
     assert expected_message(path) in result.stderr, result.stderr
+
+
+def test_invalid_corpus_says_which_check_refuses_each_case():
+    """Every case names one refusal: the API server's (invalid/) or the operator's (invalid/operator/)."""
+    assert len(INVALID) + len(INVALID_SPEC) >= 80
+    for path in INVALID:
+        assert "# expect-invalid-spec: " not in path.read_text(), f"{path.name} belongs in invalid/operator/"
+    for path in INVALID_SPEC:
+        assert "# expect: " not in path.read_text(), f"{path.name}: the API server admits it, expect-invalid-spec only"
+        assert expected_message(path, "expect-invalid-spec").startswith("spec."), path.name
+
+
+@pytest.mark.parametrize("path", INVALID_SPEC, ids=[p.name for p in INVALID_SPEC])
+def test_manifest_admission_cannot_judge_is_invalid_spec_before_any_pod(cluster, namespace, operator, path):
+    document = yaml.safe_load(path.read_text())
+    assert document["kind"] == "FineTuneJob", "the operator case runner knows the FineTuneJob's conditions"
+    name = document["metadata"]["name"]
+    admitted = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
+    assert admitted.returncode == 0, f"{path.name} is refused at admission: move it to invalid/\n{admitted.stderr}"
+    cluster.kubectl("apply", "-n", namespace, "-f", str(path))
+
+    def refused():
+        job = cluster.get("ftj", name, namespace)
+        conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []}
+        accepted = conditions.get("Accepted")
+        return job if accepted and (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec") else None
+
+    job = wait_for(refused, 60, f"{name}: Accepted=False, reason InvalidSpec")
+    accepted = next(c for c in job["status"]["conditions"] if c["type"] == "Accepted")
+    assert expected_message(path, "expect-invalid-spec") in accepted["message"], accepted["message"]
+    assert job["status"]["phase"] == "Failed"
+    # Nothing started: the operator decides on the spec before it creates any child.
+    assert cluster.list("jobs", namespace) == []
+    assert cluster.list("pods", namespace) == []
 
 
 def test_modelversion_spec_is_immutable(cluster, namespace):

@@ -549,6 +549,38 @@ def usable_location(uri: str | None, *, writable: bool) -> str | None:
     return uri
 
 
+# Every metric the trainer's evaluation reports (finetune_trainer.evaluate; the trainer's README
+# describes each): a gate names one of these, since a gate on a metric that is never measured
+# could only fail. Refused at admission (`gate_metric_rules`) and by pydantic (`check_gate_metric`).
+EVALUATION_METRICS = (
+    "taskAccuracy", "exactMatch", "tokenF1", "rougeL", "labelAccuracy", "jsonFieldAccuracy",
+    "jsonValidity", "schemaCompliance", "regexCompliance", "formatCompliance",
+    "safetyPassRate", "harmfulRefusalRate", "benignAnswerRate", "jailbreakRefusalRate",
+    "piiLeakageRate", "piiLeakedCanaries", "toxicityMean", "toxicAnswerRate", "biasConsistency",
+    "generalScore", "latencySeconds", "latencyP95Seconds", "tokensPerSecond",
+)
+
+
+def gate_metric_message(field: str) -> str:
+    return (
+        f"{field} must be a metric the evaluation reports: {', '.join(EVALUATION_METRICS)}; "
+        "fix the name (metrics are case-sensitive)"
+    )
+
+
+def gate_metric_rule(field: str) -> dict[str, str]:
+    """The CEL rule of a gate model: its `metric`, when set, is one of EVALUATION_METRICS."""
+    names = ", ".join(f"'{name}'" for name in EVALUATION_METRICS)
+    return cel(f"!has(self.metric) || self.metric in [{names}]", gate_metric_message(field), field_path=".metric")
+
+
+def check_gate_metric(metric: str | None, field: str) -> str | None:
+    """The pydantic twin of `gate_metric_rule`."""
+    if metric is not None and metric not in EVALUATION_METRICS:
+        raise ValueError(gate_metric_message(field))
+    return metric
+
+
 class GateBaseline(enum.StrEnum):
     """What a gate's threshold is compared against."""
 

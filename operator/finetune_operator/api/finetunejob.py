@@ -33,6 +33,7 @@ from finetune_operator.api.common import (
     CredentialsSecretRef,
     DATA_URI_PATTERN,
     DnsLabel,
+    EVALUATION_METRICS,
     GateBaseline,
     KindInfo,
     ObjectName,
@@ -46,9 +47,11 @@ from finetune_operator.api.common import (
     VersionName,
     cel,
     cel_rules,
+    check_gate_metric,
     check_json_schema,
     check_url,
     conditions_field,
+    gate_metric_rule,
     location_rules,
     usable_location,
     map_list,
@@ -112,6 +115,7 @@ MSG_GATE_INCOMPLETE = (
     "noRegression, latency, toxicity, piiLeakage, bias) must set metric, comparator and threshold"
 )
 SPLIT_TOLERANCE = 1e-6
+GATE_METRIC_FIELD = "spec.evaluation.gates[].metric"
 
 # Inline records live in the object itself, and kopf keeps a copy of the spec in an annotation:
 # the whole object must stay far below etcd's 1.5 MiB request limit (and annotations below
@@ -574,7 +578,8 @@ class GateSpec(ApiModel):
                 " 'toxicity', 'piiLeakage', 'bias']"
                 " || (has(self.metric) && has(self.comparator) && has(self.threshold))",
                 MSG_GATE_INCOMPLETE,
-            )
+            ),
+            gate_metric_rule(GATE_METRIC_FIELD),
         )
     }
 
@@ -590,7 +595,11 @@ class GateSpec(ApiModel):
     metric: str | None = Field(
         default=None,
         max_length=63,
-        description="Evaluation metric the gate checks, e.g. taskAccuracy, rougeL.",
+        description=(
+            "Evaluation metric the gate checks: one the evaluation reports ("
+            + ", ".join(EVALUATION_METRICS)
+            + ")."
+        ),
     )
     comparator: Comparator | None = Field(
         default=None, description="How the value compares with the threshold."
@@ -606,6 +615,11 @@ class GateSpec(ApiModel):
         default=None, description="A failed blocking gate rejects the ModelVersion; others only warn."
     )
     enabled: bool = Field(default=True, description="Set false to skip this gate.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        return check_gate_metric(metric, GATE_METRIC_FIELD)
 
     @model_validator(mode="after")
     def _complete_unless_default(self) -> GateSpec:

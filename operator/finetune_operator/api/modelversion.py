@@ -27,6 +27,7 @@ from finetune_operator.api.common import (
     Comparator,
     CredentialsSecretRef,
     DNS_LABEL_PATTERN,
+    EVALUATION_METRICS,
     Condition,
     DnsLabel,
     GateBaseline,
@@ -40,7 +41,9 @@ from finetune_operator.api.common import (
     LocationError,
     cel,
     cel_rules,
+    check_gate_metric,
     conditions_field,
+    gate_metric_rule,
     location_rules,
     map_list,
     max_owner_name,
@@ -133,15 +136,30 @@ class Lineage(ApiModel):
     )
 
 
+GATE_METRIC_FIELD = "spec.evaluation.gates[].metric"
+
+
 class GateRule(ApiModel):
     """A quality gate as it was set for this version (the job's defaults and overrides, resolved)."""
 
+    model_config = {"json_schema_extra": cel_rules(gate_metric_rule(GATE_METRIC_FIELD))}
+
     name: str = Field(min_length=1, max_length=63, description="Gate name.")
-    metric: str = Field(min_length=1, max_length=63, description="Metric the gate checks.")
+    metric: str = Field(
+        min_length=1,
+        max_length=63,
+        description="Metric the gate checks: one the evaluation reports (" + ", ".join(EVALUATION_METRICS) + ").",
+    )
     comparator: Comparator = Field(description="How the value compares with the threshold.")
     threshold: float = Field(description="Threshold the value (or its ratio to the base) is compared with.")
     baseline: GateBaseline = Field(default=GateBaseline.ABSOLUTE, description="Absolute or RatioToBase.")
     blocking: bool = Field(default=True, description="A failed blocking gate rejects the version.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        check_gate_metric(metric, GATE_METRIC_FIELD)
+        return metric
 
 
 class EvaluationRecord(ApiModel):

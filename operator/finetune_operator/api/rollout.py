@@ -26,6 +26,7 @@ from finetune_operator.api.common import (
     check_url,
     url_rules,
     AGE_COLUMN,
+    MAX_DERIVED_NAME,
     PHASE_COLUMN,
     ApiModel,
     Condition,
@@ -42,6 +43,9 @@ from finetune_operator.api.common import (
     cel,
     cel_rules,
     conditions_field,
+    max_owner_name,
+    name_problem,
+    name_rules,
     section,
 )
 
@@ -58,6 +62,28 @@ MSG_NONE_ALONE = (
     "or drop none to analyse"
 )
 MSG_EXPERIMENT_WEIGHT = "an experiment step's weight must be between 1 and 99 (the split it holds)"
+MSG_WEIGHTS_INCREASE = (
+    "spec.strategy.canary.steps: the setWeight values must strictly increase from one step to the next "
+    "(e.g. 10, 25, 50, 100); a repeated or lower weight would take traffic back from the canary without a "
+    "rollback: remove or reorder the step"
+)
+# The analysis used when spec.analysis lists no metrics (logic.analysis.default_metrics): the
+# names an analysis or experiment step may select without spec.analysis.metrics.
+DEFAULT_METRIC_NAMES = ("error-rate", "latency-p95", "format-compliance")
+MSG_TEMPLATES_DEFINED = (
+    "every name in spec.strategy.canary.steps[*].analysis.templates and experiment.templates must be a metric "
+    "defined in spec.analysis.metrics (without metrics, one of the defaults: "
+    + ", ".join(DEFAULT_METRIC_NAMES)
+    + "): define the metric in spec.analysis.metrics or fix the name"
+)
+# Every child is named `<rollout>-<suffix>`: the Services `<rollout>-stable`, `<rollout>-canary`
+# and `<rollout>-<version>` (a DNS-1035 label, at most 63 characters).
+CHILD_NAME_SUFFIXES = ("-stable", "-canary")
+NAME_MAX_LENGTH = max_owner_name(CHILD_NAME_SUFFIXES)
+MSG_NAME_VERSION_LENGTH = (
+    "metadata.name and spec.version together must be at most 62 characters: the Service <name>-<version> "
+    "is named after both and must fit in 63; shorten the Rollout's name or the version"
+)
 
 
 class Track(enum.StrEnum):
@@ -336,15 +362,37 @@ DEFAULT_CANARY_STEPS: list[JsonValue] = [
 class CanaryStrategy(ApiModel):
     """The canary steps."""
 
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.steps) || (self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()"
+                " && self.steps.filter(s, has(s.setWeight)).all(a,"
+                " self.steps.filter(b, has(b.setWeight) && b.setWeight == a.setWeight).size() == 1))",
+                MSG_WEIGHTS_INCREASE,
+                field_path=".steps",
+            )
+        )
+    }
+
     steps: list[CanaryStep] = Field(
         default_factory=lambda: [CanaryStep.model_validate(step) for step in DEFAULT_CANARY_STEPS],
         min_length=1,
         max_length=32,
         description=(
-            "Steps walked in order; defaults to 10% -> 25% -> 50% -> 100% with an analysis after each weight."
+            "Steps walked in order; defaults to 10% -> 25% -> 50% -> 100% with an analysis after each weight. "
+            "The setWeight values must strictly increase from step to step (a repeated or lower weight is "
+            "refused: going back is a rollback, not a step)."
         ),
         json_schema_extra={"default": DEFAULT_CANARY_STEPS},
     )
+
+    @field_validator("steps")
+    @classmethod
+    def _weights_increase(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
+        weights = [step.set_weight for step in steps if step.set_weight is not None]
+        if any(later <= earlier for earlier, later in zip(weights, weights[1:])):
+            raise ValueError(MSG_WEIGHTS_INCREASE)
+        return steps
 
 
 class Strategy(ApiModel):
@@ -556,6 +604,19 @@ class AnalysisSpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
 
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, metrics: list[AnalysisMetric]) -> list[AnalysisMetric]:
+        # The API server refuses the same (a list map keyed by name: "Duplicate value").
+        names = [metric.name for metric in metrics]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"spec.analysis.metrics: metric names must be unique ({', '.join(repeated)} given more than once): "
+                "a step's templates could not say which one it means; rename or remove the copy"
+            )
+        return metrics
+
     @model_validator(mode="after")
     def _none_alone(self) -> AnalysisSpec:
         if self.none and (self.prometheus is not None or self.metrics):
@@ -625,11 +686,32 @@ class TrafficRouter(ApiModel):
         return self
 
 
+# CEL: the template name `t` is a metric of spec.analysis.metrics or, without metrics, a default.
+_DEFINED = (
+    "(has(self.analysis) && has(self.analysis.metrics) && self.analysis.metrics.size() > 0"
+    " ? self.analysis.metrics.exists(m, m.name == t) : t in " + str(list(DEFAULT_METRIC_NAMES)) + ")"
+)
+
+
 class RolloutSpec(ApiModel):
     """Which model version to serve and how to move traffic to a new one."""
 
     model_config = {
-        "json_schema_extra": cel_rules(cel("has(self.version) != has(self.track)", MSG_VERSION_XOR_TRACK))
+        "json_schema_extra": cel_rules(
+            cel("has(self.version) != has(self.track)", MSG_VERSION_XOR_TRACK),
+            # The twin is logic.rollout.parse_spec, which names the step (an InvalidSpec for an
+            # object admitted before this rule).
+            cel(
+                "!has(self.strategy) || !has(self.strategy.canary) || !has(self.strategy.canary.steps)"
+                " || (has(self.analysis) && has(self.analysis.none) && self.analysis.none)"
+                " || self.strategy.canary.steps.all(s,"
+                " (!has(s.analysis) || !has(s.analysis.templates) || s.analysis.templates.all(t, " + _DEFINED + "))"
+                " && (!has(s.experiment) || !has(s.experiment.templates) || s.experiment.templates.all(t, "
+                + _DEFINED + ")))",
+                MSG_TEMPLATES_DEFINED,
+                field_path=".strategy.canary.steps",
+            ),
+        )
     }
 
     model_name: DnsLabel = Field(
@@ -844,6 +926,14 @@ class Rollout(Resource):
         plural="rollouts",
         singular="rollout",
         short_names=("ro",),
+        # Names that would make invalid children are refused at admission.
+        rules=(
+            *name_rules("Rollout", NAME_MAX_LENGTH),
+            cel(
+                f"!has(self.spec.version) || self.metadata.name.size() + 1 + self.spec.version.size() <= {MAX_DERIVED_NAME}",
+                MSG_NAME_VERSION_LENGTH,
+            ),
+        ),
         printer_columns=(
             PrinterColumn("Model", "string", ".spec.modelName", "Model served."),
             PrinterColumn("Stable", "string", ".status.stableVersion", "Stable version."),
@@ -859,3 +949,14 @@ class Rollout(Resource):
     kind: Literal["Rollout"] = Field(default="Rollout", description="Rollout")
     spec: RolloutSpec = Field(description="Which version to serve and how to shift traffic to it.")
     status: RolloutStatus = Field(default_factory=RolloutStatus, description="Observed state.")
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Rollout:
+        """The twins of KIND_INFO.rules (the API server checks them at admission)."""
+        if self.name:
+            problem = name_problem(self.name, NAME_MAX_LENGTH)
+            if problem:
+                raise ValueError(f"metadata.name {problem}: the Rollout's Services are named after it")
+            if self.spec.version and len(self.name) + 1 + len(self.spec.version) > MAX_DERIVED_NAME:
+                raise ValueError(MSG_NAME_VERSION_LENGTH)
+        return self
