@@ -269,3 +269,42 @@ def test_a_job_seen_ended_with_its_pod_still_seen_running_is_not_decided_on():
     assert "ft-train" in watchcache.behind(lagging)
     for situation in ("train-complete", "training", "train-oom-killed", "prepared", "evaluated"):
         assert watchcache.behind(S[situation]) is None, situation
+
+
+# --- FailedCreate Events ---------------------------------------------------------------------------
+
+
+def failed_create_event(job_name, reason="FailedCreate", kind="Job"):
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{job_name}.17f3", "namespace": "team", "uid": "e1", "resourceVersion": "9",
+                         "managedFields": MANAGED},
+            "involvedObject": {"kind": kind, "name": job_name, "namespace": "team", "uid": "j1", "apiVersion": "batch/v1",
+                               "resourceVersion": "7"},
+            "reason": reason, "type": "Warning", "message": 'Error creating: pods "x" is forbidden: exceeded quota: q',
+            "source": {"component": "job-controller"}, "firstTimestamp": "2025-01-01T11:00:00Z",
+            "lastTimestamp": "2025-01-01T11:05:00Z", "count": 4, "reportingComponent": "job-controller"}
+
+
+def test_failed_create_events_are_keyed_by_their_job_and_keep_what_decide_reads():
+    [(key, kept)] = watchcache.creation_failure_entry(failed_create_event("ft-prepare")).items()
+    assert key == ("team", "ft-prepare")
+    assert kept["involvedObject"] == {"kind": "Job", "name": "ft-prepare", "uid": "j1"}
+    assert (kept["reason"], kept["lastTimestamp"], kept["count"]) == ("FailedCreate", "2025-01-01T11:05:00Z", 4)
+    assert "managedFields" not in kept["metadata"] and "source" not in kept
+
+
+@pytest.mark.parametrize("event", [failed_create_event("ft-prepare", reason="SuccessfulCreate"),
+                                   failed_create_event("ft-prepare", kind="ReplicaSet")],
+                         ids=["another-reason", "not-about-a-job"])
+def test_other_events_are_not_indexed(event):
+    assert watchcache.creation_failure_entry(event) is None
+
+
+def test_a_jobs_failed_create_events_come_with_its_children(cache, indexes):
+    put(indexes, "finetunejob_jobs", ("team", "ft"), watchcache.project_job(created_job("ft-prepare", "j1")))
+    refused = watchcache.project_event(failed_create_event("ft-prepare"))
+    put(indexes, watchcache.CREATION_FAILURE_INDEX, ("team", "ft-prepare"), refused)
+    put(indexes, watchcache.CREATION_FAILURE_INDEX, ("team", "other-prepare"), watchcache.project_event(failed_create_event("other-prepare")))
+    assert cache.children("team", "ft").creation_failures == (refused,)
+    assert cache.finetunejob_of_job("team", "ft-prepare") == "ft"
+    assert cache.finetunejob_of_job("team", "other-prepare") is None

@@ -87,6 +87,11 @@ def modelversions_by_source(body: kopf.Body, **_: Any) -> dict | None:
     return watchcache.model_version_entry(body)
 
 
+@kopf.index("", "v1", "events", field="reason", value=watchcache.FAILED_CREATE)
+def job_pod_creation_failures(body: kopf.Body, **_: Any) -> dict | None:
+    return watchcache.creation_failure_entry(body)
+
+
 def settings() -> builders.Settings:
     cfg = operator_config.current()
     return builders.Settings(
@@ -275,6 +280,22 @@ def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, 
     if uid and not _seen.changed(uid, finetunejob.child_fingerprint(body.get("kind", ""), body), gone=type == "DELETED"):
         return
     reconcile_by_name(namespace, labels[FINETUNEJOB_LABEL])
+
+
+@kopf.on.event("", "v1", "events", field="reason", value=watchcache.FAILED_CREATE)
+def pod_creation_refused(namespace: str | None, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """The API refused a Job's Pod (FailedCreate): reconcile the FineTuneJob that Job belongs to.
+
+    Nothing else moves when that happens (the Job stays active=0, no Pod appears), so without this
+    the job would show Preparing until the next resync.
+    """
+    _cache.bind(kwargs)
+    involved = body.get("involvedObject") or {}
+    if type is None or type == "DELETED" or involved.get("kind") != "Job":
+        return
+    owner = _cache.finetunejob_of_job(involved.get("namespace") or namespace or "", involved.get("name", ""))
+    if owner is not None:
+        reconcile_by_name(involved.get("namespace") or namespace or "", owner)
 
 
 def needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:

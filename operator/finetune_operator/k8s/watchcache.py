@@ -18,6 +18,11 @@ two overlays cover the gap (the Job controller's "expectations" are the same ide
   responses; kept until the index has them (by uid) or `CREATED_TTL_SECONDS` passed (an object
   created and deleted before its first watch event must not linger).
 
+The Job controller's `FailedCreate` Events (the API refused a Job's Pod: a quota, a LimitRange, an
+admission policy) are indexed too, by (namespace, Job name): the Event carries no label of the
+FineTuneJob, but its Jobs' names are known. Only those Events are kept, projected to the few fields
+`decide` reads; every other Event of the namespace passes by.
+
 The ModelVersion a job registered is read the same way (an index by the source job's uid, plus
 the registration's own answer until the index has it). Registration itself still reads the
 API (`k8s.registry.register`): it is once per job, and its "does this job have a version
@@ -30,6 +35,7 @@ object from the API instead.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -46,7 +52,9 @@ CREATED_TTL_SECONDS = 60.0
 FINETUNEJOB_INDEX = "finetunejob_bodies"
 CHILD_INDEXES = {"Job": "finetunejob_jobs", "Pod": "finetunejob_pods", "ConfigMap": "finetunejob_config_maps"}
 MODELVERSION_INDEX = "modelversions_by_source"
-INDEXES = (FINETUNEJOB_INDEX, *CHILD_INDEXES.values(), MODELVERSION_INDEX)
+CREATION_FAILURE_INDEX = "job_pod_creation_failures"
+INDEXES = (FINETUNEJOB_INDEX, *CHILD_INDEXES.values(), MODELVERSION_INDEX, CREATION_FAILURE_INDEX)
+FAILED_CREATE = "FailedCreate"  # the Job controller's Event reason when the API refuses a Pod
 
 _META_KEYS = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
 
@@ -130,6 +138,28 @@ def project_finetunejob(obj: Mapping[str, Any]) -> dict[str, Any]:
         "spec": dict(obj.get("spec") or {}),
         "status": dict(obj.get("status") or {}),
     }
+
+
+def project_event(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An Event: the object it is about, why, what the API said, and when it last happened."""
+    involved = obj.get("involvedObject") or {}
+    return {
+        **_head(obj, "Event"),
+        "metadata": _meta(obj),
+        "involvedObject": {key: involved[key] for key in ("kind", "name", "uid") if key in involved},
+        "reason": obj.get("reason"),
+        "message": obj.get("message"),
+        **{key: obj[key] for key in ("lastTimestamp", "eventTime", "firstTimestamp", "count") if obj.get(key)},
+    }
+
+
+def creation_failure_entry(obj: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """The FailedCreate index's entry of an Event on a Job: (namespace, Job name) -> projection."""
+    involved = obj.get("involvedObject") or {}
+    if obj.get("reason") != FAILED_CREATE or involved.get("kind") != "Job" or not involved.get("name"):
+        return None
+    namespace = involved.get("namespace") or (obj.get("metadata") or {}).get("namespace", "")
+    return {(namespace, involved["name"]): project_event(obj)}
 
 
 _CHILD_PROJECTIONS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
@@ -283,7 +313,16 @@ class FineTuneJobCache:
                 self._created.pop(key, None)
             named = {(o.get("kind"), o["metadata"]["name"]) for o in indexed}
             extra = [obj for child, (_, obj) in pending.items() if child not in named]
-        return children_from([*indexed, *extra], name)
+        found = children_from([*indexed, *extra], name)
+        failures = tuple(e for job in found.jobs for e in self._lookup(CREATION_FAILURE_INDEX, (namespace, job["metadata"]["name"])))
+        return dataclasses.replace(found, creation_failures=failures) if failures else found
+
+    def finetunejob_of_job(self, namespace: str, job_name: str) -> str | None:
+        """The FineTuneJob a Job (seen in the index) belongs to, by its label."""
+        for (ns, owner), jobs in list(self._indexes.get(CHILD_INDEXES["Job"], {}).items()):
+            if ns == namespace and any(j["metadata"]["name"] == job_name for j in list(jobs)):
+                return owner
+        return None
 
     def created(self, obj: Mapping[str, Any] | None) -> None:
         """Remember a child this operator created (a Job or ConfigMap) until the index has it."""

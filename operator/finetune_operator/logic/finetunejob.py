@@ -122,6 +122,12 @@ REASON_QUEUED = "WaitingForQueue"
 MSG_QUEUED = "waiting for admission by Kueue queue {queue}"
 REASON_UNSCHEDULABLE = "Unschedulable"
 MSG_UNSCHEDULABLE = "pod {pod} cannot be scheduled: {detail}"
+REASON_POD_CREATION_FAILED = "PodCreationFailed"
+MSG_POD_CREATION_FAILED = (
+    "the API server refuses to create the Pod of Job {job}: {detail}; the Job retries by itself once the "
+    "cause is gone (a ResourceQuota, LimitRange, admission policy or Pod Security level of the namespace)"
+)
+SHOWN_API_MESSAGE_CHARS = 300
 REASON_IMAGE_PULL = "ImagePullError"
 MSG_IMAGE_PULL = "the trainer image cannot be pulled ({reason}): {detail}"
 MSG_OOM_KILLED = "OOMKilled: the trainer ran out of memory; raise spec.resources.memory or lower batchSize/maxSeqLength"
@@ -159,6 +165,8 @@ class Children:
     progress: Mapping[str, Any] | None = None
     config: Mapping[str, Any] | None = None
     model_version: Mapping[str, Any] | None = None
+    # The Job controller's FailedCreate Events on these Jobs: the API refused to create a Pod.
+    creation_failures: tuple[Mapping[str, Any], ...] = ()
 
     def job(self, name: str) -> Mapping[str, Any] | None:
         return next((j for j in self.jobs if j["metadata"]["name"] == name), None)
@@ -193,7 +201,8 @@ class Children:
             or (progress is None) != (self.progress is None)
             or (config is None) != (self.config is None)
         )
-        return Children(jobs=jobs, pods=pods, progress=progress, config=config, model_version=self.model_version), left_over
+        return Children(jobs=jobs, pods=pods, progress=progress, config=config, model_version=self.model_version,
+                        creation_failures=self.creation_failures), left_over
 
 
 @dataclass(frozen=True)
@@ -264,7 +273,7 @@ def decide(
     now = now.astimezone(datetime.UTC).replace(microsecond=0)
     owner = owner or builders.Owner(name="unknown", namespace="default", uid="")
     settings = settings or builders.Settings()
-    plan = _Plan(status, generation, now)
+    plan = _Plan(status, generation, now, children.creation_failures)
 
     if _finished(status):
         # A finished job is history: later edits of its spec start nothing.
@@ -520,8 +529,12 @@ def _data_card(report: DataReport | None) -> dict[str, Any] | None:
 class _Plan:
     """The status under construction, plus the children to create and Jobs to (un)suspend."""
 
-    def __init__(self, old: FineTuneJobStatus, generation: int, now: datetime.datetime):
+    def __init__(
+        self, old: FineTuneJobStatus, generation: int, now: datetime.datetime,
+        creation_failures: Sequence[Mapping[str, Any]] = (),
+    ):
         self.old = old
+        self.creation_failures = creation_failures
         self.generation = generation
         self.now = now
         self.status = old.model_copy(deep=True)
@@ -575,7 +588,7 @@ class _Plan:
         if job.get("spec", {}).get("suspend") and queue:
             self.progress_phase(FineTuneJobPhase.PENDING, REASON_QUEUED, MSG_QUEUED.format(queue=queue))
             return
-        waiting = _waiting_cause(pods)
+        waiting = _waiting_cause(pods) or _creation_failure(job, pods, self.creation_failures)
         if waiting:
             self.progress_phase(FineTuneJobPhase.PENDING, waiting[0], waiting[1])
             return
@@ -911,6 +924,53 @@ def _waiting_cause(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
+def _event_time(event: Mapping[str, Any]) -> datetime.datetime | None:
+    """When an Event last happened: lastTimestamp (core/v1 recorders), else eventTime (events.k8s.io)."""
+    series = event.get("series") or {}
+    return _parse_time(
+        event.get("lastTimestamp") or series.get("lastObservedTime") or event.get("eventTime")
+        or event.get("firstTimestamp") or (event.get("metadata") or {}).get("creationTimestamp")
+    )
+
+
+_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x1f\x7f]+")  # terminal escapes, then control characters
+
+
+def shown_api_message(text: object) -> str:
+    """An API server's or admission webhook's message as a status may carry it: one line, control
+    characters out, at most SHOWN_API_MESSAGE_CHARS characters (a webhook can answer with anything)."""
+    one_line = " ".join(_CONTROL.sub(" ", str(text)).split())
+    one_line = one_line.removeprefix("Error creating: ")
+    return one_line if len(one_line) <= SHOWN_API_MESSAGE_CHARS else one_line[: SHOWN_API_MESSAGE_CHARS - 1] + "…"
+
+
+def _creation_failure(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], failures: Sequence[Mapping[str, Any]]
+) -> tuple[str, str] | None:
+    """The API's refusal of this Job's Pod, when that is the latest thing to happen to it.
+
+    The Job controller records a FailedCreate Event on the Job and retries with a backoff; the Job
+    stays active=0 and no Pod appears, so nothing else would tell the user why. A refusal older than
+    the Job's newest Pod is history: the cause went away (quota raised) and the Pod was created.
+    Events of an earlier Job of the same name (another uid) are not this Job's.
+    """
+    meta = job.get("metadata") or {}
+    mine = [
+        e for e in failures
+        if (e.get("involvedObject") or {}).get("name") == meta.get("name")
+        and (not meta.get("uid") or (e.get("involvedObject") or {}).get("uid") in (None, meta.get("uid")))
+    ]
+    if not mine:
+        return None
+    newest = max(mine, key=lambda e: _event_time(e) or datetime.datetime.min.replace(tzinfo=datetime.UTC))
+    refused_at = _event_time(newest)
+    created = [t for t in (_parse_time(p["metadata"].get("creationTimestamp")) for p in pods) if t is not None]
+    if refused_at is None or (created and max(created) >= refused_at):
+        return None
+    detail = shown_api_message(newest.get("message") or "no message")
+    return REASON_POD_CREATION_FAILED, MSG_POD_CREATION_FAILED.format(job=meta.get("name"), detail=detail)
+
+
 def root_cause(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], stage: str) -> str:
     """Why a Job failed, in the words a user can act on: OOM, the trainer's error, a deadline."""
     failed = _job_condition(job, "Failed") or {}
@@ -996,7 +1056,7 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     new_summary = conditions.find_condition(new.conditions, SUCCEEDED)
     if new.phase is not None and (new.phase != old.phase or conditions.transitioned(old_summary, new_summary)):
         kind, reason = _PHASE_EVENTS.get(new.phase, ("Normal", str(new.phase)))
-        if new_summary is not None and new_summary.reason in (REASON_UNSCHEDULABLE, REASON_IMAGE_PULL, REASON_QUEUED):
+        if new_summary is not None and new_summary.reason in (REASON_UNSCHEDULABLE, REASON_IMAGE_PULL, REASON_POD_CREATION_FAILED, REASON_QUEUED):
             kind, reason = ("Normal" if new_summary.reason == REASON_QUEUED else "Warning"), new_summary.reason
         events.append(Event(kind, reason, new.message or ""))
     before_applied = conditions.find_condition(old.conditions, SPEC_APPLIED)
