@@ -8,6 +8,7 @@ under any failing test, so a failure shows what the operator saw.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import os
@@ -127,11 +128,33 @@ def _stop_operator(operator: OperatorProcess) -> None:
             operator.process.wait(timeout=10)
 
 
+# The session's operator once started (at most one), for `session_operator_stopped`.
+_session_operators: list[OperatorProcess] = []
+
+
+@contextlib.contextmanager
+def session_operator_stopped(kubeconfig: str) -> Iterator[None]:
+    """For a test that runs operators of its own against the same cluster (test_failover.py): the
+    session's operator, if one was started, is stopped for the test and started again afterwards
+    (same log, fresh process), so that no two operators act on the same objects."""
+    running = [operator for operator in _session_operators if operator.process.poll() is None]
+    for operator in running:
+        _stop_operator(operator)
+    try:
+        yield
+    finally:
+        for operator in running:
+            fresh = _start_operator(kubeconfig, operator.log_path, append=True)
+            operator.process, operator.metrics_url, operator.health_url = fresh.process, fresh.metrics_url, fresh.health_url
+
+
 @pytest.fixture(scope="session")
 def _operator_process(cluster, tmp_path_factory) -> Iterator[OperatorProcess]:
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     operator = _start_operator(cluster.kubeconfig, log_path)
+    _session_operators.append(operator)
     yield operator
+    _session_operators.remove(operator)
     _stop_operator(operator)
 
 

@@ -52,6 +52,10 @@ BEYOND_ONE_PIPELINE = {
     ("networking.istio.io", "virtualservices", "patch"): "routers.istio via handlers.rollout",
     ("serving.kserve.io", "inferenceservices", "get"): "routers.kserve via handlers.rollout",
     ("serving.kserve.io", "inferenceservices", "patch"): "routers.kserve via handlers.rollout",
+    # The suite's operator runs alone, without leader election (tests/integration/test_failover.py runs two with it).
+    ("coordination.k8s.io", "leases", "get"): "k8s.leader: reads the leader-election Lease",
+    ("coordination.k8s.io", "leases", "create"): "k8s.leader: creates the Lease the first time",
+    ("coordination.k8s.io", "leases", "update"): "k8s.leader: acquires, renews and releases it (resourceVersion precondition)",
 }
 CLUSTER_SCOPED = {"namespaces", "customresourcedefinitions", "clusterkopfpeerings"}
 

@@ -40,7 +40,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Peering is only meaningful with it enabled; one replica otherwise. */}}
 {{- define "finetune-operator.replicas" -}}
-{{- if .Values.peering.enabled }}{{ .Values.replicaCount }}{{ else }}1{{ end }}
+{{- if and .Values.peering.enabled .Values.leaderElection.enabled }}
+{{- fail "peering.enabled and leaderElection.enabled are both true: choose one way to run several replicas (set leaderElection.enabled=false to use kopf peering)" }}
+{{- end }}
+{{- if or .Values.leaderElection.enabled .Values.peering.enabled }}{{ .Values.replicaCount }}{{ else }}1{{ end }}
+{{- end }}
+
+{{/* The leader-election Lease's name. */}}
+{{- define "finetune-operator.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "finetune-operator.fullname" .) }}
 {{- end }}
 
 {{/* The namespaces the operator watches, comma-separated: the listed ones, the release's own
