@@ -1,7 +1,8 @@
 """Pod Security "restricted", enforced by the real API server, for every Pod the operator makes.
 
-Namespaces of these tests carry `pod-security.kubernetes.io/enforce=restricted`, so the API
-server's Pod Security admission itself refuses anything less. Every Pod the builders render
+Every test namespace carries `pod-security.kubernetes.io/enforce=restricted` unless its test
+opts out (`pytest.mark.pod_security(level, reason=...)`), so the API server's Pod Security
+admission itself refuses anything less; these tests use the default. Every Pod the builders render
 (prepare, train, multi-node train, evaluate, cleanup, retention, artifact verify, serving with
 its verify init container) is created as a server-side dry run there; a no-op FineTuneJob writing to a claim
 then runs its whole pipeline there, its Pods created by the Job controller.
@@ -13,14 +14,15 @@ import copy
 import json
 
 import pytest
+import yaml
 
 from finetune_operator.api.finetunejob import FineTuneJobSpec
 from finetune_operator.api.rollout import RolloutSpec
 from finetune_operator.builders import finetunejob, modelversion, rollout
-from tests.conftest import POD_SECURITY_LABEL
-from tests.helpers import NOOP_TRAINER, noop_finetunejob, wait_for
+from tests.conftest import POD_SECURITY_LABEL, pod_security_level
+from tests.helpers import NOOP_TRAINER, WORKSPACE_CLAIM, noop_finetunejob, restricted, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.pod_security("restricted")]
+pytestmark = pytest.mark.cluster
 
 BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct"
 DIGEST = "sha256:" + "ab" * 32
@@ -68,20 +70,39 @@ def as_pod(name: str, template: dict) -> dict:
             "spec": pod_spec}
 
 
-def test_test_namespaces_carry_the_pod_security_labels(cluster, namespace):
+def test_a_default_test_namespace_enforces_restricted(cluster, namespace):
+    """No marker: the namespace enforces, warns and audits "restricted", and has its claim."""
     labels = cluster.get("namespace", namespace)["metadata"]["labels"]
     assert labels[f"{POD_SECURITY_LABEL}/enforce"] == "restricted"
     assert labels[f"{POD_SECURITY_LABEL}/warn"] == "restricted"
     assert labels[f"{POD_SECURITY_LABEL}/audit"] == "restricted"
+    assert cluster.get("persistentvolumeclaim", WORKSPACE_CLAIM, namespace)["metadata"]["name"] == WORKSPACE_CLAIM
+
+
+def test_opting_out_of_restricted_needs_a_reason():
+    assert pod_security_level(None) == "restricted"
+    assert pod_security_level(pytest.mark.pod_security("restricted").mark) == "restricted"
+    assert pod_security_level(pytest.mark.pod_security("privileged", reason="a hostPath volume").mark) == "privileged"
+    with pytest.raises(pytest.UsageError, match='needs reason='):
+        pod_security_level(pytest.mark.pod_security("baseline").mark)
 
 
 def test_the_api_server_refuses_a_pod_below_restricted(cluster, namespace):
-    """The enforcement is live: a Pod with no securityContext is refused, naming the level."""
+    """The enforcement is live in a default test namespace: a Pod with no securityContext is
+    refused, naming the level, and so is one with a hostPath volume; the same Pod with the
+    restricted securityContext is admitted."""
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
            "spec": {"containers": [{"name": "c", "image": NOOP_TRAINER}]}}
     result = cluster.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(pod), check=False)
     assert result.returncode != 0
     assert 'violates PodSecurity "restricted' in result.stderr, result.stderr
+    admitted = cluster.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=restricted(json.dumps(pod)),
+                               check=False)
+    assert admitted.returncode == 0 and "Warning" not in admitted.stderr, admitted.stderr
+    host_path = yaml.safe_load(restricted(json.dumps(pod)))
+    host_path["spec"]["volumes"] = [{"name": "node", "hostPath": {"path": "/tmp"}}]
+    result = cluster.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(host_path), check=False)
+    assert result.returncode != 0 and 'restricted volume type "hostPath"' in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("pod", list(rendered_pods("x")), ids=list(rendered_pods("x")))

@@ -27,7 +27,7 @@ from finetune_trainer.testing import json_format_records, make_tiny_model
 from tests.helpers import wait_for
 from tests.s3 import s3_server  # noqa: F401 - the fixture
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.pod_security("restricted")]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 SECRET = "s3-credentials"
 
