@@ -36,6 +36,7 @@ def settings_for(config: OperatorConfig):  # -> kopf.OperatorSettings
 
     from finetune_operator.k8s.events import INSTANCE
     from finetune_operator.k8s.resources import COMPONENT
+    from finetune_operator.k8s.watchcache import FAILED_CREATE_FIELD_SELECTOR
 
     settings = kopf.OperatorSettings()
     # Progress and the last-handled spec live in finetune.ai/ annotations, not in status, so the
@@ -53,6 +54,8 @@ def settings_for(config: OperatorConfig):  # -> kopf.OperatorSettings
     settings.execution.max_workers = config.workers
     # Each object's own events are batched briefly: a burst of child updates is one reconcile.
     settings.batching.batch_window = 0.2
+    # Events are watched for one reason only; the API server filters them (k8s.watchcache).
+    settings.watching.field_selectors[("", "v1", "events")] = FAILED_CREATE_FIELD_SELECTOR
     settings.peering.name = config.peering_name
     settings.peering.standalone = not config.peering
     settings.peering.mandatory = config.peering

@@ -55,6 +55,10 @@ MODELVERSION_INDEX = "modelversions_by_source"
 CREATION_FAILURE_INDEX = "job_pod_creation_failures"
 INDEXES = (FINETUNEJOB_INDEX, *CHILD_INDEXES.values(), MODELVERSION_INDEX, CREATION_FAILURE_INDEX)
 FAILED_CREATE = "FailedCreate"  # the Job controller's Event reason when the API refuses a Pod
+# The server-side filter of the operator's Event watch: only the Job controller's FailedCreate
+# Events reach it. Without it every Event in the cluster (thousands when many jobs run: each Pod's
+# start alone brings a handful) would pass through the operator to be dropped by a client filter.
+FAILED_CREATE_FIELD_SELECTOR = f"reason={FAILED_CREATE},involvedObject.kind=Job"
 
 _META_KEYS = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
 
