@@ -18,6 +18,8 @@ a killed operator missed (the Job's name is deterministic: never two checks).
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,10 +28,9 @@ import kopf
 from finetune_operator import config as operator_config
 from finetune_operator import metrics
 from finetune_operator.builders import modelversion as mv_builders
-import kubernetes
 
-from finetune_operator.k8s import apply, client, events, status
-from finetune_operator.k8s.resources import FIELD_MANAGER, MODELVERSIONS, ROLLOUTS
+from finetune_operator.k8s import apply, client, events, modelcache, status
+from finetune_operator.k8s.resources import FIELD_MANAGER, MODELVERSIONS
 from finetune_operator.logic import conditions, modelversion
 from finetune_operator.logic import retention as retention_logic
 from finetune_operator.logic.spec import InvalidSpec
@@ -38,6 +39,29 @@ KIND = MODELVERSIONS.kind
 RESOURCE = (MODELVERSIONS.group, MODELVERSIONS.version, MODELVERSIONS.plural)
 BACKOFF_SECONDS = 10
 ARTIFACT_RETAINED = "ArtifactRetained"  # condition owned by retention
+RETENTION_SECONDS = 300
+
+
+# --- watch indexes: what this controller (and the Rollout controller) reads of versions, checks
+# and Rollouts, kept from the watch streams (see k8s.modelcache): no LIST per timer or event.
+
+
+@kopf.index(*RESOURCE)
+def modelversion_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+    return {(namespace, name): modelcache.project_body(body)}
+
+
+@kopf.index(*RESOURCE)
+def modelversions_by_model(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str | None, Any], str]:
+    return {(namespace, spec.get("modelName")): name}
+
+
+@kopf.index("batch", "v1", "jobs", labels={mv_builders.VERIFY_LABEL: kopf.PRESENT})
+def verify_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]] | None:
+    owner = next((o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == KIND), None)
+    if owner is None:
+        return None
+    return {(namespace, owner["name"]): modelcache.project_job_status(body)}
 
 
 def reconcile_object(body: Mapping[str, Any]) -> modelversion.Decision:
@@ -100,7 +124,7 @@ def verify_artifact(body: Mapping[str, Any]) -> bool:
     job = _verify_job(body)
     outcome = None
     if job is not None:
-        outcome = _verify_outcome(namespace, job["metadata"]["name"])
+        outcome = _verify_outcome(namespace, name, job["metadata"]["name"])
         if outcome is None:
             apply.create_if_absent(job)
             return False
@@ -119,85 +143,92 @@ def verify_artifact(body: Mapping[str, Any]) -> bool:
     return True
 
 
-def _verify_outcome(namespace: str, job_name: str) -> modelversion.VerifyOutcome | None:
-    """The check's Job as it stands; None when it does not exist yet."""
-    try:
-        job = client.batch().read_namespaced_job(job_name, namespace)
-    except kubernetes.client.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    done = {c.type: c for c in (job.status.conditions or []) if c.status == "True"} if job.status else {}
+def _verify_outcome(namespace: str, version: str, job_name: str) -> modelversion.VerifyOutcome | None:
+    """The check's Job as the Job index has it; None when it does not exist (yet)."""
+    job = modelcache.indexes.verify_job(namespace, version)
+    if job is None or job["metadata"].get("name") != job_name:
+        return None
+    done = {c.get("type"): c for c in job["status"].get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in done:
         return modelversion.VerifyOutcome(finished=True, succeeded=True)
     if "Failed" not in done:
         return modelversion.VerifyOutcome()
-    # The check's own verdict is the exit code and termination message of its Pod.
-    selector = f"{mv_builders.VERIFY_LABEL}={job.metadata.labels.get(mv_builders.VERIFY_LABEL, '')}"
+    # The check's own verdict is the exit code and termination message of its Pod (read once:
+    # the condition written from it ends the check).
+    selector = f"{mv_builders.VERIFY_LABEL}={(job['metadata'].get('labels') or {}).get(mv_builders.VERIFY_LABEL, '')}"
     for pod in client.core().list_namespaced_pod(namespace, label_selector=selector).items:
         for container in (pod.status.container_statuses or []) if pod.status else []:
             terminated = container.state.terminated if container.state else None
             if terminated is not None and terminated.exit_code == mv_builders.VERIFY_EXIT_MISMATCH:
                 return modelversion.VerifyOutcome(finished=True, mismatch=True, message=(terminated.message or "").strip())
     failed = done["Failed"]
-    return modelversion.VerifyOutcome(finished=True, message=f"{failed.reason}: {failed.message}")
+    return modelversion.VerifyOutcome(finished=True, message=f"{failed.get('reason')}: {failed.get('message')}")
 
 
 @kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.create(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.timer(*RESOURCE, interval=120, initial_delay=60, idle=None)
-def reconcile(body: kopf.Body, **_: Any) -> None:
+def reconcile(body: kopf.Body, **kwargs: Any) -> None:
+    modelcache.indexes.bind(kwargs)
     reconcile_object(dict(body))
     verify_artifact(dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={mv_builders.VERIFY_LABEL: kopf.PRESENT})
-def verify_job_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    """The artifact check's Job changed: once it finished, its version records the outcome."""
+def verify_job_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+    """The artifact check's Job changed: once it finished, its version records the outcome
+    (the version from the index; one that has its `ArtifactVerified` already is left alone)."""
     assert namespace is not None, "a Job is namespaced: kopf passes its namespace"
+    modelcache.indexes.bind(kwargs)
     conditions_now = {c.get("type") for c in (body.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
     if not conditions_now & {"Complete", "Failed"}:
         return
     owner = next((o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == KIND), None)
     if owner is None:
         return
-    try:
-        mv = client.custom_objects().get_namespaced_custom_object(
-            MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural, owner["name"]
-        )
-    except kubernetes.client.ApiException as exc:
-        if exc.status == 404:
-            return
-        raise
-    if mv["metadata"]["uid"] == owner.get("uid"):
+    mv = modelcache.indexes.model_version(namespace, owner["name"])
+    if mv is None or mv["metadata"].get("uid") != owner.get("uid"):
+        return
+    if conditions.find_condition(modelversion.parse_status(mv.get("status")).conditions, modelversion.ARTIFACT_VERIFIED) is None:
         verify_artifact(mv)
 
 
-@kopf.timer(*RESOURCE, interval=300, initial_delay=30, idle=None)
-def retention(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+class _Passes:
+    """When retention last looked at a model: every version's timer fires, one pass per model acts."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], float] = {}
+        self._guard = threading.Lock()
+
+    def due(self, key: tuple[str, str], interval: float, now: float) -> bool:
+        with self._guard:
+            if now - self._last.get(key, float("-inf")) < interval:
+                return False
+            self._last[key] = now
+            return True
+
+
+_retention_passes = _Passes()
+
+
+@kopf.timer(*RESOURCE, interval=RETENTION_SECONDS, initial_delay=30, idle=None)
+def retention(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
     """Past the newest N versions of a model, remove the artifact files (the record stays).
 
-    Runs on each version's timer but acts per namespace and model; the cleanup Job's name is
-    deterministic, so overlapping passes create it once. What Rollouts still reference (stable,
-    candidate, pinned, rollback target) is read from the Rollouts themselves.
+    Runs on each version's timer but acts once per namespace and model and interval, from the
+    indexes (the model's versions, the Rollouts of the model); the cleanup Job's name is
+    deterministic, so overlapping passes create it once, and a version already marked is not
+    written again. What Rollouts still reference (stable, candidate, pinned, rollback target) is
+    read from the Rollouts themselves.
     """
     assert namespace is not None, "a ModelVersion is namespaced: kopf passes its namespace"
+    modelcache.indexes.bind(kwargs)
     model = (body.get("spec") or {}).get("modelName")
-    if not model:
+    if not model or not _retention_passes.due((namespace, model), RETENTION_SECONDS / 2, time.monotonic()):
         return
     cfg = operator_config.current()
-    versions = [
-        mv for mv in client.custom_objects().list_namespaced_custom_object(
-            MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural
-        )["items"]
-        if (mv.get("spec") or {}).get("modelName") == model
-    ]
-    rollouts = [
-        ro for ro in client.custom_objects().list_namespaced_custom_object(
-            ROLLOUTS.group, ROLLOUTS.version, namespace, ROLLOUTS.plural
-        )["items"]
-        if (ro.get("spec") or {}).get("modelName") == model
-    ]
+    versions = modelcache.indexes.model_versions(namespace, model)
+    rollouts = modelcache.indexes.rollouts(namespace, kwargs["rollouts_by_model"].get((namespace, model), ()))
     in_use = retention_logic.referenced(rollouts, versions)
     by_name = {mv["metadata"]["name"]: mv for mv in versions}
     for name in retention_logic.expired([retention_logic.from_object(mv) for mv in versions], cfg.retain_versions, in_use):

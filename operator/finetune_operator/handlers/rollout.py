@@ -44,7 +44,7 @@ from finetune_operator import metrics, routers
 from finetune_operator.handlers import locks
 from finetune_operator.analysis.prometheus import PrometheusProvider
 from finetune_operator.builders import rollout as builders
-from finetune_operator.k8s import apply, client, events, status
+from finetune_operator.k8s import apply, client, events, modelcache, status
 from finetune_operator.k8s.resources import FIELD_MANAGER, MODELVERSIONS, ROLLOUTS
 from finetune_operator.logic import analysis, conditions
 from finetune_operator.logic import modelversion as modelversion_logic
@@ -75,20 +75,17 @@ VERIFY_CONTAINER = builders.VERIFY_CONTAINER
 
 
 def _versions(namespace: str, model: str) -> tuple[logic.VersionInfo, ...]:
-    return tuple(
-        logic.VersionInfo.from_object(mv)
-        for mv in client.custom_objects().list_namespaced_custom_object(
-            MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural
-        )["items"]
-        if (mv.get("spec") or {}).get("modelName") == model
-    )
+    """The model's versions, from the ModelVersion index (see k8s.modelcache)."""
+    return tuple(logic.VersionInfo.from_object(mv) for mv in modelcache.indexes.model_versions(namespace, model))
 
 
 def observe(namespace: str, name: str, model: str, spec=None, current: RolloutStatus | None = None) -> logic.Observed:
+    """Versions, serving and routing as they stand: versions, Deployments and Pods from the
+    watch indexes, the router's objects (a few, per candidate) from the API."""
     versions = _versions(namespace, model)
     ready = {}
-    for deployment in client.apps().list_namespaced_deployment(namespace, label_selector=f"{builders.ROLLOUT_LABEL}={name}").items:
-        version = (deployment.metadata.labels or {}).get(builders.VERSION_LABEL)
+    for deployment in modelcache.indexes.deployments(namespace, name):
+        version = (deployment["metadata"].get("labels") or {}).get(builders.VERSION_LABEL)
         if version:
             ready[version] = _available(deployment)
     failures = _serving_failures(namespace, name) if not all(ready.values()) else {}
@@ -98,33 +95,32 @@ def observe(namespace: str, name: str, model: str, spec=None, current: RolloutSt
     return logic.Observed(versions=versions, ready=ready, routing=routing, serving_failures=failures)
 
 
-def _available(deployment) -> bool:
+def _available(deployment: Mapping[str, Any]) -> bool:
     """Serving Pods of the Deployment's current template are up: a Service may point at them."""
-    st = deployment.status
-    if (st.observed_generation or 0) < (deployment.metadata.generation or 0):
+    st = deployment.get("status") or {}
+    if (st.get("observedGeneration") or 0) < (deployment["metadata"].get("generation") or 0):
         return False
-    available = next((c for c in st.conditions or [] if c.type == "Available"), None)
-    return bool(st.ready_replicas) and (st.available_replicas or 0) >= 1 and (available is None or available.status == "True")
+    available = next((c for c in st.get("conditions") or [] if c.get("type") == "Available"), None)
+    return bool(st.get("readyReplicas")) and (st.get("availableReplicas") or 0) >= 1 and (available is None or available.get("status") == "True")
 
 
 def _serving_failures(namespace: str, name: str) -> dict[str, tuple[str, str]]:
     """Versions whose Pods refuse to serve: the artifact check (an init container) failed.
 
-    A label-selected read of the Rollout's Pods, only while some version is not ready.
+    The Rollout's Pods from the serving-Pod index, only while some version is not ready.
     """
     failures: dict[str, tuple[str, str]] = {}
-    pods = client.core().list_namespaced_pod(namespace, label_selector=f"{builders.ROLLOUT_LABEL}={name}").items
-    for pod in pods:
-        version = (pod.metadata.labels or {}).get(builders.VERSION_LABEL)
+    for pod in modelcache.indexes.serving_pods(namespace, name):
+        version = (pod["metadata"].get("labels") or {}).get(builders.VERSION_LABEL)
         if version is None:
             continue  # not a version's serving Pod
-        for container in (pod.status.init_container_statuses or []) if pod.status else []:
-            if container.name != VERIFY_CONTAINER:
+        for container in pod["status"].get("initContainerStatuses") or []:
+            if container.get("name") != VERIFY_CONTAINER:
                 continue
-            for state in (container.state, container.last_state):
-                terminated = state.terminated if state else None
-                if terminated is not None and terminated.exit_code not in (0, None):
-                    message = (terminated.message or "").strip() or f"the artifact check exited with {terminated.exit_code}"
+            for state in (container.get("state"), container.get("lastState")):
+                terminated = (state or {}).get("terminated")
+                if terminated is not None and terminated.get("exitCode") not in (0, None):
+                    message = (terminated.get("message") or "").strip() or f"the artifact check exited with {terminated.get('exitCode')}"
                     failures[version] = (builders.REASON_DIGEST_MISMATCH, f"{version}: {message}")
     return failures
 
@@ -452,29 +448,30 @@ def _route(router, owner: builders.Owner, spec, decision: logic.Decision) -> str
 def _remove_unserved(namespace: str, name: str, keep: set[str]) -> None:
     """Remove the serving of versions no longer served. `keep` holds the versions the Services
     still select: their Pods go only once traffic has left them (a later reconcile)."""
-    selector = f"{builders.ROLLOUT_LABEL}={name},{builders.VERSION_LABEL}"
-    for deployment in client.apps().list_namespaced_deployment(namespace, label_selector=selector).items:
-        version = deployment.metadata.labels.get(builders.VERSION_LABEL)
-        if version not in keep:
-            apply.delete("apps/v1", "Deployment", namespace, deployment.metadata.name)
-            apply.delete("v1", "Service", namespace, deployment.metadata.name)
+    for deployment in modelcache.indexes.deployments(namespace, name):
+        version = (deployment["metadata"].get("labels") or {}).get(builders.VERSION_LABEL)
+        if version is not None and version not in keep:
+            apply.delete("apps/v1", "Deployment", namespace, deployment["metadata"]["name"])
+            apply.delete("v1", "Service", namespace, deployment["metadata"]["name"])
 
 
 @kopf.on.resume(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.create(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.update(*RESOURCE, backoff=BACKOFF_SECONDS)
-def reconcile(body: kopf.Body, **_: Any) -> None:
+def reconcile(body: kopf.Body, **kwargs: Any) -> None:
+    modelcache.indexes.bind(kwargs)
     reconcile_object(dict(body))
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=5.0)
-async def requeue(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def requeue(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
     """Reconcile the Rollout when its last decision said to (or RESYNC_SECONDS after it).
 
     An asyncio task on kopf's event loop, not a thread: a hundred waiting Rollouts hold no worker.
     The reconcile itself runs on a worker thread, under the Rollout's lock like every other.
     """
     assert namespace is not None, "a Rollout is namespaced: kopf passes its namespace"
+    modelcache.indexes.bind(kwargs)
     key = (namespace, name)
     loop = asyncio.get_running_loop()
     try:
@@ -510,8 +507,9 @@ def _request_pending(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event(*RESOURCE, when=_request_pending)
-def request_written(body: kopf.Body, type: str | None, **_: Any) -> None:
+def request_written(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
     """The CLI wrote an abort/promote/rollback into status: act now, not at the next tick."""
+    modelcache.indexes.bind(kwargs)
     if type in ("ADDED", "MODIFIED", None):
         reconcile_object(dict(body))
 
@@ -523,10 +521,29 @@ def rollouts_by_model(namespace: str | None, name: str, spec: kopf.Spec, **_: An
     return {(namespace, spec.get("modelName")): name}
 
 
+@kopf.index(*RESOURCE)
+def rollout_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """Each Rollout by (namespace, name): what retention reads of the Rollouts of a model."""
+    return {(namespace, name): modelcache.project_body(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels={builders.ROLLOUT_LABEL: kopf.PRESENT})
+def rollout_deployments(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """The serving Deployments by (namespace, Rollout): which version is Available."""
+    return {(namespace, labels[builders.ROLLOUT_LABEL]): modelcache.project_deployment(body)}
+
+
+@kopf.index("", "v1", "pods", labels={builders.ROLLOUT_LABEL: kopf.PRESENT})
+def rollout_pods(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """The serving Pods by (namespace, Rollout): whose artifact check refused to serve."""
+    return {(namespace, labels[builders.ROLLOUT_LABEL]): modelcache.project_serving_pod(body)}
+
+
 @kopf.on.event(MODELVERSIONS.group, MODELVERSIONS.version, MODELVERSIONS.plural)
 def version_changed(body: kopf.Body, namespace: str | None, type: str | None, **kwargs: Any) -> None:
     """A version of some model changed phase: reconcile the Rollouts of that model."""
     assert namespace is not None, "a ModelVersion is namespaced: kopf passes its namespace"
+    modelcache.indexes.bind(kwargs)
     if type is None:
         return
     model = (body.get("spec") or {}).get("modelName")
@@ -536,19 +553,16 @@ def version_changed(body: kopf.Body, namespace: str | None, type: str | None, **
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={builders.ROLLOUT_LABEL: kopf.PRESENT})
-def serving_changed(labels: kopf.Labels, namespace: str | None, type: str | None, **_: Any) -> None:
+def serving_changed(labels: kopf.Labels, namespace: str | None, type: str | None, **kwargs: Any) -> None:
+    """A serving Deployment changed (became Available, lost Pods): reconcile its Rollout, if the
+    index knows it (the reconcile reads it fresh)."""
     assert namespace is not None, "a Deployment is namespaced: kopf passes its namespace"
+    modelcache.indexes.bind(kwargs)
     if type is None:
         return
-    try:
-        ro = client.custom_objects().get_namespaced_custom_object(
-            ROLLOUTS.group, ROLLOUTS.version, namespace, ROLLOUTS.plural, labels[builders.ROLLOUT_LABEL]
-        )
-    except kubernetes.client.ApiException as exc:
-        if exc.status == 404:
-            return
-        raise
-    reconcile_object(ro)
+    rollout = labels[builders.ROLLOUT_LABEL]
+    if modelcache.indexes.rollout(namespace, rollout) is not None:
+        reconcile_object({"metadata": {"namespace": namespace, "name": rollout}})
 
 
 __all__ = ["reconcile", "FIELD_MANAGER"]

@@ -1,0 +1,150 @@
+"""What the ModelVersion and Rollout controllers read, served from kopf indexes.
+
+The operator watches ModelVersions and Rollouts (their handlers), the serving Deployments and
+the artifact-check Jobs (events that trigger reconciles), and the serving Pods. kopf's indexes
+(`@kopf.index`, declared in `handlers.modelversion` and `handlers.rollout`) keep from those same
+streams what the two controllers read, so neither LISTs the API per reconcile or per timer:
+
+- `modelversion_bodies`: (namespace, name) -> a ModelVersion without managedFields and kopf's
+  bookkeeping; `modelversions_by_model`: (namespace, modelName) -> names, the versions of a model;
+- `rollout_bodies`: (namespace, name) -> a Rollout, same projection (what retention reads to know
+  which versions a Rollout still references);
+- `rollout_deployments`: (namespace, rollout) -> its serving Deployments, projected to what
+  "is this version Available" reads;
+- `rollout_pods`: (namespace, rollout) -> its serving Pods, projected to the artifact check's
+  init-container states;
+- `verify_jobs`: (namespace, version) -> the version's artifact-check Job (status only).
+
+kopf updates an index before it runs the handlers of the same event, and starts no handler
+before every index has its first full listing. What the operator itself just wrote shows up
+after the watch delivers it (milliseconds); the readers here tolerate that: a version's phase
+read a moment late is read again on the event that changes it (every ModelVersion event
+reconciles the Rollouts of its model), a Deployment not yet seen is created again idempotently
+(server-side apply), and retention skips what it marked a moment ago on its next pass.
+
+The Rollout itself is still read from the API once per reconcile (`handlers.rollout._read`):
+a promote, abort or rollback the CLI wrote into its status must never be handled from an older
+copy. Registration's "does this job have a version" stays an authoritative LIST too (once per job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MODELVERSION_BODIES = "modelversion_bodies"
+MODELVERSIONS_BY_MODEL = "modelversions_by_model"
+ROLLOUT_BODIES = "rollout_bodies"
+ROLLOUT_DEPLOYMENTS = "rollout_deployments"
+ROLLOUT_PODS = "rollout_pods"
+VERIFY_JOBS = "verify_jobs"
+INDEXES = (MODELVERSION_BODIES, MODELVERSIONS_BY_MODEL, ROLLOUT_BODIES, ROLLOUT_DEPLOYMENTS, ROLLOUT_PODS, VERIFY_JOBS)
+
+# kopf's own annotations (progress, last-handled state): large, and never read by the controllers.
+_KOPF_ANNOTATION = "kopf.zalando.org/"
+
+
+def project_body(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A custom object as the controllers read it: no managedFields, no kopf bookkeeping."""
+    meta = {key: value for key, value in (obj.get("metadata") or {}).items() if key != "managedFields"}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(_KOPF_ANNOTATION)}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": meta,
+        "spec": dict(obj.get("spec") or {}),
+        "status": dict(obj.get("status") or {}),
+    }
+
+
+def project_deployment(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A serving Deployment: name, labels, generation and the status fields of availability."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    return {
+        "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "generation", "labels") if key in meta},
+        "status": {
+            **{key: status[key] for key in ("observedGeneration", "readyReplicas", "availableReplicas") if key in status},
+            "conditions": [{key: c.get(key) for key in ("type", "status")} for c in status.get("conditions") or []],
+        },
+    }
+
+
+def project_serving_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A serving Pod: its labels and how its init containers (the artifact check) ended."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    return {
+        "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "labels") if key in meta},
+        "status": {
+            "initContainerStatuses": [
+                {key: c[key] for key in ("name", "state", "lastState") if key in c}
+                for c in status.get("initContainerStatuses") or []
+            ],
+        },
+    }
+
+
+def project_job_status(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A Job: identity, labels, owners and its (small) status."""
+    meta = obj.get("metadata") or {}
+    return {
+        "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "labels", "ownerReferences") if key in meta},
+        "status": dict(obj.get("status") or {}),
+    }
+
+
+class Indexes:
+    """The live index views kopf passes to handlers, taken once from any handler's kwargs."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, Mapping[Any, Iterable[Any]]] = {}
+
+    def bind(self, kwargs: Mapping[str, Any]) -> None:
+        """Take the indexes from a handler's kwargs (kopf passes the same live views to all)."""
+        for name in INDEXES:
+            if name in kwargs and self._views.get(name) is not kwargs[name]:
+                self._views[name] = kwargs[name]
+
+    def bound(self) -> bool:
+        return all(name in self._views for name in INDEXES)
+
+    def _get(self, index: str, key: tuple[str, str]) -> list[Any]:
+        if index not in self._views:
+            raise RuntimeError(f"the {index} index is not bound: reconciles run from kopf handlers, which pass it")
+        # kopf updates an index on its event loop while sync handlers read it on worker threads:
+        # copying one store's values is a single C-level pass, which the GIL keeps whole.
+        return list(self._views[index].get(key, ()))
+
+    def model_version(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._get(MODELVERSION_BODIES, (namespace, name))
+        return found[0] if found else None
+
+    def model_versions(self, namespace: str, model: str) -> list[dict[str, Any]]:
+        """Every version of `model` in `namespace` (by name, so the order is stable)."""
+        names = sorted(set(self._get(MODELVERSIONS_BY_MODEL, (namespace, model))))
+        return [mv for mv in (self.model_version(namespace, name) for name in names) if mv is not None]
+
+    def rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._get(ROLLOUT_BODIES, (namespace, name))
+        return found[0] if found else None
+
+    def rollouts(self, namespace: str, names: Iterable[str]) -> list[dict[str, Any]]:
+        return [ro for ro in (self.rollout(namespace, name) for name in sorted(set(names))) if ro is not None]
+
+    def deployments(self, namespace: str, rollout: str) -> list[dict[str, Any]]:
+        return self._get(ROLLOUT_DEPLOYMENTS, (namespace, rollout))
+
+    def serving_pods(self, namespace: str, rollout: str) -> list[dict[str, Any]]:
+        return self._get(ROLLOUT_PODS, (namespace, rollout))
+
+    def verify_job(self, namespace: str, version: str) -> dict[str, Any] | None:
+        found = self._get(VERIFY_JOBS, (namespace, version))
+        return found[0] if found else None
+
+
+indexes = Indexes()

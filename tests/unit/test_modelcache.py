@@ -1,0 +1,221 @@
+"""The ModelVersion and Rollout controllers read from watch indexes: projections keep what they read.
+
+Each reader is given index views as kopf passes them (a mapping of key -> values) holding
+projections of padded API objects, and must decide as it would from the whole objects.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from finetune_operator.handlers import modelversion as mv_handler
+from finetune_operator.handlers import rollout as rollout_handler
+from finetune_operator.k8s import modelcache
+
+NS = "team-a"
+
+
+def padded(obj: dict) -> dict:
+    """An object as the API server sends it: managedFields, kopf's annotations, spec noise."""
+    obj = copy.deepcopy(obj)
+    meta = obj.setdefault("metadata", {})
+    meta.setdefault("namespace", NS)
+    meta["managedFields"] = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    meta.setdefault("annotations", {})["kopf.zalando.org/last-handled-configuration"] = "{" + "x" * 4000 + "}"
+    meta["resourceVersion"] = "42"
+    return obj
+
+
+def model_version(name: str, model: str, version: str, phase: str | None = None, conditions: list | None = None) -> dict:
+    return padded({
+        "apiVersion": "finetune.ai/v1alpha1", "kind": "ModelVersion",
+        "metadata": {"name": name, "uid": f"uid-{name}", "labels": {"finetune.ai/version-number": version[1:]},
+                     "annotations": {"team": "search"}},
+        "spec": {"modelName": model, "version": version, "baseModel": {"uri": "hf://org/base"},
+                 "artifact": {"uri": f"pvc://models/{name}", "digest": "sha256:" + "0" * 64}},
+        "status": {"phase": phase, "conditions": conditions or []},
+    })
+
+
+def views(**indexes: dict) -> dict:
+    """kopf's index kwargs: every index of k8s.modelcache, empty unless given."""
+    return {name: indexes.get(name, {}) for name in modelcache.INDEXES}
+
+
+@pytest.fixture
+def bound():
+    """Bind the module's indexes to the views a test builds; unbound again afterwards."""
+    saved = dict(modelcache.indexes._views)
+
+    def bind(**indexes: dict) -> None:
+        modelcache.indexes._views.clear()
+        modelcache.indexes.bind(views(**indexes))
+
+    yield bind
+    modelcache.indexes._views.clear()
+    modelcache.indexes._views.update(saved)
+
+
+def test_project_body_drops_managed_fields_and_kopf_bookkeeping_only():
+    mv = model_version("chat-v1", "chat", "v1", phase="Approved")
+    projected = modelcache.project_body(mv)
+    assert "managedFields" not in projected["metadata"]
+    assert projected["metadata"]["annotations"] == {"team": "search"}
+    assert projected["spec"] == mv["spec"] and projected["status"] == mv["status"]
+    assert projected["metadata"]["resourceVersion"] == "42"
+    bare = modelcache.project_body({"metadata": {"name": "x", "annotations": {"kopf.zalando.org/a": "1"}}})
+    assert "annotations" not in bare["metadata"]
+
+
+def test_a_models_versions_come_from_the_index_by_model(bound):
+    versions = {name: model_version(name, model, v) for name, model, v in
+                [("chat-v1", "chat", "v1"), ("chat-v2", "chat", "v2"), ("code-v1", "code", "v1")]}
+    bound(
+        modelversion_bodies={(NS, n): [modelcache.project_body(mv)] for n, mv in versions.items()},
+        modelversions_by_model={(NS, "chat"): ["chat-v2", "chat-v1"], (NS, "code"): ["code-v1"]},
+    )
+    infos = rollout_handler._versions(NS, "chat")
+    assert [i.name for i in infos] == ["chat-v1", "chat-v2"]
+    assert [i.number for i in infos] == [1, 2]
+    assert rollout_handler._versions(NS, "unknown") == ()
+    assert rollout_handler._versions("other-ns", "chat") == ()
+
+
+def deployment(version: str, *, generation=2, observed=2, ready=1, available=1, condition="True") -> dict:
+    return padded({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": f"chat-{version}", "generation": generation,
+                     "labels": {"finetune.ai/rollout": "chat", "finetune.ai/model-version": version}},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "serve", "image": "x"}]}}},
+        "status": {"observedGeneration": observed, "readyReplicas": ready, "availableReplicas": available,
+                   "replicas": 1, "conditions": [{"type": "Available", "status": condition, "reason": "MinimumReplicasAvailable",
+                                                  "lastUpdateTime": "2026-01-01T00:00:00Z"}]},
+    })
+
+
+@pytest.mark.parametrize(("kwargs", "available"), [
+    ({}, True),
+    ({"observed": 1}, False),  # the controller has not seen the new template yet
+    ({"ready": 0}, False),
+    ({"available": 0}, False),
+    ({"condition": "False"}, False),
+])
+def test_availability_reads_the_same_from_the_projection(kwargs, available):
+    full = deployment("v1", **kwargs)
+    assert rollout_handler._available(modelcache.project_deployment(full)) is available
+
+
+def test_observe_takes_serving_and_failed_artifact_checks_from_the_indexes(bound):
+    pod = padded({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "chat-v2-abc", "labels": {"finetune.ai/rollout": "chat", "finetune.ai/model-version": "v2"}},
+        "spec": {"containers": [{"name": "serve", "image": "x", "env": [{"name": "SECRET", "value": "s"}]}]},
+        "status": {"phase": "Pending", "podIP": "127.0.0.9", "initContainerStatuses": [{
+            "name": rollout_handler.VERIFY_CONTAINER, "image": "x", "ready": False, "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 3, "message": "digest sha256:1 != sha256:0\n"}},
+        }]},
+    })
+    bound(
+        rollout_deployments={(NS, "chat"): [modelcache.project_deployment(deployment("v1")),
+                                            modelcache.project_deployment(deployment("v2", ready=0, available=0, condition="False"))]},
+        rollout_pods={(NS, "chat"): [modelcache.project_serving_pod(pod)]},
+    )
+    seen = rollout_handler.observe(NS, "chat", "chat")
+    assert seen.ready == {"v1": True, "v2": False}
+    assert seen.serving_failures == {"v2": (rollout_handler.builders.REASON_DIGEST_MISMATCH, "v2: digest sha256:1 != sha256:0")}
+    projected = modelcache.project_serving_pod(pod)
+    assert "spec" not in projected and "podIP" not in projected["status"]
+
+
+def test_an_unbound_index_is_a_clear_error(bound):
+    modelcache.indexes._views.clear()
+    with pytest.raises(RuntimeError, match="modelversions_by_model index is not bound"):
+        modelcache.indexes.model_versions(NS, "chat")
+
+
+def verify_job(state: str | None) -> dict:
+    conditions = [{"type": state, "status": "True", "reason": "BackoffLimitExceeded", "message": "failed"}] if state else []
+    return padded({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "chat-v1-verify", "labels": {"finetune.ai/verify-of": "chat-v1"},
+                     "ownerReferences": [{"apiVersion": "finetune.ai/v1alpha1", "kind": "ModelVersion", "name": "chat-v1", "uid": "uid-chat-v1"}]},
+        "spec": {"template": {}},
+        "status": {"conditions": conditions, "active": 0 if state else 1},
+    })
+
+
+def test_verify_job_index_entry_is_keyed_by_its_version():
+    entry = mv_handler.verify_jobs(body=verify_job("Complete"), namespace=NS)
+    assert list(entry) == [(NS, "chat-v1")]
+    assert mv_handler.verify_jobs(body={"metadata": {"name": "orphan"}}, namespace=NS) is None
+
+
+@pytest.mark.parametrize(("state", "expected"), [
+    (None, {"finished": False}),
+    ("Complete", {"finished": True, "succeeded": True}),
+])
+def test_the_artifact_checks_outcome_is_read_from_the_job_index(bound, state, expected):
+    bound(verify_jobs={(NS, "chat-v1"): [modelcache.project_job_status(verify_job(state))]})
+    outcome = mv_handler._verify_outcome(NS, "chat-v1", "chat-v1-verify")
+    assert outcome is not None
+    assert {key: getattr(outcome, key) for key in expected} == expected
+
+
+def test_an_artifact_check_not_in_the_index_is_not_there(bound):
+    bound(verify_jobs={(NS, "chat-v1"): [modelcache.project_job_status(verify_job(None))]})
+    assert mv_handler._verify_outcome(NS, "chat-v2", "chat-v2-verify") is None
+    # A Job of another name (a renamed check) is not this check's outcome.
+    assert mv_handler._verify_outcome(NS, "chat-v1", "chat-v1-verify-2") is None
+
+
+def test_retention_acts_once_per_model_and_interval():
+    passes = mv_handler._Passes()
+    assert passes.due((NS, "chat"), 150, now=1000.0)
+    assert not passes.due((NS, "chat"), 150, now=1100.0)  # another version's timer, same model
+    assert passes.due((NS, "code"), 150, now=1100.0)
+    assert passes.due((NS, "chat"), 150, now=1150.0)
+
+
+@pytest.mark.parametrize(("marked", "removed"), [
+    ((1, 2), []),  # settled: a pass makes no request at all
+    ((1,), ["chat-v2"]),  # one more past retention: its cleanup and its condition, once
+    ((), ["chat-v2"]),  # chat-v1 is the Rollout's stable version: kept
+])
+def test_retention_reads_versions_and_rollouts_from_the_indexes(bound, monkeypatch, marked, removed):
+    retained = [{"type": "ArtifactRetained", "status": "False", "reason": "RetentionExpired", "message": "removed",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    versions = {f"chat-v{i}": model_version(f"chat-v{i}", "chat", f"v{i}", phase="Approved",
+                                            conditions=retained if i in marked else [])
+                for i in range(1, 6)}
+    rollout = padded({"apiVersion": "finetune.ai/v1alpha1", "kind": "Rollout", "metadata": {"name": "chat"},
+                      "spec": {"modelName": "chat"}, "status": {"stableVersion": "v1"} if not marked else {}})
+    bound(
+        modelversion_bodies={(NS, n): [modelcache.project_body(mv)] for n, mv in versions.items()},
+        modelversions_by_model={(NS, "chat"): list(versions)},
+        rollout_bodies={(NS, "chat"): [modelcache.project_body(rollout)]},
+    )
+    monkeypatch.setattr(mv_handler, "_retention_passes", mv_handler._Passes())
+
+    class Settings:
+        retain_versions = 3
+        trainer_image = "trainer"
+        allowed_host_paths = ()
+        s3_endpoint = ""
+
+    monkeypatch.setattr(mv_handler.operator_config, "current", lambda: Settings())
+
+    requests: list[tuple[str, str]] = []
+    monkeypatch.setattr(mv_handler.apply, "create_if_absent", lambda job: requests.append(("cleanup", job["metadata"]["name"])))
+    monkeypatch.setattr(mv_handler.status, "apply", lambda _r, _ns, name, *_: requests.append(("status", name)))
+    monkeypatch.setattr(mv_handler.events, "record", lambda mv, *_: requests.append(("event", mv["metadata"]["name"])))
+    kwargs = {**dict(modelcache.indexes._views), "rollouts_by_model": {(NS, "chat"): ["chat"]}}
+    mv_handler.retention(body=versions["chat-v5"], namespace=NS, **kwargs)
+    assert sorted(name for kind, name in requests if kind == "status") == removed
+    assert [kind for kind, _ in requests] == ["cleanup", "status", "event"] * len(removed)
+    # The next version's timer in the same interval: the model was looked at, nothing more.
+    requests.clear()
+    mv_handler.retention(body=versions["chat-v4"], namespace=NS, **kwargs)
+    assert requests == []
