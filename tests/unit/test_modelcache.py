@@ -12,7 +12,7 @@ import pytest
 
 from finetune_operator.handlers import modelversion as mv_handler
 from finetune_operator.handlers import rollout as rollout_handler
-from finetune_operator.k8s import modelcache
+from finetune_operator.k8s import modelcache, watchcache
 
 NS = "team-a"
 
@@ -47,15 +47,15 @@ def views(**indexes: dict) -> dict:
 @pytest.fixture
 def bound():
     """Bind the module's indexes to the views a test builds; unbound again afterwards."""
-    saved = dict(modelcache.indexes._views)
+    saved = dict(modelcache.indexes._indexes)
 
     def bind(**indexes: dict) -> None:
-        modelcache.indexes._views.clear()
+        modelcache.indexes._indexes.clear()
         modelcache.indexes.bind(views(**indexes))
 
     yield bind
-    modelcache.indexes._views.clear()
-    modelcache.indexes._views.update(saved)
+    modelcache.indexes._indexes.clear()
+    modelcache.indexes._indexes.update(saved)
 
 
 def test_project_body_drops_managed_fields_and_kopf_bookkeeping_only():
@@ -131,7 +131,7 @@ def test_observe_takes_serving_and_failed_artifact_checks_from_the_indexes(bound
 
 
 def test_an_unbound_index_is_a_clear_error(bound):
-    modelcache.indexes._views.clear()
+    modelcache.indexes._indexes.clear()
     with pytest.raises(RuntimeError, match="modelversions_by_model index is not bound"):
         modelcache.indexes.model_versions(NS, "chat")
 
@@ -158,14 +158,14 @@ def test_verify_job_index_entry_is_keyed_by_its_version():
     ("Complete", {"finished": True, "succeeded": True}),
 ])
 def test_the_artifact_checks_outcome_is_read_from_the_job_index(bound, state, expected):
-    bound(verify_jobs={(NS, "chat-v1"): [modelcache.project_job_status(verify_job(state))]})
+    bound(verify_jobs={(NS, "chat-v1"): [watchcache.project_job(verify_job(state))]})
     outcome = mv_handler._verify_outcome(NS, "chat-v1", "chat-v1-verify")
     assert outcome is not None
     assert {key: getattr(outcome, key) for key in expected} == expected
 
 
 def test_an_artifact_check_not_in_the_index_is_not_there(bound):
-    bound(verify_jobs={(NS, "chat-v1"): [modelcache.project_job_status(verify_job(None))]})
+    bound(verify_jobs={(NS, "chat-v1"): [watchcache.project_job(verify_job(None))]})
     assert mv_handler._verify_outcome(NS, "chat-v2", "chat-v2-verify") is None
     # A Job of another name (a renamed check) is not this check's outcome.
     assert mv_handler._verify_outcome(NS, "chat-v1", "chat-v1-verify-2") is None
@@ -211,7 +211,7 @@ def test_retention_reads_versions_and_rollouts_from_the_indexes(bound, monkeypat
     monkeypatch.setattr(mv_handler.apply, "create_if_absent", lambda job: requests.append(("cleanup", job["metadata"]["name"])))
     monkeypatch.setattr(mv_handler.status, "apply", lambda _r, _ns, name, *_: requests.append(("status", name)))
     monkeypatch.setattr(mv_handler.events, "record", lambda mv, *_: requests.append(("event", mv["metadata"]["name"])))
-    kwargs = {**dict(modelcache.indexes._views), "rollouts_by_model": {(NS, "chat"): ["chat"]}}
+    kwargs = {**dict(modelcache.indexes._indexes), "rollouts_by_model": {(NS, "chat"): ["chat"]}}
     mv_handler.retention(body=versions["chat-v5"], namespace=NS, **kwargs)
     assert sorted(name for kind, name in requests if kind == "status") == removed
     assert [kind for kind, _ in requests] == ["cleanup", "status", "event"] * len(removed)

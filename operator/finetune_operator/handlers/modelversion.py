@@ -29,7 +29,7 @@ from finetune_operator import config as operator_config
 from finetune_operator import metrics
 from finetune_operator.builders import modelversion as mv_builders
 
-from finetune_operator.k8s import apply, client, events, modelcache, status
+from finetune_operator.k8s import apply, client, events, modelcache, status, watchcache
 from finetune_operator.k8s.resources import FIELD_MANAGER, MODELVERSIONS
 from finetune_operator.logic import conditions, modelversion
 from finetune_operator.logic import retention as retention_logic
@@ -61,7 +61,7 @@ def verify_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[
     owner = next((o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == KIND), None)
     if owner is None:
         return None
-    return {(namespace, owner["name"]): modelcache.project_job_status(body)}
+    return {(namespace, owner["name"]): watchcache.project_job(body)}
 
 
 def reconcile_object(body: Mapping[str, Any]) -> modelversion.Decision:

@@ -32,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from finetune_operator.k8s import watchcache
+
 MODELVERSION_BODIES = "modelversion_bodies"
 MODELVERSIONS_BY_MODEL = "modelversions_by_model"
 ROLLOUT_BODIES = "rollout_bodies"
@@ -89,61 +91,35 @@ def project_serving_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def project_job_status(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A Job: identity, labels, owners and its (small) status."""
-    meta = obj.get("metadata") or {}
-    return {
-        "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "labels", "ownerReferences") if key in meta},
-        "status": dict(obj.get("status") or {}),
-    }
+class Indexes(watchcache.IndexViews):
+    """The ModelVersion and Rollout controllers' index views, taken once from any handler's kwargs."""
 
-
-class Indexes:
-    """The live index views kopf passes to handlers, taken once from any handler's kwargs."""
-
-    def __init__(self) -> None:
-        self._views: dict[str, Mapping[Any, Iterable[Any]]] = {}
-
-    def bind(self, kwargs: Mapping[str, Any]) -> None:
-        """Take the indexes from a handler's kwargs (kopf passes the same live views to all)."""
-        for name in INDEXES:
-            if name in kwargs and self._views.get(name) is not kwargs[name]:
-                self._views[name] = kwargs[name]
-
-    def bound(self) -> bool:
-        return all(name in self._views for name in INDEXES)
-
-    def _get(self, index: str, key: tuple[str, str]) -> list[Any]:
-        if index not in self._views:
-            raise RuntimeError(f"the {index} index is not bound: reconciles run from kopf handlers, which pass it")
-        # kopf updates an index on its event loop while sync handlers read it on worker threads:
-        # copying one store's values is a single C-level pass, which the GIL keeps whole.
-        return list(self._views[index].get(key, ()))
+    names = INDEXES
 
     def model_version(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self._get(MODELVERSION_BODIES, (namespace, name))
+        found = self._lookup(MODELVERSION_BODIES, (namespace, name))
         return found[0] if found else None
 
     def model_versions(self, namespace: str, model: str) -> list[dict[str, Any]]:
         """Every version of `model` in `namespace` (by name, so the order is stable)."""
-        names = sorted(set(self._get(MODELVERSIONS_BY_MODEL, (namespace, model))))
+        names = sorted(set(self._lookup(MODELVERSIONS_BY_MODEL, (namespace, model))))
         return [mv for mv in (self.model_version(namespace, name) for name in names) if mv is not None]
 
     def rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self._get(ROLLOUT_BODIES, (namespace, name))
+        found = self._lookup(ROLLOUT_BODIES, (namespace, name))
         return found[0] if found else None
 
     def rollouts(self, namespace: str, names: Iterable[str]) -> list[dict[str, Any]]:
         return [ro for ro in (self.rollout(namespace, name) for name in sorted(set(names))) if ro is not None]
 
     def deployments(self, namespace: str, rollout: str) -> list[dict[str, Any]]:
-        return self._get(ROLLOUT_DEPLOYMENTS, (namespace, rollout))
+        return self._lookup(ROLLOUT_DEPLOYMENTS, (namespace, rollout))
 
     def serving_pods(self, namespace: str, rollout: str) -> list[dict[str, Any]]:
-        return self._get(ROLLOUT_PODS, (namespace, rollout))
+        return self._lookup(ROLLOUT_PODS, (namespace, rollout))
 
     def verify_job(self, namespace: str, version: str) -> dict[str, Any] | None:
-        found = self._get(VERIFY_JOBS, (namespace, version))
+        found = self._lookup(VERIFY_JOBS, (namespace, version))
         return found[0] if found else None
 
 

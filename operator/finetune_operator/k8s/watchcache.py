@@ -246,20 +246,17 @@ def behind(children: Children) -> str | None:
     return None
 
 
-class FineTuneJobCache:
-    """The indexes (bound from a handler's kwargs) and the operator's own not-yet-watched writes."""
+class IndexViews:
+    """kopf's live index views named in `names`, taken from any handler's kwargs."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
         self._indexes: dict[str, Mapping[Any, Iterable[Any]]] = {}
-        self._written: dict[tuple[str, str], dict[str, Any]] = {}
-        self._created: dict[tuple[str, str], dict[tuple[str, str], tuple[float, dict[str, Any]]]] = {}
-        self._registered: dict[tuple[str, str], dict[str, Any]] = {}
-        self._guard = threading.Lock()
-        self._clock = clock
 
     def bind(self, kwargs: Mapping[str, Any]) -> None:
         """Take the indexes from a handler's kwargs (kopf passes live, read-only views)."""
-        for name in INDEXES:
+        for name in self.names:
             if name in kwargs and self._indexes.get(name) is not kwargs[name]:
                 self._indexes[name] = kwargs[name]
 
@@ -269,6 +266,20 @@ class FineTuneJobCache:
         # kopf updates an index on its event loop while a sync handler reads it on a worker
         # thread: copying a store's values is one C-level pass, which the GIL keeps whole.
         return list(self._indexes[index].get(key, ()))
+
+
+class FineTuneJobCache(IndexViews):
+    """The indexes (bound from a handler's kwargs) and the operator's own not-yet-watched writes."""
+
+    names = INDEXES
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._written: dict[tuple[str, str], dict[str, Any]] = {}
+        self._created: dict[tuple[str, str], dict[tuple[str, str], tuple[float, dict[str, Any]]]] = {}
+        self._registered: dict[tuple[str, str], dict[str, Any]] = {}
+        self._guard = threading.Lock()
+        self._clock = clock
 
     # --- the FineTuneJob itself
 
