@@ -56,6 +56,11 @@ def settings_for(config: OperatorConfig):  # -> kopf.OperatorSettings
     settings.batching.batch_window = 0.2
     # Events are watched for one reason only; the API server filters them (k8s.watchcache).
     settings.watching.field_selectors[("", "v1", "events")] = FAILED_CREATE_FIELD_SELECTOR
+    # Watched namespaces are exact names (config validates them), so a namespaced operator has
+    # nothing to discover: without this kopf would list and watch every Namespace and every CRD in
+    # the cluster, which a namespaced install is not granted (docs/security.md). Resource discovery
+    # (/apis) still runs once at start.
+    settings.scanning.disabled = not config.clusterwide
     settings.peering.name = config.peering_name
     settings.peering.standalone = not config.peering
     settings.peering.mandatory = config.peering

@@ -47,11 +47,16 @@ def test_chart_is_accepted_by_the_api_server(cluster, namespace, namespaced, val
     rendered = helm(cluster, "template", "ft", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3", *values)
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "ServiceAccount", "ClusterRole", "ValidatingAdmissionPolicy"} <= kinds
-    # The operator's own rules: a ClusterRole cluster-wide, else a Role per watched namespace; the
+    assert {"Deployment", "ServiceAccount", "ValidatingAdmissionPolicy"} <= kinds
+    # The operator's own rules: a ClusterRole cluster-wide, else a Role per watched namespace and
+    # no cluster-scoped grant at all (a namespaced operator scans neither Namespaces nor CRDs); the
     # leader-election Role (one Lease in the release namespace) either way when it is on.
     operator_bindings = {d["metadata"]["name"] for d in docs if d["kind"] == "RoleBinding"} - {"ft-finetune-operator-leader-election"}
-    assert ("ClusterRoleBinding" in kinds and not operator_bindings) if not namespaced else operator_bindings
+    if namespaced:
+        assert operator_bindings
+        assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, sorted(kinds)
+    else:
+        assert {"ClusterRole", "ClusterRoleBinding"} <= kinds and not operator_bindings
     cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered)
 
 

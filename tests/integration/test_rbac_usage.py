@@ -88,13 +88,23 @@ def expand(rules: Iterable[dict]) -> set[tuple[str, str, str]]:
             for v in rule.get("verbs", [])}
 
 
+def rendered_rules(cluster, namespace, kind, *values: str) -> set[tuple[str, str, str]]:
+    rendered = helm(cluster, "template", "ft", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3", *values)
+    return set().union(*(expand(d["rules"]) for d in yaml.safe_load_all(rendered) if d and d["kind"] == kind))
+
+
 def granted(cluster, namespace) -> tuple[set, set]:
-    """(namespaced, cluster-scoped) grants of the default install into `namespace`."""
-    rendered = helm(cluster, "template", "ft", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3")
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
-    namespaced = set().union(*(expand(d["rules"]) for d in docs if d["kind"] == "Role"))
-    cluster_scoped = set().union(*(expand(d["rules"]) for d in docs if d["kind"] == "ClusterRole"))
+    """(namespaced, cluster-scoped) grants: the namespaced rules of the default install into
+    `namespace`, the cluster-scoped ones of a cluster-wide install (the test operator watches
+    every namespace; a namespaced install has no cluster-scoped grant, checked below)."""
+    namespaced = rendered_rules(cluster, namespace, "Role")
+    cluster_scoped = {(g, r, v) for g, r, v in rendered_rules(cluster, namespace, "ClusterRole", "--set", "clusterWide=true")
+                      if r.split("/")[0] in CLUSTER_SCOPED}
     return namespaced, cluster_scoped
+
+
+def test_a_namespaced_install_grants_nothing_cluster_scoped(cluster, namespace):
+    assert rendered_rules(cluster, namespace, "ClusterRole") == set()
 
 
 def test_the_chart_grants_what_the_operator_uses_and_nothing_else(cluster, namespace, operator):

@@ -26,3 +26,10 @@ def test_progress_and_finalizer_live_under_our_domain():
     settings = settings_for(OperatorConfig.from_env({}))
     assert settings.persistence.finalizer == "finetune.ai/finalizer"
     assert settings.posting.reporting_component
+
+
+def test_a_namespaced_operator_scans_neither_namespaces_nor_crds():
+    # Its namespaces are exact names; scanning would list and watch every Namespace and CRD,
+    # which a namespaced install is not granted.
+    assert settings_for(OperatorConfig.from_env({"FINETUNE_WATCH_NAMESPACES": "team-a,team-b"})).scanning.disabled
+    assert not settings_for(OperatorConfig.from_env({})).scanning.disabled
