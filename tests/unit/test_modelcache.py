@@ -6,6 +6,8 @@ projections of padded API objects, and must decide as it would from the whole ob
 
 from __future__ import annotations
 
+import json
+
 import copy
 
 import pytest
@@ -18,12 +20,12 @@ NS = "team-a"
 
 
 def padded(obj: dict) -> dict:
-    """An object as the API server sends it: managedFields, kopf's annotations, spec noise."""
+    """An object as the API server sends it: managedFields, the operator's bookkeeping annotation."""
     obj = copy.deepcopy(obj)
     meta = obj.setdefault("metadata", {})
     meta.setdefault("namespace", NS)
     meta["managedFields"] = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
-    meta.setdefault("annotations", {})["kopf.zalando.org/last-handled-configuration"] = "{" + "x" * 4000 + "}"
+    meta.setdefault("annotations", {})["finetune.ai/last-handled-configuration"] = "{" + "x" * 4000 + "}"
     meta["resourceVersion"] = "42"
     return obj
 
@@ -58,14 +60,25 @@ def bound():
     modelcache.indexes._indexes.update(saved)
 
 
-def test_project_body_drops_managed_fields_and_kopf_bookkeeping_only():
+def test_project_body_keeps_what_the_controllers_read_and_no_bookkeeping():
     mv = model_version("chat-v1", "chat", "v1", phase="Approved")
+    mv["metadata"]["annotations"].update({
+        "finetune.ai/last-handled-configuration": json.dumps(mv["spec"]),
+        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(mv),
+        "finetune.ai/force-version": "chat-v1",
+    })
+    mv["metadata"]["ownerReferences"] = [{"apiVersion": "finetune.ai/v1alpha1", "kind": "FineTuneJob", "name": "j",
+                                          "uid": "u", "controller": True, "blockOwnerDeletion": True}]
     projected = modelcache.project_body(mv)
     assert "managedFields" not in projected["metadata"]
-    assert projected["metadata"]["annotations"] == {"team": "search"}
+    # Only the annotation a controller reads (the Rollout's force-version) is kept.
+    assert projected["metadata"]["annotations"] == {"finetune.ai/force-version": "chat-v1"}
+    assert projected["metadata"]["labels"] == mv["metadata"]["labels"]
+    assert projected["metadata"]["ownerReferences"][0]["name"] == "j"
     assert projected["spec"] == mv["spec"] and projected["status"] == mv["status"]
     assert projected["metadata"]["resourceVersion"] == "42"
-    bare = modelcache.project_body({"metadata": {"name": "x", "annotations": {"kopf.zalando.org/a": "1"}}})
+    assert len(json.dumps(projected)) < len(json.dumps(mv)) / 3
+    bare = modelcache.project_body({"metadata": {"name": "x", "annotations": {"kopf.zalando.org/a": "1", "team": "x"}}})
     assert "annotations" not in bare["metadata"]
 
 

@@ -5,8 +5,8 @@ the artifact-check Jobs (events that trigger reconciles), and the serving Pods. 
 (`@kopf.index`, declared in `handlers.modelversion` and `handlers.rollout`) keep from those same
 streams what the two controllers read, so neither LISTs the API per reconcile or per timer:
 
-- `modelversion_bodies`: (namespace, name) -> a ModelVersion without managedFields and kopf's
-  bookkeeping; `modelversions_by_model`: (namespace, modelName) -> names, the versions of a model;
+- `modelversion_bodies`: (namespace, name) -> a ModelVersion without managedFields and the
+  annotations nobody reads; `modelversions_by_model`: (namespace, modelName) -> names, the versions of a model;
 - `rollout_bodies`: (namespace, name) -> a Rollout, same projection (what retention reads to know
   which versions a Rollout still references);
 - `rollout_deployments`: (namespace, rollout) -> its serving Deployments, projected to what
@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from finetune_operator.api.rollout import FORCE_VERSION_ANNOTATION
 from finetune_operator.k8s import watchcache
 
 MODELVERSION_BODIES = "modelversion_bodies"
@@ -42,22 +43,19 @@ ROLLOUT_PODS = "rollout_pods"
 VERIFY_JOBS = "verify_jobs"
 INDEXES = (MODELVERSION_BODIES, MODELVERSIONS_BY_MODEL, ROLLOUT_BODIES, ROLLOUT_DEPLOYMENTS, ROLLOUT_PODS, VERIFY_JOBS)
 
-# kopf's own annotations (progress, last-handled state): large, and never read by the controllers.
-_KOPF_ANNOTATION = "kopf.zalando.org/"
+# The one annotation the controllers read (a Rollout's one-off "serve this version anyway"). Every
+# other annotation - our own last-handled configuration, kubectl's last-applied-configuration,
+# users' notes - can be as large as the spec and is never read here, so it is not kept in memory.
+_READ_ANNOTATIONS = (FORCE_VERSION_ANNOTATION,)
 
 
 def project_body(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A custom object as the controllers read it: no managedFields, no kopf bookkeeping."""
-    meta = {key: value for key, value in (obj.get("metadata") or {}).items() if key != "managedFields"}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(_KOPF_ANNOTATION)}
-    if annotations:
-        meta["annotations"] = annotations
-    else:
-        meta.pop("annotations", None)
+    """A ModelVersion or Rollout as the controllers read it: identity, labels, owners, the
+    annotations they read, spec and status - no managedFields, no bookkeeping annotations."""
     return {
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
-        "metadata": meta,
+        "metadata": watchcache.project_meta(obj, annotations=_READ_ANNOTATIONS),
         "spec": dict(obj.get("spec") or {}),
         "status": dict(obj.get("status") or {}),
     }

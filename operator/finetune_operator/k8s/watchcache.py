@@ -70,7 +70,7 @@ class Stale(Exception):
 # --- projections: what `decide` reads of each object ------------------------------------------
 
 
-def _meta(obj: Mapping[str, Any], *, annotations: Iterable[str] = ()) -> dict[str, Any]:
+def project_meta(obj: Mapping[str, Any], *, annotations: Iterable[str] = ()) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     out: dict[str, Any] = {key: meta[key] for key in _META_KEYS if meta.get(key) is not None}
     if meta.get("labels"):
@@ -95,7 +95,7 @@ def project_job(obj: Mapping[str, Any]) -> dict[str, Any]:
     spec = obj.get("spec") or {}
     return {
         **_head(obj, "Job"),
-        "metadata": _meta(obj),
+        "metadata": project_meta(obj),
         "spec": {key: spec[key] for key in ("suspend", "activeDeadlineSeconds") if key in spec},
         "status": dict(obj.get("status") or {}),
     }
@@ -109,7 +109,7 @@ def project_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
     status = obj.get("status") or {}
     return {
         **_head(obj, "Pod"),
-        "metadata": _meta(obj, annotations=(builders.COMPLETION_INDEX_ANNOTATION,)),
+        "metadata": project_meta(obj, annotations=(builders.COMPLETION_INDEX_ANNOTATION,)),
         "status": {
             "phase": status.get("phase"),
             "conditions": [
@@ -126,19 +126,19 @@ def project_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def project_config_map(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A ConfigMap (the job's config, or the trainer's progress): identity and data."""
-    return {**_head(obj, "ConfigMap"), "metadata": _meta(obj), "data": dict(obj.get("data") or {})}
+    return {**_head(obj, "ConfigMap"), "metadata": project_meta(obj), "data": dict(obj.get("data") or {})}
 
 
 def project_model_version(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A ModelVersion: identity and spec (what a registered job reports and compares)."""
-    return {**_head(obj, "ModelVersion"), "metadata": _meta(obj), "spec": dict(obj.get("spec") or {})}
+    return {**_head(obj, "ModelVersion"), "metadata": project_meta(obj), "spec": dict(obj.get("spec") or {})}
 
 
 def project_finetunejob(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A FineTuneJob without managedFields and annotations (kopf's own bookkeeping among them)."""
     return {
         **_head(obj, "FineTuneJob"),
-        "metadata": _meta(obj),
+        "metadata": project_meta(obj),
         "spec": dict(obj.get("spec") or {}),
         "status": dict(obj.get("status") or {}),
     }
@@ -149,7 +149,7 @@ def project_event(obj: Mapping[str, Any]) -> dict[str, Any]:
     involved = obj.get("involvedObject") or {}
     return {
         **_head(obj, "Event"),
-        "metadata": _meta(obj),
+        "metadata": project_meta(obj),
         "involvedObject": {key: involved[key] for key in ("kind", "name", "uid") if key in involved},
         "reason": obj.get("reason"),
         "message": obj.get("message"),
