@@ -25,6 +25,7 @@ import pytest
 from finetune_trainer.artifacts import digest_files
 from finetune_trainer.testing import json_format_records, make_tiny_model
 from tests.helpers import wait_for
+from tests.leaks import leaks, traces
 from tests.s3 import s3_server  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -111,22 +112,15 @@ def test_a_finetunejob_reads_and_writes_s3_and_the_secret_is_nowhere(cluster, na
 
     # The leak test: the secret value appears nowhere the run left a trace.
     value = s3_server.secret_key
-    places: dict[str, str] = {"operator log": s3_operator.log_path.read_text(errors="replace")}
-    for kind in ("events", "finetunejobs", "modelversions", "configmaps", "jobs", "pods"):
-        places[kind] = cluster.kubectl("get", kind, "-n", namespace, "-o", "json").stdout
+    places = traces(cluster, namespace, s3_operator.log_path)
     pods = [p["metadata"]["name"] for p in cluster.list("pods", namespace)]
     assert len(pods) >= 2, pods
-    for pod in pods:
-        places[f"kubectl logs {pod}"] = cluster.kubectl("logs", pod, "-n", namespace, "--all-containers", check=False).stdout
-        places[f"log file of {pod}"] = cluster.pod_log(namespace, pod, "trainer")
     assert any("train_loss" in places[f"log file of {p}"] or "step" in places[f"log file of {p}"] for p in pods), \
         "the Pods' logs are empty: the leak check would prove nothing"
-    for path in cluster.node_dir.rglob("*.log"):
-        places[str(path.relative_to(cluster.node_dir))] = path.read_text(errors="replace")
     for key in fs.find(f"{bucket}/runs"):
         places[f"s3://{key}"] = fs.cat(key).decode(errors="replace")
-    leaks = sorted(where for where, text in places.items() if value in text)
-    assert not leaks, f"the secret value appears in: {leaks}"
+    found = leaks(places, value)
+    assert not found, f"the secret value appears in: {found}"
     # The Secret's name is what the objects carry.
     assert SECRET in places["finetunejobs"]
 
