@@ -511,6 +511,38 @@ class ResourcesSpec(ApiModel):
     )
 
 
+MSG_BUDGET_EMPTY = "spec.budget needs maxGpuHours, maxCost or both"
+MSG_BUDGET_NO_GPUS = (
+    "spec.budget counts GPU-hours and resources.gpusPerNode 0 uses none: remove spec.budget or train on GPUs"
+)
+
+
+class BudgetSpec(ApiModel):
+    """A cap on what the training may use. The operator stops the training Pods (they save a
+    checkpoint first) when the next checkpoint would go over it: phase Failed, reason
+    BudgetExceeded, and raising the budget resumes from that checkpoint."""
+
+    model_config = {"json_schema_extra": cel_rules(cel("has(self.maxGpuHours) || has(self.maxCost)", MSG_BUDGET_EMPTY))}
+
+    max_gpu_hours: float | None = Field(
+        default=None, gt=0.0, le=1_000_000.0,
+        description="GPU-hours the training may use (GPUs per Pod x Pods x hours), restarts and resumes included.",
+    )
+    max_cost: float | None = Field(
+        default=None, gt=0.0, le=1_000_000_000.0,
+        description=(
+            "Cost the training may reach, in the currency of the price per GPU-hour "
+            "(resources.costPerGpuHour or the operator's setting, which must then be set)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> BudgetSpec:
+        if self.max_gpu_hours is None and self.max_cost is None:
+            raise ValueError(MSG_BUDGET_EMPTY)
+        return self
+
+
 class CheckpointingSpec(ApiModel):
     """Checkpoints in the output location; a restarted or preempted trainer resumes from the latest."""
 
@@ -806,6 +838,12 @@ class FineTuneJobSpec(ApiModel):
                 field_path=".method",
             ),
             cel(
+                "!has(self.budget) || !has(self.resources) || !has(self.resources.gpusPerNode)"
+                " || self.resources.gpusPerNode >= 1",
+                MSG_BUDGET_NO_GPUS,
+                field_path=".budget",
+            ),
+            cel(
                 "!has(self.earlyStopping) || !has(self.earlyStopping.enabled) || !self.earlyStopping.enabled"
                 " || !has(self.dataset.split) || !has(self.dataset.split.validation)"
                 " || self.dataset.split.validation > 0.0",
@@ -839,6 +877,10 @@ class FineTuneJobSpec(ApiModel):
         ModelCardSpec, "Intended use, limitations and usage guidelines for the ModelVersion's model card.",
         server_default=False,
     )
+    budget: BudgetSpec | None = Field(
+        default=None,
+        description="Cap on GPU-hours and/or cost; training stops at a checkpoint before going over it.",
+    )
     suspend: bool = Field(
         default=False,
         description=(
@@ -871,6 +913,8 @@ class FineTuneJobSpec(ApiModel):
     def _cross_field_rules(self) -> FineTuneJobSpec:
         if self.adaptation.type == AdaptationType.QLORA and self.resources.gpus_per_node < 1:
             raise ValueError(MSG_QLORA_GPUS)
+        if self.budget is not None and self.resources.gpus_per_node < 1:
+            raise ValueError(MSG_BUDGET_NO_GPUS)
         if self.method == TrainingMethod.DPO and self.dataset.format not in (
             DatasetFormat.PREFERENCE,
             DatasetFormat.AUTO,
@@ -894,6 +938,22 @@ class Progress(StatusModel):
     train_loss: float | None = Field(default=None, description="Latest training loss.")
     eval_loss: float | None = Field(default=None, description="Latest validation loss.")
     best_eval_loss: float | None = Field(default=None, description="Best validation loss so far.")
+
+
+class BudgetStatus(StatusModel):
+    """spec.budget as GPU-hours, and the estimate against it."""
+
+    limit_gpu_hours: float | None = Field(
+        default=None, ge=0.0, description="The budget in GPU-hours: maxGpuHours, or maxCost / price, the lower.",
+    )
+    estimated_gpu_hours: float | None = Field(
+        default=None, ge=0.0, description="Estimated GPU-hours of the whole training: used + ETA x GPUs.",
+    )
+    estimated_cost: float | None = Field(default=None, ge=0.0, description="estimatedGpuHours x cost per GPU-hour.")
+    exceeded: bool = Field(
+        default=False,
+        description="The training was stopped by the budget (phase Failed, reason BudgetExceeded); raise it to resume.",
+    )
 
 
 class EvaluationProgress(StatusModel):
@@ -997,6 +1057,14 @@ class FineTuneJobStatus(StatusModel):
     )
     gpu_hours: float | None = Field(default=None, ge=0.0, description="GPU-hours consumed so far.")
     estimated_cost: float | None = Field(default=None, ge=0.0, description="gpuHours x cost per GPU-hour.")
+    gpu_hours_before_resume: float | None = Field(
+        default=None, ge=0.0,
+        description="GPU-hours of the training Pods that ran before the last resume (they are gone; Pods since count on top).",
+    )
+    resumed_at: datetime | None = Field(
+        default=None, description="When the training was last resumed (spec.suspend unset, or a budget raised).",
+    )
+    budget: BudgetStatus | None = Field(default=None, description="Where the training stands against spec.budget.")
     artifact: ArtifactStatus | None = Field(default=None, description="The trained adapter or model.")
     output_uri: str | None = Field(
         default=None,

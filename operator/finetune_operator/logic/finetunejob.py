@@ -37,6 +37,7 @@ from finetune_operator.api.common import ConditionStatus
 from finetune_trainer import exitcodes
 
 from finetune_operator.api.finetunejob import (
+    MSG_BUDGET_NO_GPUS,
     MSG_DPO_FORMAT,
     MSG_QLORA_GPUS,
     AdaptationType,
@@ -44,6 +45,7 @@ from finetune_operator.api.finetunejob import (
     FineTuneJobSpec,
     FineTuneJobStatus,
     ArtifactStatus,
+    BudgetStatus,
     CheckpointStatus,
     DataReport,
     EvaluationProgress,
@@ -54,7 +56,7 @@ from finetune_operator.api.finetunejob import (
 from finetune_operator.api.modelversion import ModelVersionSpec
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders import modelversion as mv_builders
-from finetune_operator.logic import advice, conditions, gates
+from finetune_operator.logic import advice, budget, conditions, gates
 from finetune_operator.logic import spec as spec_problems
 from finetune_operator.logic.events import Event, EventType
 from finetune_operator.logic.spec import InvalidSpec, SpecProblem
@@ -152,6 +154,7 @@ KIND = "FineTuneJob"
 # Cross-field rules of the model whose pydantic error has no field: where the CEL rule points.
 _FIELD_OF_RULE = {
     MSG_QLORA_GPUS: "spec.resources.gpusPerNode",
+    MSG_BUDGET_NO_GPUS: "spec.budget",
     MSG_DPO_FORMAT: "spec.dataset.format",
 }
 
@@ -280,6 +283,8 @@ def decide(
         plan.phase = status.phase
         plan.message = status.message
         return plan.decision(status)
+    limit: budget.Limit | None = None
+    price = gpu_hour_price
     if not isinstance(spec, InvalidSpec):
         try:
             setup = builders.setup_objects(owner, spec, settings)
@@ -287,6 +292,13 @@ def decide(
             field_path, _, problem = str(exc).partition(": ")
             problem, _, fix = problem.partition("; ")
             spec = InvalidSpec((SpecProblem(field_path, problem, fix or "fix the field named"),))
+    if not isinstance(spec, InvalidSpec):
+        price = spec.resources.cost_per_gpu_hour if spec.resources.cost_per_gpu_hour is not None else gpu_hour_price
+        found = budget.limit_of(spec.budget, price)
+        if isinstance(found, tuple):
+            spec = InvalidSpec((SpecProblem(*found),))
+        else:
+            limit = found
     if isinstance(spec, InvalidSpec):
         message = MSG_INVALID_SPEC.format(problems=spec.message)
         plan.set(ACCEPTED, ConditionStatus.FALSE, REASON_INVALID_SPEC, message)
@@ -348,7 +360,6 @@ def decide(
     train_pods = children.pods_of(train_name)
     plan.progress(children.progress)
     plan.restarts(train, failed=bool(_job_condition(train, "Failed")))
-    price = spec.resources.cost_per_gpu_hour if spec.resources.cost_per_gpu_hour is not None else gpu_hour_price
     plan.gpu_usage(train_pods, spec.resources.gpus_per_node, price)
     if _job_condition(train, "Failed"):
         cause = root_cause(train, train_pods, "training")
@@ -362,7 +373,14 @@ def decide(
         message = MSG_TRAINED.format(uri=uri) + _base_model_note(plan.status.artifact)
         plan.set(TRAINED, ConditionStatus.TRUE, REASON_TRAINED, message)
         return _evaluate_and_register(plan, status, spec, children, owner, settings)
-    plan.suspend_to(train, spec.suspend, queue=queue)
+    stop = plan.budget(limit, spec, price)
+    if plan.suspend_to(train, spec.suspend or stop, queue=queue) is False:
+        plan.resumed()  # the Pods from before are gone: what they used is kept, new ones count on top
+    if stop and not spec.suspend:
+        condition = conditions.find_condition(plan.conditions, budget.WITHIN_BUDGET)
+        assert condition is not None, "plan.budget set the condition it stopped on"
+        plan.finish(FineTuneJobPhase.FAILED, budget.REASON_BUDGET_EXCEEDED, condition.message, completed=False)
+        return plan.decision(status)
     plan.wait_or(train, train_pods, spec.suspend, queue, FineTuneJobPhase.TRAINING, REASON_TRAINING, _training_message(plan.status.progress))
     return plan.decision(status)
 
@@ -563,13 +581,40 @@ class _Plan:
             created = (job or {}).get("metadata", {}).get("creationTimestamp")
             self.status.start_time = _parse_time(created) or self.now
 
-    def suspend_to(self, job: Mapping[str, Any], suspend: bool, queue: str | None) -> None:
+    def suspend_to(self, job: Mapping[str, Any], suspend: bool, queue: str | None) -> bool | None:
+        """Have the Job suspended or not; returns the value it is changed to, None if unchanged."""
         current = bool(job.get("spec", {}).get("suspend"))
         if suspend and not current:
             self.suspend.append((job["metadata"]["name"], True))
-        elif not suspend and current and not queue:
+            return True
+        if not suspend and current and not queue:
             # With a queue, Kueue decides when a suspended Job starts.
             self.suspend.append((job["metadata"]["name"], False))
+            return False
+        return None
+
+    def resumed(self) -> None:
+        self.status.gpu_hours_before_resume = self.status.gpu_hours
+        self.status.resumed_at = self.now
+
+    def budget(self, limit: budget.Limit | None, spec: FineTuneJobSpec, price: float) -> bool:
+        """Status and condition against spec.budget; True when the training must stop now."""
+        if limit is None:
+            self.status.budget = None
+            self.conditions = [c for c in self.conditions if c.type != budget.WITHIN_BUDGET]
+            return False
+        gpus = spec.resources.gpus_per_node * spec.resources.nodes
+        verdict = budget.assess(limit, self.status.gpu_hours or 0.0, self.status.progress, gpus=gpus,
+                                checkpoint_every=builders.checkpoint_interval(spec))
+        self.set(budget.WITHIN_BUDGET, *verdict.condition)
+        estimate = round(verdict.estimate, 4) if verdict.estimate is not None else None
+        self.status.budget = BudgetStatus(
+            limit_gpu_hours=round(limit.gpu_hours, 4),
+            estimated_gpu_hours=estimate,
+            estimated_cost=round(estimate * price, 2) if estimate is not None and price else None,
+            exceeded=verdict.stop,
+        )
+        return verdict.stop
 
     def wait_or(
         self,
@@ -669,10 +714,15 @@ class _Plan:
         self.status.restarts = max(self.status.restarts, attempts_failed - (1 if failed and attempts_failed else 0))
 
     def gpu_usage(self, pods: Sequence[Mapping[str, Any]], gpus_per_node: int, price: float) -> None:
+        """GPU-hours of the training Pods: those since the last resume, on top of what the Pods
+        before it used (a suspended Job's Pods are deleted, and what they used must not be lost)."""
         if gpus_per_node <= 0:
             return
-        seconds = sum(_pod_run_seconds(pod, self.now) for pod in pods)
-        hours = max(self.status.gpu_hours or 0.0, round(seconds * gpus_per_node / 3600.0, 4))
+        since = self.status.resumed_at
+        counted = [p for p in pods if since is None or (_parse_time(p["metadata"].get("creationTimestamp")) or since) >= since]
+        seconds = sum(_pod_run_seconds(pod, self.now) for pod in counted)
+        before = self.status.gpu_hours_before_resume or 0.0
+        hours = max(self.status.gpu_hours or 0.0, round(before + seconds * gpus_per_node / 3600.0, 4))
         self.status.gpu_hours = hours
         self.status.estimated_cost = round(hours * price, 2) if price else None
 
@@ -1056,9 +1106,15 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     new_summary = conditions.find_condition(new.conditions, SUCCEEDED)
     if new.phase is not None and (new.phase != old.phase or conditions.transitioned(old_summary, new_summary)):
         kind, reason = _PHASE_EVENTS.get(new.phase, ("Normal", str(new.phase)))
-        if new_summary is not None and new_summary.reason in (REASON_UNSCHEDULABLE, REASON_IMAGE_PULL, REASON_POD_CREATION_FAILED, REASON_QUEUED):
+        if new_summary is not None and new_summary.reason in (REASON_UNSCHEDULABLE, REASON_IMAGE_PULL, REASON_POD_CREATION_FAILED, REASON_QUEUED,
+                                                              budget.REASON_BUDGET_EXCEEDED):
             kind, reason = ("Normal" if new_summary.reason == REASON_QUEUED else "Warning"), new_summary.reason
         events.append(Event(kind, reason, new.message or ""))
+    before_budget = conditions.find_condition(old.conditions, budget.WITHIN_BUDGET)
+    after_budget = conditions.find_condition(new.conditions, budget.WITHIN_BUDGET)
+    if (after_budget is not None and after_budget.status == ConditionStatus.FALSE and new.phase != FineTuneJobPhase.FAILED
+            and conditions.transitioned(before_budget, after_budget)):
+        events.append(Event("Warning", after_budget.reason, after_budget.message))  # over budget, still training
     before_applied = conditions.find_condition(old.conditions, SPEC_APPLIED)
     after_applied = conditions.find_condition(new.conditions, SPEC_APPLIED)
     if after_applied is not None and after_applied.status == ConditionStatus.FALSE and conditions.transitioned(before_applied, after_applied):
