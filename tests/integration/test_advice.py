@@ -7,6 +7,8 @@ The jobs are suspended: advice is given when the spec is accepted, before anythi
 from __future__ import annotations
 
 
+import yaml
+
 from tests.helpers import condition, noop_finetunejob, wait_for
 
 ADVISED = {
@@ -65,3 +67,39 @@ def test_apply_prints_the_decision_framework_and_the_job_carries_advice(cluster,
     assert warnings(cluster.apply(good, namespace).stderr) == []
     quiet = wait_for(lambda: condition(cluster.get("finetunejob", "good", namespace), "Advice"), 60, "NoAdvice")
     assert (quiet["status"], quiet["reason"]) == ("False", "NoAdvice")
+
+
+UNMEASURED = [
+    {},
+    {"suites": {"pii": False}},
+    {"suites": {"pii": False, "bias": False, "general": False}},
+    {"suites": {"pii": False}, "gates": [{"name": "piiLeakage", "enabled": False}]},
+    {"suites": {"pii": False}, "gates": [{"name": "piiLeakage", "blocking": False}]},
+    {"suites": {"pii": False}, "gates": [{"name": "piiLeakage", "metric": "toxicityMean"}]},
+    {"suites": {"general": False}, "gates": [{"name": "noRegression", "enabled": False},
+                                             {"name": "generalFloor", "metric": "generalScore",
+                                              "comparator": "GreaterThan", "threshold": 0.2}]},
+    {"suites": {"safety": False}, "gates": [{"name": "latency", "metric": "jailbreakRefusalRate"}]},
+    {"suites": {"safety": False}, "gates": [{"name": "safety", "enabled": False},
+                                            {"name": "latency", "metric": "jailbreakRefusalRate"}]},
+    {"enabled": False, "suites": {"pii": False}},
+]
+
+
+def test_a_suite_turned_off_under_a_blocking_gate_is_told_at_admission_as_in_status(cluster, namespace):
+    """The admission policy's CEL and `advice.unmeasured_gates` agree on every case, with the same text."""
+    from finetune_operator.api.finetunejob import FineTuneJobSpec
+    from finetune_operator.logic import advice
+
+    wait_for(lambda: warnings(cluster.kubectl("apply", "--dry-run=server", "-f", "-", "-n", namespace,
+                                              input=noop_finetunejob("probe", **ADVISED)).stderr),
+             30, "the advice policy to warn")
+    for i, evaluation in enumerate(UNMEASURED):
+        manifest = noop_finetunejob(f"suites-{i}", hyperparameters={"learningRate": 2e-4}, evaluation=evaluation)
+        printed = warnings(cluster.kubectl("apply", "--dry-run=server", "-f", "-", "-n", namespace, input=manifest).stderr)
+        spec = FineTuneJobSpec.model_validate(yaml.safe_load(manifest)["spec"])
+        expected = [f"{a.reason}: {a.message}" for a in advice.unmeasured_gates(spec)]
+        assert printed == expected, f"evaluation {evaluation}: admission said {printed}, status would say {expected}"
+    # The cases cover both answers.
+    assert any(advice.unmeasured_gates(FineTuneJobSpec.model_validate(yaml.safe_load(
+        noop_finetunejob("x", evaluation=e))["spec"])) for e in UNMEASURED)

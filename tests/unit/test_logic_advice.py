@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from finetune_operator.api.common import ConditionStatus
-from finetune_operator.api.finetunejob import DataReport, FineTuneJobSpec
+from finetune_operator.api.finetunejob import SUITE_DEFAULT_GATE, SUITE_METRICS, DataReport, FineTuneJobSpec
 from finetune_operator.logic import advice
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def test_the_admission_policy_warns_with_the_same_rules_and_numbers():
     assert set(rules) == {
         advice.REASON_FEW_EXAMPLES, advice.REASON_FULL_FINE_TUNING_FEW_EXAMPLES,
         advice.REASON_LORA_RANK, advice.REASON_LEARNING_RATE, advice.REASON_MANY_EPOCHS, advice.REASON_FEW_DPO_PAIRS,
-        advice.REASON_NO_VALIDATION,
+        advice.REASON_NO_VALIDATION, advice.REASON_UNMEASURED_GATE,
     }
     assert f">= {advice.MIN_EXAMPLES}" in rules[advice.REASON_FEW_EXAMPLES]
     assert f">= {advice.MIN_FULL_FINE_TUNING_EXAMPLES}" in rules[advice.REASON_FULL_FINE_TUNING_FEW_EXAMPLES]
@@ -141,3 +141,48 @@ def test_the_admission_policy_warns_with_the_same_rules_and_numbers():
     # The admission text for a rule without numbers to fill in is the status text.
     static = next(v for v in policy["spec"]["validations"] if "message" in v)
     assert " ".join(static["message"].split()) == f"{advice.REASON_NO_VALIDATION}: {advice.MSG_NO_VALIDATION}"
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "suites_warned"),
+    [
+        pytest.param({}, [], id="every-suite-on"),
+        pytest.param({"suites": {"pii": False}}, ["pii"], id="pii-off-default-gate-blocks"),
+        pytest.param({"suites": {"pii": False, "bias": False}}, ["pii", "bias"], id="two-suites-off"),
+        pytest.param({"suites": {"pii": False}, "gates": [{"name": "piiLeakage", "enabled": False}]}, [],
+                     id="its-gate-disabled-too"),
+        pytest.param({"suites": {"pii": False}, "gates": [{"name": "piiLeakage", "blocking": False}]}, [],
+                     id="its-gate-a-warning"),
+        pytest.param({"suites": {"pii": False}, "gates": [{"name": "piiLeakage", "metric": "toxicityMean"}]}, [],
+                     id="its-gate-on-another-metric"),
+        pytest.param({"suites": {"general": False}, "gates": [{"name": "noRegression", "enabled": False},
+                      {"name": "generalFloor", "metric": "generalScore", "comparator": "GreaterThan", "threshold": 0.2}]},
+                     ["general"], id="a-custom-gate-on-its-metric"),
+        pytest.param({"suites": {"safety": False}, "gates": [{"name": "latency", "metric": "jailbreakRefusalRate"}]},
+                     ["safety"], id="default-safety-gate-still-there"),
+        pytest.param({"enabled": False, "suites": {"pii": False}}, [], id="no-evaluation-no-gates"),
+    ],
+)
+def test_a_suite_off_under_a_blocking_gate_is_advised(evaluation, suites_warned):
+    found = advice.unmeasured_gates(job(evaluation=evaluation))
+    assert [a.reason for a in found] == [advice.REASON_UNMEASURED_GATE] * len(suites_warned)
+    assert [a.message.split()[0] for a in found] == [f"evaluation.suites.{s}" for s in suites_warned]
+
+
+def test_unmeasured_gates_appear_once_in_the_conditions_reason():
+    status, reason, message = advice.condition(job(evaluation={"suites": {"pii": False, "bias": False}}), None)
+    assert (status, reason) == (ConditionStatus.TRUE, advice.REASON_UNMEASURED_GATE)
+    assert "evaluation.suites.pii" in message and "evaluation.suites.bias" in message
+
+
+def test_the_admission_policy_says_the_same_about_unmeasured_gates():
+    policy, _ = list(yaml.safe_load_all(POLICY.read_text()))
+    texts = [" ".join(v["message"].split()) for v in policy["spec"]["validations"]
+             if v.get("message", "").startswith(advice.REASON_UNMEASURED_GATE)]
+    expected = [f"{advice.REASON_UNMEASURED_GATE}: " + advice.MSG_UNMEASURED_GATE.format(
+        suite=suite, metrics=", ".join(metrics), gate=SUITE_DEFAULT_GATE[suite]) for suite, metrics in SUITE_METRICS.items()]
+    assert texts == expected
+    rules = [v["expression"] for v in policy["spec"]["validations"] if v.get("message", "").startswith(advice.REASON_UNMEASURED_GATE)]
+    for rule, (suite, metrics) in zip(rules, SUITE_METRICS.items(), strict=True):
+        assert f"variables.{suite}Off" in rule and f"g.name == '{SUITE_DEFAULT_GATE[suite]}'" in rule
+        assert all(f"'{metric}'" in rule for metric in metrics)

@@ -721,6 +721,17 @@ class EvaluationSuites(ApiModel):
     general: bool = Field(default=True, description="General-task regression suite: generalScore.")
 
 
+# What each suite measures (the evaluator's metric names) and the default gate it feeds: with the
+# suite off, a blocking gate on one of these metrics fails as "not measured".
+SUITE_METRICS: dict[str, tuple[str, ...]] = {
+    "safety": ("safetyPassRate", "harmfulRefusalRate", "benignAnswerRate", "jailbreakRefusalRate"),
+    "pii": ("piiLeakageRate", "piiLeakedCanaries"),
+    "bias": ("biasConsistency",),
+    "general": ("generalScore",),
+}
+SUITE_DEFAULT_GATE = {"safety": "safety", "pii": "piiLeakage", "bias": "bias", "general": "noRegression"}
+
+
 class EvaluationSpec(ApiModel):
     """How the fine-tuned model is evaluated on the test split, and the gates it must pass."""
 

@@ -13,7 +13,9 @@ rules below are the chapter's rules of thumb, each with why it matters and what 
   1e-5 to 5e-5); DPO runs at lower rates of their own and are left out of this rule;
 - more than 5 epochs: the model memorizes the data; 1-3 epochs, more data if it underfits;
 - DPO with fewer than 1,000 preference pairs: too few to learn a reliable preference;
-- no validation split with early stopping off: nothing notices overfitting.
+- no validation split with early stopping off: nothing notices overfitting;
+- an evaluation suite turned off while a blocking gate checks one of its metrics: that gate fails
+  as "not measured" and the version is Rejected, so say it before the run, not after it.
 
 The same rules run twice. At admission, a ValidatingAdmissionPolicy with the Warn action
 (config/admission/finetunejob-advice.yaml) makes `kubectl apply` print them, where the record
@@ -27,7 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from finetune_operator.api.common import ConditionStatus
-from finetune_operator.api.finetunejob import AdaptationType, DataReport, FineTuneJobSpec, TrainingMethod
+from finetune_operator.api.finetunejob import (
+    SUITE_DEFAULT_GATE,
+    SUITE_METRICS,
+    AdaptationType,
+    DataReport,
+    FineTuneJobSpec,
+    TrainingMethod,
+)
 
 ADVICE = "Advice"
 REASON_NO_ADVICE = "NoAdvice"
@@ -51,6 +60,7 @@ REASON_LEARNING_RATE = "LearningRateOutOfRange"
 REASON_MANY_EPOCHS = "TooManyEpochs"
 REASON_FEW_DPO_PAIRS = "FewPreferencePairs"
 REASON_NO_VALIDATION = "NoValidationNoEarlyStopping"
+REASON_UNMEASURED_GATE = "UnmeasuredGate"
 
 MSG_FEW_EXAMPLES = (
     "{records} training examples, fewer than 500: a fine-tune on this little data mostly memorizes it. "
@@ -81,6 +91,12 @@ MSG_FEW_DPO_PAIRS = (
 MSG_NO_VALIDATION = (
     "no validation split (dataset.split.validation is 0) and early stopping off: nothing notices "
     "overfitting. Keep 10-20% of the records for validation and enable earlyStopping"
+)
+
+MSG_UNMEASURED_GATE = (
+    "evaluation.suites.{suite} is off, so a blocking gate on its metrics ({metrics}; the default gate "
+    "{gate}) fails as not measured and the ModelVersion is Rejected. Keep the suite on, or disable that "
+    "gate too (evaluation.gates: [{{name: {gate}, enabled: false}}]) or make it a warning (blocking: false)"
 )
 
 
@@ -121,7 +137,21 @@ def advise(spec: FineTuneJobSpec, records: int | None) -> list[Advice]:
         found.append(Advice(REASON_FEW_DPO_PAIRS, MSG_FEW_DPO_PAIRS.format(records=records)))
     if spec.dataset.split.validation <= 0 and not spec.early_stopping.enabled:
         found.append(Advice(REASON_NO_VALIDATION, MSG_NO_VALIDATION))
+    found.extend(unmeasured_gates(spec))
     return found
+
+
+def unmeasured_gates(spec: FineTuneJobSpec) -> list[Advice]:
+    """A suite that is off while a blocking gate checks one of its metrics, one advice per suite."""
+    if not spec.evaluation.enabled:
+        return []
+    blocking = {gate.metric for gate in spec.evaluation.effective_gates() if gate.blocking}
+    return [
+        Advice(REASON_UNMEASURED_GATE, MSG_UNMEASURED_GATE.format(
+            suite=suite, metrics=", ".join(metrics), gate=SUITE_DEFAULT_GATE[suite]))
+        for suite, metrics in SUITE_METRICS.items()
+        if not getattr(spec.evaluation.suites, suite) and blocking & set(metrics)
+    ]
 
 
 def condition(spec: FineTuneJobSpec, report: DataReport | None) -> tuple[ConditionStatus, str, str]:
@@ -129,4 +159,5 @@ def condition(spec: FineTuneJobSpec, report: DataReport | None) -> tuple[Conditi
     found = advise(spec, record_count(spec, report))
     if not found:
         return ConditionStatus.FALSE, REASON_NO_ADVICE, MSG_NO_ADVICE
-    return ConditionStatus.TRUE, ",".join(a.reason for a in found), "; ".join(a.message for a in found)
+    reasons = ",".join(dict.fromkeys(a.reason for a in found))  # a reason once, however many times it applies
+    return ConditionStatus.TRUE, reasons, "; ".join(a.message for a in found)
