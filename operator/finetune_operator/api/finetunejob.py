@@ -804,6 +804,17 @@ class EvaluationSpec(ApiModel):
         return resolved
 
 
+class RoiSpec(ApiModel):
+    """The figures of the return-on-investment estimate: what a request costs today (a prompted
+    larger model, say), what it will cost served by the fine-tuned model, and how many a month."""
+
+    current_cost_per_request: float = Field(ge=0.0, le=1000.0, description="Cost of one request today.")
+    expected_cost_per_request: float = Field(
+        ge=0.0, le=1000.0, description="Expected cost of one request served by the fine-tuned model."
+    )
+    monthly_requests: int = Field(ge=1, le=10**12, description="Requests a month.")
+
+
 class ModelCardSpec(ApiModel):
     """The model card's prose, written by the people who know what the model is for."""
 
@@ -821,6 +832,13 @@ class ModelCardSpec(ApiModel):
         default=None,
         max_length=4096,
         description="How to use the model safely (review, monitoring, fallbacks); defaults to a generic statement.",
+    )
+    roi: RoiSpec | None = Field(
+        default=None,
+        description=(
+            "Figures for the payback estimate in the model card: the training cost over the monthly "
+            "saving ((current - expected cost per request) x monthly requests)."
+        ),
     )
 
 
@@ -1067,6 +1085,7 @@ class FineTuneJobStatus(StatusModel):
         default=0, ge=0, description="Times the training was restarted after a failure or preemption."
     )
     gpu_hours: float | None = Field(default=None, ge=0.0, description="GPU-hours consumed so far.")
+    tokens_trained: int | None = Field(default=None, ge=0, description="Input tokens the training saw.")
     estimated_cost: float | None = Field(default=None, ge=0.0, description="gpuHours x cost per GPU-hour.")
     gpu_hours_before_resume: float | None = Field(
         default=None, ge=0.0,

@@ -12,10 +12,11 @@ The model card is structured data in the spec and a rendered Markdown page in a 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from finetune_operator.api.common import LocationError, parse_location
-from finetune_operator.api.finetunejob import FineTuneJobSpec
+from finetune_operator.api.finetunejob import FineTuneJobSpec, RoiSpec
 from finetune_operator.api.modelversion import GateResult
 from finetune_operator.builders import cleanup
 from finetune_operator.builders.security import restricted_pod_security_context, restricted_security_context
@@ -82,6 +83,7 @@ def model_version_spec(
     data_summary: Mapping[str, Any] | None,
     trainer_image: str,
     evaluation: Mapping[str, Any] | None,
+    cost: TrainingCost | None = None,
 ) -> dict[str, Any]:
     """The spec of the ModelVersion (wire format, camelCase)."""
     model = model_name(job_name, spec)
@@ -110,8 +112,45 @@ def model_version_spec(
         body["evaluation"] = dict(evaluation)
     if spec.evaluation.format_schema is not None:
         body["formatSchema"] = dict(spec.evaluation.format_schema)
-    body["modelCard"] = model_card(model, version, spec, data_summary, evaluation)
+    body["modelCard"] = model_card(model, version, spec, data_summary, evaluation, cost)
     return body
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """What the training used, from the FineTuneJob's status at registration."""
+
+    gpu_hours: float | None = None
+    cost: float | None = None  # gpuHours x price; None without a price
+    tokens: int | None = None
+
+
+def training_cost(cost: TrainingCost | None) -> dict[str, Any]:
+    if cost is None:
+        return {}
+    figures = {"gpuHours": cost.gpu_hours, "estimatedCost": cost.cost, "tokensTrained": cost.tokens}
+    return {key: value for key, value in figures.items() if value is not None}
+
+
+def return_on_investment(roi: RoiSpec, cost: TrainingCost | None) -> dict[str, Any]:
+    """The chapter's payback estimate: training cost / ((current - expected) cost per request x
+    monthly requests). Without a training cost (no price per GPU-hour) or without a saving, it
+    says so instead of a number."""
+    saving = (roi.current_cost_per_request - roi.expected_cost_per_request) * roi.monthly_requests
+    figures: dict[str, Any] = {
+        "currentCostPerRequest": roi.current_cost_per_request,
+        "expectedCostPerRequest": roi.expected_cost_per_request,
+        "monthlyRequests": roi.monthly_requests,
+        "monthlySaving": round(saving, 2),
+    }
+    if cost is None or cost.cost is None:
+        figures["payback"] = "unknown: no training cost (set a price per GPU-hour)"
+    elif saving <= 0:
+        figures["payback"] = "never: the fine-tuned model does not cost less per request"
+    else:
+        figures["paybackMonths"] = round(cost.cost / saving, 3)
+        figures["payback"] = f"{cost.cost / saving:.3g} months"
+    return figures
 
 
 def model_card(
@@ -120,6 +159,7 @@ def model_card(
     spec: FineTuneJobSpec,
     data_summary: Mapping[str, Any] | None,
     evaluation: Mapping[str, Any] | None,
+    cost: TrainingCost | None = None,
 ) -> dict[str, Any]:
     card: dict[str, Any] = {
         "model": f"{model} {version}",
@@ -135,6 +175,10 @@ def model_card(
     if evaluation is not None:
         card["metrics"] = dict(evaluation.get("metrics") or {})
         card["baseMetrics"] = dict(evaluation.get("baseMetrics") or {})
+    if training_cost(cost):
+        card["cost"] = training_cost(cost)
+    if spec.model_card.roi is not None:
+        card["returnOnInvestment"] = return_on_investment(spec.model_card.roi, cost)
     return card
 
 
@@ -192,10 +236,25 @@ def model_card_markdown(name: str, spec: Mapping[str, Any], gate_results: list[G
             rule = f"{g.metric} {g.comparator} {g.threshold:g}" + (" × base" if str(g.baseline) == "RatioToBase" else "")
             lines.append(f"| {g.name} | {rule} | {_fmt(g.value)} | {_fmt(g.base_value)} | {verdict} |")
         lines.append("")
+    cost = card.get("cost") or {}
+    if cost:
+        lines += ["## Cost", ""]
+        lines += [f"- {label}: {_fmt(cost[key])}" for key, label in COST_FIGURES if key in cost]
+        lines.append("")
+    roi = card.get("returnOnInvestment") or {}
+    if roi:
+        lines += [
+            "## Return on investment", "",
+            f"- Cost per request: {_fmt(roi.get('currentCostPerRequest'))} today, "
+            f"{_fmt(roi.get('expectedCostPerRequest'))} fine-tuned, {roi.get('monthlyRequests')} requests a month",
+            f"- Monthly saving: {_fmt(roi.get('monthlySaving'))}",
+            f"- Payback of the training cost: {roi.get('payback')}", "",
+        ]
     lines += ["## Hyperparameters", "", "```", *[f"{k}: {v}" for k, v in (card.get("hyperparameters") or {}).items()], "```", ""]
     return "\n".join(lines)
 
 
+COST_FIGURES = (("gpuHours", "GPU-hours"), ("estimatedCost", "Estimated cost"), ("tokensTrained", "Tokens trained"))
 CARD_IMAGE = "model-card.png"  # written by the trainer's evaluate beside evaluation.json
 
 

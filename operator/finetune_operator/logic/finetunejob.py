@@ -442,6 +442,10 @@ def _evaluate_and_register(
                 data_summary=_data_card(report),
                 trainer_image=spec.image or settings.trainer_image,
                 evaluation=record,
+                cost=mv_builders.TrainingCost(
+                    gpu_hours=plan.status.gpu_hours, cost=plan.status.estimated_cost,
+                    tokens=plan.status.tokens_trained,
+                ),
             ),
         )
         plan.progress_phase(FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_REGISTERING)
@@ -742,6 +746,9 @@ class _Plan:
                 base_model_from_cache=cached if isinstance(cached, bool) else None,
             )
         metrics = result.get("metrics") or {}
+        tokens = metrics.get("num_input_tokens_seen")
+        if isinstance(tokens, int | float) and not isinstance(tokens, bool) and tokens > 0:
+            self.status.tokens_trained = int(tokens)
         progress = self.status.progress or Progress()
         self.status.progress = progress.model_copy(
             update={
