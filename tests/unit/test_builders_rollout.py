@@ -8,6 +8,7 @@ Services rows say which version's Pods `<rollout>-<version>`, `<rollout>-stable`
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -233,6 +234,26 @@ def test_service(render, name, selects, labels):
 def test_names():
     assert (builders.workload_name("chat", "v3"), builders.stable_service_name("chat"),
             builders.canary_service_name("chat")) == ("chat-v3", "chat-stable", "chat-canary")
+
+
+def test_a_tracked_version_too_long_for_the_rollouts_name_still_gets_a_valid_unique_name():
+    # A Rollout tracking the latest version learns the version's length only when it serves it:
+    # the longest Rollout name and the longest version must still make a Service name.
+    from finetune_operator.api.common import VERSION_MAX_LENGTH
+    from finetune_operator.api.rollout import NAME_MAX_LENGTH
+
+    rollout = "r" + "o" * (NAME_MAX_LENGTH - 1)
+    long_version = "v" + "1" * (VERSION_MAX_LENGTH - 1)
+    name = builders.workload_name(rollout, long_version)
+    assert len(name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+    assert name.endswith(f"-{long_version}") and name.startswith(rollout[:20])
+    assert name == builders.workload_name(rollout, long_version), "deterministic"
+    other = builders.workload_name(rollout[:-1] + "x", long_version)
+    assert other != name and len(other) <= 63, "two long Rollouts never share a name"
+    service = builders.version_service(Owner(name=rollout, namespace="ns", uid="u"), rollout_spec(), long_version)
+    assert service["metadata"]["name"] == name
+    # Names that fit are left as they are.
+    assert builders.workload_name("chat", long_version) == f"chat-{long_version}"
 
 
 # ---- the artifact digest is checked where the bytes are used

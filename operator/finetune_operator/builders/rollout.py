@@ -26,6 +26,7 @@ workload identity); the server reads that copy (ADAPTER_PATH) after its digest i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,8 +76,21 @@ class ServedVersion:
     base_model_credentials_secret: str | None = None
 
 
+DNS_LABEL_MAX = 63
+_NAME_DIGEST_LENGTH = 8
+
+
 def workload_name(rollout: str, version: str) -> str:
-    return f"{rollout}-{version}"
+    """The version's Deployment and Service: `<rollout>-<version>`, a DNS-1035 label. A Rollout
+    tracking the latest version cannot know its versions' lengths at admission, so a name over 63
+    characters keeps the version whole and shortens the Rollout's part, with a digest of the full
+    name so two long Rollouts never share one (`<rollout prefix>-<digest>-<version>`)."""
+    name = f"{rollout}-{version}"
+    if len(name) <= DNS_LABEL_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_NAME_DIGEST_LENGTH]
+    keep = DNS_LABEL_MAX - len(version) - _NAME_DIGEST_LENGTH - 2
+    return f"{rollout[:keep].rstrip('-')}-{digest}-{version}"
 
 
 def stable_service_name(rollout: str) -> str:
