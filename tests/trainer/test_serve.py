@@ -175,6 +175,43 @@ def test_chat_completion_uses_the_chat_template(server):
     assert body["usage"]["prompt_tokens"] > 6
 
 
+def test_an_adapter_is_served_with_the_chat_template_it_was_trained_with(tiny_model, lora_adapter, tmp_path):
+    """The trainer saves the tokenizer (with spec.dataset.chatTemplate) beside the adapter; the
+    server applies that template to the adapter's chat requests, and the base's to the base."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from finetune_trainer.serve import adapter_chat_template
+
+    template = (
+        "{% for m in messages %}<<turn of the {{ m['role'] }}, spoken with ceremony>> {{ m['content'] }} <<end of turn>>"
+        "{% endfor %}{% if add_generation_prompt %}<<turn of the assistant, spoken with ceremony>>{% endif %}"
+    )
+    templated = tmp_path / "templated"
+    shutil.copytree(lora_adapter, templated)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(str(templated))
+    assert adapter_chat_template(templated) == template
+    assert adapter_chat_template(lora_adapter) is None, "an adapter saved without a tokenizer uses the base's"
+
+    running = _serve_with(tiny_model, adapters={"plain": str(lora_adapter), "ceremony": str(templated)}, max_tokens_limit=8)
+    try:
+        messages = [{"role": "user", "content": "My invoice shows a double charge"}]
+        prompts = {}
+        for model in ("base", "plain", "ceremony"):
+            status, body = _post(running.url + "/v1/chat/completions", {"model": model, "messages": messages, "max_tokens": 2})
+            assert status == 200, body
+            prompts[model] = body["usage"]["prompt_tokens"]
+    finally:
+        running.stop()
+    expected = len(tokenizer(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+                             add_special_tokens=False)["input_ids"])
+    assert prompts["ceremony"] == expected
+    assert prompts["plain"] == prompts["base"] < prompts["ceremony"], prompts
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status"),
     [

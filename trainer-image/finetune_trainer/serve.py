@@ -312,6 +312,22 @@ class Generation:
     finish_reason: str  # "stop" (end of sequence or a stop string) or "length"
 
 
+def adapter_chat_template(adapter_dir: Path) -> str | None:
+    """The chat template an adapter was trained with, when the trainer saved one beside it
+    (`chat_template.jinja`, or `chat_template` in tokenizer_config.json); None: the base model's."""
+    jinja = adapter_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config = adapter_dir / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            template = json.loads(config.read_text()).get("chat_template")
+        except (ValueError, AttributeError):
+            return None
+        return template if isinstance(template, str) and template else None
+    return None
+
+
 class ModelServer:
     """The loaded base model, its adapters, and the request logic (no HTTP here)."""
 
@@ -333,6 +349,7 @@ class ModelServer:
         self._faults: dict[str, Faults] = {}
         self._model = None
         self._tokenizer = None
+        self._templates: dict[str, str | None] = {}  # served model name -> its own chat template
         self._device = "cpu"
         self._context_length = 2048
 
@@ -372,6 +389,7 @@ class ModelServer:
             model = PeftModel.from_pretrained(model, first_path, adapter_name=first)
             for name, path in rest:
                 model.load_adapter(path, adapter_name=name)
+            self._templates = {name: adapter_chat_template(Path(path)) for name, path in self.config.adapters.items()}
         for name, directory in ((self.base_name, model_dir), *self.config.adapters.items()):
             faults = Faults.from_dir(Path(directory))
             if faults is not None:
@@ -515,7 +533,11 @@ class ModelServer:
         max_tokens = self._max_tokens(body, key)
         stop = self._stop(body)
         try:
-            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            # An adapter trained with its own template (spec.dataset.chatTemplate, saved beside it)
+            # is served with that template: the turn markers it learned, not the base model's.
+            text = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, chat_template=self._templates.get(model)
+            )
         except Exception as exc:  # noqa: BLE001 - a template error is the request's problem
             raise RequestError(400, f"messages do not fit the model's chat template: {exc}") from None
         ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
