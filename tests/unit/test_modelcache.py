@@ -6,9 +6,8 @@ projections of padded API objects, and must decide as it would from the whole ob
 
 from __future__ import annotations
 
-import json
-
 import copy
+import json
 
 import pytest
 
@@ -232,3 +231,68 @@ def test_retention_reads_versions_and_rollouts_from_the_indexes(bound, monkeypat
     requests.clear()
     mv_handler.retention(body=versions["chat-v4"], namespace=NS, **kwargs)
     assert requests == []
+
+
+# --- writes only what changed ------------------------------------------------------------------
+
+def track_service(version: str) -> dict:
+    from finetune_operator.api.rollout import RolloutSpec
+    from finetune_operator.builders import rollout as builders
+
+    spec = RolloutSpec.model_validate({"modelName": "chat", "track": "LatestApproved"})
+    return builders.track_service(builders.Owner(name="chat", namespace=NS, uid="u"), spec, "stable", version)
+
+
+def as_served(service: dict) -> dict:
+    """The Service as the API server returns it: defaults filled in, other managers' labels."""
+    served = copy.deepcopy(service)
+    served["metadata"]["labels"]["team"] = "search"
+    served["spec"]["ports"][0]["protocol"] = "TCP"
+    served["spec"]["type"] = "ClusterIP"
+    served["spec"]["clusterIP"] = "10.0.0.7"
+    return served
+
+
+@pytest.mark.parametrize(
+    ("watched", "applied"),
+    [
+        pytest.param(None, True, id="not-there-yet"),
+        pytest.param("v2", False, id="already-as-it-should-be"),
+        pytest.param("v1", True, id="selects-another-version"),
+    ],
+)
+def test_a_service_is_applied_only_when_the_watched_one_differs(bound, monkeypatch, watched, applied):
+    calls = []
+    monkeypatch.setattr(rollout_handler.apply, "apply", lambda obj: calls.append(obj) or obj)
+    services = {}
+    if watched is not None:
+        services[(NS, "chat-stable")] = [modelcache.project_service(as_served(track_service(watched)))]
+    bound(rollout_services=services)
+    rollout_handler._apply_service(track_service("v2"))
+    assert bool(calls) == applied
+
+
+def test_a_deployment_is_applied_when_its_digest_or_someone_elses_edit_says_so(monkeypatch):
+    monkeypatch.setattr(rollout_handler, "_applied_generations", {"uid-d": 3})
+
+    def watched(digest: str, generation: int, uid: str = "uid-d") -> dict:
+        return {"metadata": {"uid": uid, "generation": generation,
+                             "annotations": {rollout_handler.builders.APPLIED_DIGEST_ANNOTATION: digest}}}
+
+    assert rollout_handler._needs_apply(None, "abc")
+    assert not rollout_handler._needs_apply(watched("abc", 3), "abc"), "as applied, and nobody changed it"
+    assert rollout_handler._needs_apply(watched("old", 3), "abc"), "what it should be changed"
+    assert rollout_handler._needs_apply(watched("abc", 4), "abc"), "someone else changed its spec"
+    assert rollout_handler._needs_apply(watched("abc", 3, uid="other"), "abc"), "not applied by this process yet"
+
+
+def test_the_applied_digest_covers_spec_and_labels_but_not_itself():
+    from finetune_operator.builders import rollout as builders
+
+    deployment = {"metadata": {"labels": {"a": "1"}, "annotations": {}}, "spec": {"replicas": 1}}
+    digest = builders.applied_digest(deployment)
+    with_itself = copy.deepcopy(deployment)
+    with_itself["metadata"]["annotations"][builders.APPLIED_DIGEST_ANNOTATION] = digest
+    assert builders.applied_digest(with_itself) == digest
+    assert builders.applied_digest({**deployment, "spec": {"replicas": 2}}) != digest
+    assert builders.applied_digest({**deployment, "metadata": {"labels": {"a": "2"}}}) != digest

@@ -359,6 +359,23 @@ def track_service(owner: Owner, spec: RolloutSpec, track: str, version: str) -> 
     return _service(owner, spec, name, version, {"finetune.ai/track": track})
 
 
+APPLIED_DIGEST_ANNOTATION = "finetune.ai/applied-digest"
+
+
+def applied_digest(obj: Mapping[str, Any]) -> str:
+    """A digest of what is applied (labels, annotations but the digest's own, spec): equal digests,
+    nothing to apply."""
+    meta = obj.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_DIGEST_ANNOTATION}
+    text = json.dumps({"labels": meta.get("labels"), "annotations": annotations, "spec": obj.get("spec")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def labels_within(wanted: Mapping[str, str], present: Mapping[str, str]) -> bool:
+    """Every wanted label is there with its value (others, set by someone else, are theirs)."""
+    return all(present.get(key) == value for key, value in wanted.items())
+
+
 def _service(owner: Owner, spec: RolloutSpec, name: str, version: str, labels: Mapping[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",

@@ -340,13 +340,19 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
                                         format_schema=info.format_schema,
                                         base_model_credentials_secret=info.base_model_credentials_secret)
         deployment = builders.deployment(owner, spec, served, replicas[version], verifier_image=verifier)
+        # What is there, from the watch (index rollout_deployments / rollout_services): nothing is
+        # applied that is already as it should be.
+        existing = modelcache.indexes.deployment(namespace, name, deployment["metadata"]["name"])
         if replica_ratio:
             deployment["spec"].pop("replicas")  # the router's field manager owns it
-            existing = _exists("apps/v1", "Deployment", namespace, deployment["metadata"]["name"])
-            if not existing:
+            if existing is None:
                 deployment["spec"]["replicas"] = replicas[version]
-        apply.apply(deployment)
-        apply.apply(builders.version_service(owner, spec, version))
+        digest = builders.applied_digest(deployment)
+        deployment["metadata"].setdefault("annotations", {})[builders.APPLIED_DIGEST_ANNOTATION] = digest
+        if _needs_apply(existing, digest):
+            applied = apply.apply(deployment)
+            _applied_generations[applied["metadata"]["uid"]] = applied["metadata"].get("generation")
+        _apply_service(builders.version_service(owner, spec, version))
     selected: set[str] = set()
     if decision.stable:
         # A Service is re-pointed only at a version whose Deployment is Available: until then it
@@ -364,24 +370,41 @@ def _point_service(owner: builders.Owner, spec, track: str, version: str, observ
 
     Returns the versions whose Pods it selected before or selects now: both keep their Pods this
     reconcile, so a version the Service has just left goes no earlier than the next reconcile,
-    once endpoints and routers have moved off it.
+    once endpoints and routers have moved off it. The Service as it is comes from the watch
+    (index `rollout_services`); it is applied only when it differs from what it should be.
     """
     service = builders.track_service(owner, spec, track, version)
-    current = _selected_version(owner.namespace, service["metadata"]["name"])
+    existing = modelcache.indexes.service(owner.namespace, service["metadata"]["name"])
+    current = (existing or {}).get("spec", {}).get("selector", {}).get(builders.VERSION_LABEL)
     if current is None or current == version or observed.ready.get(version) or not observed.ready.get(current):
-        apply.apply(service)
+        _apply_service(service, existing)
         return {v for v in (current, version) if v}
     return {current}
 
 
-def _selected_version(namespace: str, service_name: str) -> str | None:
-    try:
-        service = client.core().read_namespaced_service(service_name, namespace)
-    except kubernetes.client.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return ((service.spec.selector or {}) if service.spec else {}).get(builders.VERSION_LABEL)
+# The generation each serving Deployment had right after this process applied it, by uid: a
+# higher one means someone else changed its spec since, and it is applied again.
+_applied_generations: dict[str, int | None] = {}
+
+
+def _needs_apply(existing: dict[str, Any] | None, digest: str) -> bool:
+    """Apply unless the watched Deployment carries this digest and nobody changed it since."""
+    if existing is None:
+        return True
+    meta = existing["metadata"]
+    if (meta.get("annotations") or {}).get(builders.APPLIED_DIGEST_ANNOTATION) != digest:
+        return True
+    return meta.get("uid") not in _applied_generations or _applied_generations[meta["uid"]] != meta.get("generation")
+
+
+def _apply_service(service: dict[str, Any], existing: dict[str, Any] | None = None) -> None:
+    """Apply a Rollout's Service unless the watched one already has its selector, ports and labels."""
+    meta = service["metadata"]
+    if existing is None:
+        existing = modelcache.indexes.service(meta["namespace"], meta["name"])
+    if existing is None or modelcache.project_service(service)["spec"] != existing["spec"] or \
+            not builders.labels_within(meta["labels"], existing["metadata"].get("labels") or {}):
+        apply.apply(service)
 
 
 def _write_serving_conditions(namespace: str, decision: logic.Decision) -> None:
@@ -405,14 +428,6 @@ def _write_serving_conditions(namespace: str, decision: logic.Decision) -> None:
         written = status.apply(MODELVERSIONS, namespace, version_name, {"conditions": owned}, status.ROLLOUT_MANAGER)
         if written is not None:
             modelversion_handler.reconcile_object(written)
-
-
-def _exists(api_version: str, kind: str, namespace: str, name: str) -> bool:
-    try:
-        apply._dynamic_client().resources.get(api_version=api_version, kind=kind).get(name=name, namespace=namespace)
-    except kubernetes.dynamic.exceptions.NotFoundError:
-        return False
-    return True
 
 
 def _route(router, owner: builders.Owner, spec, decision: logic.Decision) -> str | None:
@@ -531,6 +546,12 @@ def rollout_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
 def rollout_deployments(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
     """The serving Deployments by (namespace, Rollout): which version is Available."""
     return {(namespace, labels[builders.ROLLOUT_LABEL]): modelcache.project_deployment(body)}
+
+
+@kopf.index("", "v1", "services", labels={builders.ROLLOUT_LABEL: kopf.PRESENT})
+def rollout_services(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """The Rollouts' Services by (namespace, name): which version a track Service selects."""
+    return {(namespace, name): modelcache.project_service(body)}
 
 
 @kopf.index("", "v1", "pods", labels={builders.ROLLOUT_LABEL: kopf.PRESENT})

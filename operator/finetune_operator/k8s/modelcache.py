@@ -13,7 +13,9 @@ streams what the two controllers read, so neither LISTs the API per reconcile or
   "is this version Available" reads;
 - `rollout_pods`: (namespace, rollout) -> its serving Pods, projected to the artifact check's
   init-container states;
-- `verify_jobs`: (namespace, version) -> the version's artifact-check Job (status only).
+- `verify_jobs`: (namespace, version) -> the version's artifact-check Job (status only);
+- `rollout_services`: (namespace, Service name) -> a Rollout's Service, projected to its selector
+  and ports (which version `<rollout>-stable`/`-canary` selects, and whether it needs an apply).
 
 kopf updates an index before it runs the handlers of the same event, and starts no handler
 before every index has its first full listing. What the operator itself just wrote shows up
@@ -33,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from finetune_operator.api.rollout import FORCE_VERSION_ANNOTATION
+from finetune_operator.builders.rollout import APPLIED_DIGEST_ANNOTATION as APPLIED_DIGEST
 from finetune_operator.k8s import watchcache
 
 MODELVERSION_BODIES = "modelversion_bodies"
@@ -41,7 +44,9 @@ ROLLOUT_BODIES = "rollout_bodies"
 ROLLOUT_DEPLOYMENTS = "rollout_deployments"
 ROLLOUT_PODS = "rollout_pods"
 VERIFY_JOBS = "verify_jobs"
-INDEXES = (MODELVERSION_BODIES, MODELVERSIONS_BY_MODEL, ROLLOUT_BODIES, ROLLOUT_DEPLOYMENTS, ROLLOUT_PODS, VERIFY_JOBS)
+ROLLOUT_SERVICES = "rollout_services"
+INDEXES = (MODELVERSION_BODIES, MODELVERSIONS_BY_MODEL, ROLLOUT_BODIES, ROLLOUT_DEPLOYMENTS, ROLLOUT_PODS, VERIFY_JOBS,
+           ROLLOUT_SERVICES)
 
 # The one annotation the controllers read (a Rollout's one-off "serve this version anyway"). Every
 # other annotation - our own last-handled configuration, kubectl's last-applied-configuration,
@@ -61,16 +66,37 @@ def project_body(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The digest of what the operator last applied to a serving Deployment: a reconcile applies it
+# again only when what it would apply has changed (or someone else changed its spec).
+APPLIED_DIGEST_ANNOTATION = APPLIED_DIGEST
+
+
 def project_deployment(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A serving Deployment: name, labels, generation and the status fields of availability."""
+    """A serving Deployment: name, labels, generation, the digest of what was applied, and the
+    status fields of availability."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
+    digest = (meta.get("annotations") or {}).get(APPLIED_DIGEST_ANNOTATION)
     return {
-        "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "generation", "labels") if key in meta},
+        "metadata": {
+            **{key: meta[key] for key in ("name", "namespace", "uid", "generation", "labels") if key in meta},
+            **({"annotations": {APPLIED_DIGEST_ANNOTATION: digest}} if digest else {}),
+        },
         "status": {
             **{key: status[key] for key in ("observedGeneration", "readyReplicas", "availableReplicas") if key in status},
             "conditions": [{key: c.get(key) for key in ("type", "status")} for c in status.get("conditions") or []],
         },
+    }
+
+
+def project_service(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A Rollout's Service: its name and labels, the selector and the ports."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return {
+        "metadata": {key: meta[key] for key in ("name", "namespace", "labels") if key in meta},
+        "spec": {"selector": dict(spec.get("selector") or {}),
+                 "ports": [{key: p.get(key) for key in ("name", "port", "targetPort")} for p in spec.get("ports") or []]},
     }
 
 
@@ -113,11 +139,18 @@ class Indexes(watchcache.IndexViews):
     def deployments(self, namespace: str, rollout: str) -> list[dict[str, Any]]:
         return self._lookup(ROLLOUT_DEPLOYMENTS, (namespace, rollout))
 
+    def deployment(self, namespace: str, rollout: str, name: str) -> dict[str, Any] | None:
+        return next((d for d in self.deployments(namespace, rollout) if d["metadata"].get("name") == name), None)
+
     def serving_pods(self, namespace: str, rollout: str) -> list[dict[str, Any]]:
         return self._lookup(ROLLOUT_PODS, (namespace, rollout))
 
     def verify_job(self, namespace: str, version: str) -> dict[str, Any] | None:
         found = self._lookup(VERIFY_JOBS, (namespace, version))
+        return found[0] if found else None
+
+    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._lookup(ROLLOUT_SERVICES, (namespace, name))
         return found[0] if found else None
 
 
