@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from finetune_operator.logic import finetunejob as ftj_logic
+from finetune_operator.logic import finetunejob_children as ftj_children
 from finetune_trainer.progress import EvaluationProgress
 
 
@@ -55,5 +55,5 @@ def test_the_operator_accepts_the_lines_as_they_are_written(tmp_path):
     progress = EvaluationProgress(tmp_path / "p.jsonl", lambda _: None, {"task": 3}, models=1, clock=Clock())
     line = progress.update("task", "candidate", 2, 3)
     config_map = {"metadata": {"name": "job-progress"}, "data": {"progress": json.dumps(line)}}
-    read, problem = ftj_logic.read_progress(config_map)
+    read, problem = ftj_children.read_progress(config_map)
     assert (read, problem) == (line, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from finetune_operator.handlers.locks import Fingerprints, Pending
-from finetune_operator.logic.finetunejob import child_fingerprint
+from finetune_operator.logic.finetunejob_children import child_fingerprint
 
 POD = {
     "kind": "Pod",

@@ -13,7 +13,8 @@ import pytest
 
 from finetune_operator.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from finetune_operator.builders.finetunejob import Owner
-from finetune_operator.logic.finetunejob import Children, decide, semantic_problems
+from finetune_operator.logic.finetunejob import Children, decide
+from finetune_operator.logic.finetunejob_spec import semantic_problems
 from tests.unit.pipeline_fixtures import job, pod, termination
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)

@@ -15,7 +15,8 @@ import pytest
 from finetune_operator.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from finetune_operator.builders.finetunejob import Owner, Settings
 from finetune_operator.logic import finetunejob
-from finetune_operator.logic.finetunejob import Children, decide, parse_status, root_cause
+from finetune_operator.logic.finetunejob import Children, decide, parse_status
+from finetune_operator.logic.finetunejob_children import root_cause
 from finetune_operator.logic.spec import InvalidSpec, SpecProblem
 from tests.unit.pipeline_fixtures import job, pod, progress_map, termination
 

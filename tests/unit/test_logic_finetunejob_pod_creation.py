@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.logic import finetunejob
+from finetune_operator.logic import finetunejob, finetunejob_children
 from finetune_operator.logic.finetunejob import Children
 from tests.unit.pipeline_fixtures import job, pod
 from tests.unit.test_logic_finetunejob_pipeline import PREPARE, SPEC, SUSPENDED, TRAIN, run
@@ -111,4 +111,4 @@ def test_suspension_wins_over_an_old_refusal():
     ids=["one-line-without-control-characters", "at-most-300-characters", "other-messages-as-they-are"],
 )
 def test_the_api_message_is_shown_short_and_on_one_line(raw, shown):
-    assert finetunejob.shown_api_message(raw) == shown
+    assert finetunejob_children.shown_api_message(raw) == shown

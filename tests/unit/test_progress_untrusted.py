@@ -12,7 +12,8 @@ import pytest
 from finetune_operator.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from finetune_operator.builders.finetunejob import Owner
 from finetune_operator.logic import finetunejob
-from finetune_operator.logic.finetunejob import Children, decide, parse_status, read_progress
+from finetune_operator.logic.finetunejob import Children, decide, parse_status
+from finetune_operator.logic.finetunejob_children import read_progress
 from tests.unit.pipeline_fixtures import job, pod, progress_map
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)

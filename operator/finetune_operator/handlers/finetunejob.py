@@ -39,7 +39,7 @@ from finetune_operator.builders.labels import FINETUNEJOB_LABEL
 from finetune_operator.builders import modelversion as mv_builders
 from finetune_operator.k8s import apply, client, dryrun, events, registry, status, watchcache
 from finetune_operator.k8s.resources import FINETUNEJOBS, MODELVERSIONS
-from finetune_operator.logic import finetunejob
+from finetune_operator.logic import finetunejob, finetunejob_children
 from finetune_operator.logic.spec import InvalidSpec
 
 logger = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, 
     if type is None:  # the initial listing: resume handlers cover it
         return
     uid = body.get("metadata", {}).get("uid")
-    if uid and not _seen.changed(uid, finetunejob.child_fingerprint(body.get("kind", ""), body), gone=type == "DELETED"):
+    if uid and not _seen.changed(uid, finetunejob_children.child_fingerprint(body.get("kind", ""), body), gone=type == "DELETED"):
         return
     reconcile_by_name(namespace, labels[FINETUNEJOB_LABEL])
 

@@ -20,7 +20,7 @@ from finetune_operator import metrics
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
 from finetune_operator.k8s.resources import FINETUNEJOBS, MODELVERSIONS, ROLLOUTS
-from finetune_operator.logic import finetunejob as finetunejob_logic
+from finetune_operator.logic import finetunejob_children
 
 OBSERVE = {
     FINETUNEJOBS.kind: metrics.resource_metrics.observe_finetunejob,
@@ -55,7 +55,7 @@ def rollout_event(type: str | None, body: kopf.Body, **_: Any) -> None:
 
 def tokens_per_second(progress_map: dict[str, Any] | None) -> float | None:
     """The trainer's latest training throughput, when its progress line can be trusted."""
-    line, _problem = finetunejob_logic.read_progress(progress_map)
+    line, _problem = finetunejob_children.read_progress(progress_map)
     if not line or line.get("stage") == "evaluate":
         return None
     value = line.get("tokens_per_second")

@@ -17,14 +17,16 @@ Conditions:
   second line, anything the API server let through that the pydantic model rejects.
 - `Succeeded`: the summary condition of a bounded job (Unknown while it runs).
 
-Each reason has its message next to it, so what users read is reviewed in one place.
+The module is the phase machine; its seams are modules of their own: the reason catalog
+(`finetunejob_reasons`: condition types, reasons and the messages users read), reading the
+children and the trainer's progress (`finetunejob_children`: states, root causes, GPU time,
+untrusted progress, which child events matter), spec validation beyond the schema
+(`finetunejob_spec`), and the budget (`budget`).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,13 +36,10 @@ from pydantic import ValidationError
 
 from finetune_operator.api import common as api_common
 from finetune_operator.api.common import ConditionStatus
-from finetune_trainer import exitcodes
-
 from finetune_operator.api.finetunejob import (
     MSG_BUDGET_NO_GPUS,
     MSG_DPO_FORMAT,
     MSG_QLORA_GPUS,
-    AdaptationType,
     FineTuneJobPhase,
     FineTuneJobSpec,
     FineTuneJobStatus,
@@ -61,93 +60,21 @@ from finetune_operator.logic import spec as spec_problems
 from finetune_operator.logic.events import Event, EventType
 from finetune_operator.logic.spec import InvalidSpec, SpecProblem
 from finetune_operator.logic.status import merge_patch
-
-# Condition types.
-ACCEPTED = "Accepted"
-DATA_READY = "DataReady"
-SPEC_APPLIED = "SpecApplied"
-TRAINED = "Trained"
-EVALUATED = "Evaluated"
-GATES_PASSED = "GatesPassed"
-SUCCEEDED = "Succeeded"
-PROGRESS_REPORTED = "ProgressReported"
-
-# Reasons, each with its message.
-REASON_SPEC_VALID = "SpecValid"
-MSG_SPEC_VALID = "the spec is valid"
-REASON_INVALID_SPEC = "InvalidSpec"
-MSG_INVALID_SPEC = "the spec is invalid, no work starts until it is fixed: {problems}"
-REASON_PENDING = "Pending"
-MSG_PENDING = "waiting for data preparation to start"
-REASON_SPEC_APPLIED = "Applied"
-MSG_SPEC_APPLIED = "the running job uses the current spec"
-REASON_SPEC_NOT_APPLIED = "ChangedWhileRunning"
-MSG_SPEC_NOT_APPLIED = (
-    "the spec changed after work started; the running job keeps the spec it started with "
-    "(only spec.suspend applies to it). Create a new FineTuneJob to train with the new settings"
+from finetune_operator.logic.finetunejob_reasons import *  # noqa: F403 - the reason catalog, re-exported
+from finetune_operator.logic.finetunejob_children import (
+    clamp_percent,
+    creation_failure,
+    job_condition,
+    parse_time,
+    pod_run_seconds,
+    read_progress,
+    root_cause,
+    termination_json,
+    waiting_cause,
 )
-REASON_PREVIOUS_RUN = "WaitingForPreviousRun"
-MSG_PREVIOUS_RUN = (
-    "waiting for the Jobs and ConfigMaps of an earlier FineTuneJob of this name to be deleted; "
-    "this run starts once they are gone"
+from finetune_operator.logic.finetunejob_spec import (
+    semantic_problems,
 )
-REASON_PREPARING = "Preparing"
-MSG_PREPARING = "preparing the dataset"
-REASON_DATA_READY = "DataPrepared"
-MSG_DATA_READY = "dataset prepared: {summary}"
-REASON_DATA_FAILED = "DataPreparationFailed"
-REASON_TRAINING = "Training"
-MSG_TRAINING_STARTING = "training is starting"
-MSG_TRAINING = "training: step {step}/{total}{loss}"
-REASON_TRAINED = "Trained"
-REASON_TRAINING_FAILED = "TrainingFailed"
-REASON_SUCCEEDED = "Succeeded"
-MSG_TRAINED = "training finished; artifact at {uri}"
-REASON_EVALUATING = "Evaluating"
-MSG_EVALUATING = "evaluating the fine-tuned and the base model"
-MSG_EVALUATION_PROGRESS = "evaluating: {suite} suite, {model} model, {done}/{total} prompts{eta}"
-REASON_EVALUATED = "Evaluated"
-MSG_EVALUATED = "evaluation finished"
-REASON_EVALUATION_FAILED = "EvaluationFailed"
-REASON_REGISTERING = "Registering"
-MSG_REGISTERING = "registering the ModelVersion"
-REASON_REGISTRATION_FAILED = "RegistrationFailed"
-REASON_GATES_PASSED = "GatesPassed"
-REASON_GATES_FAILED = "GatesFailed"
-MSG_APPROVED = "registered {mv}: Approved ({verdict})"
-MSG_REJECTED = "registered {mv}: Rejected, {verdict}"
-MSG_REGISTERED_UNEVALUATED = "registered {mv} as a Candidate (evaluation disabled)"
-MSG_SUCCEEDED = "training finished; artifact at {uri}"
-REASON_SUSPENDED = "Suspended"
-MSG_SUSPENDED = "suspended by spec.suspend; set it to false to resume from the latest checkpoint"
-REASON_QUEUED = "WaitingForQueue"
-MSG_QUEUED = "waiting for admission by Kueue queue {queue}"
-REASON_UNSCHEDULABLE = "Unschedulable"
-MSG_UNSCHEDULABLE = "pod {pod} cannot be scheduled: {detail}"
-REASON_POD_CREATION_FAILED = "PodCreationFailed"
-MSG_POD_CREATION_FAILED = (
-    "the API server refuses to create the Pod of Job {job}: {detail}; the Job retries by itself once the "
-    "cause is gone (a ResourceQuota, LimitRange, admission policy or Pod Security level of the namespace)"
-)
-SHOWN_API_MESSAGE_CHARS = 300
-REASON_IMAGE_PULL = "ImagePullError"
-MSG_IMAGE_PULL = "the trainer image cannot be pulled ({reason}): {detail}"
-MSG_OOM_KILLED = "OOMKilled: the trainer ran out of memory; raise spec.resources.memory or lower batchSize/maxSeqLength"
-MSG_DEADLINE = "{stage} exceeded spec.activeDeadlineSeconds ({seconds}s) and was stopped"
-MSG_RESTARTED = "the trainer was restarted ({n} so far); it resumes from the latest checkpoint"
-
-REASON_PROGRESS_VALID = "Valid"
-MSG_PROGRESS_VALID = "the trainer's latest progress report was read"
-REASON_PROGRESS_IGNORED = "MalformedProgress"
-MSG_PROGRESS_IGNORED = (
-    "ignored the trainer's latest progress report in ConfigMap {configmap}: {problem}; the status "
-    "keeps the last valid progress"
-)
-
-# Events, emitted on transitions only.
-EVENT_ACCEPTED = "Accepted"
-MSG_EVENT_ACCEPTED = "spec accepted; waiting for data preparation to start"
-EVENT_INVALID_SPEC = REASON_INVALID_SPEC
 
 KIND = "FineTuneJob"
 
@@ -333,17 +260,17 @@ def decide(
     plan.started(prepare)
     plan.spec_applied(children.config, setup[0])
     prepare_pods = children.pods_of(prepare_name)
-    if _job_condition(prepare, "Failed"):
+    if job_condition(prepare, "Failed"):
         cause = root_cause(prepare, prepare_pods, "data preparation")
         plan.set(DATA_READY, ConditionStatus.FALSE, REASON_DATA_FAILED, cause)
         plan.finish(FineTuneJobPhase.FAILED, REASON_DATA_FAILED, cause)
         return plan.decision(status)
-    if not _job_condition(prepare, "Complete"):
+    if not job_condition(prepare, "Complete"):
         plan.suspend_to(prepare, spec.suspend, queue=None)
         plan.wait_or(prepare, prepare_pods, spec.suspend, None, FineTuneJobPhase.PREPARING, REASON_PREPARING, MSG_PREPARING)
         return plan.decision(status)
 
-    report = _termination_json(prepare_pods, succeeded=True) or {}
+    report = termination_json(prepare_pods, succeeded=True) or {}
     plan.data_report(report.get("dataset") or {})
     plan.set(advice.ADVICE, *advice.condition(spec, plan.status.data_report))  # now with the prepared count
     plan.set(DATA_READY, ConditionStatus.TRUE, REASON_DATA_READY, MSG_DATA_READY.format(summary=_data_summary(plan.status.data_report)))
@@ -359,15 +286,15 @@ def decide(
 
     train_pods = children.pods_of(train_name)
     plan.progress(children.progress)
-    plan.restarts(train, failed=bool(_job_condition(train, "Failed")))
+    plan.restarts(train, failed=bool(job_condition(train, "Failed")))
     plan.gpu_usage(train_pods, spec.resources.gpus_per_node, price)
-    if _job_condition(train, "Failed"):
+    if job_condition(train, "Failed"):
         cause = root_cause(train, train_pods, "training")
         plan.set(TRAINED, ConditionStatus.FALSE, REASON_TRAINING_FAILED, cause)
         plan.finish(FineTuneJobPhase.FAILED, REASON_TRAINING_FAILED, cause)
         return plan.decision(status)
-    if _job_condition(train, "Complete"):
-        result = _termination_json(train_pods, succeeded=True) or {}
+    if job_condition(train, "Complete"):
+        result = termination_json(train_pods, succeeded=True) or {}
         plan.trained(result)
         uri = plan.status.artifact.uri if plan.status.artifact else "(unknown)"
         message = MSG_TRAINED.format(uri=uri) + _base_model_note(plan.status.artifact)
@@ -403,17 +330,17 @@ def _evaluate_and_register(
             plan.progress_phase(FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_EVALUATING)
             return plan.decision(status)
         eval_pods = children.pods_of(eval_name)
-        if _job_condition(evaluation, "Failed"):
+        if job_condition(evaluation, "Failed"):
             cause = root_cause(evaluation, eval_pods, "evaluation")
             plan.set(EVALUATED, ConditionStatus.FALSE, REASON_EVALUATION_FAILED, cause)
             plan.finish(FineTuneJobPhase.FAILED, REASON_EVALUATION_FAILED, cause)
             return plan.decision(status)
-        if not _job_condition(evaluation, "Complete"):
+        if not job_condition(evaluation, "Complete"):
             plan.suspend_to(evaluation, spec.suspend, queue=None)
             message = _evaluation_message(plan.status.evaluation_progress)
             plan.wait_or(evaluation, eval_pods, spec.suspend, None, FineTuneJobPhase.EVALUATING, REASON_EVALUATING, message)
             return plan.decision(status)
-        record = evaluation_record(_termination_json(eval_pods, succeeded=True) or {}, spec)
+        record = evaluation_record(termination_json(eval_pods, succeeded=True) or {}, spec)
         plan.set(EVALUATED, ConditionStatus.TRUE, REASON_EVALUATED, MSG_EVALUATED)
 
     mv = children.model_version
@@ -583,7 +510,7 @@ class _Plan:
     def started(self, job: Mapping[str, Any] | None = None) -> None:
         if self.status.start_time is None:
             created = (job or {}).get("metadata", {}).get("creationTimestamp")
-            self.status.start_time = _parse_time(created) or self.now
+            self.status.start_time = parse_time(created) or self.now
 
     def suspend_to(self, job: Mapping[str, Any], suspend: bool, queue: str | None) -> bool | None:
         """Have the Job suspended or not; returns the value it is changed to, None if unchanged."""
@@ -637,7 +564,7 @@ class _Plan:
         if job.get("spec", {}).get("suspend") and queue:
             self.progress_phase(FineTuneJobPhase.PENDING, REASON_QUEUED, MSG_QUEUED.format(queue=queue))
             return
-        waiting = _waiting_cause(pods) or _creation_failure(job, pods, self.creation_failures)
+        waiting = waiting_cause(pods) or creation_failure(job, pods, self.creation_failures)
         if waiting:
             self.progress_phase(FineTuneJobPhase.PENDING, waiting[0], waiting[1])
             return
@@ -691,7 +618,7 @@ class _Plan:
                 model=line.get("model"),
                 prompts_done=line.get("prompts_done"),
                 prompts_total=line.get("prompts_total"),
-                percent=_clamp_percent(line.get("percent")),
+                percent=clamp_percent(line.get("percent")),
                 eta_seconds=int(line["eta_seconds"]) if line.get("eta_seconds") is not None else None,
             )
             return
@@ -700,7 +627,7 @@ class _Plan:
             step=line.get("step"),
             total_steps=line.get("total_steps"),
             epoch=line.get("epoch"),
-            percent=_clamp_percent(line.get("percent")),
+            percent=clamp_percent(line.get("percent")),
             eta_seconds=int(line["eta_seconds"]) if line.get("eta_seconds") is not None else None,
             train_loss=line.get("loss", previous.train_loss),
             eval_loss=line.get("eval_loss", previous.eval_loss),
@@ -709,7 +636,7 @@ class _Plan:
         checkpoint = line.get("checkpoint")
         if checkpoint:
             self.status.latest_checkpoint = CheckpointStatus(
-                uri=checkpoint["uri"], step=checkpoint.get("step"), time=_parse_time(checkpoint.get("time"))
+                uri=checkpoint["uri"], step=checkpoint.get("step"), time=parse_time(checkpoint.get("time"))
             )
 
     def restarts(self, job: Mapping[str, Any], *, failed: bool) -> None:
@@ -723,8 +650,8 @@ class _Plan:
         if gpus_per_node <= 0:
             return
         since = self.status.resumed_at
-        counted = [p for p in pods if since is None or (_parse_time(p["metadata"].get("creationTimestamp")) or since) >= since]
-        seconds = sum(_pod_run_seconds(pod, self.now) for pod in counted)
+        counted = [p for p in pods if since is None or (parse_time(p["metadata"].get("creationTimestamp")) or since) >= since]
+        seconds = sum(pod_run_seconds(pod, self.now) for pod in counted)
         before = self.status.gpu_hours_before_resume or 0.0
         hours = max(self.status.gpu_hours or 0.0, round(before + seconds * gpus_per_node / 3600.0, 4))
         self.status.gpu_hours = hours
@@ -791,277 +718,6 @@ def _dump(status: FineTuneJobStatus) -> dict[str, Any]:
 
 def _finished(status: FineTuneJobStatus) -> bool:
     return status.phase in (FineTuneJobPhase.SUCCEEDED, FineTuneJobPhase.FAILED) and status.completion_time is not None
-
-
-def _job_condition(job: Mapping[str, Any], type: str) -> Mapping[str, Any] | None:
-    job_conditions: list[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
-    for cond in job_conditions:
-        if cond.get("type") == type and cond.get("status") == "True":
-            return cond
-    return None
-
-
-def _parse_time(value: Any) -> datetime.datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime.datetime):
-        return value
-    try:
-        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _clamp_percent(value: Any) -> float | None:
-    if value is None:
-        return None
-    return round(min(max(float(value), 0.0), 100.0), 1)
-
-
-# --- progress: untrusted input ---------------------------------------------------------------------
-# The trainer's Pod may patch its progress ConfigMap, so what is in it is whatever that Pod (or
-# anything running in it) wrote. A line is used only when it is a small JSON object whose every
-# field we read has the right type and a sane range; anything else is ignored as a whole, the
-# status keeps the last valid progress, and the ProgressReported condition (with one Warning
-# Event per distinct problem) says why. A real line is a few hundred bytes.
-MAX_PROGRESS_BYTES = 8192
-MAX_STEPS = 10**9
-MAX_EPOCHS = 10**6
-MAX_ETA_SECONDS = 10 * 365 * 24 * 3600
-MAX_LOSS = 1e9
-MAX_CHECKPOINT_URI = 2048
-MAX_TIME_TEXT = 64
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _steps(value: Any) -> bool:
-    return _whole(value) and 0 <= value <= MAX_STEPS
-
-
-def _loss(value: Any) -> bool:
-    return _number(value) and abs(value) <= MAX_LOSS
-
-
-# What each field the status is built from must be: (check, words for the Warning).
-_PROGRESS_FIELDS: dict[str, tuple[Any, str]] = {
-    "step": (_steps, f"a whole number of steps from 0 to {MAX_STEPS}"),
-    "total_steps": (_steps, f"a whole number of steps from 0 to {MAX_STEPS}"),
-    "epoch": (lambda v: _number(v) and 0 <= v <= MAX_EPOCHS, f"a number of epochs from 0 to {MAX_EPOCHS}"),
-    "percent": (_number, "a finite number"),
-    "eta_seconds": (lambda v: _number(v) and 0 <= v <= MAX_ETA_SECONDS, f"seconds from 0 to {MAX_ETA_SECONDS}"),
-    "loss": (_loss, "a finite number"),
-    "eval_loss": (_loss, "a finite number"),
-    "best_eval_loss": (_loss, "a finite number"),
-    "stage": (lambda v: v in ("train", "evaluate"), "train or evaluate"),
-    "suite": (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a suite name of at most 64 characters"),
-    "model": (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a model label of at most 64 characters"),
-    "prompts_done": (_steps, f"a whole number of prompts from 0 to {MAX_STEPS}"),
-    "prompts_total": (_steps, f"a whole number of prompts from 0 to {MAX_STEPS}"),
-}
-
-
-def read_progress(progress_map: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
-    """(the trainer's latest progress line, None) when it can be trusted; (None, why not) when
-    it cannot; (None, None) when there is none yet."""
-    if not isinstance(progress_map, Mapping):
-        return None, None
-    data = progress_map.get("data")
-    raw = data.get(builders.PROGRESS_KEY) if isinstance(data, Mapping) else None
-    if not raw:
-        return None, None
-    if not isinstance(raw, str):
-        return None, f"data.progress is {_shown(raw)}, not text"
-    if len(raw.encode("utf-8", "replace")) > MAX_PROGRESS_BYTES:
-        return None, f"data.progress is {len(raw)} characters long, more than {MAX_PROGRESS_BYTES} bytes"
-    try:
-        line = json.loads(raw, parse_constant=lambda _: math.nan)
-    except ValueError:
-        return None, "data.progress is not JSON"
-    if not isinstance(line, dict):
-        return None, f"data.progress is a JSON {type(line).__name__}, not an object"
-    for key, (valid, expected) in _PROGRESS_FIELDS.items():
-        if line.get(key) is not None and not valid(line[key]):
-            return None, f"{key} is {_shown(line[key])}, expected {expected}"
-    if _whole(line.get("step")) and _whole(line.get("total_steps")) and line["step"] > line["total_steps"]:
-        return None, f"step {line['step']} is past total_steps {line['total_steps']}"
-    if _whole(line.get("prompts_done")) and _whole(line.get("prompts_total")) and line["prompts_done"] > line["prompts_total"]:
-        return None, f"prompts_done {line['prompts_done']} is past prompts_total {line['prompts_total']}"
-    checkpoint = line.get("checkpoint")
-    if checkpoint is not None:
-        problem = _checkpoint_problem(checkpoint)
-        if problem:
-            return None, f"checkpoint {problem}"
-        if not checkpoint.get("uri"):
-            line = {key: value for key, value in line.items() if key != "checkpoint"}
-    return line, None
-
-
-def _checkpoint_problem(checkpoint: Any) -> str | None:
-    if not isinstance(checkpoint, dict):
-        return f"is {_shown(checkpoint)}, expected an object with uri, step and time"
-    uri, step, time = checkpoint.get("uri"), checkpoint.get("step"), checkpoint.get("time")
-    if uri is not None and (not isinstance(uri, str) or len(uri) > MAX_CHECKPOINT_URI):
-        return f"uri is {_shown(uri)}, expected a location of at most {MAX_CHECKPOINT_URI} characters"
-    if step is not None and not _steps(step):
-        return f"step is {_shown(step)}, expected a whole number of steps from 0 to {MAX_STEPS}"
-    if time is not None and (not isinstance(time, str) or len(time) > MAX_TIME_TEXT or _parse_time(time) is None):
-        return f"time is {_shown(time)}, expected an RFC 3339 time"
-    return None
-
-
-def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
-    statuses: list[Mapping[str, Any]] = (pod.get("status") or {}).get("containerStatuses") or []
-    for cs in statuses:
-        if cs.get("name") == builders.CONTAINER:
-            return cs
-    return {}
-
-
-def _termination_json(pods: Sequence[Mapping[str, Any]], *, succeeded: bool) -> dict[str, Any] | None:
-    """The trainer's compact JSON from the newest Pod that ended (successfully, if asked).
-
-    Of a multi-node run only node rank 0 (completion index 0) reports the run's results.
-    """
-    for pod in reversed(pods):
-        if (pod["metadata"].get("annotations") or {}).get(builders.COMPLETION_INDEX_ANNOTATION, "0") != "0":
-            continue
-        terminated = _container_status(pod).get("state", {}).get("terminated") or {}
-        if not terminated or (succeeded and terminated.get("exitCode") != 0):
-            continue
-        try:
-            message = json.loads(terminated.get("message") or "")
-        except ValueError:
-            continue
-        if isinstance(message, dict):
-            return message
-    return None
-
-
-def _pod_run_seconds(pod: Mapping[str, Any], now: datetime.datetime) -> float:
-    state = _container_status(pod).get("state") or {}
-    start: datetime.datetime | None
-    end: datetime.datetime | None
-    if "running" in state:
-        start, end = _parse_time(state["running"].get("startedAt")), now
-    elif "terminated" in state:
-        start, end = _parse_time(state["terminated"].get("startedAt")), _parse_time(state["terminated"].get("finishedAt"))
-    else:
-        return 0.0
-    if not start or not end:
-        return 0.0
-    return max((end - start).total_seconds(), 0.0)
-
-
-def _waiting_cause(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
-    """Why the newest Pod is not running yet: unschedulable, or an image it cannot pull."""
-    active = [p for p in pods if (p.get("status") or {}).get("phase") == "Pending" and not p["metadata"].get("deletionTimestamp")]
-    if not active:
-        return None
-    pod = active[-1]
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
-            return REASON_UNSCHEDULABLE, MSG_UNSCHEDULABLE.format(pod=pod["metadata"]["name"], detail=cond.get("message", ""))
-    waiting = _container_status(pod).get("state", {}).get("waiting") or {}
-    if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
-        return REASON_IMAGE_PULL, MSG_IMAGE_PULL.format(reason=waiting["reason"], detail=waiting.get("message", ""))
-    if waiting.get("reason") in ("CreateContainerConfigError", "CreateContainerError"):
-        return waiting["reason"], f"{waiting['reason']}: {waiting.get('message', '')}"
-    return None
-
-
-def _event_time(event: Mapping[str, Any]) -> datetime.datetime | None:
-    """When an Event last happened: lastTimestamp (core/v1 recorders), else eventTime (events.k8s.io)."""
-    series = event.get("series") or {}
-    return _parse_time(
-        event.get("lastTimestamp") or series.get("lastObservedTime") or event.get("eventTime")
-        or event.get("firstTimestamp") or (event.get("metadata") or {}).get("creationTimestamp")
-    )
-
-
-_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x1f\x7f]+")  # terminal escapes, then control characters
-
-
-def shown_api_message(text: object) -> str:
-    """An API server's or admission webhook's message as a status may carry it: one line, control
-    characters out, at most SHOWN_API_MESSAGE_CHARS characters (a webhook can answer with anything)."""
-    one_line = " ".join(_CONTROL.sub(" ", str(text)).split())
-    one_line = one_line.removeprefix("Error creating: ")
-    return one_line if len(one_line) <= SHOWN_API_MESSAGE_CHARS else one_line[: SHOWN_API_MESSAGE_CHARS - 1] + "…"
-
-
-def _creation_failure(
-    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], failures: Sequence[Mapping[str, Any]]
-) -> tuple[str, str] | None:
-    """The API's refusal of this Job's Pod, when that is the latest thing to happen to it.
-
-    The Job controller records a FailedCreate Event on the Job and retries with a backoff; the Job
-    stays active=0 and no Pod appears, so nothing else would tell the user why. A refusal older than
-    the Job's newest Pod is history: the cause went away (quota raised) and the Pod was created.
-    Events of an earlier Job of the same name (another uid) are not this Job's.
-    """
-    meta = job.get("metadata") or {}
-    mine = [
-        e for e in failures
-        if (e.get("involvedObject") or {}).get("name") == meta.get("name")
-        and (not meta.get("uid") or (e.get("involvedObject") or {}).get("uid") in (None, meta.get("uid")))
-    ]
-    if not mine:
-        return None
-    newest = max(mine, key=lambda e: _event_time(e) or datetime.datetime.min.replace(tzinfo=datetime.UTC))
-    refused_at = _event_time(newest)
-    created = [t for t in (_parse_time(p["metadata"].get("creationTimestamp")) for p in pods) if t is not None]
-    if refused_at is None or (created and max(created) >= refused_at):
-        return None
-    detail = shown_api_message(newest.get("message") or "no message")
-    return REASON_POD_CREATION_FAILED, MSG_POD_CREATION_FAILED.format(job=meta.get("name"), detail=detail)
-
-
-def root_cause(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], stage: str) -> str:
-    """Why a Job failed, in the words a user can act on: OOM, the trainer's error, a deadline."""
-    failed = _job_condition(job, "Failed") or {}
-    reason = failed.get("reason", "")
-    last = None
-    for pod in reversed(pods):
-        terminated = _container_status(pod).get("state", {}).get("terminated")
-        if terminated and terminated.get("exitCode", 0) != 0:
-            last = terminated
-            break
-    detail = ""
-    if last:
-        code = last.get("exitCode")
-        if last.get("reason") == "OOMKilled":
-            detail = MSG_OOM_KILLED
-        else:
-            trainer = None
-            try:
-                trainer = json.loads(last.get("message") or "")
-            except ValueError:
-                pass
-            name = exitcodes.NAMES.get(code, f"exit code {code}")
-            if isinstance(trainer, dict) and trainer.get("message"):
-                detail = f"{trainer.get('reason', name)} (exit code {code}): {trainer['message']}"
-            else:
-                tail = (last.get("message") or "").strip().splitlines()[-1:] or [""]
-                detail = f"{name} (exit code {code})" + (f": {tail[0][:500]}" if tail[0] else "")
-    if reason == "DeadlineExceeded":
-        limit = job.get("spec", {}).get("activeDeadlineSeconds")
-        return MSG_DEADLINE.format(stage=stage, seconds=limit)
-    if reason == "BackoffLimitExceeded":
-        tries = int(job.get("status", {}).get("failed") or 0)
-        return f"{stage} failed {tries} times; last attempt: {detail or failed.get('message', 'no details')}"
-    return f"{stage} failed: {detail or failed.get('message') or reason or 'no details'}"
 
 
 def _data_summary(report: DataReport | None) -> str:
@@ -1137,135 +793,3 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     if new.restarts > old.restarts and new.phase != FineTuneJobPhase.FAILED:
         events.append(Event("Warning", "TrainerRestarted", MSG_RESTARTED.format(n=new.restarts)))
     return tuple(events)
-
-# --- semantic validation: what the CRD schema and CEL rules do not express -------------------
-
-_HF_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_LOCATION_FORMS = {
-    "hf": "hf://<org>/<name>",
-    "s3": "s3://<bucket>/<prefix>",
-    "pvc": "pvc://<claim>/<path>",
-    "file": "file://<path>",
-}
-
-
-def _schemes(uri_pattern: str) -> tuple[str, ...]:
-    """The URI schemes an API pattern like `^((hf|s3)://.+|/.*)$` allows: the API is the source."""
-    match = re.search(r"\(\(([a-z0-9|]+)\)://", uri_pattern)
-    return tuple(match.group(1).split("|")) if match else ()
-
-
-MODEL_SCHEMES = _schemes(api_common.MODEL_URI_PATTERN)
-DATA_SCHEMES = _schemes(getattr(api_common, "DATA_URI_PATTERN", api_common.MODEL_URI_PATTERN))
-ARTIFACT_SCHEMES = _schemes(api_common.ARTIFACT_URI_PATTERN)
-
-
-def semantic_problems(spec: FineTuneJobSpec) -> tuple[SpecProblem, ...]:
-    """Problems a schema-valid spec can still have; empty when it can be worked on."""
-    problems: list[SpecProblem] = []
-    problems += location_problems("spec.baseModel.uri", spec.base_model.uri, MODEL_SCHEMES)
-    if spec.base_model.revision and not spec.base_model.uri.startswith("hf://"):
-        problems.append(
-            SpecProblem(
-                "spec.baseModel.revision",
-                "a revision only applies to hf:// models",
-                "remove it, or point baseModel.uri at an hf:// model",
-            )
-        )
-    if spec.base_model.token_secret_ref is not None and not spec.base_model.uri.startswith("hf://"):
-        problems.append(
-            SpecProblem(
-                "spec.baseModel.tokenSecretRef",
-                "a Hub token only applies to hf:// models",
-                "remove it, or point baseModel.uri at an hf:// model",
-            )
-        )
-    if spec.dataset.uri is not None:
-        problems += location_problems("spec.dataset.uri", spec.dataset.uri, DATA_SCHEMES)
-    if spec.output.uri is not None:
-        problems += location_problems("spec.output.uri", spec.output.uri, ARTIFACT_SCHEMES, writable=True)
-    if spec.adaptation.type == AdaptationType.FULL and spec.adaptation.target_modules:
-        problems.append(
-            SpecProblem(
-                "spec.adaptation.targetModules",
-                "target modules only apply to lora and qlora (full trains every weight)",
-                "remove targetModules, or set adaptation.type to lora",
-            )
-        )
-    if spec.hyperparameters.precision == "fp16" and spec.resources.gpus_per_node == 0:
-        problems.append(
-            SpecProblem(
-                "spec.hyperparameters.precision",
-                "fp16 training needs GPUs, and resources.gpusPerNode is 0",
-                "use precision auto or fp32 on CPUs, or request GPUs",
-            )
-        )
-    return tuple(problems)
-
-
-def location_problems(
-    field_path: str, uri: str, schemes: Sequence[str], *, writable: bool = False
-) -> list[SpecProblem]:
-    """Problems with a model/dataset/artifact location: its scheme, the shape each scheme needs,
-    and what `api.common.parse_location` refuses ('.' and '..' segments, file:// with a host, a
-    claim that is not a claim name and, for `writable` locations, the bare root of a claim or
-    bucket: a run writes and cleans up below what it names, never the whole of it)."""
-    allowed = ", ".join(f"{scheme}://" for scheme in schemes) + " or an absolute path"
-    scheme, separator, rest = uri.partition("://")
-    if not separator:
-        if not uri.startswith("/"):
-            return [SpecProblem(field_path, f"{uri!r} is neither a URI nor an absolute path", f"use {allowed}")]
-    elif scheme not in schemes:
-        return [SpecProblem(field_path, f"scheme {scheme}:// is not supported here", f"use {allowed}")]
-    form = _LOCATION_FORMS.get(scheme, f"{scheme}://...")
-    if scheme == "hf":
-        segments = rest.split("/")
-        if len(segments) > 2 or not all(_HF_SEGMENT.match(segment) for segment in segments):
-            return [SpecProblem(field_path, f"{uri!r} is not a Hugging Face repository id", f"use {form}")]
-        return []
-    try:
-        api_common.parse_location(uri, allow_root=not writable)
-    except api_common.LocationError as exc:
-        return [SpecProblem(field_path, exc.problem, exc.fix)]
-    return []
-
-
-# --- which child events matter ---------------------------------------------------------------------
-
-
-def child_fingerprint(kind: str, obj: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What `decide` can read of a child Job or Pod: an event that leaves it unchanged is noise.
-
-    A Pod's life brings many events (scheduling, IP, container creation, kubelet heartbeats of
-    its status); only its phase, conditions, container states and deletion change a decision.
-    A Job's status and suspension do. Anything else (a progress ConfigMap) always matters.
-    """
-    meta = obj.get("metadata") or {}
-    status = obj.get("status") or {}
-    if kind == "Pod":
-        containers = tuple(
-            (
-                c.get("name"),
-                tuple(sorted((c.get("state") or {}).keys())),
-                _state_detail(c.get("state") or {}),
-                c.get("restartCount", 0),
-            )
-            for c in status.get("containerStatuses") or []
-        )
-        conditions = tuple(
-            (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []
-        )
-        return ("Pod", status.get("phase"), bool(meta.get("deletionTimestamp")), conditions, containers)
-    if kind == "Job":
-        return ("Job", json.dumps(status, sort_keys=True), (obj.get("spec") or {}).get("suspend"),
-                bool(meta.get("deletionTimestamp")))
-    return (kind, meta.get("resourceVersion"))
-
-
-def _state_detail(state: Mapping[str, Any]) -> tuple[Any, ...]:
-    for key in ("terminated", "waiting"):
-        if key in state:
-            detail = state[key] or {}
-            return (key, detail.get("reason"), detail.get("exitCode"), detail.get("message"))
-    return ()
-
