@@ -137,7 +137,7 @@ def _backends(owner_name: str, spec, stable: str, canary: str | None):
         deployment=builders.workload_name(owner_name, canary_version), version=canary_version,
     )
     router = routers.for_rollout(spec.traffic_router, replicas=spec.serving.replicas)
-    if router.kind == "replicaRatio" and canary_version == stable:
+    if router.owns_replicas and canary_version == stable:
         canary_backend = None
     return router, stable_backend, canary_backend
 
@@ -323,12 +323,11 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
     namespace, name = meta["namespace"], meta["name"]
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
     router = routers.for_rollout(spec.traffic_router, replicas=spec.serving.replicas)
-    replica_ratio = router.kind == "replicaRatio"
     replicas = {v: spec.serving.replicas for v in decision.serve}
-    if replica_ratio and decision.stable and decision.canary and decision.canary != decision.stable:
-        split = routers.split_replicas(spec.serving.replicas, decision.weight)
-        replicas[decision.stable] = split.stable
-        replicas[decision.canary] = split.canary
+    if decision.stable and decision.canary and decision.canary != decision.stable:
+        counts = router.replica_counts(decision.weight)
+        if counts is not None:
+            replicas[decision.stable], replicas[decision.canary] = counts
     verifier = operator_config.current().trainer_image
     for version in decision.serve:
         info = observed.get(version)
@@ -343,7 +342,7 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
         # What is there, from the watch (index rollout_deployments / rollout_services): nothing is
         # applied that is already as it should be.
         existing = modelcache.indexes.deployment(namespace, name, deployment["metadata"]["name"])
-        if replica_ratio:
+        if router.owns_replicas:
             deployment["spec"].pop("replicas")  # the router's field manager owns it
             if existing is None:
                 deployment["spec"]["replicas"] = replicas[version]

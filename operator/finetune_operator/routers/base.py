@@ -84,6 +84,15 @@ class Router(Protocol):
 
     kind: str  # the trafficRouter field naming it: gatewayAPI, istio, kserve, replicaRatio
     field_manager: str
+    # True when the router splits traffic by scaling the versions' Deployments (their spec.replicas
+    # is its field): the controller sets replicas only when it creates a Deployment, and a canary
+    # that is the stable version has no backend of its own. False: every version runs
+    # spec.serving.replicas and the router re-weights objects of its own.
+    owns_replicas: bool
+
+    def replica_counts(self, weight: int) -> tuple[int, int] | None:
+        """(stable, canary) replicas at `weight` when the router owns replicas; None otherwise."""
+        ...
 
     def targets(self, rollout_name: str, namespace: str, stable: Backend, canary: Backend | None) -> list[ObjectRef]:
         """Objects to read and pass to `desired` / `observed_weight` as `observed`."""

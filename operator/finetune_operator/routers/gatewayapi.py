@@ -44,6 +44,10 @@ KIND = "HTTPRoute"
 class GatewayApiRouter:
     kind = "gatewayAPI"
     field_manager = field_manager("gatewayAPI")
+    owns_replicas = False
+
+    def replica_counts(self, weight: int) -> tuple[int, int] | None:
+        return None  # every version runs spec.serving.replicas
 
     def __init__(self, http_route: str | None = None, route_namespace: str | None = None):
         self.http_route = http_route

@@ -38,6 +38,10 @@ KIND = "VirtualService"
 class IstioRouter:
     kind = "istio"
     field_manager = field_manager("istio")
+    owns_replicas = False
+
+    def replica_counts(self, weight: int) -> tuple[int, int] | None:
+        return None  # every version runs spec.serving.replicas
 
     def __init__(self, virtual_service: str, routes: list[str] | tuple[str, ...] = ()):
         self.virtual_service = virtual_service

@@ -34,6 +34,10 @@ KIND = "InferenceService"
 class KServeRouter:
     kind = "kserve"
     field_manager = field_manager("kserve")
+    owns_replicas = False
+
+    def replica_counts(self, weight: int) -> tuple[int, int] | None:
+        return None  # every version runs spec.serving.replicas
 
     def __init__(self, inference_service: str):
         self.inference_service = inference_service

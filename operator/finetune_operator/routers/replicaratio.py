@@ -66,6 +66,11 @@ def split_replicas(total: int, weight: int) -> ReplicaSplit:
 class ReplicaRatioRouter:
     kind = "replicaRatio"
     field_manager = field_manager("replicaRatio")
+    owns_replicas = True
+
+    def replica_counts(self, weight: int) -> tuple[int, int] | None:
+        counts = self.split(weight)
+        return counts.stable, counts.canary
 
     def __init__(self, replicas: int):
         self.replicas = replicas
