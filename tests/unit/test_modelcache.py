@@ -13,7 +13,7 @@ import pytest
 
 from finetune_operator.handlers import modelversion as mv_handler
 from finetune_operator.handlers import rollout as rollout_handler
-from finetune_operator.k8s import modelcache, watchcache
+from finetune_operator.k8s import modelcache, serving, watchcache
 
 NS = "team-a"
 
@@ -263,27 +263,27 @@ def as_served(service: dict) -> dict:
 )
 def test_a_service_is_applied_only_when_the_watched_one_differs(bound, monkeypatch, watched, applied):
     calls = []
-    monkeypatch.setattr(rollout_handler.apply, "apply", lambda obj: calls.append(obj) or obj)
+    monkeypatch.setattr(serving.apply, "apply", lambda obj: calls.append(obj) or obj)
     services = {}
     if watched is not None:
         services[(NS, "chat-stable")] = [modelcache.project_service(as_served(track_service(watched)))]
     bound(rollout_services=services)
-    rollout_handler._apply_service(track_service("v2"))
+    serving.apply_service(track_service("v2"))
     assert bool(calls) == applied
 
 
 def test_a_deployment_is_applied_when_its_digest_or_someone_elses_edit_says_so(monkeypatch):
-    monkeypatch.setattr(rollout_handler, "_applied_generations", {"uid-d": 3})
+    monkeypatch.setattr(serving, "applied_generations", {"uid-d": 3})
 
     def watched(digest: str, generation: int, uid: str = "uid-d") -> dict:
         return {"metadata": {"uid": uid, "generation": generation,
-                             "annotations": {rollout_handler.builders.APPLIED_DIGEST_ANNOTATION: digest}}}
+                             "annotations": {serving.builders.APPLIED_DIGEST_ANNOTATION: digest}}}
 
-    assert rollout_handler._needs_apply(None, "abc")
-    assert not rollout_handler._needs_apply(watched("abc", 3), "abc"), "as applied, and nobody changed it"
-    assert rollout_handler._needs_apply(watched("old", 3), "abc"), "what it should be changed"
-    assert rollout_handler._needs_apply(watched("abc", 4), "abc"), "someone else changed its spec"
-    assert rollout_handler._needs_apply(watched("abc", 3, uid="other"), "abc"), "not applied by this process yet"
+    assert serving.needs_apply(None, "abc")
+    assert not serving.needs_apply(watched("abc", 3), "abc"), "as applied, and nobody changed it"
+    assert serving.needs_apply(watched("old", 3), "abc"), "what it should be changed"
+    assert serving.needs_apply(watched("abc", 4), "abc"), "someone else changed its spec"
+    assert serving.needs_apply(watched("abc", 3, uid="other"), "abc"), "not applied by this process yet"
 
 
 def test_the_applied_digest_covers_spec_and_labels_but_not_itself():
