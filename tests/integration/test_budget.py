@@ -27,7 +27,7 @@ pytestmark = [
 ]
 
 NAME = "budgeted"
-MAX_STEPS = 600
+MAX_STEPS = 400
 CHECKPOINT_EVERY = 25
 
 
