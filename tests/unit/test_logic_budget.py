@@ -217,3 +217,18 @@ def test_the_budget_is_not_part_of_the_trainers_configuration():
     without = builders.config_map(OWNER, spec(hyperparameters=EVERY_10, checkpointing=CHECKPOINT_10), settings)
     assert with_budget["data"] == without["data"]
     assert FineTuneJobStatus().budget is None
+
+
+def test_a_stopped_job_is_not_started_again_by_its_trainers_last_report():
+    # Stopped because the next checkpoint would go over (0.5 of 0.502 used): the stopped trainer's
+    # last report carries no ETA, so nothing says the next checkpoint would go over any more.
+    stopped = parse_status(run(budgeted(maxGpuHours=0.502), TRAINING).status.model_dump(mode="json", exclude_none=True))
+    assert stopped.gpu_hours < 0.502
+    last_report = Children(jobs=STOPPED.jobs, pods=STOPPED.pods,
+                           progress=progress_map(PROGRESS, step=45, total_steps=120, percent=37.5, epoch=1.1))
+    again = run(budgeted(maxGpuHours=0.502), last_report, stopped)
+    assert again.suspend == () and again.status.phase == FineTuneJobPhase.FAILED
+    assert again.status.budget.exceeded
+    # Lowering it further keeps it stopped too; raising it starts it.
+    assert run(budgeted(maxGpuHours=0.501), last_report, stopped, generation=2).status.phase == FineTuneJobPhase.FAILED
+    assert run(budgeted(maxGpuHours=1), last_report, stopped, generation=2).suspend == ((TRAIN, False),)

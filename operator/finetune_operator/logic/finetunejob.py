@@ -534,6 +534,12 @@ class _Plan:
             self.status.budget = None
             self.conditions = [c for c in self.conditions if c.type != budget.WITHIN_BUDGET]
             return False
+        previous = self.old.budget
+        if previous is not None and previous.exceeded and round(limit.gpu_hours, 4) <= (previous.limit_gpu_hours or 0.0):
+            # Stopped at this limit (or a higher one), it stays stopped until the budget is raised:
+            # the stopped trainer's last reports (no ETA any more) must not start it again.
+            self.status.budget = previous.model_copy(update={"limit_gpu_hours": round(limit.gpu_hours, 4)})
+            return True
         gpus = spec.resources.gpus_per_node * spec.resources.nodes
         verdict = budget.assess(limit, self.status.gpu_hours or 0.0, self.status.progress, gpus=gpus,
                                 checkpoint_every=builders.checkpoint_interval(spec))
