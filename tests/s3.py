@@ -130,10 +130,12 @@ def start_s3_server(workdir: Path) -> S3Server:
 
 
 def stop_s3_server(server: S3Server) -> None:
+    # A throwaway server over a temporary directory: nothing to flush. SeaweedFS's own shutdown
+    # waits about 20 s for connections to drain; a few seconds' grace, then it is killed.
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(timeout=20)
+            server.process.wait(timeout=3)
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait(timeout=10)
