@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from finetune_operator.api.rollout import FORCE_VERSION_ANNOTATION
-from finetune_operator.builders.rollout import APPLIED_DIGEST_ANNOTATION as APPLIED_DIGEST
+from finetune_operator.builders.rollout import APPLIED_DIGEST_ANNOTATION
 from finetune_operator.k8s import watchcache
 
 MODELVERSION_BODIES = "modelversion_bodies"
@@ -66,9 +66,6 @@ def project_body(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-# The digest of what the operator last applied to a serving Deployment: a reconcile applies it
-# again only when what it would apply has changed (or someone else changed its spec).
-APPLIED_DIGEST_ANNOTATION = APPLIED_DIGEST
 
 
 def project_deployment(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -182,4 +182,5 @@ def remove_unserved(namespace: str, name: str, keep: set[str]) -> None:
         version = (deployment["metadata"].get("labels") or {}).get(builders.VERSION_LABEL)
         if version is not None and version not in keep:
             apply.delete("apps/v1", "Deployment", namespace, deployment["metadata"]["name"])
+            applied_generations.pop(deployment["metadata"].get("uid", ""), None)
             apply.delete("v1", "Service", namespace, deployment["metadata"]["name"])
