@@ -157,6 +157,9 @@ def ensure_operator(state: controlplane.ClusterState, timeout: float = 90) -> in
         # from it (devcluster.hubcache lays the demo's model out there).
         "FINETUNE_MODEL_CACHE": str(hubcache.hub_dir()),
         "FINETUNE_HUB_OFFLINE": "true",
+        # Evaluations of the same base model on the same prompts share its answers: a second
+        # demo run, or an example on the demo's base, evaluates only its candidate.
+        "FINETUNE_EVALUATION_CACHE": str(state.path / "evaluation-cache"),
         "PYTHONPATH": os.pathsep.join(
             [str(REPO_ROOT / "operator"), str(REPO_ROOT / "trainer-image"), str(REPO_ROOT / "hack")]
             + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])

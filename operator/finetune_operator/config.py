@@ -147,6 +147,15 @@ class OperatorConfig(BaseModel):
         "evicts the least recently used models, whole repos, until the cache fits; never the model the "
         "job uses nor one used or written in the last 10 minutes. Empty (the default): unbounded.",
     )
+    evaluation_cache: str = Field(
+        default="",
+        pattern=r"^(|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?|/.+)$",
+        description="Where evaluation Pods keep the base model's answers (mounted at "
+        "/var/cache/finetune/evaluations): a later job that asks the same base model the same prompts with "
+        "the same decoding reuses them and generates only its candidate's. pvc://<claim> (ReadWriteMany; a "
+        "claim is per namespace) or an absolute node path (one cache per node, shared by every namespace on "
+        "it). Empty (the default): none; every job evaluates its base again.",
+    )
     trainer_service_account_annotations: dict[str, str] = Field(
         default_factory=dict,
         description="Annotations on the ServiceAccount `<job>-trainer` of every FineTuneJob, as a JSON "

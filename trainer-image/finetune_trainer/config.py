@@ -483,6 +483,12 @@ class EvaluationSpec(_Section):
     seed: int | None = Field(
         default=None, description="Seed for bootstrap and sample selection (default: the top-level seed)."
     )
+    reuse_base: bool = Field(
+        default=True,
+        description="Reuse the base model's generations from the evaluation cache (FINETUNE_EVALUATION_CACHE) "
+        "when an earlier job generated them with the same model, prompts and decoding; false generates "
+        "them again.",
+    )
 
 
 class TrainerConfig(_Section):

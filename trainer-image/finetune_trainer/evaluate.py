@@ -32,6 +32,11 @@ with left padding, for each suite:
 - latency, over every request: `latencySeconds` (p50), `latencyP95Seconds` and
   `tokensPerSecond`. A request's latency is the wall time of the batch it was generated in.
 
+The base model's generations are kept in the evaluation cache (`evalcache`, when the operator
+mounts one) and reused by later jobs that evaluate the same base on the same prompts with the same
+decoding: only the candidate is generated then, and evaluation.json's `base_cache` says which
+suites were reused and which run generated them.
+
 Every metric comes with a bootstrap standard error over items (seeded). The full results,
 including every output and `sample_count` input/output/expected triples for human review, go
 to `<output.dir>/evaluation.json`; the operator gets a compact summary through the termination
@@ -52,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import formats, pii, scoring
+from . import evalcache, formats, pii, scoring
 from .artifacts import write_json
 from .cli import emit, run
 from .config import EvaluationSpec, TrainerConfig
@@ -297,13 +302,15 @@ class Generator:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
-    def run(self, suite: str, items: list[Item], into: Generations) -> None:
+    def run(self, suite: str, items: list[Item], into: Generations) -> evalcache.Entry:
+        """Generate every item of `suite` into `into`; the suite's part, as a cache entry."""
         tokenizer, size = self.tokenizer, self.settings.batch_size
         outputs: list[str] = []
+        first = len(into.latencies)
         eos = tokenizer.eos_token_id
         for start in range(0, len(items), size):
             batch = items[start : start + size]
-            texts = [tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=False) for item in batch]
+            texts = prompt_texts(tokenizer, batch)
             encoded = tokenizer(
                 texts,
                 return_tensors="pt",
@@ -331,6 +338,20 @@ class Generator:
             else:
                 emit({"event": "evaluating", "suite": suite, "model": self.label, "done": done, "total": len(items)})
         into.outputs[suite] = outputs
+        return evalcache.Entry(outputs, into.tokens[first:], into.latencies[first:], into.shares[first:])
+
+
+def prompt_texts(tokenizer, items: list[Item]) -> list[str]:
+    """The prompts as the model sees them: each conversation rendered by the chat template."""
+    return [tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=False) for item in items]
+
+
+def restore(suite: str, entry: evalcache.Entry, into: Generations) -> None:
+    """A suite's generations from the evaluation cache, as if generated now."""
+    into.outputs[suite] = list(entry.outputs)
+    into.tokens.extend(entry.tokens)
+    into.latencies.extend(entry.latencies)
+    into.shares.extend(entry.shares)
 
 
 # ---- scoring ---------------------------------------------------------------------------------
@@ -522,15 +543,19 @@ def find_artifact(config: TrainerConfig) -> Artifact:
     )
 
 
-def _load_causal_lm(path: Path, config: TrainerConfig, what: str):
+def _placement():
+    """(dtype, device) every model of the evaluation is loaded with."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     if torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        device = "cuda"
-    else:
-        dtype, device = torch.float32, "cpu"
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), "cuda"
+    return torch.float32, "cpu"
+
+
+def _load_causal_lm(path: Path, config: TrainerConfig, what: str):
+    from transformers import AutoModelForCausalLM
+
+    dtype, device = _placement()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -675,24 +700,42 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     from .progress import EvaluationProgress
     from .reporting import ConfigMapReporter
 
+    cache = evalcache.cache_dir() if settings.compare_with_base and settings.reuse_base else None
+    base_keys = _base_keys(base_dir, tokenizer, settings, max_prompt_tokens, items) if cache is not None else {}
+    reused = {suite: entry for suite, key in base_keys.items() if (entry := evalcache.load(cache, key, len(items[suite])))}
+    if reused:
+        emit({"event": "base_evaluation_reused", "suites": sorted(reused), "cache": str(cache)})
+
     models = 2 if settings.compare_with_base else 1
     progress = EvaluationProgress(
-        config.progress_path, emit, {suite: len(v) for suite, v in items.items()}, models, remote=ConfigMapReporter.from_env()
+        config.progress_path, emit, {suite: len(v) for suite, v in items.items()}, models, remote=ConfigMapReporter.from_env(),
+        reused={suite: len(items[suite]) for suite in reused},
     )
 
     def generate_all(model, label: str) -> None:
-        generator = Generator(model, tokenizer, settings, max_prompt_tokens, label, progress)
+        generator = Generator(model, tokenizer, settings, max_prompt_tokens, label, progress) if model is not None else None
         generations = Generations()
         for suite, suite_items in items.items():
-            generator.run(suite, suite_items, generations)
+            if label == BASE and suite in reused:
+                restore(suite, reused[suite], generations)
+                continue
+            assert generator is not None
+            entry = generator.run(suite, suite_items, generations)
+            if label == BASE and suite in base_keys:
+                entry.source = config.output.uri or str(config.output_path)
+                if not evalcache.store(cache, base_keys[suite], entry):
+                    emit({"event": "evaluation_cache_unwritable", "cache": str(cache), "suite": suite,
+                          "hint": "the evaluation cache must be writable by the trainer's user (fsGroup for a claim)"})
         runs[label] = generations
 
-    # The base goes first: a LoRA candidate is the same weights with the adapter attached.
+    # The base goes first: a LoRA candidate is the same weights with the adapter attached. A base
+    # whose every suite is cached is loaded only to carry the adapter.
     base_model = None
-    if settings.compare_with_base or artifact.kind == "lora-adapter":
+    base_generates = settings.compare_with_base and len(reused) < len(items)
+    if base_generates or artifact.kind == "lora-adapter":
         base_model = _load_causal_lm(base_dir, config, f"model {config.model.uri}:")
     if settings.compare_with_base:
-        generate_all(base_model, BASE)
+        generate_all(base_model if base_generates else None, BASE)
     if artifact.kind == "lora-adapter":
         from peft import PeftModel
 
@@ -769,6 +812,11 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
             label: {"requests": len(g.latencies), "generated_tokens": sum(g.tokens), "seconds": sum(g.shares)}
             for label, g in runs.items()
         },
+        "base_cache": {
+            "enabled": cache is not None,
+            "reused": evalcache.describe(reused),
+            "generated": sorted(set(base_keys) - set(reused)),
+        },
         "refusal_classifier": {"window_chars": scoring.REFUSAL_WINDOW, "patterns": list(scoring.REFUSAL_PATTERNS)},
         "toxicity_classifier": {
             "package": scoring.TOXICITY_CLASSIFIER,
@@ -806,10 +854,31 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         "stderr": {k: _round(v) for k, v in errors.items()},
         "samples": len(samples),
         "results": str(results_path),
-        "_optional": ["stderr"],
+        **({"base_reused": sorted(reused)} if reused else {}),
+        "_optional": ["stderr", "base_reused"],
     }
     emit({"event": "evaluated", "results": str(results_path), **{k: v for k, v in summary["metrics"].items()}})
     return summary
+
+
+def _base_keys(base_dir: Path, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, items: dict[str, list[Item]]) -> dict[str, str]:
+    """suite -> evaluation cache key of the base model's generations for it."""
+    import torch
+    import transformers
+
+    dtype, device = _placement()
+    context = evalcache.Context(
+        model_digest=evalcache.model_digest(base_dir),
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+        max_prompt_tokens=max_prompt_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        dtype=str(dtype),
+        device=device,
+        versions={"torch": torch.__version__, "transformers": transformers.__version__},
+    )
+    return {suite: context.key(suite, prompt_texts(tokenizer, suite_items)) for suite, suite_items in items.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

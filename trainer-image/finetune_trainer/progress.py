@@ -115,13 +115,16 @@ class EvaluationProgress:
     """Progress of an evaluation: every suite's prompts, for every model evaluated (the base
     model and the candidate), as one count with an ETA from the prompts done so far."""
 
-    def __init__(self, progress_file: Path, emit, suites: dict[str, int], models: int, remote=None, clock=time.monotonic):
+    def __init__(self, progress_file: Path, emit, suites: dict[str, int], models: int, remote=None, clock=time.monotonic,
+                 reused: dict[str, int] | None = None):
         self.progress_file = Path(progress_file)
         self.progress_file.parent.mkdir(parents=True, exist_ok=True)
         self.emit = emit
         self.remote = remote
         self.clock = clock
-        self.total = sum(suites.values()) * models
+        # Suites whose base generations come from the evaluation cache: not generated, not counted.
+        self.reused = dict(reused or {})
+        self.total = sum(suites.values()) * models - sum(self.reused.values())
         self.finished = 0  # prompts of the suites already done (all models)
         self._started: float | None = None
 
@@ -146,6 +149,8 @@ class EvaluationProgress:
             "eta_seconds": round(eta, 1) if eta is not None else None,
             "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        if self.reused:
+            line["base_reused"] = sorted(self.reused)
         if done >= total:
             self.finished += total
         self.emit(line)

@@ -764,6 +764,14 @@ class EvaluationSpec(ApiModel):
         default=True,
         description="Also evaluate the base model, for RatioToBase gates and the before/after comparison.",
     )
+    reuse_base_evaluation: bool = Field(
+        default=True,
+        description=(
+            "Reuse the base model's answers from the operator's evaluation cache when an earlier job asked the "
+            "same model the same prompts with the same decoding settings (only the candidate is generated then); "
+            "false generates them again. No effect without the operator's evaluationCache setting."
+        ),
+    )
     suites: EvaluationSuites = section(
         EvaluationSuites, "Which shipped offline suites run besides the test split."
     )
@@ -995,6 +1003,11 @@ class EvaluationProgress(StatusModel):
     prompts_total: int | None = Field(default=None, ge=0, description="Prompts to generate, all suites and models.")
     percent: float | None = Field(default=None, ge=0.0, le=100.0, description="promptsDone / promptsTotal in percent.")
     eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds until evaluation ends.")
+    base_reused: list[str] | None = Field(
+        default=None,
+        max_length=16,
+        description="Suites whose base-model answers came from the evaluation cache instead of being generated again.",
+    )
 
 
 class SplitSizes(StatusModel):

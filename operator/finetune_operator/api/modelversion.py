@@ -184,6 +184,12 @@ class EvaluationRecord(ApiModel):
         default=None, max_length=2048, description="Full evaluation results, with samples for human review."
     )
     evaluated_at: datetime | None = Field(default=None, description="When the evaluation finished.")
+    base_reused_suites: list[str] | None = Field(
+        default=None,
+        max_length=16,
+        description="Suites whose baseMetrics were computed from the base model's answers in the evaluation "
+        "cache (an earlier job's generation with the same model, prompts and decoding).",
+    )
 
 
 class ModelVersionSpec(ApiModel):

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from finetune_trainer import config as trainer_config
 from finetune_trainer import exitcodes, storage
-from finetune_trainer import modelcache
+from finetune_trainer import evalcache, modelcache
 
 from finetune_operator.api.common import Location, LocationError, parse_location
 from finetune_operator.api.finetunejob import FineTuneJobSpec
@@ -53,6 +53,7 @@ PVC_MOUNT_ROOT = "/mnt/pvc"
 SCRATCH_DIR = "/tmp"
 LOCAL_OUTPUT_DIR = "/workspace/output"  # used when artifacts go to s3://
 MODEL_CACHE_DIR = "/var/cache/huggingface/hub"  # HF_HUB_CACHE when the operator has a model cache
+EVALUATION_CACHE_DIR = "/var/cache/finetune/evaluations"  # the evaluation cache in evaluate Pods
 CONTAINER = "trainer"
 RENDEZVOUS_PORT = 29500
 PROGRESS_KEY = "progress"
@@ -104,6 +105,8 @@ class Settings:
     s3_endpoint: str = ""
     # HF_ENDPOINT of the Pods that download hf:// models (a mirror or proxy); empty: the Hub.
     hub_endpoint: str = ""
+    # Where base models' generations are kept for later evaluations (pvc://<claim> or a node path).
+    evaluation_cache: str = ""
 
 
 def config_map_name(name: str) -> str:
@@ -276,6 +279,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "suites": spec.evaluation.suites.model_dump(),
             "max_new_tokens": spec.evaluation.max_new_tokens,
             "sample_count": spec.evaluation.sample_count,
+            "reuse_base": spec.evaluation.reuse_base_evaluation,
             # Drawn into the model card image; the operator still judges them at registration.
             "gates": [g.model_dump(mode="json") for g in spec.evaluation.effective_gates()],
         },
@@ -648,8 +652,25 @@ def _resources(spec: FineTuneJobSpec, stage: str) -> dict[str, Any]:
     return out
 
 
+def _evaluation_cache(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The evaluation cache of evaluate Pods: (volumes, mounts, env); empty without one."""
+    if not settings.evaluation_cache:
+        return [], [], []
+    if settings.evaluation_cache.startswith("pvc://"):
+        volume: dict[str, Any] = {"persistentVolumeClaim": {"claimName": urlsplit(settings.evaluation_cache).netloc}}
+    else:
+        volume = {"hostPath": {"path": settings.evaluation_cache, "type": "DirectoryOrCreate"}}
+    return (
+        [{"name": "evaluation-cache", **volume}],
+        [{"name": "evaluation-cache", "mountPath": EVALUATION_CACHE_DIR}],
+        [{"name": evalcache.CACHE_ENV, "value": EVALUATION_CACHE_DIR}],
+    )
+
+
 def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, name: str) -> dict[str, Any]:
     volumes, mounts = _volumes(owner, spec, settings)
+    cache_volumes, cache_mounts, cache_env = _evaluation_cache(settings) if stage == "evaluate" else ([], [], [])
+    volumes, mounts = volumes + cache_volumes, mounts + cache_mounts
     env = [
         {"name": "FINETUNE_PROGRESS_CONFIGMAP", "value": progress_name(owner.name)},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -662,6 +683,7 @@ def _job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, stage: str, na
         *(_secret_env(spec) if stage == "prepare" else []),
         *_s3_env(owner, spec, settings, stage),
         *_hub_env(spec, settings, stage),
+        *cache_env,
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,

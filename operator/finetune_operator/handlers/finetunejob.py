@@ -105,6 +105,7 @@ def settings() -> builders.Settings:
         hub_offline=cfg.hub_offline,
         hub_endpoint=cfg.hub_endpoint,
         s3_endpoint=cfg.s3_endpoint,
+        evaluation_cache=cfg.evaluation_cache,
     )
 
 

@@ -448,6 +448,8 @@ def evaluation_record(result: Mapping[str, Any], spec: FineTuneJobSpec) -> dict[
     }
     if result.get("results"):
         record["resultsUri"] = str(result["results"])
+    if isinstance(result.get("base_reused"), list) and result["base_reused"]:
+        record["baseReusedSuites"] = [str(s)[:64] for s in result["base_reused"][:16]]
     return record
 
 
@@ -626,6 +628,7 @@ class _Plan:
                 prompts_total=line.get("prompts_total"),
                 percent=clamp_percent(line.get("percent")),
                 eta_seconds=int(line["eta_seconds"]) if line.get("eta_seconds") is not None else None,
+                base_reused=[str(s)[:64] for s in line["base_reused"][:16]] if isinstance(line.get("base_reused"), list) else None,
             )
             return
         previous = self.status.progress or Progress()
