@@ -492,7 +492,7 @@ def test_python_names_are_snake_case_and_wire_names_camel_case():
     dumped = spec.model_dump(mode="json")
     # Secret references (object-store credentials, a Hub token) are optional and unset here.
     assert {k: v for k, v in dumped["baseModel"].items() if not k.endswith("SecretRef")} == {
-        "uri": "pvc://models/base", "ggufFile": None, "revision": None}
+        "uri": "pvc://models/base", "ggufFile": None, "revision": None, "modelVersion": None, "adapterMode": "continue"}
     assert dumped["baseModel"]["credentialsSecretRef"] is None
     assert dumped["dataset"]["piiPolicy"] == "redact"
     assert dumped["resources"]["gpusPerNode"] == 2

@@ -112,6 +112,8 @@ def test_free_form_fields_are_the_intended_ones():
     assert free_form == {
         ("FineTuneJob", ".spec.dataset.inline[]"),
         ("FineTuneJob", ".spec.dataset.synthetic.seedExamples[]"),
+        ("FineTuneJob", ".spec.dataset.sources[].inline[]"),
+        ("FineTuneJob", ".spec.dataset.sources[].synthetic.seedExamples[]"),
         ("FineTuneJob", ".spec.resources.affinity"),
         ("FineTuneJob", ".spec.evaluation.formatSchema"),
         ("Rollout", ".spec.serving.formatSchema"),
@@ -161,7 +163,10 @@ def rules(kind: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize(
     ("kind", "path", "fragment"),
     [
-        ("FineTuneJob", ".spec.dataset", "has(self.uri), has(self.inline), has(self.synthetic)"),
+        ("FineTuneJob", ".spec.dataset", "has(self.uri), has(self.inline), has(self.synthetic), has(self.sources)"),
+        ("FineTuneJob", ".spec.dataset", "self.sources.exists(t, t.name == s.seedFrom"),
+        ("FineTuneJob", ".spec.dataset.sources[]", "has(self.uri), has(self.inline), has(self.synthetic), has(self.replay)"),
+        ("FineTuneJob", ".spec.dataset.sources[].uri", "[.][.]?"),
         ("FineTuneJob", ".spec.dataset.split", "has(self.train)"),
         ("FineTuneJob", ".spec", "self.adaptation.type == 'qlora'"),
         ("FineTuneJob", ".spec", "self.method != 'dpo'"),

@@ -459,6 +459,7 @@ def test_data_report_from_the_prepare_termination_message():
         "splits": {"train": 63, "validation": 18, "test": 9},
         "digest": DIGEST,
         "synthetic": None,
+        "sources": None,
     }
     assert condition(run(SPEC, S["prepared"]).status, "DataReady").message == (
         "dataset prepared: 120 records read, 63/18/9 train/validation/test"

@@ -95,6 +95,19 @@ class ModelSpec(_Section):
     trust_remote_code: bool = Field(
         default=False, description="Allow model code shipped with the checkpoint (off: safer)."
     )
+    adapter: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A LoRA adapter (local path or pvc://) trained on this base model: an earlier version to "
+        "continue from (continual learning). Needs adaptation lora or qlora.",
+    )
+    adapter_mode: Literal["continue", "stack"] = Field(
+        default="continue",
+        description="continue: train the adapter further (its rank and modules; adaptation's are not used); "
+        "stack: merge it into the base and train a new adapter on top (the artifact is then the merged model, "
+        "full weights, since the new adapter only fits the merged weights).",
+    )
+    adapter_of: str | None = Field(default=None, description="What the adapter is (a ModelVersion name), for reports.")
 
     def gguf_file_name(self) -> str | None:
         """The GGUF file to load, from gguf_file or the URI's ?file= query."""
@@ -216,7 +229,71 @@ class SyntheticSpec(_Section):
         return max(5, 3 * needed)
 
 
+SOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class DataSourceSpec(_Section):
+    """One source of a mixed dataset (dataset.sources): where its records come from, how many of
+    them the mix takes, and the task they belong to."""
+
+    name: str = Field(pattern=SOURCE_NAME_PATTERN, description="Name of the source in the data report and in record locations.")
+    source: str | None = Field(default=None, min_length=1, description="A file or directory of records, as dataset.source.")
+    synthetic: SyntheticSpec | None = Field(default=None, description="Records written by a teacher model.")
+    replay: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A prepared data directory of an earlier run: its train.jsonl is replayed (continual "
+        "learning against forgetting).",
+    )
+    replay_of: str | None = Field(default=None, description="What the replayed data trained (a ModelVersion), for the report.")
+    records: int | None = Field(default=None, ge=1, description="Take this many records (a seeded sample; all when fewer).")
+    weight: float | None = Field(
+        default=None,
+        gt=0,
+        description="Share of this source among the weighted sources: the mix takes the largest total that "
+        "keeps every weighted source at its share.",
+    )
+    task: str | None = Field(
+        default=None, min_length=1, max_length=63, description="Task label written into every record's `task` field."
+    )
+    seed_from: str | None = Field(
+        default=None,
+        description="For a synthetic source: the earlier source whose records are shown to the teacher as "
+        "seed examples (seed_count of them, a seeded sample), beside synthetic.seed_examples.",
+    )
+    seed_count: int = Field(default=5, ge=1, le=100, description="Seed examples drawn from seed_from.")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataSourceSpec:
+        origins = [n for n in ("source", "synthetic", "replay") if getattr(self, n) is not None]
+        if len(origins) != 1:
+            raise ValueError(f"dataset.sources {self.name}: set exactly one of source, synthetic and replay")
+        if self.records is not None and self.weight is not None:
+            raise ValueError(f"dataset.sources {self.name}: set records or weight, not both")
+        if self.seed_from is not None and self.synthetic is None:
+            raise ValueError(f"dataset.sources {self.name}: seed_from is for synthetic sources")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "synthetic" if self.synthetic is not None else ("replay" if self.replay is not None else "records")
+
+    @property
+    def origin(self) -> str:
+        if self.synthetic is not None:
+            return f"synthetic ({self.synthetic.model} at {self.synthetic.endpoint})"
+        if self.replay is not None:
+            return f"replay of {self.replay_of or self.replay}"
+        return str(self.source)
+
+
 class DatasetSpec(_Section):
+    sources: list[DataSourceSpec] | None = Field(
+        default=None,
+        min_length=1,
+        description="Several sources mixed into one dataset (instead of source or synthetic): read in order, "
+        "sampled by records/weight, then filtered, deduplicated and split together.",
+    )
     source: str | None = Field(
         default=None,
         min_length=1,
@@ -288,6 +365,8 @@ class DatasetSpec(_Section):
     @property
     def origin(self) -> str:
         """The source as errors and reports name it."""
+        if self.sources is not None:
+            return "sources " + ", ".join(s.name for s in self.sources)
         if self.synthetic is not None:
             return f"synthetic ({self.synthetic.model} at {self.synthetic.endpoint})"
         return self.source or "<no source>"
@@ -546,9 +625,23 @@ class TrainerConfig(_Section):
                 problems.append(f"{field} {uri!r}: name the claim: pvc://<claim>/<path>")
 
         scheme_in("model.uri", self.model.uri, MODEL_SCHEMES)
-        if (self.dataset.source is None) == (self.dataset.synthetic is None):
-            problems.append("dataset: set exactly one of dataset.source and dataset.synthetic")
+        scheme_in("model.adapter", self.model.adapter, ("", "file", "pvc"))
+        if self.model.adapter is not None and self.adaptation.type == "full":
+            problems.append("model.adapter: continuing from an adapter needs adaptation.type lora or qlora")
+        if sum(x is not None for x in (self.dataset.source, self.dataset.synthetic, self.dataset.sources)) != 1:
+            problems.append("dataset: set exactly one of dataset.source, dataset.synthetic and dataset.sources")
         scheme_in("dataset.source", self.dataset.source, DATA_SCHEMES)
+        names: list[str] = []
+        for source in self.dataset.sources or []:
+            if source.name in names:
+                problems.append(f"dataset.sources: the name {source.name!r} is used twice; names must be unique")
+            if source.seed_from is not None and source.seed_from not in names:
+                problems.append(
+                    f"dataset.sources {source.name}: seed_from {source.seed_from!r} names no earlier source"
+                )
+            names.append(source.name)
+            scheme_in(f"dataset.sources {source.name} source", source.source, DATA_SCHEMES)
+            scheme_in(f"dataset.sources {source.name} replay", source.replay, DATA_SCHEMES)
         scheme_in("dataset.prepared_dir", self.dataset.prepared_dir, OUTPUT_SCHEMES)
         scheme_in("output.dir", self.output.dir, OUTPUT_SCHEMES)
         scheme_in("output.upload_uri", self.output.upload_uri, UPLOAD_SCHEMES)

@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import dedup, formats, pii, synthetic
+from . import dedup, formats, mixing, pii, synthetic
 from .artifacts import atomic_directory, digest_files, write_json
 from .cli import emit, run
 from .config import TrainerConfig
@@ -57,11 +57,16 @@ def load_records(config: TrainerConfig) -> tuple[str, list[tuple[str, dict]]]:
         records.append((raw.location, formats.validate(raw.location, raw.value, fmt)))
     if fmt is None or not records:
         raise DataError(f"dataset {config.dataset.origin}: contains no records")
+    check_method(config, fmt)
+    return fmt, records
+
+
+def check_method(config: TrainerConfig, fmt: str) -> None:
+    """The method and the record format agree (dpo trains on preference pairs, sft on the rest)."""
     if config.method == "dpo" and fmt != "preference":
         raise DataError(f"dataset {config.dataset.origin}: is {fmt} data but method dpo needs prompt/chosen/rejected records")
     if config.method == "sft" and fmt == "preference":
         raise DataError(f"dataset {config.dataset.origin}: is preference data; use method dpo for prompt/chosen/rejected records")
-    return fmt, records
 
 
 def _source_digest(records: list[tuple[str, dict]]) -> str:
@@ -136,7 +141,7 @@ def balance(config: TrainerConfig, records: list[tuple[str, dict]]) -> tuple[lis
     }
 
 
-def split_records(config: TrainerConfig, records: list[dict]) -> dict[str, list[dict]]:
+def split_records(config: TrainerConfig, records: list[Any]) -> dict[str, list[Any]]:
     """Seeded shuffle, then cut by the fractions; the same seed always gives the same split."""
     fractions = config.dataset.split
     total = len(records)
@@ -153,7 +158,7 @@ def split_records(config: TrainerConfig, records: list[dict]) -> dict[str, list[
         )
     order = list(range(total))
     random.Random(config.data_seed).shuffle(order)
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[Any]] = {}
     start = 0
     for name in SPLITS:
         chosen = sorted(order[start : start + sizes[name]])  # keep source order inside a split
@@ -186,12 +191,27 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     dropped: Counter[str] = Counter()
 
     synthetic_report: dict[str, Any] | None = None
-    if config.dataset.synthetic is not None:
+    mixed: mixing.Mixed | None = None
+    # Each source's records after every stage (a mixed dataset only): source -> stage -> count.
+    by_source: dict[str, dict[str, int]] = {}
+
+    def track(stage: str, current: list[tuple[str, Any]]) -> None:
+        if mixed is not None:
+            tally = mixing.count_by_source(current)
+            for entry in mixed.sources:
+                by_source.setdefault(entry["name"], {})[stage] = tally.get(entry["name"], 0)
+
+    if config.dataset.sources is not None:
+        mixed = mixing.mix(config)
+        fmt, records, synthetic_report = mixed.format, mixed.records, mixed.synthetic
+        check_method(config, fmt)
+    elif config.dataset.synthetic is not None:
         generated = synthetic.generate(config)
         fmt, records, synthetic_report = generated.format, generated.records, generated.report
     else:
         fmt, records = load_records(config)
     counts["read"] = len(records)
+    track("mixed", records)
     source_digest = _source_digest(records)
     if config.dataset.max_records is not None and len(records) > config.dataset.max_records:
         # A seeded sample, kept in file order so errors and reports still read top to bottom.
@@ -208,6 +228,7 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
             kept.append((location, record))
     records = kept
     counts["after_quality"] = len(records)
+    track("after_quality", records)
 
     records, pii_report = apply_pii_policy(config, fmt, records)
 
@@ -225,6 +246,7 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
             kept_lengths.append(length)
     records, lengths = kept, kept_lengths
     counts["after_length"] = len(records)
+    track("after_length", records)
 
     texts = [formats.joined_text(r, fmt) for _, r in records]
     keep = [True] * len(records)
@@ -247,6 +269,7 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     records = [r for r, k in zip(records, keep) if k]
     lengths = [n for n, k in zip(lengths, keep) if k]
     counts["after_dedup"] = len(records)
+    track("after_dedup", records)
 
     length_of = {location: n for (location, _), n in zip(records, lengths)}
     before_balance = len(records)
@@ -254,13 +277,15 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     dropped["balance"] += before_balance - len(records)
     lengths = [length_of[location] for location, _ in records]
     counts["final"] = len(records)
+    track("final", records)
     if not records:
         raise DataError(
             f"dataset {config.dataset.origin}: no records left after filtering (dropped: "
             f"{', '.join(f'{k} {v}' for k, v in sorted(dropped.items()) if v) or 'none'}); fix the data or relax the filters"
         )
 
-    splits = split_records(config, [r for _, r in records])
+    located = split_records(config, records)
+    splits = {name: [record for _, record in rows] for name, rows in located.items()}
     report: dict[str, Any] = {
         "source": config.dataset.origin,
         "format": fmt,
@@ -279,6 +304,11 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
         report["base_model_hub"] = hub_lineage(config.model)  # train tells the operator (lineage)
     if synthetic_report:
         report["synthetic"] = synthetic_report
+    if mixed is not None:
+        for entry in mixed.sources:
+            entry["stages"] = by_source[entry["name"]]
+            entry["splits"] = {name: mixing.count_by_source(rows).get(entry["name"], 0) for name, rows in located.items()}
+        report["sources"] = mixed.sources
 
     with atomic_directory(config.prepared_path) as staging:
         for name, rows in splits.items():
@@ -302,8 +332,16 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
         "sha256": report["sha256"],
     }
     if "synthetic" in report:
-        teacher = report["synthetic"]
-        summary["synthetic"] = {k: teacher[k] for k in ("requested", "generated", "rejected_total", "requests", "retries")}
+        teachers = [report["synthetic"]] if "sources" not in report else list(report["synthetic"].values())
+        summary["synthetic"] = {
+            k: sum(int(t.get(k, 0)) for t in teachers) for k in ("requested", "generated", "rejected_total", "requests", "retries")
+        }
+    if "sources" in report:
+        summary["sources"] = [
+            {"name": s["name"], "kind": s["kind"], "read": s["available"], "mixed": s["mixed"], "final": s["stages"]["final"],
+             **({"task": s["task"]} if "task" in s else {}), "splits": s["splits"]}
+            for s in report["sources"]
+        ]
     return summary
 
 

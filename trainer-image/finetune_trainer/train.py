@@ -153,9 +153,30 @@ def attention_implementation(config: TrainerConfig, cuda: bool) -> str | None:
     return None
 
 
+def start_from_adapter(config: TrainerConfig, model):
+    """Continual learning: the earlier version's adapter on the freshly loaded base, trainable
+    (continue), or merged into it for a new adapter on top (stack). Without one, the model."""
+    if config.model.adapter is None:
+        return model
+    from peft import PeftModel
+
+    path = config.path(config.model.adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(
+            f"model.adapter {config.model.adapter}: no adapter_config.json in {path}; the version "
+            f"{config.model.adapter_of or ''} it came from may have been deleted by retention"
+        )
+    try:
+        adapted = PeftModel.from_pretrained(model, str(path), is_trainable=config.model.adapter_mode == "continue")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"model.adapter {config.model.adapter}: cannot be applied to {config.model.uri} ({exc})") from None
+    emit({"event": "adapter_loaded", "adapter": config.model.adapter, "of": config.model.adapter_of, "mode": config.model.adapter_mode})
+    return adapted if config.model.adapter_mode == "continue" else adapted.merge_and_unload()
+
+
 def _peft_config(config: TrainerConfig):
-    if config.adaptation.type == "full":
-        return None
+    if config.adaptation.type == "full" or (config.model.adapter is not None and config.model.adapter_mode == "continue"):
+        return None  # full fine-tuning, or the loaded adapter is what trains
     from peft import LoraConfig
 
     modules = config.adaptation.target_modules
@@ -351,7 +372,7 @@ def _train(config, stop, torch, EarlyStoppingCallback, set_seed) -> dict[str, An
     model_dir = resolve_model(config)
     bf16 = _use_bf16(config, cuda)
     tokenizer = load_tokenizer(model_dir, config.dataset.chat_template, fmt)
-    model = _load_model(config, model_dir, cuda, bf16)
+    model = start_from_adapter(config, _load_model(config, model_dir, cuda, bf16))
 
     reporter = ProgressReporter(
         config.progress_path,
@@ -418,10 +439,16 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
     import trl
 
     state = trainer.state
-    kind = "model" if config.adaptation.type == "full" else "lora-adapter"
+    # A stacked adapter fits only the merged weights it was trained on: the artifact is those
+    # weights with it merged in, full weights.
+    stacked = config.model.adapter is not None and config.model.adapter_mode == "stack"
+    kind = "model" if config.adaptation.type == "full" or stacked else "lora-adapter"
     artifact_dir = config.output_path / ("model" if kind == "model" else "adapter")
     with atomic_directory(artifact_dir) as staging:
-        trainer.save_model(str(staging))
+        if stacked:
+            trainer.model.merge_and_unload().save_pretrained(str(staging))
+        else:
+            trainer.save_model(str(staging))
         tokenizer.save_pretrained(str(staging))
     digest = digest_files(artifact_dir)
 
@@ -457,6 +484,8 @@ def _write_results(config, trainer, tokenizer, report, output, final_metrics, re
         "method": config.method,
         "adaptation": config.adaptation.type,
         "base_model": config.model.uri,
+        **({"continued_from": {"adapter": config.model.adapter, "version": config.model.adapter_of, "mode": config.model.adapter_mode}}
+           if config.model.adapter is not None else {}),
         "base_model_hub": _hub_lineage(config, report),
         "artifact": {"kind": kind, "uri": artifact_uri, "path": str(artifact_dir), "sha256": digest},
         "metrics": metrics,

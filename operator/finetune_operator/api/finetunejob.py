@@ -19,7 +19,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
 from finetune_operator.api.common import (
     AGE_COLUMN,
@@ -98,7 +98,11 @@ class FineTuneJobPhase(enum.StrEnum):
 
 
 # Messages of the cross-field rules, shared by the CEL rules and the pydantic validators.
-MSG_DATASET_ONE_SOURCE = "exactly one of dataset.uri, dataset.inline or dataset.synthetic must be set"
+MSG_DATASET_ONE_SOURCE = "exactly one of dataset.uri, dataset.inline, dataset.synthetic or dataset.sources must be set"
+MSG_SOURCE_ONE_ORIGIN = "each of dataset.sources sets exactly one of uri, inline, synthetic or replay"
+MSG_SOURCE_RECORDS_OR_WEIGHT = "a dataset source sets records or weight, not both"
+MSG_SOURCE_SEED_FROM = "seedFrom applies to synthetic sources only (the teacher is shown that source's records)"
+MSG_SOURCE_SEED_FROM_EARLIER = "seedFrom names a source listed earlier in dataset.sources"
 MSG_SPLIT_SUM = "dataset.split fractions train + validation + test must sum to 1"
 MSG_QLORA_GPUS = (
     "adaptation.type qlora needs resources.gpusPerNode >= 1 (4-bit quantized training runs on GPUs only)"
@@ -224,6 +228,105 @@ class SyntheticDataSpec(ApiModel):
     )
 
 
+class StartingPoint(BaseModelRef):
+    """The base model, and optionally an earlier ModelVersion of it to continue from."""
+
+    model_version: ObjectName | None = Field(
+        default=None,
+        description=(
+            "Continue from this ModelVersion (in this namespace; a LoRA adapter trained on baseModel.uri): "
+            "continual learning. Its lineage points at it as the parent; pair it with a replay source of its "
+            "data against forgetting."
+        ),
+    )
+    adapter_mode: Literal["continue", "stack"] = Field(
+        default="continue",
+        description=(
+            "continue: train the version's adapter further (its rank and modules); stack: merge it into the base "
+            "and train a new adapter on top (the artifact is the merged model, full weights)."
+        ),
+    )
+    # The version's adapter location, resolved by the operator before rendering.
+    _adapter_uri: str | None = PrivateAttr(default=None)
+
+
+class ReplaySource(ApiModel):
+    """The training data of an earlier ModelVersion, replayed so the new model keeps what it knew."""
+
+    model_version: ObjectName = Field(
+        description="ModelVersion (in this namespace) whose training split is replayed: the train split its "
+        "FineTuneJob prepared, never its test split."
+    )
+    # The prepared data location of that version, resolved by the operator before rendering.
+    _data_uri: str | None = PrivateAttr(default=None)
+
+
+class DataSource(ApiModel):
+    """One source of a mixed dataset: where its records come from, how many the mix takes, and
+    which task they belong to."""
+
+    model_config = {
+        "json_schema_extra": cel_rules(
+            cel(
+                "[has(self.uri), has(self.inline), has(self.synthetic), has(self.replay)].filter(x, x).size() == 1",
+                MSG_SOURCE_ONE_ORIGIN,
+            ),
+            cel("!(has(self.records) && has(self.weight))", MSG_SOURCE_RECORDS_OR_WEIGHT, field_path=".weight"),
+            cel("!has(self.seedFrom) || has(self.synthetic)", MSG_SOURCE_SEED_FROM, field_path=".seedFrom"),
+        )
+    }
+
+    name: DnsLabel = Field(description="Name of the source in the data report and in record locations (real, synthetic, replay-v3...).")
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=DATA_URI_PATTERN,
+        description="JSONL, JSON or Parquet file or directory, as dataset.uri (s3:// sources use dataset.credentialsSecretRef).",
+        json_schema_extra=location_rules(writable=False),
+    )
+    inline: list[dict[str, Any]] | None = Field(
+        default=None, min_length=1, max_length=2000, description=f"Records given in the manifest (all sources' together at most {INLINE_MAX_BYTES // 1024} KiB as JSON)."
+    )
+    synthetic: SyntheticDataSpec | None = Field(default=None, description="Records written by a teacher model.")
+    replay: ReplaySource | None = Field(default=None, description="The training data of an earlier ModelVersion.")
+    records: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Take this many of the source's records (a seeded sample; all when it has fewer)."
+    )
+    weight: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1000.0,
+        description=(
+            "Share of this source among the weighted sources (weight / sum of weights): the mix is as large as "
+            "the weighted sources allow at those shares. 0.8 real + 0.2 replay keeps 20% of the mix from the "
+            "earlier version's data."
+        ),
+    )
+    task: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="Task label written into each record's `task` field (multi-task training and per-task evaluation).",
+    )
+    seed_from: str | None = Field(
+        default=None, max_length=63, description="For a synthetic source: an earlier source whose records are shown to the teacher."
+    )
+    seed_count: int = Field(default=5, ge=1, le=50, description="How many records of seedFrom the teacher is shown.")
+
+    @field_validator("uri")
+    @classmethod
+    def _usable_uri(cls, uri: str | None) -> str | None:
+        return usable_location(uri, writable=False)
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataSource:
+        if sum(x is not None for x in (self.uri, self.inline, self.synthetic, self.replay)) != 1:
+            raise ValueError(MSG_SOURCE_ONE_ORIGIN)
+        if self.records is not None and self.weight is not None:
+            raise ValueError(MSG_SOURCE_RECORDS_OR_WEIGHT)
+        if self.seed_from is not None and self.synthetic is None:
+            raise ValueError(MSG_SOURCE_SEED_FROM)
+        return self
+
+
 class DatasetSplit(ApiModel):
     """Fractions of the records used for training, validation (early stopping) and test (gates)."""
 
@@ -289,8 +392,14 @@ class DatasetSpec(ApiModel):
     model_config = {
         "json_schema_extra": cel_rules(
             cel(
-                "[has(self.uri), has(self.inline), has(self.synthetic)].filter(x, x).size() == 1",
+                "[has(self.uri), has(self.inline), has(self.synthetic), has(self.sources)].filter(x, x).size() == 1",
                 MSG_DATASET_ONE_SOURCE,
+            ),
+            cel(
+                "!has(self.sources) || self.sources.all(s, !has(s.seedFrom) || "
+                "self.sources.exists(t, t.name == s.seedFrom && t.name != s.name))",
+                MSG_SOURCE_SEED_FROM_EARLIER,
+                field_path=".sources",
             ),
             cel(
                 "!has(self.balanceMode) || self.balanceMode != 'cap' || has(self.balanceCap)",
@@ -329,6 +438,18 @@ class DatasetSpec(ApiModel):
     )
     synthetic: SyntheticDataSpec | None = Field(
         default=None, description="Generate the records with a teacher model instead of reading them."
+    )
+    sources: list[DataSource] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description=(
+            "Several sources mixed into one dataset, instead of uri/inline/synthetic: real records, teacher-written "
+            "ones and replayed training data of an earlier version, each sampled by records or weight and labelled "
+            "with a task; the filters, PII policy, dedup (earlier sources win) and split then apply to the mix, "
+            "and status.dataReport.sources shows every source's contribution."
+        ),
+        json_schema_extra=map_list("name"),
     )
     format: DatasetFormat = Field(
         default=DatasetFormat.AUTO,
@@ -388,10 +509,18 @@ class DatasetSpec(ApiModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
-        if sum(source is not None for source in (self.uri, self.inline, self.synthetic)) != 1:
+        if sum(source is not None for source in (self.uri, self.inline, self.synthetic, self.sources)) != 1:
             raise ValueError(MSG_DATASET_ONE_SOURCE)
-        if self.inline is not None and inline_bytes(self.inline) > INLINE_MAX_BYTES:
-            raise ValueError(f"{MSG_INLINE_TOO_BIG} (got {inline_bytes(self.inline)} bytes)")
+        inline = [*(self.inline or []), *(r for s in self.sources or [] for r in s.inline or [])]
+        if inline and inline_bytes(inline) > INLINE_MAX_BYTES:
+            raise ValueError(f"{MSG_INLINE_TOO_BIG} (got {inline_bytes(inline)} bytes)")
+        names: list[str] = []
+        for source in self.sources or []:
+            if source.name in names:
+                raise ValueError(f"dataset.sources: the name {source.name!r} is used twice; names must be unique")
+            if source.seed_from is not None and source.seed_from not in names:
+                raise ValueError(f"{MSG_SOURCE_SEED_FROM_EARLIER} ({source.name}: seedFrom {source.seed_from!r})")
+            names.append(source.name)
         if self.balance_mode == "cap" and self.balance_cap is None:
             raise ValueError(MSG_BALANCE_CAP)
         if self.balance_cap is not None and self.balance_mode != "cap":
@@ -890,7 +1019,7 @@ class FineTuneJobSpec(ApiModel):
         )
     }
 
-    base_model: BaseModelRef = Field(description="The model to start from.")
+    base_model: StartingPoint = Field(description="The model to start from.")
     method: TrainingMethod = Field(
         default=TrainingMethod.SFT, description="sft (supervised) or dpo (preference optimization)."
     )
@@ -1030,6 +1159,18 @@ class SyntheticReport(StatusModel):
     retries: int = Field(default=0, ge=0, description="Requests retried after 429, 5xx, timeouts or lost connections.")
 
 
+class SourceReport(StatusModel):
+    """One source's contribution to a mixed dataset (spec.dataset.sources)."""
+
+    name: str = Field(max_length=63, description="The source's name.")
+    kind: str | None = Field(default=None, max_length=16, description="records, synthetic or replay.")
+    task: str | None = Field(default=None, max_length=63, description="Task label of its records.")
+    read: int = Field(default=0, ge=0, description="Records the source had (read, generated or replayed).")
+    mixed: int = Field(default=0, ge=0, description="Records the mix took from it (records/weight).")
+    final: int = Field(default=0, ge=0, description="Records left after the filters, PII policy, dedup and balancing.")
+    splits: SplitSizes = Field(default_factory=SplitSizes, description="Its records in each split.")
+
+
 class DataReport(StatusModel):
     """What data preparation found and did."""
 
@@ -1053,6 +1194,9 @@ class DataReport(StatusModel):
     )
     synthetic: SyntheticReport | None = Field(
         default=None, description="The teacher model's figures, when the records came from spec.dataset.synthetic."
+    )
+    sources: list[SourceReport] | None = Field(
+        default=None, max_length=8, description="Every source's contribution, for a mixed dataset (spec.dataset.sources)."
     )
 
 

@@ -134,6 +134,15 @@ class Lineage(ApiModel):
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="Effective hyperparameters of the training run (free-form)."
     )
+    parent_version: ObjectName | None = Field(
+        default=None, description="The ModelVersion this one was trained from (continual learning), if any."
+    )
+    prepared_data_uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Where the run's prepared data (train/validation/test JSONL) is: what a later FineTuneJob's "
+        "replay source reads. Absent when the run wrote to object storage (the prepared data stays in the Pod).",
+    )
 
 
 GATE_METRIC_FIELD = "spec.evaluation.gates[].metric"

@@ -40,7 +40,7 @@ from finetune_trainer import exitcodes, storage
 from finetune_trainer import evalcache, modelcache
 
 from finetune_operator.api.common import Location, LocationError, parse_location
-from finetune_operator.api.finetunejob import FineTuneJobSpec
+from finetune_operator.api.finetunejob import DataSource, FineTuneJobSpec, SyntheticDataSpec
 from finetune_operator.builders import cleanup
 from finetune_operator.builders.labels import finetunejob_child_labels
 from finetune_operator.builders.security import RUN_AS_USER, restricted_pod_security_context, restricted_security_context
@@ -163,6 +163,13 @@ def output_uri(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> str:
     return str(output_location(owner, spec, settings))
 
 
+def prepared_data_uri(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> str | None:
+    """Where the run's prepared data stays (the trainer's default <output>/data), for replay by a
+    later job; None for object storage, where it never leaves the Pod's local output."""
+    location = output_location(owner, spec, settings)
+    return None if location.scheme == "s3" else str(location.child("data"))
+
+
 def host_paths_allowed(settings: Settings) -> tuple[str, ...]:
     """Node paths the operator may mount: the allowed prefixes, and its own artifact store."""
     try:
@@ -174,7 +181,7 @@ def host_paths_allowed(settings: Settings) -> tuple[str, ...]:
 
 def claims(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[str]:
     """PersistentVolumeClaims the trainer Pods mount (named by pvc:// locations)."""
-    uris = [spec.base_model.uri, spec.dataset.uri or "", output_uri(owner, spec, settings)]
+    uris = [*input_uris(spec), output_uri(owner, spec, settings)]
     return sorted({urlsplit(u).netloc for u in uris if u.startswith("pvc://")})
 
 
@@ -217,6 +224,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "gguf_file": spec.base_model.gguf_file,
             "revision": spec.base_model.revision,
             "cache_dir": f"{SCRATCH_DIR}/finetune-cache/models",
+            **_starting_adapter(spec),
         },
         "method": spec.method.value,
         "adaptation": adaptation,
@@ -298,27 +306,94 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
     return rendered
 
 
-def _dataset_source(spec: FineTuneJobSpec) -> dict[str, Any]:
-    """Where the records come from: a URI, the inline file in the ConfigMap, or a teacher model.
+def _teacher(teacher: SyntheticDataSpec, key_env: str) -> dict[str, Any]:
+    """A teacher model as the trainer reads it: the variable holding its API key, never the key
+    (the prepare Pod gets that variable from the Secret, see `_secret_env`)."""
+    return {
+        "endpoint": teacher.endpoint,
+        "model": teacher.model,
+        "prompt": teacher.prompt,
+        "num_examples": teacher.num_examples,
+        "seed_examples": [dict(example) for example in teacher.seed_examples],
+        "temperature": teacher.temperature,
+        "api_key_env": key_env if teacher.secret_ref is not None else None,
+    }
 
-    A synthetic source names the environment variable holding its API key, never the key: the
-    prepare Pod gets that variable from the Secret (see `_secret_env`).
-    """
+
+def inline_source_file(source: str) -> str:
+    """Where a mixed dataset's inline source is mounted (a key of the config ConfigMap)."""
+    return f"{CONFIG_DIR}/dataset-{source}.jsonl"
+
+
+def source_key_env(index: int) -> str:
+    """The variable holding the API key of the teacher of dataset.sources[index]."""
+    return f"{SYNTHETIC_API_KEY_ENV}_{index}"
+
+
+def replay_data_uri(source: DataSource) -> str:
+    """The prepared data a replay source reads, as the operator resolved it from the ModelVersion."""
+    assert source.replay is not None
+    uri = source.replay._data_uri
+    if uri is None:
+        raise RenderError(
+            f"spec.dataset.sources: replay of ModelVersion {source.replay.model_version} was not resolved to its data; "
+            "the operator resolves it before rendering"
+        )
+    return uri
+
+
+def _mixed_source(index: int, source: DataSource) -> dict[str, Any]:
+    rendered: dict[str, Any] = {"name": source.name, "records": source.records, "weight": source.weight, "task": source.task}
+    if source.synthetic is not None:
+        rendered["synthetic"] = _teacher(source.synthetic, source_key_env(index))
+        rendered.update(seed_from=source.seed_from, seed_count=source.seed_count)
+    elif source.replay is not None:
+        rendered.update(replay=replay_data_uri(source), replay_of=source.replay.model_version)
+    else:
+        rendered["source"] = source.uri if source.uri is not None else inline_source_file(source.name)
+    return {key: value for key, value in rendered.items() if value is not None}
+
+
+def _dataset_source(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """Where the records come from: a URI, the inline file in the ConfigMap, a teacher model, or
+    several of these (and replayed data) mixed."""
     dataset = spec.dataset
+    if dataset.sources is not None:
+        return {"sources": [_mixed_source(i, s) for i, s in enumerate(dataset.sources)]}
     if dataset.synthetic is not None:
-        teacher = dataset.synthetic
-        return {
-            "synthetic": {
-                "endpoint": teacher.endpoint,
-                "model": teacher.model,
-                "prompt": teacher.prompt,
-                "num_examples": teacher.num_examples,
-                "seed_examples": [dict(example) for example in teacher.seed_examples],
-                "temperature": teacher.temperature,
-                "api_key_env": SYNTHETIC_API_KEY_ENV if teacher.secret_ref is not None else None,
-            }
-        }
+        return {"synthetic": _teacher(dataset.synthetic, SYNTHETIC_API_KEY_ENV)}
     return {"source": dataset.uri if dataset.uri is not None else INLINE_DATASET_FILE}
+
+
+def _starting_adapter(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """The earlier version a run continues from (baseModel.modelVersion), as the trainer reads it."""
+    start = spec.base_model
+    if start.model_version is None:
+        return {}
+    if start._adapter_uri is None:
+        raise RenderError(
+            f"spec.baseModel.modelVersion: ModelVersion {start.model_version} was not resolved to its adapter; "
+            "the operator resolves it before rendering"
+        )
+    return {"adapter": start._adapter_uri, "adapter_mode": start.adapter_mode, "adapter_of": start.model_version}
+
+
+def input_uris(spec: FineTuneJobSpec) -> list[str]:
+    """Every location the run reads: the base model, the adapter it continues, the data."""
+    adapter = [spec.base_model._adapter_uri] if spec.base_model._adapter_uri is not None else []
+    return [spec.base_model.uri, *adapter, *data_uris(spec)]
+
+
+def data_uris(spec: FineTuneJobSpec) -> list[str]:
+    """Every location the run reads records from: dataset.uri, the sources' URIs and replays."""
+    dataset = spec.dataset
+    uris = [dataset.uri] if dataset.uri is not None else []
+    for source in dataset.sources or []:
+        if source.uri is not None:
+            uris.append(source.uri)
+        elif source.replay is not None and source.replay._data_uri is not None:
+            uris.append(source.replay._data_uri)
+    return uris
 
 
 # Trainer config fields -> the FineTuneJob fields they are rendered from, for error messages.
@@ -407,6 +482,10 @@ def config_map(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[
     data = {"config.yaml": json.dumps(trainer_config_dict(owner, spec, settings), indent=2, sort_keys=True)}
     if spec.dataset.inline is not None:
         data["dataset.jsonl"] = "".join(json.dumps(r, sort_keys=True) + "\n" for r in spec.dataset.inline)
+    for source in spec.dataset.sources or []:
+        if source.inline is not None:
+            key = inline_source_file(source.name).rsplit("/", 1)[1]
+            data[key] = "".join(json.dumps(r, sort_keys=True) + "\n" for r in source.inline)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(owner, config_map_name(owner.name)), "data": data}
 
 
@@ -543,12 +622,13 @@ def node_inputs(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
     """Node paths the run reads (base model, dataset) under the node directories the operator
     allows: mounted read-only where they are.  Any other absolute path is read from the image."""
     paths = []
-    for uri in (spec.base_model.uri, spec.dataset.uri or ""):
+    for uri in input_uris(spec):
         try:
             location = parse_location(uri)
         except LocationError:
             continue
-        if location.is_host_path and not location.is_root and cleanup.host_path_allowed(location, settings.allowed_host_paths):
+        # A replay reads an earlier run's data, which may be in the artifact store's own node path.
+        if location.is_host_path and not location.is_root and cleanup.host_path_allowed(location, host_paths_allowed(settings)):
             paths.append(location.host_path)
     return sorted(set(paths))
 
@@ -556,11 +636,14 @@ def node_inputs(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
 def _secret_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     """The teacher's API key, for the prepare Pod only: a secretKeyRef, so the value never
     passes through the operator, the ConfigMap or the FineTuneJob."""
-    teacher = spec.dataset.synthetic
-    if teacher is None or teacher.secret_ref is None:
-        return []
-    ref = {"name": teacher.secret_ref.name, "key": teacher.secret_ref.key}
-    return [{"name": SYNTHETIC_API_KEY_ENV, "valueFrom": {"secretKeyRef": ref}}]
+    teachers = [(SYNTHETIC_API_KEY_ENV, spec.dataset.synthetic)] + [
+        (source_key_env(i), s.synthetic) for i, s in enumerate(spec.dataset.sources or [])
+    ]
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": teacher.secret_ref.name, "key": teacher.secret_ref.key}}}
+        for env, teacher in teachers
+        if teacher is not None and teacher.secret_ref is not None
+    ]
 
 
 # Stages whose Pods load the base model (prepare counts tokens with its tokenizer).
@@ -602,7 +685,8 @@ def s3_locations(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dic
     """role -> (s3:// URI, name of its credentials Secret or None) for the run's s3:// locations."""
     found: dict[str, tuple[str, str | None]] = {}
     candidates = (
-        ("dataset", spec.dataset.uri or "", spec.dataset.credentials_secret_ref),
+        # Every s3:// source of the dataset is read with dataset.credentialsSecretRef.
+        ("dataset", next((u for u in data_uris(spec) if u.startswith("s3://")), ""), spec.dataset.credentials_secret_ref),
         ("base_model", spec.base_model.uri, spec.base_model.credentials_secret_ref),
         ("output", output_uri(owner, spec, settings), spec.output.credentials_secret_ref),
     )

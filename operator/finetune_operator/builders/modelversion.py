@@ -84,13 +84,15 @@ def model_version_spec(
     trainer_image: str,
     evaluation: Mapping[str, Any] | None,
     cost: TrainingCost | None = None,
+    prepared_data_uri: str | None = None,
 ) -> dict[str, Any]:
     """The spec of the ModelVersion (wire format, camelCase)."""
     model = model_name(job_name, spec)
     body: dict[str, Any] = {
         "modelName": model,
         "version": version,
-        "baseModel": spec.base_model.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "baseModel": spec.base_model.model_dump(mode="json", by_alias=True, exclude_none=True,
+                                                exclude={"model_version", "adapter_mode"}),
         "artifact": {
             "uri": artifact["uri"],
             "digest": artifact["digest"],
@@ -105,6 +107,8 @@ def model_version_spec(
             "method": f"{spec.method.value}/{spec.adaptation.type.value}",
             "baseModelCommit": base_model_commit,
             "hyperparameters": hyperparameters(spec),
+            "preparedDataUri": prepared_data_uri,
+            "parentVersion": spec.base_model.model_version,
         },
     }
     body["lineage"] = {k: v for k, v in body["lineage"].items() if v is not None}

@@ -37,9 +37,10 @@ from finetune_operator.handlers import locks
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
 from finetune_operator.builders import modelversion as mv_builders
-from finetune_operator.k8s import apply, client, dryrun, events, registry, status, watchcache
+from finetune_operator.k8s import apply, client, dryrun, events, modelcache, registry, status, watchcache
 from finetune_operator.k8s.resources import FINETUNEJOBS, MODELVERSIONS
 from finetune_operator.logic import finetunejob, finetunejob_children
+from finetune_operator.logic.finetunejob_spec import resolve_references
 from finetune_operator.logic.spec import InvalidSpec
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,8 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
             logger.debug("FineTuneJob %s/%s: %s; deciding once its event arrives", namespace, name, lagging)
             return None
     spec = finetunejob.parse_spec(body.get("spec"))
+    if not finished(body.get("status")) and not isinstance(spec, InvalidSpec):
+        spec = resolve_references(spec, lambda version: modelcache.indexes.model_version(namespace, version))
     if not finished(body.get("status")) and not isinstance(spec, InvalidSpec) and not observed.jobs and observed.config is None:
         spec = _refused_children(spec, owner) or spec
     decision = finetunejob.decide(
@@ -262,6 +265,7 @@ def reconcile_by_name(namespace: str, name: str) -> None:
 @kopf.on.update(*RESOURCE, backoff=BACKOFF_SECONDS)
 def reconcile(body: kopf.Body, **kwargs: Any) -> None:
     _cache.bind(kwargs)
+    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
     reconcile_object(dict(body))
 
 
@@ -275,6 +279,7 @@ def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, 
     """
     assert namespace is not None, "a Job, Pod or ConfigMap is namespaced: kopf passes its namespace"
     _cache.bind(kwargs)
+    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
     if type is None:  # the initial listing: resume handlers cover it
         return
     uid = body.get("metadata", {}).get("uid")
@@ -291,6 +296,7 @@ def pod_creation_refused(namespace: str | None, type: str | None, body: kopf.Bod
     the job would show Preparing until the next resync.
     """
     _cache.bind(kwargs)
+    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
     involved = body.get("involvedObject") or {}
     if type is None or type == "DELETED" or involved.get("kind") != "Job":
         return
@@ -315,6 +321,7 @@ def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str
     """
     assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
     _cache.bind(kwargs)
+    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
     if finished(status):
         ttl = spec.get("ttlSecondsAfterFinished")
         if ttl is None:

@@ -49,6 +49,7 @@ from finetune_operator.api.finetunejob import (
     DataReport,
     EvaluationProgress,
     Progress,
+    SourceReport,
     SplitSizes,
     SyntheticReport,
 )
@@ -368,6 +369,7 @@ def _evaluate_and_register(
                 base_model_commit=artifact.base_model_commit,
                 data_summary=_data_card(report),
                 trainer_image=spec.image or settings.trainer_image,
+                prepared_data_uri=builders.prepared_data_uri(owner, spec, settings),
                 evaluation=record,
                 cost=mv_builders.TrainingCost(
                     gpu_hours=plan.status.gpu_hours, cost=plan.status.estimated_cost,
@@ -465,6 +467,27 @@ def _synthetic_report(teacher: Any) -> SyntheticReport | None:
     )
 
 
+def _source_reports(sources: Any) -> list[SourceReport] | None:
+    if not isinstance(sources, list):
+        return None
+    reports = []
+    for entry in sources[:8]:
+        if not isinstance(entry, Mapping):
+            continue
+        raw_splits = entry.get("splits")
+        splits: Mapping[str, Any] = raw_splits if isinstance(raw_splits, Mapping) else {}
+        reports.append(SourceReport(
+            name=str(entry.get("name", "?"))[:63],
+            kind=str(entry["kind"])[:16] if entry.get("kind") else None,
+            task=str(entry["task"])[:63] if entry.get("task") else None,
+            read=max(0, int(entry.get("read", 0))),
+            mixed=max(0, int(entry.get("mixed", 0))),
+            final=max(0, int(entry.get("final", 0))),
+            splits=SplitSizes(**{k: max(0, int(splits.get(k, 0))) for k in ("train", "validation", "test")}),
+        ))
+    return reports or None
+
+
 def _data_card(report: DataReport | None) -> dict[str, Any] | None:
     if report is None:
         return None
@@ -474,6 +497,8 @@ def _data_card(report: DataReport | None) -> dict[str, Any] | None:
         "piiFindings": dict(report.pii_findings),
         "splits": report.splits.model_dump(mode="json"),
         "digest": report.digest,
+        **({"sources": {s.name: {"kind": s.kind, "records": s.final, **({"task": s.task} if s.task else {})} for s in report.sources}}
+           if report.sources else {}),
     }
 
 
@@ -605,6 +630,7 @@ class _Plan:
             splits=SplitSizes(**{k: int(splits.get(k, 0)) for k in ("train", "validation", "test")}),
             digest=summary.get("sha256"),
             synthetic=_synthetic_report(summary.get("synthetic")),
+            sources=_source_reports(summary.get("sources")),
         )
 
     def progress(self, progress_map: Mapping[str, Any] | None) -> None:
