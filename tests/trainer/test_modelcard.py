@@ -13,7 +13,7 @@ from finetune_operator.builders import modelversion as mv_builders
 from finetune_operator.logic import gates as operator_gates
 from finetune_trainer import modelcard
 
-GATES = [g.model_dump(mode="json") for g in FineTuneJobSpec.model_validate(
+GATES = [g.model_dump(mode="json", by_alias=False) for g in FineTuneJobSpec.model_validate(
     {"baseModel": {"uri": "hf://x/y"}, "dataset": {"uri": "s3://d/x.jsonl"}}).evaluation.effective_gates()]
 CUSTOM = [
     {"name": "rouge", "metric": "rougeL", "comparator": "GreaterThanOrEqual", "threshold": 0.5},
@@ -49,7 +49,7 @@ def test_verdicts_are_the_operators(metrics, base):
 
 def test_default_gates_reach_the_trainer_as_rules_it_accepts():
     assert {g["name"] for g in GATES} == set(DEFAULT_GATES)
-    assert all(set(g) == {"name", "metric", "comparator", "threshold", "baseline", "blocking"} for g in GATES)
+    assert all(set(g) == {"name", "metric", "comparator", "threshold", "baseline", "blocking", "per_task"} for g in GATES)
 
 
 def write_progress(path, lines):

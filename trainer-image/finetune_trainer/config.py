@@ -347,6 +347,16 @@ class DatasetSpec(_Section):
         ge=1,
         description="Use at most this many records, a seeded random sample taken before any filter.",
     )
+    task_sampling: Literal["proportional", "equal", "temperature"] = Field(
+        default="proportional",
+        description="Multi-task training (records with a `task` field): how the train split samples the tasks. "
+        "proportional keeps every record; equal gives every task the smallest task's count; temperature "
+        "gives task i a share proportional to n_i^(1/task_temperature), between the two. Records are only "
+        "ever dropped (never repeated); validation and test keep every task whole.",
+    )
+    task_temperature: float = Field(
+        default=2.0, ge=1.0, le=100.0, description="The temperature T of task_sampling temperature (1: proportional)."
+    )
     min_tokens: int = Field(
         default=1, ge=0, description="Drop records with fewer tokens (base model tokenizer)."
     )
@@ -497,6 +507,7 @@ class GateRule(_Section):
     threshold: float = Field(description="Threshold the value (or its ratio to the base) is compared with.")
     baseline: Literal["Absolute", "RatioToBase"] = Field(default="Absolute", description="Absolute or RatioToBase.")
     blocking: bool = Field(default=True, description="A failed blocking gate rejects the version.")
+    per_task: bool = Field(default=False, description="Judged on every task's value (<metric>/<task>), not the mean.")
 
 
 class EvaluationSpec(_Section):

@@ -53,6 +53,7 @@ import re
 import sys
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,8 @@ def task_items(config: TrainerConfig) -> tuple[list[Item], str]:
             else:
                 example = formats.to_sft_example(record, fmt)
                 messages, expected = example["prompt"], example["completion"][0]["content"]
-            items.append(Item("task", str(record.get("id", f"test-{number}")), messages, expected))
+            info = {"task": str(record["task"])} if record.get("task") is not None else {}
+            items.append(Item("task", str(record.get("id", f"test-{number}")), messages, expected, info))
     if not items:
         raise DataError(
             f"prepared data {path}: the test split is empty; set dataset.split.test > 0 so the gates "
@@ -470,6 +472,26 @@ def score_general(items: list[Item], outputs: list[str], scores: Scores) -> None
     scores.details["general"] = details
 
 
+# The task metrics also reported per task (`<metric>/<task>`) when the test split has task labels:
+# what per-task gates (spec.evaluation.gates[].perTask) judge.
+PER_TASK_METRICS = ("taskAccuracy", "formatCompliance")
+
+
+def per_task(items: list[Item], scores: Scores) -> dict[str, float]:
+    """`<metric>/<task>` -> the metric over that task's test items; empty without task labels."""
+    tasks = [item.info.get("task") for item in items]
+    if not any(task is not None for task in tasks):
+        return {}
+    out: dict[str, float] = {}
+    for metric in PER_TASK_METRICS:
+        values = scores.values.get(metric) or []
+        for task in sorted({t for t in tasks if t is not None}):
+            mine = [v for v, t in zip(values, tasks) if t == task]
+            if mine:
+                out[f"{metric}/{task}"] = float(scoring.mean(mine))
+    return out
+
+
 def summarize(scores: Scores, generations: Generations, bootstrap_samples: int, seed: int) -> tuple[dict[str, float], dict[str, float]]:
     """(metric values, bootstrap standard errors) of one model."""
     import numpy as np
@@ -768,6 +790,7 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         score_toxicity(outputs, model_scores)
         scores[label] = model_scores
         summaries[label] = summarize(model_scores, generations, settings.bootstrap_samples, seed)
+        summaries[label][0].update(per_task(items["task"], model_scores))
 
     metrics, errors = summaries[CANDIDATE]
     base_metrics, base_errors = summaries.get(BASE, ({}, {}))
@@ -783,6 +806,9 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     samples = pick_samples(items, runs, settings.sample_count, seed, secret_values)
     suites_info: dict[str, Any] = {suite: {"items": len(v)} for suite, v in items.items()}
     suites_info["task"].update({"format": fmt, "task_metric": profile.task_metric, "json_like": profile.json_like, "label_like": profile.label_like})
+    task_counts = Counter(str(item.info["task"]) for item in items["task"] if "task" in item.info)
+    if task_counts:
+        suites_info["task"]["tasks"] = dict(sorted(task_counts.items()))
     if "pii" in items:
         kinds: dict[str, int] = {}
         for secret in secrets:

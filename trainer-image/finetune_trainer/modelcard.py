@@ -92,10 +92,23 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def per_task_gates(gates: Iterable[Mapping[str, Any]], metrics: Mapping[str, float]) -> list[Mapping[str, Any]]:
+    """Each per-task gate as one row per task the metrics have (`<metric>/<task>`)."""
+    expanded: list[Mapping[str, Any]] = []
+    for gate in gates:
+        if not gate.get("per_task"):
+            expanded.append(gate)
+            continue
+        prefix = f"{gate['metric']}/"
+        tasks = sorted(key.removeprefix(prefix) for key in metrics if key.startswith(prefix))
+        expanded += [{**gate, "name": f"{gate['name']} ({task})", "metric": prefix + task} for task in tasks] or [gate]
+    return expanded
+
+
 def gate_rows(gates: Iterable[Mapping[str, Any]], metrics: Mapping[str, float], base: Mapping[str, float]) -> list[GateRow]:
     """Each gate with the base's and the fine-tuned model's value, and whether it passed."""
     rows = []
-    for gate in gates:
+    for gate in per_task_gates(gates, metrics):
         metric, comparator, threshold = gate["metric"], gate["comparator"], float(gate["threshold"])
         ratio = gate.get("baseline") == "RatioToBase"
         rule = f"{metric} {'/ base ' if ratio else ''}{_SYMBOL[comparator]} {threshold:g}"

@@ -167,6 +167,39 @@ def split_records(config: TrainerConfig, records: list[Any]) -> dict[str, list[A
     return out
 
 
+def task_shares(counts: dict[str, int], mode: str, temperature: float) -> dict[str, float]:
+    """Each task's share of the sampled train split: n_i^(1/T) normalised (T=1 proportional,
+    T=inf equal)."""
+    exponent = 0.0 if mode == "equal" else (1.0 if mode == "proportional" else 1.0 / temperature)
+    weights = {task: n ** exponent for task, n in counts.items()}
+    total = sum(weights.values())
+    return {task: w / total for task, w in weights.items()}
+
+
+def sample_tasks(config: TrainerConfig, rows: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], dict[str, Any] | None]:
+    """The train split sampled per task (dataset.task_sampling), and what was done; records
+    without a `task` field count as one task, ""."""
+    tasks = Counter(str(record.get("task", "")) for _, record in rows)
+    if len(tasks) < 2:
+        return rows, None
+    mode, temperature = config.dataset.task_sampling, config.dataset.task_temperature
+    shares = task_shares(dict(tasks), mode, temperature)
+    size = min(tasks[t] / shares[t] for t in tasks)  # the largest split at these shares, no repeats
+    wanted = {t: min(tasks[t], max(1, int(size * shares[t] + 1e-9))) for t in tasks}
+    rng = random.Random(f"{config.data_seed}:task-sampling")
+    keep: set[int] = set()
+    for task in sorted(tasks):
+        members = [i for i, (_, record) in enumerate(rows) if str(record.get("task", "")) == task]
+        keep.update(members if wanted[task] >= len(members) else rng.sample(members, wanted[task]))
+    kept = [row for i, row in enumerate(rows) if i in keep]
+    return kept, {
+        "mode": mode,
+        **({"temperature": temperature} if mode == "temperature" else {}),
+        "before": dict(sorted(tasks.items())),
+        "after": dict(sorted(Counter(str(r.get("task", "")) for _, r in kept).items())),
+    }
+
+
 def _token_stats(lengths: list[int]) -> dict[str, float]:
     if not lengths:
         return {}
@@ -285,6 +318,7 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
         )
 
     located = split_records(config, records)
+    located["train"], sampling_report = sample_tasks(config, located["train"])
     splits = {name: [record for _, record in rows] for name, rows in located.items()}
     report: dict[str, Any] = {
         "source": config.dataset.origin,
@@ -300,6 +334,8 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
     }
     if balance_report:
         report["balance"] = balance_report
+    if sampling_report:
+        report["task_sampling"] = sampling_report
     if hub_lineage(config.model):
         report["base_model_hub"] = hub_lineage(config.model)  # train tells the operator (lineage)
     if synthetic_report:
@@ -336,6 +372,8 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
         summary["synthetic"] = {
             k: sum(int(t.get(k, 0)) for t in teachers) for k in ("requested", "generated", "rejected_total", "requests", "retries")
         }
+    if "task_sampling" in report:
+        summary["tasks"] = report["task_sampling"]["after"]
     if "sources" in report:
         summary["sources"] = [
             {"name": s["name"], "kind": s["kind"], "read": s["available"], "mixed": s["mixed"], "final": s["stages"]["final"],

@@ -498,6 +498,19 @@ class DatasetSpec(ApiModel):
     max_records: int | None = Field(
         default=None, ge=1, description="Use at most this many records (after dedup)."
     )
+    task_sampling: Literal["proportional", "equal", "temperature"] = Field(
+        default="proportional",
+        description=(
+            "Multi-task training (records labelled by sources[].task or a task field): how the train split "
+            "samples the tasks. proportional keeps every record; equal gives every task the smallest task's "
+            "count; temperature gives task i a share proportional to n_i^(1/taskTemperature), between the two "
+            "(the multi-task literature's T = 2 to 5). Records are dropped, never repeated; validation and test "
+            "keep every task whole, so per-task gates see all of it."
+        ),
+    )
+    task_temperature: float = Field(
+        default=2.0, ge=1.0, le=100.0, description="T of taskSampling temperature (1: proportional; large: equal)."
+    )
     seed: int = Field(
         default=42, ge=0, description="Seed of the shuffle before splitting, so splits are reproducible."
     )
@@ -775,6 +788,11 @@ class GateSpec(ApiModel):
     blocking: bool | None = Field(
         default=None, description="A failed blocking gate rejects the ModelVersion; others only warn."
     )
+    per_task: bool | None = Field(default=None, description=(
+        "Judge the gate on every task's value (records labelled by dataset.sources[].task or a task field): "
+        "it passes only when every task passes, and shows the worst task's value. taskAccuracy and "
+        "formatCompliance are measured per task."
+    ))
     enabled: bool = Field(default=True, description="Set false to skip this gate.")
 
     @field_validator("metric")
@@ -798,6 +816,7 @@ class Gate(ApiModel):
     threshold: float
     baseline: GateBaseline = GateBaseline.ABSOLUTE
     blocking: bool = True
+    per_task: bool = False
 
 
 # The seed's quality-gate table. Metric names are what the evaluator reports.
@@ -934,7 +953,7 @@ class EvaluationSpec(ApiModel):
                     override.model_dump(
                         by_alias=False,
                         exclude_none=True,
-                        include={"metric", "comparator", "threshold", "baseline", "blocking"},
+                        include={"metric", "comparator", "threshold", "baseline", "blocking", "per_task"},
                     )
                 )
             resolved.append(Gate(**fields))
@@ -1197,6 +1216,9 @@ class DataReport(StatusModel):
     )
     sources: list[SourceReport] | None = Field(
         default=None, max_length=8, description="Every source's contribution, for a mixed dataset (spec.dataset.sources)."
+    )
+    tasks: dict[str, int] | None = Field(
+        default=None, description="Training records per task after spec.dataset.taskSampling (multi-task data)."
     )
 
 

@@ -163,6 +163,11 @@ class GateRule(ApiModel):
     threshold: float = Field(description="Threshold the value (or its ratio to the base) is compared with.")
     baseline: GateBaseline = Field(default=GateBaseline.ABSOLUTE, description="Absolute or RatioToBase.")
     blocking: bool = Field(default=True, description="A failed blocking gate rejects the version.")
+    per_task: bool = Field(default=False, description=(
+        "Judge the gate on every task's value (records labelled by dataset.sources[].task or a task field): "
+        "it passes only when every task passes, and shows the worst task's value. taskAccuracy and "
+        "formatCompliance are measured per task."
+    ))
 
     @field_validator("metric")
     @classmethod

@@ -247,6 +247,8 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "balance_mode": dataset.balance_mode,
             "balance_cap": dataset.balance_cap,
             "max_records": dataset.max_records,
+            "task_sampling": dataset.task_sampling,
+            "task_temperature": dataset.task_temperature,
             "seed": dataset.seed,
         },
         "hyperparameters": {
@@ -289,7 +291,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "sample_count": spec.evaluation.sample_count,
             "reuse_base": spec.evaluation.reuse_base_evaluation,
             # Drawn into the model card image; the operator still judges them at registration.
-            "gates": [g.model_dump(mode="json") for g in spec.evaluation.effective_gates()],
+            "gates": [g.model_dump(mode="json", by_alias=False) for g in spec.evaluation.effective_gates()],
         },
         "termination_message_path": "/dev/termination-log",
         "pvc_mount_root": PVC_MOUNT_ROOT,

@@ -631,6 +631,7 @@ class _Plan:
             digest=summary.get("sha256"),
             synthetic=_synthetic_report(summary.get("synthetic")),
             sources=_source_reports(summary.get("sources")),
+            tasks={str(k)[:63]: int(v) for k, v in list(summary["tasks"].items())[:16]} if isinstance(summary.get("tasks"), Mapping) else None,
         )
 
     def progress(self, progress_map: Mapping[str, Any] | None) -> None:

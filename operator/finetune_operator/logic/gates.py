@@ -23,6 +23,8 @@ _SYMBOL = {
 
 
 def judge(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float]) -> GateResult:
+    if gate.per_task:
+        return _judge_per_task(gate, metrics, base)
     value = metrics.get(gate.metric)
     base_value = base.get(gate.metric)
     rule = f"{gate.metric} {_SYMBOL[gate.comparator]} {gate.threshold:g}"
@@ -40,6 +42,29 @@ def judge(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float
         return _result(gate, value, base_value, passed, f"{rule}: {value:.4g} / {base_value:.4g} = {ratio:.3g}")
     passed = gate.comparator.holds(value, gate.threshold)
     return _result(gate, value, base_value, passed, f"{rule}: measured {value:.4g}")
+
+
+def task_values(metric: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    """task -> the metric on that task's test items (the evaluator's `<metric>/<task>` figures)."""
+    prefix = f"{metric}/"
+    return {key.removeprefix(prefix): value for key, value in sorted(metrics.items()) if key.startswith(prefix)}
+
+
+def _judge_per_task(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float]) -> GateResult:
+    """Every task must pass; the result carries the worst task (the first failing one, else the
+    one closest to its threshold)."""
+    tasks = task_values(gate.metric, metrics)
+    if not tasks:
+        return _result(gate, None, None, False, f"{gate.metric} was not measured per task (no test record has a task label)")
+    single = gate.model_copy(update={"per_task": False})
+    verdicts = {task: judge(single.model_copy(update={"metric": f"{gate.metric}/{task}"}), metrics, base) for task in tasks}
+    failed = [task for task, result in verdicts.items() if not result.passed]
+    higher_is_better = gate.comparator in (Comparator.GREATER_THAN, Comparator.GREATER_THAN_OR_EQUAL)
+    worst = failed[0] if failed else (min if higher_is_better else max)(tasks, key=lambda t: tasks[t])
+    shown = ", ".join(f"{task} {value:.4g}" for task, value in tasks.items())
+    rule = f"{gate.metric} {_SYMBOL[gate.comparator]} {gate.threshold:g}" + (" x base" if gate.baseline == GateBaseline.RATIO_TO_BASE else "")
+    message = f"{rule} on every task: {shown}" + (f"; failing: {', '.join(failed)}" if failed else "")
+    return _result(gate, verdicts[worst].value, verdicts[worst].base_value, not failed, message)
 
 
 def _result(gate: GateRule, value: float | None, base_value: float | None, passed: bool, message: str) -> GateResult:
