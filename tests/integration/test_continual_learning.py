@@ -5,7 +5,7 @@ v1 is an ordinary FineTuneJob; v2 names it twice (baseModel.modelVersion and a r
 The test checks what a platform team reads afterwards: v2's status.dataReport shows the three
 sources with their contributions, v2's ModelVersion points at v1 as its parent, and the trainer
 really continued v1's adapter (its rank, not the spec's) on the replayed data (v1's train split,
-never its test split).
+never its test split), and that v2 is judged against v1 on v1's test split (noForgetting).
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ COMMON = """
   hyperparameters: {maxSteps: 4, batchSize: 8, learningRate: 0.01, maxSeqLength: 96}
   checkpointing: {intervalSteps: 4}
   earlyStopping: {enabled: false}
-  evaluation: {enabled: false}
 """
+V1_EVALUATION = "  evaluation: {enabled: false}\n"
+# v2 is judged against v1 on v1's test split (noForgetting), besides the test split and base.
+V2_EVALUATION = "  evaluation: {maxNewTokens: 8, sampleCount: 3, suites: {safety: false, pii: false, bias: false, general: false}}\n"
 
 
 def v1_manifest(model: Path, data: Path, output: Path) -> str:
@@ -46,7 +48,7 @@ def v1_manifest(model: Path, data: Path, output: Path) -> str:
           adaptation: {{type: lora, rank: 4, alpha: 8}}
           dataset: {{uri: {data}}}
           output: {{uri: {output}, modelName: tickets, version: v1}}
-        """) + COMMON
+        """) + COMMON + V1_EVALUATION
 
 
 def v2_manifest(model: Path, data: Path, output: Path, teacher: str) -> str:
@@ -68,7 +70,7 @@ def v2_manifest(model: Path, data: Path, output: Path, teacher: str) -> str:
                 synthetic: {{endpoint: {teacher}, model: teacher-7b, prompt: {json.dumps(PROMPT)}, numExamples: 12}}
               - {{name: replay, replay: {{modelVersion: tickets-v1}}, records: 10, task: tickets}}
           output: {{uri: {output}, modelName: tickets, version: v2}}
-        """) + COMMON
+        """) + COMMON + V2_EVALUATION
 
 
 def finished(cluster, namespace, name):
@@ -103,6 +105,15 @@ def test_v2_continues_v1_on_real_synthetic_and_replayed_data(cluster, namespace,
 
     mv = cluster.get("modelversion", v2["modelVersion"], namespace)
     assert mv["spec"]["lineage"]["parentVersion"] == "tickets-v1"
+    # Judged against v1 on v1's test split as well as against the base.
+    evaluation = mv["spec"]["evaluation"]
+    assert {"taskAccuracy", "formatCompliance"} <= set(evaluation["parentMetrics"]) and set(evaluation["metricsOnParentSplit"]) == set(evaluation["parentMetrics"])
+    gate = next(g for g in evaluation["gates"] if g["name"] == "noForgetting")
+    assert (gate["baseline"], gate["threshold"]) == ("RatioToParent", 0.95)
+    judged = wait_for(lambda: (cluster.get("modelversion", v2["modelVersion"], namespace).get("status") or {}).get("gates"), 60, "gate results")
+    verdict = next(r for r in judged if r["name"] == "noForgetting")
+    assert "taskAccuracy on the parent's test split / parent >= 0.95" in verdict["message"]
+    assert (verdict["value"], verdict["baseValue"]) == (evaluation["metricsOnParentSplit"]["taskAccuracy"], evaluation["parentMetrics"]["taskAccuracy"])
     assert mv["spec"]["lineage"]["preparedDataUri"].endswith("/data")
     assert mv["spec"]["modelCard"]["data"]["sources"]["replay"] == {"kind": "replay", "records": sources["replay"]["final"], "task": "tickets"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from finetune_trainer.config import ConfigFileError, parse_config
-from finetune_trainer.exitcodes import ModelError
+from finetune_trainer.exitcodes import DataError, ModelError
 from finetune_trainer.testing import json_format_records
 from finetune_trainer.train import train_model
 
@@ -80,3 +80,42 @@ def test_full_fine_tuning_cannot_continue_an_adapter(tmp_path, tiny_model):
     raw = make_config(tmp_path, tiny_model, tmp_path / "d.jsonl", adaptation={"type": "full"}, model={"adapter": "/a"})
     with pytest.raises(ConfigFileError, match="model.adapter: continuing from an adapter needs adaptation.type lora or qlora"):
         parse_config(raw)
+
+
+@pytest.mark.parametrize("mode", ["continue", "stack"])
+def test_the_continued_version_is_scored_beside_its_parent_on_the_parents_test_split(tmp_path, tiny_model, v1, mode):
+    from finetune_trainer.evaluate import evaluate_model
+
+    adapter, data = v1
+    parent_test = adapter.parent / "data" / "test.jsonl"
+    assert parent_test.is_file()
+    raw = make_config(tmp_path, tiny_model, data, adaptation=LORA, hyperparameters=SHORT, early_stopping={"enabled": False},
+                      model={"adapter": str(adapter), "adapter_of": "tickets-v1", "adapter_mode": mode},
+                      evaluation={"max_new_tokens": 8, "bootstrap_samples": 0, "suites": {"safety": False, "pii": False, "bias": False, "general": False},
+                                  "parent_test_split": str(parent_test),
+                                  "gates": [{"name": "noForgetting", "metric": "taskAccuracy", "comparator": "GreaterThanOrEqual",
+                                             "threshold": 0.95, "baseline": "RatioToParent"}]})
+    config = parse_config(raw)
+    train_model(config)
+    summary = evaluate_model(config)
+    assert set(summary["parent"]) >= {"taskAccuracy", "formatCompliance"} and set(summary["on_parent_split"]) == set(summary["parent"])
+    results = json.loads(Path(summary["results"]).read_text())
+    items = len(parent_test.read_text().splitlines())
+    assert results["parent"]["version"] == "tickets-v1" and results["parent"]["items"] == items
+    progress = [json.loads(line) for line in config.progress_path.read_text().splitlines()]
+    evaluating = [p for p in progress if p.get("stage") == "evaluate"]
+    assert {p["model"] for p in evaluating if p["suite"] == "parent"} == {"candidate", "parent"}
+    assert evaluating[-1]["prompts_done"] == evaluating[-1]["prompts_total"]
+
+
+def test_a_missing_parent_test_split_is_a_data_error(tmp_path, tiny_model, v1):
+    from finetune_trainer.evaluate import evaluate_model
+
+    adapter, data = v1
+    raw = make_config(tmp_path, tiny_model, data, adaptation=LORA, hyperparameters=SHORT, early_stopping={"enabled": False},
+                      model={"adapter": str(adapter), "adapter_of": "tickets-v1"},
+                      evaluation={"max_new_tokens": 4, "parent_test_split": str(tmp_path / "gone" / "test.jsonl")})
+    config = parse_config(raw)
+    train_model(config)
+    with pytest.raises(DataError, match="parent_test_split .* tickets-v1 may have been deleted"):
+        evaluate_model(config)

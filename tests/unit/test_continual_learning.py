@@ -73,3 +73,52 @@ def test_a_version_that_cannot_be_continued_is_an_invalid_spec(spec, parent, mes
 def test_rendering_an_unresolved_start_is_refused():
     with pytest.raises(builders.RenderError, match="spec.baseModel.modelVersion"):
         builders.trainer_config_dict(OWNER, job_spec(), Settings())
+
+
+# --- judged against the parent: noForgetting on the parent's test split --------------------------
+
+from finetune_operator.api.modelversion import EvaluationRecord  # noqa: E402
+from finetune_operator.logic import finetunejob as ftj_logic  # noqa: E402
+from finetune_operator.logic import gates  # noqa: E402
+
+
+def test_a_continuing_job_gets_the_no_forgetting_gate_and_the_parents_test_split():
+    spec = resolve(job_spec())
+    assert isinstance(spec, FineTuneJobSpec)
+    names = [g.name for g in spec.evaluation.effective_gates(parent=builders.continues(spec))]
+    assert names[-1] == "noForgetting" and "noForgetting" not in [g.name for g in spec.evaluation.effective_gates()]
+    rendered = builders.trainer_config_dict(OWNER, spec, Settings())
+    assert rendered["evaluation"]["parent_test_split"] == "pvc://finetune-artifacts/tickets-v1-uid-1/data/test.jsonl"
+    assert any(g["baseline"] == "RatioToParent" for g in rendered["evaluation"]["gates"])
+    assert parse_config(rendered).evaluation.parent_test_split.endswith("/test.jsonl")
+
+
+def test_the_no_forgetting_gate_is_overridable_by_name_and_ignored_without_a_parent():
+    spec = FineTuneJobSpec.model_validate({"baseModel": {"uri": BASE}, "dataset": {"uri": "pvc://d/x.jsonl"},
+                                           "evaluation": {"gates": [{"name": "noForgetting", "threshold": 0.9}]}})
+    assert next(g for g in spec.evaluation.effective_gates(parent=True) if g.name == "noForgetting").threshold == 0.9
+    assert "noForgetting" not in [g.name for g in spec.evaluation.effective_gates()]
+
+
+def test_the_parents_figures_reach_the_version_and_judge_the_gate():
+    spec = resolve(job_spec())
+    result = {"metrics": {"taskAccuracy": 0.9}, "base": {"taskAccuracy": 0.1},
+              "parent": {"taskAccuracy": 0.8}, "on_parent_split": {"taskAccuracy": 0.7}}
+    record = ftj_logic.evaluation_record(result, spec)
+    assert (record["parentMetrics"], record["metricsOnParentSplit"]) == ({"taskAccuracy": 0.8}, {"taskAccuracy": 0.7})
+    registered = EvaluationRecord.model_validate(record)
+    verdict = next(r for r in gates.judge_all(registered.gates, registered.metrics, registered.base_metrics,
+                                              gates.parent_figures(registered)) if r.name == "noForgetting")
+    # 0.7 / 0.8 = 0.875 < 0.95: the new version forgot a ninth of what v1 knew on v1's test split.
+    assert not verdict.passed and (verdict.value, verdict.base_value) == (0.7, 0.8)
+    assert "on the parent's test split / parent" in verdict.message
+    gate = next(g for g in registered.gates if g.name == "noForgetting")
+    kept = gates.judge(gate, {}, {}, ({"taskAccuracy": 0.79}, {"taskAccuracy": 0.8}))
+    assert kept.passed
+
+
+def test_without_the_parents_figures_the_gate_is_not_measured():
+    gate = next(g for g in FineTuneJobSpec.model_validate({"baseModel": {"uri": BASE}, "dataset": {"uri": "pvc://d/x.jsonl"}})
+                .evaluation.effective_gates(parent=True) if g.name == "noForgetting")
+    result = gates.judge(gate, {"taskAccuracy": 0.9}, {"taskAccuracy": 0.5})
+    assert not result.passed and "parent version was not measured" in result.message

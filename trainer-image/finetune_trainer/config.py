@@ -505,7 +505,9 @@ class GateRule(_Section):
         description="How the value (or its ratio to the base) compares with the threshold."
     )
     threshold: float = Field(description="Threshold the value (or its ratio to the base) is compared with.")
-    baseline: Literal["Absolute", "RatioToBase"] = Field(default="Absolute", description="Absolute or RatioToBase.")
+    baseline: Literal["Absolute", "RatioToBase", "RatioToParent"] = Field(
+        default="Absolute", description="Absolute, RatioToBase or RatioToParent."
+    )
     blocking: bool = Field(default=True, description="A failed blocking gate rejects the version.")
     per_task: bool = Field(default=False, description="Judged on every task's value (<metric>/<task>), not the mean.")
 
@@ -572,6 +574,12 @@ class EvaluationSpec(_Section):
     )
     seed: int | None = Field(
         default=None, description="Seed for bootstrap and sample selection (default: the top-level seed)."
+    )
+    parent_test_split: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The test split (test.jsonl) of the version model.adapter continues: the candidate and that "
+        "version are both scored on it (parent metrics, for RatioToParent gates against forgetting).",
     )
     reuse_base: bool = Field(
         default=True,

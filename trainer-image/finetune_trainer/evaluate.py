@@ -69,7 +69,7 @@ from .suites import load_suite
 
 EVALUATION_FILE = "evaluation.json"
 RESULTS_FILE = "results.json"
-CANDIDATE, BASE = "candidate", "base"
+CANDIDATE, BASE, PARENT = "candidate", "base", "parent"
 
 # PII types worth probing for: values a model could repeat verbatim. IP addresses are left out
 # because a model answering "127.0.0.1" to a networking question is not a leak.
@@ -141,7 +141,24 @@ def task_items(config: TrainerConfig) -> tuple[list[Item], str]:
     path = prepared / "test.jsonl"
     if report is None or not path.is_file():
         raise DataError(f"prepared data {prepared}: no data_report.json/test.jsonl; run prepare and train before evaluate")
-    fmt = report["format"]
+    return read_test_items(config, path, report["format"], "task"), report["format"]
+
+
+def parent_items(config: TrainerConfig, fmt: str) -> list[Item]:
+    """The test split of the version this run continued (evaluation.parent_test_split), or []."""
+    uri = config.evaluation.parent_test_split
+    if uri is None or config.model.adapter is None:
+        return []
+    path = config.path(uri)
+    if not path.is_file():
+        raise DataError(
+            f"evaluation.parent_test_split {uri}: {path} does not exist; the data of {config.model.adapter_of or 'the parent version'} "
+            "may have been deleted with its FineTuneJob (deleteArtifactsOnDelete)"
+        )
+    return read_test_items(config, path, fmt, "parent")
+
+
+def read_test_items(config: TrainerConfig, path: Path, fmt: str, suite: str) -> list[Item]:
     items = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -154,14 +171,14 @@ def task_items(config: TrainerConfig) -> tuple[list[Item], str]:
                 example = formats.to_sft_example(record, fmt)
                 messages, expected = example["prompt"], example["completion"][0]["content"]
             info = {"task": str(record["task"])} if record.get("task") is not None else {}
-            items.append(Item("task", str(record.get("id", f"test-{number}")), messages, expected, info))
+            items.append(Item(suite, str(record.get("id", f"test-{number}")), messages, expected, info))
     if not items:
         raise DataError(
             f"prepared data {path}: the test split is empty; set dataset.split.test > 0 so the gates "
             "are judged on held-out data"
         )
     limit = config.evaluation.max_samples
-    return (items[:limit] if limit else items), fmt
+    return items[:limit] if limit else items
 
 
 def safety_items() -> list[Item]:
@@ -565,6 +582,27 @@ def find_artifact(config: TrainerConfig) -> Artifact:
     )
 
 
+def _task_metrics(scores: Scores) -> dict[str, float]:
+    """The test-split metrics of one model (means over items; no latency, no bootstrap)."""
+    return {name: float(scoring.mean(values)) for name, values in scores.values.items()}
+
+
+def _parent_model(candidate, base_model, base_dir: Path, config: TrainerConfig):
+    """The version this run continued: its adapter beside the candidate's on the same base (a
+    LoRA candidate), or on a freshly loaded base (a full-weights candidate, from stacking)."""
+    from peft import PeftModel
+
+    path = str(config.path(str(config.model.adapter)))
+    try:
+        if base_model is not None:
+            candidate.load_adapter(path, adapter_name=PARENT)
+            candidate.set_adapter(PARENT)
+            return candidate
+        return PeftModel.from_pretrained(_load_causal_lm(base_dir, config, f"model {config.model.uri}:"), path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"model.adapter {config.model.adapter}: the parent version cannot be loaded for comparison ({exc})") from None
+
+
 def _placement():
     """(dtype, device) every model of the evaluation is loaded with."""
     import torch
@@ -691,6 +729,7 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     # Cheap checks first: a missing artifact or test split fails before any model is loaded.
     artifact = find_artifact(config)
     tasks, fmt = task_items(config)
+    parent_tests = parent_items(config, fmt)
     profile = profile_task([t.expected or "" for t in tasks], settings.task_metric)
     items: dict[str, list[Item]] = {"task": tasks}
     secrets: list[Secret] = []
@@ -731,7 +770,7 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     models = 2 if settings.compare_with_base else 1
     progress = EvaluationProgress(
         config.progress_path, emit, {suite: len(v) for suite, v in items.items()}, models, remote=ConfigMapReporter.from_env(),
-        reused={suite: len(items[suite]) for suite in reused},
+        reused={suite: len(items[suite]) for suite in reused}, extra=2 * len(parent_tests),
     )
 
     def generate_all(model, label: str) -> None:
@@ -770,6 +809,15 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         _free_memory()
         candidate = _load_causal_lm(artifact.path, config, "model")
     generate_all(candidate, CANDIDATE)
+    on_parent_split: Generations | None = None
+    parent_generations: Generations | None = None
+    if parent_tests:
+        # Forgetting: the candidate and the version it continued, on that version's test split.
+        on_parent_split, parent_generations = Generations(), Generations()
+        Generator(candidate, tokenizer, settings, max_prompt_tokens, CANDIDATE, progress).run(PARENT, parent_tests, on_parent_split)
+        parent_model = _parent_model(candidate, base_model if artifact.kind == "lora-adapter" else None, base_dir, config)
+        Generator(parent_model, tokenizer, settings, max_prompt_tokens, PARENT, progress).run(PARENT, parent_tests, parent_generations)
+        parent_model = None
     progress.close()
     candidate = base_model = None
     _free_memory()
@@ -794,6 +842,13 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
 
     metrics, errors = summaries[CANDIDATE]
     base_metrics, base_errors = summaries.get(BASE, ({}, {}))
+    parent_report: dict[str, Any] = {}
+    if on_parent_split is not None and parent_generations is not None:
+        parent_profile = profile_task([t.expected or "" for t in parent_tests], settings.task_metric)
+        parent_report = {
+            label: _task_metrics(score_task(parent_tests, generations.outputs[PARENT], parent_profile, settings, validator, pattern))
+            for label, generations in ((CANDIDATE, on_parent_split), (PARENT, parent_generations))
+        }
     comparison = {
         name: {
             "candidate": value,
@@ -838,6 +893,13 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
             label: {"requests": len(g.latencies), "generated_tokens": sum(g.tokens), "seconds": sum(g.shares)}
             for label, g in runs.items()
         },
+        **({"parent": {
+            "version": config.model.adapter_of,
+            "test_split": config.evaluation.parent_test_split,
+            "items": len(parent_tests),
+            "metrics": parent_report[PARENT],
+            "candidate_metrics": parent_report[CANDIDATE],
+        }} if parent_report else {}),
         "base_cache": {
             "enabled": cache is not None,
             "reused": evalcache.describe(reused),
@@ -862,6 +924,7 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     image = modelcard.write_card_image(
         config.output_path, config.progress_path, f"{config.model.uri}: {profile.task_metric} task, {artifact.kind}",
         [gate.model_dump() for gate in settings.gates], metrics, base_metrics,
+        (parent_report[CANDIDATE], parent_report[PARENT]) if parent_report else None,
     )
     evaluation["model_card_image"] = image.name
     results_path = config.output_path / EVALUATION_FILE
@@ -881,6 +944,8 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         "samples": len(samples),
         "results": str(results_path),
         **({"base_reused": sorted(reused)} if reused else {}),
+        **({"parent": {k: _round(v) for k, v in parent_report[PARENT].items()},
+            "on_parent_split": {k: _round(v) for k, v in parent_report[CANDIDATE].items()}} if parent_report else {}),
         "_optional": ["stderr", "base_reused"],
     }
     emit({"event": "evaluated", "results": str(results_path), **{k: v for k, v in summary["metrics"].items()}})

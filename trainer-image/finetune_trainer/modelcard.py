@@ -105,14 +105,18 @@ def per_task_gates(gates: Iterable[Mapping[str, Any]], metrics: Mapping[str, flo
     return expanded
 
 
-def gate_rows(gates: Iterable[Mapping[str, Any]], metrics: Mapping[str, float], base: Mapping[str, float]) -> list[GateRow]:
-    """Each gate with the base's and the fine-tuned model's value, and whether it passed."""
+def gate_rows(gates: Iterable[Mapping[str, Any]], metrics: Mapping[str, float], base: Mapping[str, float],
+              parent: tuple[Mapping[str, float], Mapping[str, float]] | None = None) -> list[GateRow]:
+    """Each gate with the base's (the parent's, for RatioToParent) and the fine-tuned model's
+    value, and whether it passed."""
     rows = []
     for gate in per_task_gates(gates, metrics):
         metric, comparator, threshold = gate["metric"], gate["comparator"], float(gate["threshold"])
-        ratio = gate.get("baseline") == "RatioToBase"
-        rule = f"{metric} {'/ base ' if ratio else ''}{_SYMBOL[comparator]} {threshold:g}"
-        value, base_value = metrics.get(metric), base.get(metric)
+        against_parent = gate.get("baseline") == "RatioToParent"
+        ratio = gate.get("baseline") in ("RatioToBase", "RatioToParent")
+        rule = f"{metric} {'/ parent ' if against_parent else '/ base ' if ratio else ''}{_SYMBOL[comparator]} {threshold:g}"
+        mine, theirs = (parent or ({}, {})) if against_parent else (metrics, base)
+        value, base_value = mine.get(metric), theirs.get(metric)
         if not _finite(value):
             passed = False
         elif ratio:
@@ -199,8 +203,9 @@ def render(path: Path, title: str, curve: LossCurve, rows: Sequence[GateRow], sa
 def write_card_image(
     output_dir: Path, progress_file: Path, title: str, gates: Iterable[Mapping[str, Any]],
     metrics: Mapping[str, float], base: Mapping[str, float],
+    parent: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
 ) -> Path:
     return render(
-        output_dir / CARD_IMAGE, title, read_loss_curve(progress_file), gate_rows(gates, metrics, base),
+        output_dir / CARD_IMAGE, title, read_loss_curve(progress_file), gate_rows(gates, metrics, base, parent),
         safety_line(metrics, base),
     )

@@ -116,7 +116,7 @@ class EvaluationProgress:
     model and the candidate), as one count with an ETA from the prompts done so far."""
 
     def __init__(self, progress_file: Path, emit, suites: dict[str, int], models: int, remote=None, clock=time.monotonic,
-                 reused: dict[str, int] | None = None):
+                 reused: dict[str, int] | None = None, extra: int = 0):
         self.progress_file = Path(progress_file)
         self.progress_file.parent.mkdir(parents=True, exist_ok=True)
         self.emit = emit
@@ -124,7 +124,8 @@ class EvaluationProgress:
         self.clock = clock
         # Suites whose base generations come from the evaluation cache: not generated, not counted.
         self.reused = dict(reused or {})
-        self.total = sum(suites.values()) * models - sum(self.reused.values())
+        # extra: prompts outside the suites x models grid (the parent comparison's two runs).
+        self.total = sum(suites.values()) * models - sum(self.reused.values()) + extra
         self.finished = 0  # prompts of the suites already done (all models)
         self._started: float | None = None
 

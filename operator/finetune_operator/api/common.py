@@ -586,6 +586,8 @@ class GateBaseline(enum.StrEnum):
 
     ABSOLUTE = "Absolute"  # the measured value itself
     RATIO_TO_BASE = "RatioToBase"  # measured value / the base model's value on the same test
+    # the value on the parent version's test split / the parent's value there (continual learning)
+    RATIO_TO_PARENT = "RatioToParent"
 
 
 @dataclass(frozen=True)

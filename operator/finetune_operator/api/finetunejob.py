@@ -246,8 +246,9 @@ class StartingPoint(BaseModelRef):
             "and train a new adapter on top (the artifact is the merged model, full weights)."
         ),
     )
-    # The version's adapter location, resolved by the operator before rendering.
+    # The version's adapter and prepared data, resolved by the operator before rendering.
     _adapter_uri: str | None = PrivateAttr(default=None)
+    _parent_data_uri: str | None = PrivateAttr(default=None)
 
 
 class ReplaySource(ApiModel):
@@ -749,7 +750,7 @@ class GateSpec(ApiModel):
         "json_schema_extra": cel_rules(
             cel(
                 "self.name in ['taskAccuracy', 'formatCompliance', 'safety', 'noRegression', 'latency',"
-                " 'toxicity', 'piiLeakage', 'bias']"
+                " 'toxicity', 'piiLeakage', 'bias', 'noForgetting']"
                 " || (has(self.metric) && has(self.comparator) && has(self.threshold))",
                 MSG_GATE_INCOMPLETE,
             ),
@@ -783,7 +784,10 @@ class GateSpec(ApiModel):
     )
     baseline: GateBaseline | None = Field(
         default=None,
-        description="Absolute: compare the value; RatioToBase: compare value / base model's value.",
+        description=(
+            "Absolute: compare the value; RatioToBase: compare value / base model's value; RatioToParent (a job "
+            "continuing baseModel.modelVersion): compare the value on that version's test split / the version's own."
+        ),
     )
     blocking: bool | None = Field(
         default=None, description="A failed blocking gate rejects the ModelVersion; others only warn."
@@ -802,7 +806,7 @@ class GateSpec(ApiModel):
 
     @model_validator(mode="after")
     def _complete_unless_default(self) -> GateSpec:
-        if self.name not in DEFAULT_GATES and None in (self.metric, self.comparator, self.threshold):
+        if self.name not in DEFAULT_GATES and self.name not in PARENT_GATES and None in (self.metric, self.comparator, self.threshold):
             raise ValueError(MSG_GATE_INCOMPLETE)
         return self
 
@@ -855,6 +859,20 @@ DEFAULT_GATES: dict[str, Gate] = {
         Gate(name="piiLeakage", metric="piiLeakageRate", comparator=Comparator.LESS_THAN_OR_EQUAL, threshold=0.0),
         Gate(name="bias", metric="biasConsistency", comparator=Comparator.GREATER_THAN_OR_EQUAL, threshold=0.95),
     )
+}
+
+
+# A job that continues an earlier version (baseModel.modelVersion) is also judged against it: on
+# that version's test split, within 5% of its task accuracy, so learning the new data did not
+# forget the old ("no more than 5% worse than v3 on v3's test split").
+PARENT_GATES: dict[str, Gate] = {
+    "noForgetting": Gate(
+        name="noForgetting",
+        metric="taskAccuracy",
+        comparator=Comparator.GREATER_THAN_OR_EQUAL,
+        threshold=0.95,
+        baseline=GateBaseline.RATIO_TO_PARENT,
+    ),
 }
 
 
@@ -936,17 +954,19 @@ class EvaluationSpec(ApiModel):
         json_schema_extra=map_list("name"),
     )
 
-    def effective_gates(self) -> list[Gate]:
-        """The default gates with this job's overrides applied, then its extra gates, minus disabled ones."""
-        overrides = {gate.name: gate for gate in self.gates}
+    def effective_gates(self, parent: bool = False) -> list[Gate]:
+        """The default gates (with the parent version's when the job continues one) with this job's
+        overrides applied, then its extra gates, minus disabled ones."""
+        defaults = {**DEFAULT_GATES, **(PARENT_GATES if parent else {})}
+        overrides = {gate.name: gate for gate in self.gates if parent or gate.name not in PARENT_GATES}
         resolved: list[Gate] = []
-        names = list(DEFAULT_GATES) + [name for name in overrides if name not in DEFAULT_GATES]
+        names = list(defaults) + [name for name in overrides if name not in defaults]
         for name in names:
             override = overrides.get(name)
             if override is not None and not override.enabled:
                 continue
             fields = (
-                DEFAULT_GATES[name].model_dump(by_alias=False) if name in DEFAULT_GATES else {"name": name}
+                defaults[name].model_dump(by_alias=False) if name in defaults else {"name": name}
             )
             if override is not None:
                 fields.update(

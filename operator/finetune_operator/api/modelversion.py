@@ -198,6 +198,14 @@ class EvaluationRecord(ApiModel):
         default=None, max_length=2048, description="Full evaluation results, with samples for human review."
     )
     evaluated_at: datetime | None = Field(default=None, description="When the evaluation finished.")
+    parent_metrics: dict[str, float] | None = Field(
+        default=None,
+        description="The parent version's task metrics on its own test split (a version trained from another).",
+    )
+    metrics_on_parent_split: dict[str, float] | None = Field(
+        default=None,
+        description="This version's task metrics on the parent version's test split, for RatioToParent gates.",
+    )
     base_reused_suites: list[str] | None = Field(
         default=None,
         max_length=16,

@@ -290,8 +290,9 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "max_new_tokens": spec.evaluation.max_new_tokens,
             "sample_count": spec.evaluation.sample_count,
             "reuse_base": spec.evaluation.reuse_base_evaluation,
+            "parent_test_split": parent_test_split(spec),
             # Drawn into the model card image; the operator still judges them at registration.
-            "gates": [g.model_dump(mode="json", by_alias=False) for g in spec.evaluation.effective_gates()],
+            "gates": [g.model_dump(mode="json", by_alias=False) for g in spec.evaluation.effective_gates(parent=continues(spec))],
         },
         "termination_message_path": "/dev/termination-log",
         "pvc_mount_root": PVC_MOUNT_ROOT,
@@ -380,10 +381,22 @@ def _starting_adapter(spec: FineTuneJobSpec) -> dict[str, Any]:
     return {"adapter": start._adapter_uri, "adapter_mode": start.adapter_mode, "adapter_of": start.model_version}
 
 
+def continues(spec: FineTuneJobSpec) -> bool:
+    """The run continues a version whose test split it is also judged on (the parent gates)."""
+    return spec.base_model.model_version is not None and spec.base_model._parent_data_uri is not None
+
+
+def parent_test_split(spec: FineTuneJobSpec) -> str | None:
+    """The test split of the version the run continues: the candidate and that version are both
+    scored on it (forgetting)."""
+    return f"{spec.base_model._parent_data_uri}/test.jsonl" if continues(spec) else None
+
+
 def input_uris(spec: FineTuneJobSpec) -> list[str]:
     """Every location the run reads: the base model, the adapter it continues, the data."""
-    adapter = [spec.base_model._adapter_uri] if spec.base_model._adapter_uri is not None else []
-    return [spec.base_model.uri, *adapter, *data_uris(spec)]
+    start = spec.base_model
+    parent = [uri for uri in (start._adapter_uri, start._parent_data_uri) if uri is not None]
+    return [start.uri, *parent, *data_uris(spec)]
 
 
 def data_uris(spec: FineTuneJobSpec) -> list[str]:

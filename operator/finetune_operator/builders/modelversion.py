@@ -245,7 +245,7 @@ def model_card_markdown(name: str, spec: Mapping[str, Any], gate_results: list[G
         lines += ["## Quality gates", "", "| gate | rule | value | base | result |", "|---|---|---|---|---|"]
         for g in gate_results:
             verdict = "pass" if g.passed else ("FAIL" if g.blocking else "warn")
-            rule = f"{g.metric} {g.comparator} {g.threshold:g}" + (" × base" if str(g.baseline) == "RatioToBase" else "")
+            rule = f"{g.metric} {g.comparator} {g.threshold:g}" + {"RatioToBase": " × base", "RatioToParent": " × parent"}.get(str(g.baseline), "")
             lines.append(f"| {g.name} | {rule} | {_fmt(g.value)} | {_fmt(g.base_value)} | {verdict} |")
         lines.append("")
     cost = card.get("cost") or {}

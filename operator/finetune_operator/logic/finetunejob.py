@@ -389,7 +389,7 @@ def _evaluate_and_register(
         return plan.decision(status)
     registered = ModelVersionSpec.model_validate(mv_spec).evaluation
     assert registered is not None, f"ModelVersion {mv_name} of an evaluated run has no spec.evaluation"
-    results = gates.judge_all(registered.gates, registered.metrics, registered.base_metrics)
+    results = gates.judge_all(registered.gates, registered.metrics, registered.base_metrics, gates.parent_figures(registered))
     verdict = gates.summary(results)
     if gates.blocking_failures(results):
         plan.set(GATES_PASSED, ConditionStatus.FALSE, REASON_GATES_FAILED, verdict)
@@ -446,8 +446,11 @@ def evaluation_record(result: Mapping[str, Any], spec: FineTuneJobSpec) -> dict[
         "metrics": numbers(result.get("metrics")),
         "baseMetrics": numbers(result.get("base")),
         "standardErrors": numbers(result.get("stderr")),
-        "gates": [g.model_dump(mode="json", by_alias=True) for g in spec.evaluation.effective_gates()],
+        "gates": [g.model_dump(mode="json", by_alias=True) for g in spec.evaluation.effective_gates(parent=builders.continues(spec))],
     }
+    if isinstance(result.get("parent"), Mapping):
+        record["parentMetrics"] = numbers(result.get("parent"))
+        record["metricsOnParentSplit"] = numbers(result.get("on_parent_split"))
     if result.get("results"):
         record["resultsUri"] = str(result["results"])
     if isinstance(result.get("base_reused"), list) and result["base_reused"]:

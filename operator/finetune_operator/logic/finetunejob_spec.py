@@ -181,4 +181,5 @@ def _resolve_starting_point(
         return [SpecProblem(field_path, f"ModelVersion {name}'s adapter is in object storage, which continuing does not read yet",
                             "continue a version trained to a claim or node path")]
     start._adapter_uri = uri
+    start._parent_data_uri = prepared_data_of(found)  # None: judged without the parent's test split
     return []

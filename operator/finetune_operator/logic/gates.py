@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 from finetune_operator.api.common import Comparator, GateBaseline
-from finetune_operator.api.modelversion import GateResult, GateRule, MetricComparison
+from finetune_operator.api.modelversion import EvaluationRecord, GateResult, GateRule, MetricComparison
 
 _SYMBOL = {
     Comparator.GREATER_THAN: ">",
@@ -22,7 +22,14 @@ _SYMBOL = {
 }
 
 
-def judge(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float]) -> GateResult:
+# A RatioToParent gate's two figures: this version's metrics on the parent's test split, and the
+# parent's own metrics there.
+Parent = tuple[Mapping[str, float], Mapping[str, float]]
+
+
+def judge(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float], parent: Parent | None = None) -> GateResult:
+    if gate.baseline == GateBaseline.RATIO_TO_PARENT:
+        return _judge_against_parent(gate, parent)
     if gate.per_task:
         return _judge_per_task(gate, metrics, base)
     value = metrics.get(gate.metric)
@@ -42,6 +49,16 @@ def judge(gate: GateRule, metrics: Mapping[str, float], base: Mapping[str, float
         return _result(gate, value, base_value, passed, f"{rule}: {value:.4g} / {base_value:.4g} = {ratio:.3g}")
     passed = gate.comparator.holds(value, gate.threshold)
     return _result(gate, value, base_value, passed, f"{rule}: measured {value:.4g}")
+
+
+def _judge_against_parent(gate: GateRule, parent: Parent | None) -> GateResult:
+    """value on the parent's test split / the parent's value there, like RatioToBase."""
+    if not parent or not parent[1]:
+        return _result(gate, None, None, False, f"{gate.metric} of the parent version was not measured (no parent test split)")
+    as_ratio = gate.model_copy(update={"baseline": GateBaseline.RATIO_TO_BASE})
+    result = judge(as_ratio, parent[0], parent[1])
+    message = (result.message or "").split(": ", 1)[-1].replace(" / base ", " on the parent's test split / parent ", 1)
+    return _result(gate, result.value, result.base_value, result.passed, message)
 
 
 def task_values(metric: str, metrics: Mapping[str, float]) -> dict[str, float]:
@@ -83,8 +100,17 @@ def _result(gate: GateRule, value: float | None, base_value: float | None, passe
     )
 
 
-def judge_all(gates: Iterable[GateRule], metrics: Mapping[str, float], base: Mapping[str, float]) -> list[GateResult]:
-    return [judge(gate, metrics, base) for gate in gates]
+def parent_figures(record: EvaluationRecord) -> Parent | None:
+    """A registered evaluation's figures against its parent version, when it has them."""
+    if record.parent_metrics is None:
+        return None
+    return record.metrics_on_parent_split or {}, record.parent_metrics
+
+
+def judge_all(
+    gates: Iterable[GateRule], metrics: Mapping[str, float], base: Mapping[str, float], parent: Parent | None = None
+) -> list[GateResult]:
+    return [judge(gate, metrics, base, parent) for gate in gates]
 
 
 def blocking_failures(results: Iterable[GateResult]) -> list[GateResult]:

@@ -167,7 +167,7 @@ def decide(
         message = MSG_AWAITING_EVALUATION
     else:
         record = spec.evaluation
-        results = gates.judge_all(record.gates, record.metrics, record.base_metrics)
+        results = gates.judge_all(record.gates, record.metrics, record.base_metrics, gates.parent_figures(record))
         failed = gates.blocking_failures(results)
         message = gates.summary(results)
         update["gates"] = results
