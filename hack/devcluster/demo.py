@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import controlplane, hubcache
+from . import controlplane, hubcache, teacher
 
 REPO_ROOT = controlplane.REPO_ROOT
 DEFAULT_CLUSTER_DIR = REPO_ROOT / ".devcluster"
@@ -132,6 +132,28 @@ def _http_ok(url: str) -> bool:
             return response.status == 200
     except Exception:
         return False
+
+
+TEACHER = "teacher"
+
+
+def ensure_teacher(state: controlplane.ClusterState, timeout: float = 20) -> None:
+    """The stand-in teacher examples with synthetic data use (devcluster.teacher, 127.0.0.1:18900);
+    a warning, never a failure, when its port is taken by something else."""
+    url = f"http://127.0.0.1:{teacher.DEFAULT_PORT}/v1/models"
+    if _http_ok(url):
+        say(f"    reusing the teacher at http://127.0.0.1:{teacher.DEFAULT_PORT}/v1")
+        return
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "hack")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+    controlplane._spawn(state, TEACHER, [sys.executable, "-m", "devcluster.teacher", "--port", str(teacher.DEFAULT_PORT)], env=env)
+    deadline = time.monotonic() + timeout
+    while not _http_ok(url):
+        if not controlplane._alive(state.pids[TEACHER]) or time.monotonic() > deadline:
+            say(f"    warning: the stand-in teacher did not start (port {teacher.DEFAULT_PORT} taken?); "
+                f"examples with synthetic data need it. Log: {state.path / 'logs' / (TEACHER + '.log')}")
+            return
+        time.sleep(0.2)
+    say(f"    stand-in teacher at http://127.0.0.1:{teacher.DEFAULT_PORT}/v1 (examples/finetunejob-case-study.yaml)")
 
 
 def ensure_operator(state: controlplane.ClusterState, timeout: float = 90) -> int:
@@ -657,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         install_crds(state)
         step("operator")
         ensure_operator(state)
+        step("teacher")
+        ensure_teacher(state)
         step("base model")
         model_dir = materialize_model()
         hubcache.lay_out(model_dir, hubcache.SMOLLM2_REPO, hubcache.hub_dir())

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devcluster import hubcache
+from devcluster import hubcache, teacher
 from tests.helpers import environ
 from tests.integration.conftest import LOG_TAIL_LINES, OperatorProcess, _start_operator, _stop_operator
 
@@ -44,6 +44,28 @@ def pytest_collection_modifyitems(config, items) -> None:
 def hub() -> str:
     """The dev cluster's hub with SmolLM2-135M-Instruct (materialized once under the cache root)."""
     return str(hubcache.ensure_smollm2())
+
+
+@pytest.fixture(scope="session")
+def dev_teacher() -> Iterator[str]:
+    """The stand-in teacher `make demo` starts (examples with synthetic data name its address),
+    served here unless something already answers there (a running demo's)."""
+    import threading
+    import urllib.request
+
+    url = f"http://127.0.0.1:{teacher.DEFAULT_PORT}/v1"
+    try:
+        with urllib.request.urlopen(url + "/models", timeout=2):
+            yield url
+            return
+    except OSError:
+        pass
+    server = teacher.make_server(teacher.DEFAULT_PORT)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALL = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 # Examples that run on the dev cluster's CPUs as written: inline records and the hub's model.
-CPU_EXAMPLES = ["finetunejob-support-tickets-lora.yaml", "finetunejob-earnings-json.yaml"]
+CPU_EXAMPLES = ["finetunejob-support-tickets-lora.yaml", "finetunejob-earnings-json.yaml", "finetunejob-case-study.yaml",
+                "finetunejob-multitask.yaml"]
 FULL_RUNS = os.environ.get("FINETUNE_ALL_EXAMPLES") == "1"
 
 
@@ -59,9 +60,31 @@ def test_support_tickets_prepares_inline_records_and_trains_from_the_hub(cluster
     cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=false")
 
 
+def test_case_study_mixes_real_and_teacher_records_and_trains(cluster, namespace, operator, dev_teacher):
+    """The seed's case study as written: 20 real tickets and 40 from the dev cluster's teacher,
+    seeded from the real ones, mixed and prepared; training starts (make test-examples runs it to
+    the end)."""
+    example = "finetunejob-case-study.yaml"
+    started = time.monotonic()
+    cluster.kubectl("apply", "-f", str(EXAMPLES / example), "-n", namespace)
+    name = name_of(example)
+
+    def first_step():
+        status = ftj_status(cluster, namespace, name)
+        assert status.get("phase") != "Failed", json.dumps(status.get("conditions"), indent=1)
+        return ((status.get("progress") or {}).get("step") or 0) >= 1 and status
+
+    status = wait_for(first_step, 240, f"FineTuneJob {name} to train its first step")
+    sources = {s["name"]: s for s in status["dataReport"]["sources"]}
+    assert (sources["real"]["read"], sources["teacher"]["kind"], sources["teacher"]["read"]) == (20, "synthetic", 40)
+    assert status["dataReport"]["splits"]["test"] >= 0.19 * sum(s["final"] for s in sources.values())  # the 20% holdout
+    print(f"\n{example}: first training step after {time.monotonic() - started:.0f} s; sources {json.dumps(list(sources.values()))[:400]}")
+    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=false")
+
+
 @pytest.mark.skipif(not FULL_RUNS, reason="full example runs take minutes each: make test-examples")
 @pytest.mark.parametrize("example", CPU_EXAMPLES)
-def test_cpu_example_runs_to_succeeded(cluster, namespace, operator, example):
+def test_cpu_example_runs_to_succeeded(cluster, namespace, operator, dev_teacher, example):
     started = time.monotonic()
     cluster.kubectl("apply", "-f", str(EXAMPLES / example), "-n", namespace)
     name = name_of(example)

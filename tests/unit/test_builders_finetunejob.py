@@ -18,6 +18,7 @@ import yaml
 
 from finetune_operator.api.finetunejob import FineTuneJobSpec
 from finetune_operator.builders import finetunejob as builders
+from finetune_operator.logic.finetunejob_spec import resolve_references
 from finetune_operator.builders.finetunejob import Owner, RenderError, Settings
 from finetune_operator.logic.finetunejob import parse_spec
 from finetune_operator.logic.spec import InvalidSpec
@@ -568,6 +569,12 @@ def test_examples_are_found():
 def test_example_renders_to_a_config_the_trainer_accepts(manifest, refused_field):
     document = yaml.safe_load(manifest.read_text())
     parsed = parse_spec(document["spec"])
+    assert not isinstance(parsed, InvalidSpec), parsed
+    # The ModelVersions an example names (continual learning) as the operator finds them registered.
+    parsed = resolve_references(parsed, lambda name: {"spec": {
+        "baseModel": {"uri": document["spec"]["baseModel"]["uri"]},
+        "artifact": {"uri": f"pvc://finetune-artifacts/{name}-uid/adapter", "type": "adapter"},
+        "lineage": {"preparedDataUri": f"pvc://finetune-artifacts/{name}-uid/data"}}})
     assert not isinstance(parsed, InvalidSpec), parsed
     owner = Owner(name=document["metadata"]["name"], namespace="team", uid="uid-1")
 
