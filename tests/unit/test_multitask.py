@@ -99,3 +99,17 @@ def test_the_spec_reaches_the_trainer():
 def test_the_card_image_draws_a_row_per_task():
     rows = gate_rows([ACCURACY.model_dump(mode="json", by_alias=False)], {"taskAccuracy/a": 0.9, "taskAccuracy/b": 0.7}, {})
     assert [(r.name, r.passed) for r in rows] == [("taskAccuracy (a)", True), ("taskAccuracy (b)", False)]
+
+
+def test_records_of_several_tasks_are_split_task_by_task(tmp_path):
+    from finetune_trainer.prepare import split_records
+
+    config = parse_config({"model": {"uri": "/m"}, "dataset": {"source": "/d", "split": {"train": 0.6, "validation": 0.2, "test": 0.2}},
+                           "output": {"dir": str(tmp_path)}})
+    rows = [{"instruction": str(i), "output": "x", "task": "big" if i < 90 else "small"} for i in range(100)]
+    splits = split_records(config, rows)
+    counts = {name: {t: sum(1 for r in rows_ if r["task"] == t) for t in ("big", "small")} for name, rows_ in splits.items()}
+    assert counts == {"train": {"big": 54, "small": 6}, "validation": {"big": 18, "small": 2}, "test": {"big": 18, "small": 2}}
+    assert split_records(config, rows) == splits  # seeded
+    single = [{k: v for k, v in r.items() if k != "task"} for r in rows]
+    assert [len(v) for v in split_records(config, single).values()] == [60, 20, 20]

@@ -142,9 +142,29 @@ def balance(config: TrainerConfig, records: list[tuple[str, dict]]) -> tuple[lis
 
 
 def split_records(config: TrainerConfig, records: list[Any]) -> dict[str, list[Any]]:
-    """Seeded shuffle, then cut by the fractions; the same seed always gives the same split."""
+    """Seeded shuffle, then cut by the fractions; the same seed always gives the same split.
+    Records of several tasks are split task by task, so every task is in every split (its
+    per-task figures and gates are measured on its own held-out records)."""
+    tasks = [_task_of(r) for r in records]
+    if len(set(tasks)) < 2:
+        return {name: [records[i] for i in chosen] for name, chosen in _cut(config, len(records), config.data_seed).items()}
+    picked: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for task in sorted(set(tasks)):
+        members = [i for i, t in enumerate(tasks) if t == task]
+        for name, chosen in _cut(config, len(members), f"{config.data_seed}:{task}", what=f"task {task!r}").items():
+            picked[name] += [members[i] for i in chosen]
+    return {name: [records[i] for i in sorted(chosen)] for name, chosen in picked.items()}
+
+
+def _task_of(item: Any) -> str | None:
+    record = item[1] if isinstance(item, tuple) else item
+    task = record.get("task") if isinstance(record, dict) else None
+    return None if task is None else str(task)
+
+
+def _cut(config: TrainerConfig, total: int, seed: Any, what: str = "") -> dict[str, list[int]]:
+    """Positions 0..total-1 of each split: a seeded shuffle cut by the fractions."""
     fractions = config.dataset.split
-    total = len(records)
     sizes = {"validation": round(total * fractions.validation), "test": round(total * fractions.test)}
     for name in ("validation", "test"):
         # A non-zero fraction of a small dataset still gets one record, while training keeps one.
@@ -153,16 +173,15 @@ def split_records(config: TrainerConfig, records: list[Any]) -> dict[str, list[A
     sizes["train"] = total - sizes["validation"] - sizes["test"]
     if sizes["train"] < 1:
         raise DataError(
-            f"dataset {config.dataset.origin}: only {total} records left after filtering, too few "
-            "to split; add data or relax the filters"
+            f"dataset {config.dataset.origin}: only {total} records{' of ' + what if what else ''} left after "
+            "filtering, too few to split; add data or relax the filters"
         )
     order = list(range(total))
-    random.Random(config.data_seed).shuffle(order)
-    out: dict[str, list[Any]] = {}
+    random.Random(seed).shuffle(order)
+    out: dict[str, list[int]] = {}
     start = 0
     for name in SPLITS:
-        chosen = sorted(order[start : start + sizes[name]])  # keep source order inside a split
-        out[name] = [records[i] for i in chosen]
+        out[name] = sorted(order[start : start + sizes[name]])  # keep source order inside a split
         start += sizes[name]
     return out
 
