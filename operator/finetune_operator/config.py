@@ -109,6 +109,14 @@ class OperatorConfig(BaseModel):
         "0 leaves the cost unestimated.",
     )
 
+    gpu_sustained_flops: float = Field(
+        default=4.0e14,
+        ge=0.0,
+        description="Training FLOP/s one GPU sustains (peak x model FLOPs utilisation; 4e14 is an H100's 989 "
+        "TFLOP/s bf16 at about 40%), for spec.budget estimates before a training reports progress; 0 turns "
+        "those off (the estimate then comes with the first progress report).",
+    )
+
     trainer_image: str = Field(
         default="ghcr.io/finetune-operator/trainer:0.1.0",
         min_length=1,

@@ -129,3 +129,17 @@ def test_bad_sources_are_config_errors(tmp_path, tiny_model, sources, message):
     raw = make_config(tmp_path, tiny_model, tmp_path / "x.jsonl", dataset={"source": None, "sources": sources})
     with pytest.raises(ConfigFileError, match=message):
         parse_config(raw)
+
+
+def test_the_report_carries_what_a_budget_estimate_needs(tmp_path, tiny_model):
+    """Training tokens (the train split's) and the base model's parameter count, counted on the
+    meta device: the operator's estimate of the training before it reports progress."""
+    real = write_jsonl(tmp_path / "real.jsonl", _records("Real", 30))
+    config = parse_config(make_config(tmp_path, tiny_model, real))
+    report = prepare_dataset(config)
+    from transformers import AutoModelForCausalLM
+
+    assert report["model_parameters"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(str(tiny_model)).parameters())
+    rows = (config.prepared_path / "train.jsonl").read_text().splitlines()
+    assert 0 < report["train_tokens"] < report["tokens"]["total"] and len(rows) == report["splits"]["train"]
+    assert report_summary(report)["train_tokens"] == report["train_tokens"]

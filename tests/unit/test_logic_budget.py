@@ -16,10 +16,11 @@ from finetune_operator.builders import finetunejob as builders
 from finetune_operator.logic import budget
 from finetune_operator.logic.finetunejob import Children, parse_spec, parse_status
 from finetune_operator.logic.spec import InvalidSpec
-from tests.unit.pipeline_fixtures import job, pod, progress_map
+from tests.unit.pipeline_fixtures import job, pod, progress_map, termination
 from tests.unit.test_logic_finetunejob_pipeline import (
     NOW,
     OWNER,
+    PREPARE,
     PREPARE_COMPLETE,
     PREPARE_POD_DONE,
     PROGRESS,
@@ -232,3 +233,48 @@ def test_a_stopped_job_is_not_started_again_by_its_trainers_last_report():
     # Lowering it further keeps it stopped too; raising it starts it.
     assert run(budgeted(maxGpuHours=0.501), last_report, stopped, generation=2).status.phase == FineTuneJobPhase.FAILED
     assert run(budgeted(maxGpuHours=1), last_report, stopped, generation=2).suspend == ((TRAIN, False),)
+
+
+# --- the estimate before training reports progress: from the prepared data -------------------------
+
+# 1,000,000 training tokens a epoch, a 7B base: LoRA costs 4 x 7e9 FLOPs a token. Three epochs at
+# 4e14 FLOP/s per GPU: 3e6 x 2.8e10 / 4e14 = 210 GPU-seconds = 0.05833 GPU-hours.
+PREPARED_WITH_FIGURES = termination(status="Prepared", stage="prepare", dataset={
+    "format": "instruction", "counts": {"read": 1000, "final": 1000}, "dropped": {}, "pii": {},
+    "splits": {"train": 700, "validation": 200, "test": 100}, "sha256": "sha256:" + "b" * 64,
+    "train_tokens": 1_000_000, "model_parameters": 7_000_000_000})
+PREPARED_ONLY = Children(jobs=(PREPARE_COMPLETE,), pods=(pod(PREPARE, terminated=dict(exitCode=0, reason="Completed", message=PREPARED_WITH_FIGURES)),))
+
+
+def with_epochs(**limits):
+    return spec(budget=limits, hyperparameters={**EVERY_10, "epochs": 3}, checkpointing=CHECKPOINT_10)
+
+
+def test_prior_estimate_from_tokens_parameters_and_the_gpus_throughput():
+    report = run(with_epochs(maxGpuHours=1), PREPARED_ONLY).status.data_report
+    lora = budget.prior_estimate(with_epochs(maxGpuHours=1), report, 4e14, gpus=1)
+    assert lora.gpu_hours == pytest.approx(210 / 3600)
+    full = budget.prior_estimate(spec(adaptation={"type": "full"}, hyperparameters={"epochs": 3}), report, 4e14, gpus=1)
+    assert full.gpu_hours == pytest.approx(lora.gpu_hours * 1.5)  # 6 x params, not 4 x
+    # maxSteps caps it: 10 steps x 8 records x 1 GPU x (1e6 / 700 tokens a record).
+    capped = budget.prior_estimate(spec(hyperparameters={"maxSteps": 10}), report, 4e14, gpus=1)
+    assert capped.gpu_hours == pytest.approx(10 * 8 * 1e6 / 700 * 2.8e10 / 4e14 / 3600)
+    assert budget.prior_estimate(with_epochs(maxGpuHours=1), report, 0.0, gpus=1) is None  # no throughput figure
+
+
+def test_an_estimate_over_the_budget_is_reported_before_training_starts():
+    decision = run(with_epochs(maxGpuHours=0.05), PREPARED_ONLY, settings=builders.Settings(gpu_sustained_flops=4e14))
+    assert [obj["metadata"]["name"] for obj in decision.create] == [TRAIN]  # training still starts
+    over = condition(decision.status, budget.WITHIN_BUDGET)
+    assert (over.status, over.reason) == (ConditionStatus.FALSE, budget.REASON_ESTIMATE_OVER_BUDGET)
+    assert "0.05833 GPU-hours from the prepared data (3e+06 training tokens x 2.8e+10 FLOPs each" in over.message
+    assert (decision.status.budget.estimated_gpu_hours, decision.status.budget.estimated_from) == (pytest.approx(0.0583, abs=1e-4), "data")
+    assert ("Warning", budget.REASON_ESTIMATE_OVER_BUDGET) in [(e.type, e.reason) for e in decision.events]
+
+
+def test_the_first_progress_report_replaces_the_data_estimate():
+    before = run(with_epochs(maxGpuHours=1), PREPARED_ONLY).status
+    training = Children(jobs=(PREPARE_COMPLETE, TRAIN_RUNNING), pods=(PREPARED_ONLY.pods[0], TRAIN_POD_RUNNING),
+                        progress=progress_map(PROGRESS, **PROGRESS_LINE))
+    status = run(with_epochs(maxGpuHours=1), training, parse_status(before.model_dump(mode="json", exclude_none=True))).status
+    assert status.budget.estimated_from == "progress" and status.budget.estimated_gpu_hours == pytest.approx(0.5267, abs=1e-4)

@@ -461,6 +461,8 @@ def test_data_report_from_the_prepare_termination_message():
         "synthetic": None,
         "sources": None,
         "tasks": None,
+        "trainTokens": None,
+        "modelParameters": None,
     }
     assert condition(run(SPEC, S["prepared"]).status, "DataReady").message == (
         "dataset prepared: 120 records read, 63/18/9 train/validation/test"

@@ -219,6 +219,21 @@ def sample_tasks(config: TrainerConfig, rows: list[tuple[str, dict]]) -> tuple[l
     }
 
 
+def count_parameters(model_dir: Path) -> int | None:
+    """The base model's parameter count, from its config on the meta device (no weights are read);
+    None when the config cannot be instantiated."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        model_config = AutoConfig.from_pretrained(str(model_dir))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config)
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # noqa: BLE001 - an estimate only; the training reports the real figures
+        return None
+
+
 def _token_stats(lengths: list[int]) -> dict[str, float]:
     if not lengths:
         return {}
@@ -284,7 +299,8 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
 
     records, pii_report = apply_pii_policy(config, fmt, records)
 
-    counter = TokenCounter(resolve_model(config))
+    model_dir = resolve_model(config)
+    counter = TokenCounter(model_dir)
     lengths = counter.count([formats.joined_text(r, fmt) for _, r in records])
     kept, kept_lengths = [], []
     max_tokens = config.dataset.max_tokens
@@ -347,6 +363,9 @@ def prepare_dataset(config: TrainerConfig) -> dict[str, Any]:
         "dropped": {k: v for k, v in sorted(dropped.items()) if v},
         "pii": pii_report,
         "tokens": _token_stats(lengths),
+        # What an estimate of the training's compute needs before it starts (the operator's budget).
+        "train_tokens": sum(length_of[location] for location, _ in located["train"]),
+        **({"model_parameters": parameters} if (parameters := count_parameters(model_dir)) else {}),
         "splits": {name: len(rows) for name, rows in splits.items()},
         "source_sha256": source_digest,
         "files": {name: f"{name}.jsonl" for name in SPLITS},
@@ -384,6 +403,8 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
         "pii": report["pii"]["findings"],
         "splits": report["splits"],
         "tokens": {k: report["tokens"].get(k) for k in ("mean", "p95", "max")},
+        "train_tokens": report.get("train_tokens"),
+        "model_parameters": report.get("model_parameters"),
         "sha256": report["sha256"],
     }
     if "synthetic" in report:

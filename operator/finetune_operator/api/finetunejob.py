@@ -1152,7 +1152,13 @@ class BudgetStatus(StatusModel):
         default=None, ge=0.0, description="The budget in GPU-hours: maxGpuHours, or maxCost / price, the lower.",
     )
     estimated_gpu_hours: float | None = Field(
-        default=None, ge=0.0, description="Estimated GPU-hours of the whole training: used + ETA x GPUs.",
+        default=None, ge=0.0, description=(
+            "Estimated GPU-hours of the whole training: before the first progress report, from the prepared data "
+            "(training tokens x FLOPs per token / the operator's sustained FLOP/s per GPU); then used + ETA x GPUs."
+        ),
+    )
+    estimated_from: Literal["data", "progress"] | None = Field(
+        default=None, description="What the estimate is based on: the prepared data (before training) or the progress."
     )
     estimated_cost: float | None = Field(default=None, ge=0.0, description="estimatedGpuHours x cost per GPU-hour.")
     exceeded: bool = Field(
@@ -1240,6 +1246,8 @@ class DataReport(StatusModel):
     tasks: dict[str, int] | None = Field(
         default=None, description="Training records per task after spec.dataset.taskSampling (multi-task data)."
     )
+    train_tokens: int | None = Field(default=None, ge=0, description="Tokens in the training split (one epoch).")
+    model_parameters: int | None = Field(default=None, ge=0, description="Parameters of the base model.")
 
 
 class CheckpointStatus(StatusModel):

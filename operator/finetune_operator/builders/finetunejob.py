@@ -107,6 +107,8 @@ class Settings:
     hub_endpoint: str = ""
     # Where base models' generations are kept for later evaluations (pvc://<claim> or a node path).
     evaluation_cache: str = ""
+    # Sustained training FLOP/s of one GPU, for budget estimates before training reports progress.
+    gpu_sustained_flops: float = 4.0e14
 
 
 def config_map_name(name: str) -> str:

@@ -107,6 +107,7 @@ def settings() -> builders.Settings:
         hub_endpoint=cfg.hub_endpoint,
         s3_endpoint=cfg.s3_endpoint,
         evaluation_cache=cfg.evaluation_cache,
+        gpu_sustained_flops=cfg.gpu_sustained_flops,
     )
 
 

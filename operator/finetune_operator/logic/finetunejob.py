@@ -278,6 +278,7 @@ def decide(
 
     # --- training ------------------------------------------------------------------------------
     if train is None:
+        plan.budget(limit, spec, price, settings.gpu_sustained_flops)  # the estimate from the data, before any step
         if spec.suspend:
             plan.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
             return plan.decision(status)
@@ -301,7 +302,7 @@ def decide(
         message = MSG_TRAINED.format(uri=uri) + _base_model_note(plan.status.artifact)
         plan.set(TRAINED, ConditionStatus.TRUE, REASON_TRAINED, message)
         return _evaluate_and_register(plan, status, spec, children, owner, settings)
-    stop = plan.budget(limit, spec, price)
+    stop = plan.budget(limit, spec, price, settings.gpu_sustained_flops)
     if plan.suspend_to(train, spec.suspend or stop, queue=queue) is False:
         plan.resumed()  # the Pods from before are gone: what they used is kept, new ones count on top
     if stop and not spec.suspend:
@@ -470,6 +471,10 @@ def _synthetic_report(teacher: Any) -> SyntheticReport | None:
     )
 
 
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _source_reports(sources: Any) -> list[SourceReport] | None:
     if not isinstance(sources, list):
         return None
@@ -558,7 +563,7 @@ class _Plan:
         self.status.gpu_hours_before_resume = self.status.gpu_hours
         self.status.resumed_at = self.now
 
-    def budget(self, limit: budget.Limit | None, spec: FineTuneJobSpec, price: float) -> bool:
+    def budget(self, limit: budget.Limit | None, spec: FineTuneJobSpec, price: float, gpu_flops: float = 0.0) -> bool:
         """Status and condition against spec.budget; True when the training must stop now."""
         if limit is None:
             self.status.budget = None
@@ -571,14 +576,16 @@ class _Plan:
             self.status.budget = previous.model_copy(update={"limit_gpu_hours": round(limit.gpu_hours, 4)})
             return True
         gpus = spec.resources.gpus_per_node * spec.resources.nodes
+        prior = budget.prior_estimate(spec, self.status.data_report, gpu_flops, gpus)
         verdict = budget.assess(limit, self.status.gpu_hours or 0.0, self.status.progress, gpus=gpus,
-                                checkpoint_every=builders.checkpoint_interval(spec))
+                                checkpoint_every=builders.checkpoint_interval(spec), prior=prior)
         self.set(budget.WITHIN_BUDGET, *verdict.condition)
         estimate = round(verdict.estimate, 4) if verdict.estimate is not None else None
         self.status.budget = BudgetStatus(
             limit_gpu_hours=round(limit.gpu_hours, 4),
             estimated_gpu_hours=estimate,
             estimated_cost=round(estimate * price, 2) if estimate is not None and price else None,
+            estimated_from=verdict.source,
             exceeded=verdict.stop,
         )
         return verdict.stop
@@ -635,6 +642,8 @@ class _Plan:
             synthetic=_synthetic_report(summary.get("synthetic")),
             sources=_source_reports(summary.get("sources")),
             tasks={str(k)[:63]: int(v) for k, v in list(summary["tasks"].items())[:16]} if isinstance(summary.get("tasks"), Mapping) else None,
+            train_tokens=_count(summary.get("train_tokens")),
+            model_parameters=_count(summary.get("model_parameters")),
         )
 
     def progress(self, progress_map: Mapping[str, Any] | None) -> None:
