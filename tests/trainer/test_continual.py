@@ -83,7 +83,10 @@ def test_full_fine_tuning_cannot_continue_an_adapter(tmp_path, tiny_model):
 
 
 @pytest.mark.parametrize("mode", ["continue", "stack"])
-def test_the_continued_version_is_scored_beside_its_parent_on_the_parents_test_split(tmp_path, tiny_model, v1, mode):
+def test_the_continued_version_is_scored_beside_its_parent_on_the_parents_test_split(tmp_path, tiny_model, v1, mode, monkeypatch):
+    from finetune_trainer import evalcache
+
+    monkeypatch.setenv(evalcache.CACHE_ENV, str(tmp_path / "evaluation-cache"))
     from finetune_trainer.evaluate import evaluate_model
 
     adapter, data = v1
@@ -106,6 +109,11 @@ def test_the_continued_version_is_scored_beside_its_parent_on_the_parents_test_s
     evaluating = [p for p in progress if p.get("stage") == "evaluate"]
     assert {p["model"] for p in evaluating if p["suite"] == "parent"} == {"candidate", "parent"}
     assert evaluating[-1]["prompts_done"] == evaluating[-1]["prompts_total"]
+    assert "parent" not in summary.get("base_reused", [])
+
+    # Evaluated again (another job continuing the same version): the parent's answers are reused.
+    again = evaluate_model(config)
+    assert "parent" in again["base_reused"] and again["parent"] == summary["parent"]
 
 
 def test_a_missing_parent_test_split_is_a_data_error(tmp_path, tiny_model, v1):

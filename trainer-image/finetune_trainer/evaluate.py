@@ -764,13 +764,21 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     cache = evalcache.cache_dir() if settings.compare_with_base and settings.reuse_base else None
     base_keys = _base_keys(base_dir, tokenizer, settings, max_prompt_tokens, items) if cache is not None else {}
     reused = {suite: entry for suite, key in base_keys.items() if (entry := evalcache.load(cache, key, len(items[suite])))}
+    # The parent version's answers on its test split are cached the same way, keyed by the base
+    # and the parent's adapter together.
+    parent_cache = evalcache.cache_dir() if parent_tests and settings.reuse_base else None
+    parent_key = _parent_key(base_dir, tokenizer, settings, max_prompt_tokens, config, parent_tests) if parent_cache else None
+    parent_cached = evalcache.load(parent_cache, parent_key, len(parent_tests)) if parent_key else None
+    if parent_cached is not None:
+        reused[PARENT] = parent_cached
     if reused:
-        emit({"event": "base_evaluation_reused", "suites": sorted(reused), "cache": str(cache)})
+        emit({"event": "base_evaluation_reused", "suites": sorted(reused), "cache": str(cache or parent_cache)})
 
     models = 2 if settings.compare_with_base else 1
     progress = EvaluationProgress(
         config.progress_path, emit, {suite: len(v) for suite, v in items.items()}, models, remote=ConfigMapReporter.from_env(),
-        reused={suite: len(items[suite]) for suite in reused}, extra=2 * len(parent_tests),
+        reused={suite: len(items[suite]) for suite in reused if suite in items},
+        extra=(1 if parent_cached is not None else 2) * len(parent_tests),
     )
 
     def generate_all(model, label: str) -> None:
@@ -815,9 +823,15 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         # Forgetting: the candidate and the version it continued, on that version's test split.
         on_parent_split, parent_generations = Generations(), Generations()
         Generator(candidate, tokenizer, settings, max_prompt_tokens, CANDIDATE, progress).run(PARENT, parent_tests, on_parent_split)
-        parent_model = _parent_model(candidate, base_model if artifact.kind == "lora-adapter" else None, base_dir, config)
-        Generator(parent_model, tokenizer, settings, max_prompt_tokens, PARENT, progress).run(PARENT, parent_tests, parent_generations)
-        parent_model = None
+        if parent_cached is not None:
+            restore(PARENT, parent_cached, parent_generations)
+        else:
+            parent_model = _parent_model(candidate, base_model if artifact.kind == "lora-adapter" else None, base_dir, config)
+            entry = Generator(parent_model, tokenizer, settings, max_prompt_tokens, PARENT, progress).run(PARENT, parent_tests, parent_generations)
+            parent_model = None
+            if parent_key is not None:
+                entry.source = config.output.uri or str(config.output_path)
+                evalcache.store(parent_cache, parent_key, entry)
     progress.close()
     candidate = base_model = None
     _free_memory()
@@ -901,9 +915,9 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
             "candidate_metrics": parent_report[CANDIDATE],
         }} if parent_report else {}),
         "base_cache": {
-            "enabled": cache is not None,
+            "enabled": cache is not None or parent_cache is not None,
             "reused": evalcache.describe(reused),
-            "generated": sorted(set(base_keys) - set(reused)),
+            "generated": sorted((set(base_keys) | ({PARENT} if parent_key else set())) - set(reused)),
         },
         "refusal_classifier": {"window_chars": scoring.REFUSAL_WINDOW, "patterns": list(scoring.REFUSAL_PATTERNS)},
         "toxicity_classifier": {
@@ -954,12 +968,25 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
 
 def _base_keys(base_dir: Path, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, items: dict[str, list[Item]]) -> dict[str, str]:
     """suite -> evaluation cache key of the base model's generations for it."""
+    context = _cache_context(evalcache.model_digest(base_dir), tokenizer, settings, max_prompt_tokens)
+    return {suite: context.key(suite, prompt_texts(tokenizer, suite_items)) for suite, suite_items in items.items()}
+
+
+def _parent_key(base_dir: Path, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, config: TrainerConfig,
+                items: list[Item]) -> str:
+    """The evaluation cache key of the parent version's (base + its adapter) answers on its test split."""
+    adapter = config.path(str(config.model.adapter))
+    digest = evalcache.model_digest(base_dir) + "+" + evalcache.model_digest(adapter)
+    return _cache_context(digest, tokenizer, settings, max_prompt_tokens).key(PARENT, prompt_texts(tokenizer, items))
+
+
+def _cache_context(model_digest: str, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int) -> evalcache.Context:
     import torch
     import transformers
 
     dtype, device = _placement()
-    context = evalcache.Context(
-        model_digest=evalcache.model_digest(base_dir),
+    return evalcache.Context(
+        model_digest=model_digest,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
         max_prompt_tokens=max_prompt_tokens,
@@ -969,7 +996,6 @@ def _base_keys(base_dir: Path, tokenizer, settings: EvaluationSpec, max_prompt_t
         device=device,
         versions={"torch": torch.__version__, "transformers": transformers.__version__},
     )
-    return {suite: context.key(suite, prompt_texts(tokenizer, suite_items)) for suite, suite_items in items.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1180,7 +1180,8 @@ class EvaluationProgress(StatusModel):
     base_reused: list[str] | None = Field(
         default=None,
         max_length=16,
-        description="Suites whose base-model answers came from the evaluation cache instead of being generated again.",
+        description="Suites whose base-model answers came from the evaluation cache instead of being generated again "
+        "(parent: the continued version's answers on its test split).",
     )
 
 
