@@ -43,8 +43,8 @@ def test_example_is_accepted_by_the_api_server(cluster, namespace, example):
     assert "(server dry run)" in result.stdout
 
 
-def test_support_tickets_prepares_inline_records_and_trains_from_the_hub(cluster, namespace, operator):
-    example = "finetunejob-support-tickets-lora.yaml"
+def apply_until_first_step(cluster, namespace: str, example: str) -> dict:
+    """Apply an example as written and wait for its first training step; its status then."""
     started = time.monotonic()
     cluster.kubectl("apply", "-f", str(EXAMPLES / example), "-n", namespace)
     name = name_of(example)
@@ -55,9 +55,15 @@ def test_support_tickets_prepares_inline_records_and_trains_from_the_hub(cluster
         return ((status.get("progress") or {}).get("step") or 0) >= 1 and status
 
     status = wait_for(first_step, 240, f"FineTuneJob {name} to train its first step")
-    report = status.get("dataReport") or status.get("dataset") or {}
-    print(f"\n{example}: first training step after {time.monotonic() - started:.0f} s; data report {json.dumps(report)[:300]}")
-    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=false")
+    report = status.get("dataReport") or {}
+    print(f"\n{example}: first training step after {time.monotonic() - started:.0f} s; data report {json.dumps(report)[:400]}")
+    return status
+
+
+def test_support_tickets_prepares_inline_records_and_trains_from_the_hub(cluster, namespace, operator):
+    example = "finetunejob-support-tickets-lora.yaml"
+    apply_until_first_step(cluster, namespace, example)
+    cluster.kubectl("delete", "finetunejob", name_of(example), "-n", namespace, "--wait=false")
 
 
 def test_case_study_mixes_real_and_teacher_records_and_trains(cluster, namespace, operator, dev_teacher):
@@ -65,21 +71,11 @@ def test_case_study_mixes_real_and_teacher_records_and_trains(cluster, namespace
     seeded from the real ones, mixed and prepared; training starts (make test-examples runs it to
     the end)."""
     example = "finetunejob-case-study.yaml"
-    started = time.monotonic()
-    cluster.kubectl("apply", "-f", str(EXAMPLES / example), "-n", namespace)
-    name = name_of(example)
-
-    def first_step():
-        status = ftj_status(cluster, namespace, name)
-        assert status.get("phase") != "Failed", json.dumps(status.get("conditions"), indent=1)
-        return ((status.get("progress") or {}).get("step") or 0) >= 1 and status
-
-    status = wait_for(first_step, 240, f"FineTuneJob {name} to train its first step")
+    status = apply_until_first_step(cluster, namespace, example)
     sources = {s["name"]: s for s in status["dataReport"]["sources"]}
     assert (sources["real"]["read"], sources["teacher"]["kind"], sources["teacher"]["read"]) == (20, "synthetic", 40)
     assert status["dataReport"]["splits"]["test"] >= 0.19 * sum(s["final"] for s in sources.values())  # the 20% holdout
-    print(f"\n{example}: first training step after {time.monotonic() - started:.0f} s; sources {json.dumps(list(sources.values()))[:400]}")
-    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=false")
+    cluster.kubectl("delete", "finetunejob", name_of(example), "-n", namespace, "--wait=false")
 
 
 @pytest.mark.skipif(not FULL_RUNS, reason="full example runs take minutes each: make test-examples")
