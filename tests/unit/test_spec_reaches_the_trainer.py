@@ -240,3 +240,49 @@ def test_the_field_reaches_the_trainer_with_its_meaning(path):
     except (AttributeError, TypeError, IndexError):
         return  # the default has no such part at all (no teacher, no sources, no such gate)
     assert default != expected, f"{path}: the case sets what the default already renders"
+
+
+# --- one set of bounds: whatever the API admits, the trainer accepts ------------------------------
+
+from finetune_operator.api import finetunejob as api  # noqa: E402
+from finetune_trainer import config as trainer_config  # noqa: E402
+
+BOUNDED = [
+    (api.Hyperparameters, trainer_config.Hyperparameters, ("learning_rate", "epochs", "max_steps", "batch_size",
+                                                          "gradient_accumulation_steps", "max_seq_length", "warmup_ratio",
+                                                          "weight_decay", "max_grad_norm", "eval_steps")),
+    (api.AdaptationSpec, trainer_config.AdaptationSpec, ("rank", "alpha", "dropout")),
+    (api.DedupSpec, trainer_config.DedupSpec, ("near_threshold",)),
+    (api.DatasetSpec, trainer_config.DatasetSpec, ("max_records", "balance_cap", "task_temperature")),
+    (api.DataSource, trainer_config.DataSourceSpec, ("records", "weight", "seed_count")),
+    (api.EvaluationSpec, trainer_config.EvaluationSpec, ("max_samples", "max_new_tokens", "sample_count")),
+    (api.SyntheticDataSpec, trainer_config.SyntheticSpec, ("num_examples", "temperature")),
+    (api.EarlyStoppingSpec, trainer_config.EarlyStoppingSpec, ("patience",)),
+]
+
+
+def _bounds(model: type[BaseModel], field: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for item in model.model_fields[field].metadata:
+        for key in ("ge", "gt", "le", "lt"):
+            if getattr(item, key, None) is not None:
+                found[key] = float(getattr(item, key))
+    return found
+
+
+def _admits(bounds: dict[str, float], value: float) -> bool:
+    return all({"ge": value >= b, "gt": value > b, "le": value <= b, "lt": value < b}[k] for k, b in bounds.items())
+
+
+@pytest.mark.parametrize(("api_model", "trainer_model", "field"), [(a, t, f) for a, t, fields in BOUNDED for f in fields],
+                         ids=[f"{a.__name__}.{f}" for a, _, fields in BOUNDED for f in fields])
+def test_the_api_admits_no_value_the_trainer_refuses(api_model, trainer_model, field):
+    """The API's range lies inside the trainer's: its edges and just past them."""
+    outer, inner = _bounds(trainer_model, field), _bounds(api_model, field)
+    edges = [b for b in inner.values()] + [b + d for b in inner.values() for d in (1e-9, -1e-9)]
+    for value in edges:
+        if _admits(inner, value):
+            assert _admits(outer, value), f"{api_model.__name__}.{field}: the API admits {value}, the trainer refuses it ({inner} vs {outer})"
+    for side in (("ge", "gt"), ("le", "lt")):
+        if any(k in outer for k in side):
+            assert any(k in inner for k in side), f"{api_model.__name__}.{field}: the trainer bounds it ({outer}), the API does not ({inner})"

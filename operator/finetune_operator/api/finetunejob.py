@@ -565,7 +565,7 @@ class Hyperparameters(ApiModel):
         default=1024, ge=16, le=131072, description="Longer examples are truncated to this many tokens."
     )
     warmup_ratio: float = Field(
-        default=0.1, ge=0.0, le=1.0, description="Fraction of steps with linear learning-rate warmup."
+        default=0.1, ge=0.0, lt=1.0, description="Fraction of steps with linear learning-rate warmup (below 1: some steps train at the peak rate)."
     )
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
