@@ -153,6 +153,7 @@ def test_v2_continues_v1_on_mixed_multitask_data_and_is_judged_against_it(cluste
     assert json.loads((run / "adapter" / "adapter_config.json").read_text())["r"] == 4  # v1's adapter, trained further
     evaluated = json.loads((run / "evaluation.json").read_text())
     assert evaluated["base_cache"]["reused"]["general"]["source"].rstrip("/") == v1["outputUri"].rstrip("/")
+    assert {"rougeL/new", "rougeL/old", "exactMatch/new", "exactMatch/old"} <= set(evaluated["per_task"]["candidate"])
     replayed = [json.loads(line) for split in ("train", "validation", "test") for line in (run / "data" / f"{split}.jsonl").read_text().splitlines()]
 
     def key(record):

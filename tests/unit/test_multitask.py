@@ -113,3 +113,11 @@ def test_records_of_several_tasks_are_split_task_by_task(tmp_path):
     assert split_records(config, rows) == splits  # seeded
     single = [{k: v for k, v in r.items() if k != "task"} for r in rows]
     assert [len(v) for v in split_records(config, single).values()] == [60, 20, 20]
+
+
+def test_evaluation_json_has_every_task_metric_per_task():
+    from finetune_trainer.evaluate import TASK_SUITE_METRICS
+
+    items = [Item("task", str(i), [], "y", {"task": "a" if i < 2 else "b"}) for i in range(4)]
+    scores = Scores(values={"rougeL": [1, 0, 1, 1], "exactMatch": [0, 0, 1, 1], "safetyPassRate": [1] * 60})
+    assert per_task(items, scores, TASK_SUITE_METRICS) == {"exactMatch/a": 0.0, "exactMatch/b": 1.0, "rougeL/a": 0.5, "rougeL/b": 1.0}

@@ -494,13 +494,18 @@ def score_general(items: list[Item], outputs: list[str], scores: Scores) -> None
 PER_TASK_METRICS = ("taskAccuracy", "formatCompliance")
 
 
-def per_task(items: list[Item], scores: Scores) -> dict[str, float]:
+# Every metric the task suite scores per item: evaluation.json has each of them per task.
+TASK_SUITE_METRICS = ("taskAccuracy", "formatCompliance", "exactMatch", "tokenF1", "rougeL", "labelAccuracy",
+                      "jsonFieldAccuracy", "jsonValidity", "schemaCompliance", "regexCompliance")
+
+
+def per_task(items: list[Item], scores: Scores, metrics: tuple[str, ...] = PER_TASK_METRICS) -> dict[str, float]:
     """`<metric>/<task>` -> the metric over that task's test items; empty without task labels."""
     tasks = [item.info.get("task") for item in items]
     if not any(task is not None for task in tasks):
         return {}
     out: dict[str, float] = {}
-    for metric in PER_TASK_METRICS:
+    for metric in metrics:
         values = scores.values.get(metric) or []
         for task in sorted({t for t in tasks if t is not None}):
             mine = [v for v, t in zip(values, tasks) if t == task]
@@ -903,6 +908,8 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
         "base_stderr": base_errors,
         "comparison": comparison,
         "suites": suites_info,
+        **({"per_task": {label: per_task(items["task"], scores[label], TASK_SUITE_METRICS) for label in runs}}
+           if "tasks" in suites_info["task"] else {}),
         "latency": {
             label: {"requests": len(g.latencies), "generated_tokens": sum(g.tokens), "seconds": sum(g.shares)}
             for label, g in runs.items()
