@@ -162,7 +162,8 @@ class OperatorConfig(BaseModel):
         "/var/cache/finetune/evaluations): a later job that asks the same base model the same prompts with "
         "the same decoding reuses them and generates only its candidate's. pvc://<claim> (ReadWriteMany; a "
         "claim is per namespace) or an absolute node path (one cache per node, shared by every namespace on "
-        "it). Empty (the default): none; every job evaluates its base again.",
+        "it; a hostPath volume, which Pod Security baseline and restricted refuse). Empty (the default): "
+        "none; every job evaluates its base again.",
     )
     trainer_service_account_annotations: dict[str, str] = Field(
         default_factory=dict,

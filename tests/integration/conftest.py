@@ -74,11 +74,6 @@ class OperatorProcess:
         return body
 
 
-def evaluation_cache_dir(log_path: Path) -> Path:
-    """The test operator's evaluation cache (a node path), beside its log."""
-    return log_path.parent / "evaluation-cache"
-
-
 def _start_operator(kubeconfig: str, log_path: Path, append: bool = False) -> OperatorProcess:
     metrics_port, health_port = free_port(), free_port()
     package_root = Path(finetune_operator.__file__).resolve().parent.parent
@@ -95,8 +90,6 @@ def _start_operator(kubeconfig: str, log_path: Path, append: bool = False) -> Op
         "FINETUNE_HEALTH_PORT": str(health_port),
         "FINETUNE_PEERING": "off",
         "FINETUNE_ALLOWED_HOST_PATHS": os.environ.get("FINETUNE_ALLOWED_HOST_PATHS", ALLOWED_HOST_PATHS),
-        # As on the dev cluster: evaluations of the same base on the same prompts share its answers.
-        "FINETUNE_EVALUATION_CACHE": str(evaluation_cache_dir(log_path)),
     }
     log = log_path.open("ab" if append else "wb")
     process = subprocess.Popen(

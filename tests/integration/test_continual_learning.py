@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from finetune_trainer.testing import json_format_records, make_tiny_model
-from tests.helpers import wait_for
+from tests.helpers import environ, wait_for
 from tests.integration.test_finetunejob_pipeline import ftj
 from tests.teacher import PROMPT, Teacher, serve  # noqa: F401 - serve is a fixture
 
@@ -84,6 +84,16 @@ def v2_manifest(model: Path, data: Path, output: Path, teacher: str) -> str:
         """) + COMMON + V2_EVALUATION
 
 
+@pytest.fixture
+def cache_operator(operator, cluster, tmp_path):
+    """The test operator restarted with an evaluation cache (a node path, as on the dev cluster: its
+    evaluation Pods mount it, which "restricted" namespaces refuse), and without it afterwards."""
+    with environ({"FINETUNE_EVALUATION_CACHE": str(tmp_path / "evaluation-cache")}):
+        operator.restart(cluster.kubeconfig)
+    yield operator
+    operator.restart(cluster.kubeconfig)
+
+
 def finished(cluster, namespace, name):
     def done():
         status = ftj(cluster, namespace, name).get("status") or {}
@@ -99,7 +109,7 @@ def gate_results(cluster, namespace, version):
                     f"{version}'s gate results")
 
 
-def test_v2_continues_v1_on_mixed_multitask_data_and_is_judged_against_it(cluster, namespace, operator, serve, tmp_path):  # noqa: F811
+def test_v2_continues_v1_on_mixed_multitask_data_and_is_judged_against_it(cluster, namespace, cache_operator, serve, tmp_path):  # noqa: F811
     teacher = serve(Teacher())
     model = make_tiny_model(tmp_path / "tiny")
     old = tmp_path / "old.jsonl"
