@@ -114,6 +114,11 @@ def test_the_continued_version_is_scored_beside_its_parent_on_the_parents_test_s
     # Evaluated again (another job continuing the same version): the parent's answers are reused.
     again = evaluate_model(config)
     assert "parent" in again["base_reused"] and again["parent"] == summary["parent"]
+    # Another test split of its own (one record fewer): the base is asked again, the parent is not.
+    test_split = config.prepared_path / "test.jsonl"
+    test_split.write_text("".join(test_split.read_text().splitlines(keepends=True)[:-1]))
+    third = evaluate_model(config)
+    assert third["base_reused"] == ["parent"] and third["base"]["taskAccuracy"] is not None
 
 
 def test_a_missing_parent_test_split_is_a_data_error(tmp_path, tiny_model, v1):

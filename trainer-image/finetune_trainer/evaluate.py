@@ -805,7 +805,7 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     # The base goes first: a LoRA candidate is the same weights with the adapter attached. A base
     # whose every suite is cached is loaded only to carry the adapter.
     base_model = None
-    base_generates = settings.compare_with_base and len(reused) < len(items)
+    base_generates = settings.compare_with_base and any(suite not in reused for suite in items)
     if base_generates or artifact.kind == "lora-adapter":
         base_model = _load_causal_lm(base_dir, config, f"model {config.model.uri}:")
     if settings.compare_with_base:
