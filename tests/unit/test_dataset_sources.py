@@ -142,3 +142,14 @@ def test_each_sources_contribution_reaches_status_and_the_model_card():
     assert [(s.name, s.kind, s.read, s.mixed, s.final) for s in report.sources] == [
         ("real", "records", 3500, 3500, 3410), ("replay", "replay", 4000, 875, 870)]
     assert report.sources[0].task == "triage" and report.sources[1].splits.test == 87
+
+
+def test_a_path_the_user_writes_under_the_node_path_artifact_store_is_not_mounted():
+    """The store holds every namespace's runs: only what the operator resolved from a ModelVersion
+    of the job's namespace may be read from it."""
+    settings = Settings(artifact_store="/srv/artifacts")
+    snooping = FineTuneJobSpec.model_validate({"baseModel": {"uri": "hf://org/base"}, "dataset": {"sources": [
+        {"name": "theirs", "uri": "/srv/artifacts/other-team-run/data/train.jsonl"}]}})
+    assert builders.node_inputs(snooping, settings) == []
+    snooping_uri = FineTuneJobSpec.model_validate({"baseModel": {"uri": "hf://org/base"}, "dataset": {"uri": "/srv/artifacts/x/data"}})
+    assert builders.node_inputs(snooping_uri, settings) == []

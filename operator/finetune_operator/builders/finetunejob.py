@@ -637,15 +637,21 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> tuple[l
 
 def node_inputs(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
     """Node paths the run reads (base model, dataset) under the node directories the operator
-    allows: mounted read-only where they are.  Any other absolute path is read from the image."""
+    allows: mounted read-only where they are.  Any other absolute path is read from the image.
+
+    What the operator itself resolved from a ModelVersion of the job's namespace (the adapter it
+    continues, the data it replays) may also lie in the artifact store's node path; a path the
+    user wrote may not (that store holds every namespace's runs)."""
+    resolved = set(input_uris(spec)) - {spec.base_model.uri, *(u for u in (spec.dataset.uri,) if u)}
+    resolved -= {s.uri for s in spec.dataset.sources or [] if s.uri}
     paths = []
     for uri in input_uris(spec):
         try:
             location = parse_location(uri)
         except LocationError:
             continue
-        # A replay reads an earlier run's data, which may be in the artifact store's own node path.
-        if location.is_host_path and not location.is_root and cleanup.host_path_allowed(location, host_paths_allowed(settings)):
+        allowed = host_paths_allowed(settings) if uri in resolved else settings.allowed_host_paths
+        if location.is_host_path and not location.is_root and cleanup.host_path_allowed(location, allowed):
             paths.append(location.host_path)
     return sorted(set(paths))
 
