@@ -884,11 +884,29 @@ class PodRunner(threading.Thread):
                 self.agent.finish_delete(self)
             self.agent.forget(self)
 
+    def _retrying(self, step, what: str, timeout: float = 120.0):
+        """`step()`, retried while the API server is away (restarted, overloaded), as a kubelet
+        retries a Pod's volume setup; any other error, or one that lasts, goes to the caller."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return step()
+            except ApiException as e:
+                if e.status not in (429, 500, 502, 503, 504):
+                    raise
+                problem: object = f"{e.status} {e.reason}"
+            except (urllib3.exceptions.HTTPError, ConnectionError) as e:
+                problem = e
+            if time.monotonic() > deadline or self.deleting.is_set() or self.agent.stopping.is_set():
+                raise RuntimeError(f"{what}: the API server did not answer for {timeout:.0f}s ({problem})")
+            log.warning("pod %s/%s: %s: %s; retrying", self.ns, self.name, what, problem)
+            time.sleep(1)
+
     def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.report()
-        self._volume_dirs()
-        self.in_cluster_env = self._in_cluster()
+        self._retrying(self._volume_dirs, "volume setup")
+        self.in_cluster_env = self._retrying(self._in_cluster, "in-cluster environment")
         policy = self.pod["spec"].get("restartPolicy", "Always")
         for container in self.pod["spec"].get("initContainers") or []:
             while True:

@@ -200,3 +200,50 @@ def test_a_headless_service_answers_with_its_ready_pods():
     assert nodeagent.service_addresses(service, pods) == ["127.9.0.1", "127.9.0.2", "127.9.0.3"]
     # A ClusterIP would need kube-proxy, which the dev cluster does not have.
     assert nodeagent.service_addresses({"spec": {"clusterIP": "10.0.0.1", "selector": {"app": "x"}}}, pods) == []
+
+
+class _Agent:
+    stopping = threading.Event()
+
+
+class _Runner:
+    """What PodRunner._retrying reads of its Pod runner: its name, agent and deletion flag."""
+
+    ns, name, agent, deleting = "team", "job-prepare-x", _Agent(), threading.Event()
+    _retrying = nodeagent.PodRunner._retrying
+
+
+def _runner() -> _Runner:
+    return _Runner()
+
+
+def test_a_pod_setup_step_is_retried_while_the_api_server_is_away(monkeypatch):
+    """An API server restarted while a Pod starts (its ServiceAccount token, its ConfigMaps) must
+    not leave the Pod unstarted forever: the step is retried, as a kubelet retries volume setup."""
+    monkeypatch.setattr(nodeagent.time, "sleep", lambda seconds: None)
+    from kubernetes.client.rest import ApiException
+
+    failures = [ConnectionResetError("Remote end closed connection"), ApiException(status=503, reason="Unavailable")]
+
+    def flaky():
+        if failures:
+            raise failures.pop(0)
+        return "mounted"
+
+    assert _runner()._retrying(flaky, "volume setup") == "mounted" and not failures
+
+
+def test_a_refusal_is_not_retried_and_a_lasting_outage_gives_up():
+    from kubernetes.client.rest import ApiException
+
+    def forbidden():
+        raise ApiException(status=403, reason="Forbidden")
+
+    with pytest.raises(ApiException):
+        _runner()._retrying(forbidden, "volume setup")
+
+    def down():
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(RuntimeError, match="volume setup: the API server did not answer for 0s"):
+        _runner()._retrying(down, "volume setup", timeout=0)
