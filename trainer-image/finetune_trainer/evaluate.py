@@ -767,12 +767,15 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     from .reporting import ConfigMapReporter
 
     cache = evalcache.cache_dir() if settings.compare_with_base and settings.reuse_base else None
-    base_keys = _base_keys(base_dir, tokenizer, settings, max_prompt_tokens, items) if cache is not None else {}
+    # The base model's files are digested once (a full read for models outside a hub cache).
+    cache_on = cache is not None or bool(parent_tests and settings.reuse_base and evalcache.cache_dir())
+    base_digest = evalcache.model_digest(base_dir) if cache_on else ""
+    base_keys = _base_keys(base_digest, tokenizer, settings, max_prompt_tokens, items) if cache is not None else {}
     reused = {suite: entry for suite, key in base_keys.items() if (entry := evalcache.load(cache, key, len(items[suite])))}
     # The parent version's answers on its test split are cached the same way, keyed by the base
     # and the parent's adapter together.
     parent_cache = evalcache.cache_dir() if parent_tests and settings.reuse_base else None
-    parent_key = _parent_key(base_dir, tokenizer, settings, max_prompt_tokens, config, parent_tests) if parent_cache else None
+    parent_key = _parent_key(base_digest, tokenizer, settings, max_prompt_tokens, config, parent_tests) if parent_cache else None
     parent_cached = evalcache.load(parent_cache, parent_key, len(parent_tests)) if parent_key else None
     if parent_cached is not None:
         reused[PARENT] = parent_cached
@@ -973,17 +976,17 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     return summary
 
 
-def _base_keys(base_dir: Path, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, items: dict[str, list[Item]]) -> dict[str, str]:
+def _base_keys(base_digest: str, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, items: dict[str, list[Item]]) -> dict[str, str]:
     """suite -> evaluation cache key of the base model's generations for it."""
-    context = _cache_context(evalcache.model_digest(base_dir), tokenizer, settings, max_prompt_tokens)
+    context = _cache_context(base_digest, tokenizer, settings, max_prompt_tokens)
     return {suite: context.key(suite, prompt_texts(tokenizer, suite_items)) for suite, suite_items in items.items()}
 
 
-def _parent_key(base_dir: Path, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, config: TrainerConfig,
+def _parent_key(base_digest: str, tokenizer, settings: EvaluationSpec, max_prompt_tokens: int, config: TrainerConfig,
                 items: list[Item]) -> str:
     """The evaluation cache key of the parent version's (base + its adapter) answers on its test split."""
     adapter = config.path(str(config.model.adapter))
-    digest = evalcache.model_digest(base_dir) + "+" + evalcache.model_digest(adapter)
+    digest = base_digest + "+" + evalcache.model_digest(adapter)
     return _cache_context(digest, tokenizer, settings, max_prompt_tokens).key(PARENT, prompt_texts(tokenizer, items))
 
 

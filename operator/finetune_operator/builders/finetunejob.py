@@ -395,22 +395,23 @@ def parent_test_split(spec: FineTuneJobSpec) -> str | None:
 
 
 def input_uris(spec: FineTuneJobSpec) -> list[str]:
-    """Every location the run reads: the base model, the adapter it continues, the data."""
-    start = spec.base_model
-    parent = [uri for uri in (start._adapter_uri, start._parent_data_uri) if uri is not None]
-    return [start.uri, *parent, *data_uris(spec)]
+    """Every location the run reads: the base model, the data, and what was resolved from
+    ModelVersions (see `resolved_uris`)."""
+    return [spec.base_model.uri, *data_uris(spec), *resolved_uris(spec)]
 
 
 def data_uris(spec: FineTuneJobSpec) -> list[str]:
-    """Every location the run reads records from: dataset.uri, the sources' URIs and replays."""
+    """The record locations the spec names: dataset.uri and the sources' URIs."""
     dataset = spec.dataset
-    uris = [dataset.uri] if dataset.uri is not None else []
-    for source in dataset.sources or []:
-        if source.uri is not None:
-            uris.append(source.uri)
-        elif source.replay is not None and source.replay._data_uri is not None:
-            uris.append(source.replay._data_uri)
-    return uris
+    return [uri for uri in (dataset.uri, *(s.uri for s in dataset.sources or [])) if uri is not None]
+
+
+def resolved_uris(spec: FineTuneJobSpec) -> list[str]:
+    """What the operator resolved from ModelVersions of the job's namespace: the adapter the run
+    continues, that version's prepared data, and the data replay sources read."""
+    start = spec.base_model
+    replays = [s.replay._data_uri for s in spec.dataset.sources or [] if s.replay is not None]
+    return [uri for uri in (start._adapter_uri, start._parent_data_uri, *replays) if uri is not None]
 
 
 # Trainer config fields -> the FineTuneJob fields they are rendered from, for error messages.
@@ -642,8 +643,7 @@ def node_inputs(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
     What the operator itself resolved from a ModelVersion of the job's namespace (the adapter it
     continues, the data it replays) may also lie in the artifact store's node path; a path the
     user wrote may not (that store holds every namespace's runs)."""
-    resolved = set(input_uris(spec)) - {spec.base_model.uri, *(u for u in (spec.dataset.uri,) if u)}
-    resolved -= {s.uri for s in spec.dataset.sources or [] if s.uri}
+    resolved = set(resolved_uris(spec))
     paths = []
     for uri in input_uris(spec):
         try:

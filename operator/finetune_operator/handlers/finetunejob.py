@@ -93,6 +93,13 @@ def job_pod_creation_failures(body: kopf.Body, **_: Any) -> dict | None:
     return watchcache.creation_failure_entry(body)
 
 
+def _bind(kwargs: Mapping[str, Any]) -> None:
+    """The watch caches a reconcile reads: the job's own and its children, and the ModelVersions
+    a spec may name (replay, continual learning)."""
+    _cache.bind(kwargs)
+    modelcache.indexes.bind(kwargs)
+
+
 def settings() -> builders.Settings:
     cfg = operator_config.current()
     return builders.Settings(
@@ -265,8 +272,7 @@ def reconcile_by_name(namespace: str, name: str) -> None:
 @kopf.on.create(*RESOURCE, backoff=BACKOFF_SECONDS)
 @kopf.on.update(*RESOURCE, backoff=BACKOFF_SECONDS)
 def reconcile(body: kopf.Body, **kwargs: Any) -> None:
-    _cache.bind(kwargs)
-    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
+    _bind(kwargs)
     reconcile_object(dict(body))
 
 
@@ -279,8 +285,7 @@ def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, 
     Events that change nothing `decide` reads (a Pod's IP, its heartbeats) are dropped.
     """
     assert namespace is not None, "a Job, Pod or ConfigMap is namespaced: kopf passes its namespace"
-    _cache.bind(kwargs)
-    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
+    _bind(kwargs)
     if type is None:  # the initial listing: resume handlers cover it
         return
     uid = body.get("metadata", {}).get("uid")
@@ -296,8 +301,7 @@ def pod_creation_refused(namespace: str | None, type: str | None, body: kopf.Bod
     Nothing else moves when that happens (the Job stays active=0, no Pod appears), so without this
     the job would show Preparing until the next resync.
     """
-    _cache.bind(kwargs)
-    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
+    _bind(kwargs)
     involved = body.get("involvedObject") or {}
     if type is None or type == "DELETED" or involved.get("kind") != "Job":
         return
@@ -321,8 +325,7 @@ def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str
     reconcile it through their own handlers.
     """
     assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
-    _cache.bind(kwargs)
-    modelcache.indexes.bind(kwargs)  # ModelVersions a spec names (replay, continual learning)
+    _bind(kwargs)
     if finished(status):
         ttl = spec.get("ttlSecondsAfterFinished")
         if ttl is None:
