@@ -6,9 +6,10 @@ and the Events worth recording, and the handler acts (patches the status when it
 records the Events). Re-running it on the same inputs returns the same status and no Events,
 which is what makes a restarted operator, a resync or a duplicate watch event harmless.
 
-The phase is derived in a fixed order, as argo-rollouts does (and extended as the pipeline
-grows): an invalid spec -> Failed (no work starts; fixing the spec re-evaluates it), otherwise
-Pending until data preparation starts (a later issue adds Preparing, Training, Evaluating, ...).
+`decide` walks the pipeline in a fixed order (an invalid spec fails it before any child exists;
+then data preparation, training, evaluation, registration) and writes conditions; it never sets
+the phase. One function, `finetunejob_phase.phase_of`, derives the phase from the computed
+conditions, the start time and whether something outside the job holds it.
 
 Conditions:
 - `Accepted`: whether the spec is usable. False with reason InvalidSpec names every problem with
@@ -73,6 +74,7 @@ from finetune_operator.logic.finetunejob_children import (
     termination_json,
     waiting_cause,
 )
+from finetune_operator.logic.finetunejob_phase import Hold, phase_of
 from finetune_operator.logic.finetunejob_spec import (
     semantic_problems,
 )
@@ -196,10 +198,11 @@ def decide(
 ) -> Decision:
     """The status a FineTuneJob should have now, the children to create, the Events to record.
 
-    The phase is derived in a fixed order from what is observed, never stored as intent:
+    The status is derived in a fixed order from what is observed, never stored as intent:
     invalid spec -> Failed; finished before -> unchanged; then the data-preparation Job, then the
     training Job, each of which may be missing (create it), suspended, waiting (unschedulable,
-    image pull, queue), running, failed (with its root cause) or complete.
+    image pull, queue), running, failed (with its root cause) or complete. The phase follows
+    from the result (`phase_of`).
     """
     now = now.astimezone(datetime.UTC).replace(microsecond=0)
     owner = owner or builders.Owner(name="unknown", namespace="default", uid="")
@@ -208,7 +211,7 @@ def decide(
 
     if _finished(status):
         # A finished job is history: later edits of its spec start nothing.
-        plan.phase = status.phase
+        plan.history = True
         plan.message = status.message
         return plan.decision(status)
     limit: budget.Limit | None = None
@@ -230,7 +233,7 @@ def decide(
     if isinstance(spec, InvalidSpec):
         message = MSG_INVALID_SPEC.format(problems=spec.message)
         plan.set(ACCEPTED, ConditionStatus.FALSE, REASON_INVALID_SPEC, message)
-        plan.finish(FineTuneJobPhase.FAILED, REASON_INVALID_SPEC, message, completed=False)
+        plan.fail(REASON_INVALID_SPEC, message, completed=False)
         return plan.decision(status)
 
     plan.set(ACCEPTED, ConditionStatus.TRUE, REASON_SPEC_VALID, MSG_SPEC_VALID)
@@ -240,7 +243,7 @@ def decide(
     children, left_over = children.of_run(owner.uid)
     if left_over and not children.jobs:
         # Starting now would share ConfigMaps (and so the output location) with the old run.
-        plan.progress_phase(FineTuneJobPhase.PENDING, REASON_PREVIOUS_RUN, MSG_PREVIOUS_RUN)
+        plan.hold(Hold.WAITING, REASON_PREVIOUS_RUN, MSG_PREVIOUS_RUN)
         return plan.decision(status)
     prepare_name = builders.prepare_job_name(owner.name)
     train_name = builders.train_job_name(owner.name)
@@ -250,12 +253,12 @@ def decide(
     # --- data preparation -------------------------------------------------------------------
     if prepare is None:
         if spec.suspend:
-            plan.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
+            plan.hold(Hold.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
             return plan.decision(status)
         store = builders.artifact_store_pvc(owner.namespace, settings) if not spec.output.uri else None
         plan.create = [*([store] if store else []), *setup, builders.prepare_job(owner, spec, settings)]
         plan.started()
-        plan.progress_phase(FineTuneJobPhase.PREPARING, REASON_PREPARING, MSG_PREPARING)
+        plan.running(REASON_PREPARING, MSG_PREPARING)
         return plan.decision(status)
 
     plan.started(prepare)
@@ -264,11 +267,11 @@ def decide(
     if job_condition(prepare, "Failed"):
         cause = root_cause(prepare, prepare_pods, "data preparation")
         plan.set(DATA_READY, ConditionStatus.FALSE, REASON_DATA_FAILED, cause)
-        plan.finish(FineTuneJobPhase.FAILED, REASON_DATA_FAILED, cause)
+        plan.fail(REASON_DATA_FAILED, cause)
         return plan.decision(status)
     if not job_condition(prepare, "Complete"):
         plan.suspend_to(prepare, spec.suspend, queue=None)
-        plan.wait_or(prepare, prepare_pods, spec.suspend, None, FineTuneJobPhase.PREPARING, REASON_PREPARING, MSG_PREPARING)
+        plan.wait_or(prepare, prepare_pods, spec.suspend, None, REASON_PREPARING, MSG_PREPARING)
         return plan.decision(status)
 
     report = termination_json(prepare_pods, succeeded=True) or {}
@@ -280,10 +283,10 @@ def decide(
     if train is None:
         plan.budget(limit, spec, price, settings.gpu_sustained_flops)  # the estimate from the data, before any step
         if spec.suspend:
-            plan.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
+            plan.hold(Hold.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
             return plan.decision(status)
         plan.create = [builders.train_job(owner, spec, settings)]
-        plan.progress_phase(FineTuneJobPhase.TRAINING, REASON_TRAINING, MSG_TRAINING_STARTING)
+        plan.running(REASON_TRAINING, MSG_TRAINING_STARTING)
         return plan.decision(status)
 
     train_pods = children.pods_of(train_name)
@@ -293,7 +296,7 @@ def decide(
     if job_condition(train, "Failed"):
         cause = root_cause(train, train_pods, "training")
         plan.set(TRAINED, ConditionStatus.FALSE, REASON_TRAINING_FAILED, cause)
-        plan.finish(FineTuneJobPhase.FAILED, REASON_TRAINING_FAILED, cause)
+        plan.fail(REASON_TRAINING_FAILED, cause)
         return plan.decision(status)
     if job_condition(train, "Complete"):
         result = termination_json(train_pods, succeeded=True) or {}
@@ -308,9 +311,9 @@ def decide(
     if stop and not spec.suspend:
         condition = conditions.find_condition(plan.conditions, budget.WITHIN_BUDGET)
         assert condition is not None, "plan.budget set the condition it stopped on"
-        plan.finish(FineTuneJobPhase.FAILED, budget.REASON_BUDGET_EXCEEDED, condition.message, completed=False)
+        plan.fail(budget.REASON_BUDGET_EXCEEDED, condition.message, completed=False)
         return plan.decision(status)
-    plan.wait_or(train, train_pods, spec.suspend, queue, FineTuneJobPhase.TRAINING, REASON_TRAINING, _training_message(plan.status.progress))
+    plan.wait_or(train, train_pods, spec.suspend, queue, REASON_TRAINING, _training_message(plan.status.progress))
     return plan.decision(status)
 
 
@@ -329,18 +332,18 @@ def _evaluate_and_register(
         evaluation = children.job(eval_name)
         if evaluation is None:
             plan.create = [builders.eval_job(owner, spec, settings)]
-            plan.progress_phase(FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_EVALUATING)
+            plan.running(REASON_EVALUATING, MSG_EVALUATING)
             return plan.decision(status)
         eval_pods = children.pods_of(eval_name)
         if job_condition(evaluation, "Failed"):
             cause = root_cause(evaluation, eval_pods, "evaluation")
             plan.set(EVALUATED, ConditionStatus.FALSE, REASON_EVALUATION_FAILED, cause)
-            plan.finish(FineTuneJobPhase.FAILED, REASON_EVALUATION_FAILED, cause)
+            plan.fail(REASON_EVALUATION_FAILED, cause)
             return plan.decision(status)
         if not job_condition(evaluation, "Complete"):
             plan.suspend_to(evaluation, spec.suspend, queue=None)
             message = _evaluation_message(plan.status.evaluation_progress)
-            plan.wait_or(evaluation, eval_pods, spec.suspend, None, FineTuneJobPhase.EVALUATING, REASON_EVALUATING, message)
+            plan.wait_or(evaluation, eval_pods, spec.suspend, None, REASON_EVALUATING, message)
             return plan.decision(status)
         record = evaluation_record(termination_json(eval_pods, succeeded=True) or {}, spec)
         plan.set(EVALUATED, ConditionStatus.TRUE, REASON_EVALUATED, MSG_EVALUATED)
@@ -350,7 +353,7 @@ def _evaluate_and_register(
         artifact = plan.status.artifact
         problem = artifact_problem(artifact, builders.output_location(owner, spec, settings))
         if problem:
-            plan.finish(FineTuneJobPhase.FAILED, REASON_REGISTRATION_FAILED, problem)
+            plan.fail(REASON_REGISTRATION_FAILED, problem)
             return plan.decision(status)
         assert artifact is not None, "artifact_problem reports a missing artifact"
         report = plan.status.data_report
@@ -378,7 +381,7 @@ def _evaluate_and_register(
                 ),
             ),
         )
-        plan.progress_phase(FineTuneJobPhase.EVALUATING, REASON_EVALUATING, MSG_REGISTERING)
+        plan.running(REASON_EVALUATING, MSG_REGISTERING)
         return plan.decision(status)
 
     mv_name = mv["metadata"]["name"]
@@ -386,7 +389,7 @@ def _evaluate_and_register(
     mv_spec = mv.get("spec") or {}
     if record is None and mv_spec.get("evaluation") is None:
         message = MSG_REGISTERED_UNEVALUATED.format(mv=mv_name)
-        plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
+        plan.succeed(REASON_SUCCEEDED, message)
         return plan.decision(status)
     registered = ModelVersionSpec.model_validate(mv_spec).evaluation
     assert registered is not None, f"ModelVersion {mv_name} of an evaluated run has no spec.evaluation"
@@ -399,7 +402,7 @@ def _evaluate_and_register(
         plan.set(GATES_PASSED, ConditionStatus.TRUE, REASON_GATES_PASSED, verdict)
         message = MSG_APPROVED.format(mv=mv_name, verdict=verdict)
     # A rejection is an outcome of a successful run, not a failure of the job.
-    plan.finish(FineTuneJobPhase.SUCCEEDED, REASON_SUCCEEDED, message, succeeded=True)
+    plan.succeed(REASON_SUCCEEDED, message)
     return plan.decision(status)
 
 
@@ -523,7 +526,8 @@ class _Plan:
         self.now = now
         self.status = old.model_copy(deep=True)
         self.conditions = list(old.conditions)
-        self.phase: FineTuneJobPhase | None = old.phase
+        self.held = Hold.NONE
+        self.history = False  # finished before: the phase stays what it was
         self.message: str | None = old.message
         self.create: list[dict[str, Any]] = []
         self.suspend: list[tuple[str, bool]] = []
@@ -532,13 +536,26 @@ class _Plan:
     def set(self, type: str, value: ConditionStatus, reason: str, message: str) -> None:
         self.conditions = conditions.set_condition(self.conditions, type, value, reason, message, self.generation, self.now)
 
-    def progress_phase(self, phase: FineTuneJobPhase, reason: str, message: str) -> None:
-        self.phase, self.message = phase, message
+    def running(self, reason: str, message: str) -> None:
+        """The pipeline is at work (its stage, and so the phase, follows from the conditions)."""
+        self.held, self.message = Hold.NONE, message
         self.set(SUCCEEDED, ConditionStatus.UNKNOWN, reason, message)
 
-    def finish(self, phase: FineTuneJobPhase, reason: str, message: str, *, succeeded: bool = False, completed: bool = True) -> None:
-        self.phase, self.message = phase, message
-        self.set(SUCCEEDED, ConditionStatus.TRUE if succeeded else ConditionStatus.FALSE, reason, message)
+    def hold(self, hold: Hold, reason: str, message: str) -> None:
+        """Something outside the pipeline keeps it from going on: spec.suspend, or a wait."""
+        self.held, self.message = hold, message
+        self.set(SUCCEEDED, ConditionStatus.UNKNOWN, reason, message)
+
+    def succeed(self, reason: str, message: str) -> None:
+        self._finish(ConditionStatus.TRUE, reason, message, completed=True)
+
+    def fail(self, reason: str, message: str, *, completed: bool = True) -> None:
+        """Failed; `completed=False` for a failure that a spec change can lift (no completion time)."""
+        self._finish(ConditionStatus.FALSE, reason, message, completed=completed)
+
+    def _finish(self, outcome: ConditionStatus, reason: str, message: str, *, completed: bool) -> None:
+        self.held, self.message = Hold.NONE, message
+        self.set(SUCCEEDED, outcome, reason, message)
         if completed and self.status.completion_time is None:
             self.status.completion_time = self.now
 
@@ -596,22 +613,21 @@ class _Plan:
         pods: Sequence[Mapping[str, Any]],
         suspend: bool,
         queue: str | None,
-        phase: FineTuneJobPhase,
         reason: str,
         message: str,
     ) -> None:
         """Running, or waiting for something outside the job: say which, with the cause."""
         if suspend:
-            self.progress_phase(FineTuneJobPhase.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
+            self.hold(Hold.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
             return
         if job.get("spec", {}).get("suspend") and queue:
-            self.progress_phase(FineTuneJobPhase.PENDING, REASON_QUEUED, MSG_QUEUED.format(queue=queue))
+            self.hold(Hold.WAITING, REASON_QUEUED, MSG_QUEUED.format(queue=queue))
             return
         waiting = waiting_cause(pods) or creation_failure(job, pods, self.creation_failures)
         if waiting:
-            self.progress_phase(FineTuneJobPhase.PENDING, waiting[0], waiting[1])
+            self.hold(Hold.WAITING, waiting[0], waiting[1])
             return
-        self.progress_phase(phase, reason, message)
+        self.running(reason, message)
 
     def spec_applied(self, observed: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> None:
         """Training fields are fixed once work starts: say so when the spec moved on."""
@@ -742,7 +758,7 @@ class _Plan:
         new = self.status.model_copy(
             update={
                 "observed_generation": self.generation,
-                "phase": self.phase,
+                "phase": self.old.phase if self.history else phase_of(self.conditions, self.status.start_time, self.held),
                 "conditions": self.conditions,
                 "message": self.message,
             }
