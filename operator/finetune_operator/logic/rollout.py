@@ -73,12 +73,16 @@ from finetune_operator.logic.status import merge_patch
 KIND = "Rollout"
 READY = "Ready"
 PROGRESSING = "Progressing"
+PAUSED = "Paused"
 HISTORY_LIMIT = 100
 
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_HEALTHY = "Healthy"
 REASON_PROGRESSING = "Progressing"
+PAUSED = "Paused"
 REASON_PAUSED = "Paused"
+REASON_RESUMED = "Resumed"
+MSG_RESUMED = "no step holds the Rollout"
 REASON_ROLLED_BACK = "RolledBack"
 REASON_ABORTED = "Aborted"
 REASON_ANALYSIS_FAILED = "AnalysisFailed"
@@ -337,12 +341,32 @@ class _Plan:
     def requeue_in(self, seconds: float) -> None:
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
 
-    def set_phase(self, phase: RolloutPhase, message: str, *, ready: bool, reason: str) -> None:
-        self.s.phase = phase
+    # The Ready, Progressing and Paused conditions say where the Rollout stands; `phase_of`
+    # derives the phase from them (and the history), nothing sets it.
+    def ready(self, reason: str, message: str) -> None:
+        """The stable version serves all traffic."""
+        self._stand(ConditionStatus.TRUE, ConditionStatus.FALSE, False, reason, message)
+
+    def progressing(self, reason: str, message: str) -> None:
+        """On the way: a canary walks its steps, or a version is becoming ready."""
+        self._stand(ConditionStatus.FALSE, ConditionStatus.TRUE, False, reason, message)
+
+    def paused(self, reason: str, message: str) -> None:
+        """On the way but held: a pause step, or an analysis that cannot conclude."""
+        self._stand(ConditionStatus.FALSE, ConditionStatus.TRUE, True, reason, message)
+
+    def degraded(self, reason: str, message: str) -> None:
+        """Something is wrong that the Rollout does not get past by itself."""
+        self._stand(ConditionStatus.FALSE, ConditionStatus.FALSE, False, reason, message)
+
+    def _stand(self, ready: ConditionStatus, progressing: ConditionStatus, paused: bool, reason: str, message: str) -> None:
         self.s.message = message
-        self.cond(READY, ConditionStatus.TRUE if ready else ConditionStatus.FALSE, reason, message)
-        progressing = phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
-        self.cond(PROGRESSING, ConditionStatus.TRUE if progressing else ConditionStatus.FALSE, reason, message)
+        self.cond(READY, ready, reason, message)
+        self.cond(PROGRESSING, progressing, reason, message)
+        if paused:
+            self.cond(PAUSED, ConditionStatus.TRUE, reason, message)
+        elif conditions.find_condition(self.s.conditions, PAUSED) is not None:
+            self.cond(PAUSED, ConditionStatus.FALSE, REASON_RESUMED, MSG_RESUMED)
 
     def end_canary(self) -> None:
         if self.s.candidate_version:
@@ -392,7 +416,7 @@ def decide(
     s.observed_generation = generation
 
     if isinstance(spec, InvalidSpec):
-        plan.set_phase(RolloutPhase.DEGRADED, MSG_INVALID_SPEC.format(problems=spec.message), ready=False, reason=REASON_INVALID_SPEC)
+        plan.degraded(REASON_INVALID_SPEC, MSG_INVALID_SPEC.format(problems=spec.message))
         return _finish(plan, observed)
 
     _handle_requests(plan, spec, observed)
@@ -405,7 +429,7 @@ def decide(
     if target is None:
         if stable is None:
             reason, message = problem or (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
-            plan.set_phase(RolloutPhase.PROGRESSING, message, ready=False, reason=reason)
+            plan.progressing(reason, message)
             return _finish(plan, observed)
         target = stable
         if problem and problem[0] in (REASON_VERSION_UNUSABLE, REASON_VERSION_REFUSED):
@@ -425,9 +449,9 @@ def decide(
         if not observed.ready.get(target.version):
             failure = observed.serving_failures.get(target.version)
             if failure is not None:
-                plan.set_phase(RolloutPhase.DEGRADED, failure[1], ready=False, reason=failure[0])
+                plan.degraded(failure[0], failure[1])
             else:
-                plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=target.version), ready=False, reason=REASON_PROGRESSING)
+                plan.progressing(REASON_PROGRESSING, MSG_WAITING_READY.format(version=target.version))
             return _finish(plan, observed)
     elif target.version != s.stable_version and target.version != s.candidate_version:
         if chosen.forced:
@@ -457,14 +481,14 @@ def decide(
     routing_error = observed.routing.error if observed.routing is not None else None
     failure = observed.serving_failures.get(s.stable_version or "")
     if unusable is not None:
-        plan.set_phase(RolloutPhase.DEGRADED, f"{unusable[1]}; {s.stable_version} keeps serving" if unusable[0] == REASON_VERSION_UNUSABLE else unusable[1], ready=False, reason=unusable[0])
+        plan.degraded(unusable[0], f"{unusable[1]}; {s.stable_version} keeps serving" if unusable[0] == REASON_VERSION_UNUSABLE else unusable[1])
     elif failure is not None and not observed.ready.get(s.stable_version or ""):
-        plan.set_phase(RolloutPhase.DEGRADED, failure[1], ready=False, reason=failure[0])
+        plan.degraded(failure[0], failure[1])
     elif not observed.ready.get(s.stable_version or ""):
-        plan.set_phase(RolloutPhase.PROGRESSING, MSG_WAITING_READY.format(version=s.stable_version), ready=False, reason=REASON_PROGRESSING)
+        plan.progressing(REASON_PROGRESSING, MSG_WAITING_READY.format(version=s.stable_version))
     elif routing_error:
-        plan.set_phase(RolloutPhase.DEGRADED, MSG_ROUTING_FAILED_STABLE.format(error=routing_error, stable=s.stable_version), ready=False, reason=REASON_TRAFFIC_ROUTING_FAILED)
-    elif last is not None and _failed(last) and s.phase == RolloutPhase.DEGRADED and (
+        plan.degraded(REASON_TRAFFIC_ROUTING_FAILED, MSG_ROUTING_FAILED_STABLE.format(error=routing_error, stable=s.stable_version))
+    elif last is not None and _failed(last) and phase_of(s) == RolloutPhase.DEGRADED and (
         status.observed_generation == generation or last.time == now
     ):
         # Rolled back by analysis or aborted: Degraded until the spec or the target moves on.
@@ -472,13 +496,13 @@ def decide(
         plan.cond(READY, ConditionStatus.FALSE, ready.reason if ready is not None else REASON_ROLLED_BACK, s.message or "")
     elif last is not None and last.action == HistoryAction.ROLLBACK and not _failed(last) and last.to_version == s.stable_version:
         message = MSG_ROLLED_BACK.format(old=last.from_version, new=last.to_version, why="")
-        plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
+        plan.ready(REASON_ROLLED_BACK, message)
     else:
         healthy = MSG_HEALTHY.format(version=s.stable_version)
         blind = analysis.analysis_disabled(spec.analysis)
         if blind and last is not None and last.action == HistoryAction.PROMOTE and last.trigger == HistoryTrigger.STEPS:
             healthy += f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}"
-        plan.set_phase(RolloutPhase.HEALTHY, healthy, ready=True, reason=REASON_HEALTHY)
+        plan.ready(REASON_HEALTHY, healthy)
     return _finish(plan, observed)
 
 
@@ -498,6 +522,32 @@ def _trigger(entry: HistoryEntry) -> HistoryTrigger:
 def _failed(entry: HistoryEntry) -> bool:
     """An abort, a rollback the analysis made, or serving that refused the artifact: the candidate was refused."""
     return _trigger(entry) in REFUSING_TRIGGERS
+
+
+def phase_of(status: RolloutStatus) -> RolloutPhase | None:
+    """The Rollout's phase, from its conditions and history (as argo-rollouts calculates its phase):
+
+        Ready True    -> RolledBack when the last history entry rolled back to the stable version
+                         (not a refused candidate's entry), else Healthy
+        Ready False   -> Progressing True: Paused when the Paused condition is True, else Progressing;
+                         Progressing False: Degraded
+        no Ready yet  -> none
+
+    No reason or message is read: they are for people.
+    """
+    ready = conditions.find_condition(status.conditions, READY)
+    if ready is None:
+        return None
+    if ready.status == ConditionStatus.TRUE:
+        last = status.history[-1] if status.history else None
+        if last is not None and last.action == HistoryAction.ROLLBACK and not _failed(last) and last.to_version == status.stable_version:
+            return RolloutPhase.ROLLED_BACK
+        return RolloutPhase.HEALTHY
+    progressing = conditions.find_condition(status.conditions, PROGRESSING)
+    if progressing is None or progressing.status != ConditionStatus.TRUE:
+        return RolloutPhase.DEGRADED
+    paused = conditions.find_condition(status.conditions, PAUSED)
+    return RolloutPhase.PAUSED if paused is not None and paused.status == ConditionStatus.TRUE else RolloutPhase.PROGRESSING
 
 
 def _changed_stable(entry: HistoryEntry) -> bool:
@@ -586,7 +636,7 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
                 plan.history(HistoryAction.ABORT, candidate, s.stable_version, f"aborted{who}{why}", HistoryTrigger.ABORT)
                 plan.end_canary()
                 message = MSG_ABORTED.format(candidate=candidate, stable=s.stable_version, why=f" (aborted{who}{why})")
-                plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_ABORTED)
+                plan.degraded(REASON_ABORTED, message)
                 plan.events.append(Event("Warning", REASON_ABORTED, message))
                 aborted = observed.get(candidate)
                 if aborted is not None:
@@ -639,7 +689,7 @@ def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request: Rollb
     forced = " (forced)" if refusal is not None else ""
     plan.history(HistoryAction.ROLLBACK, old, target.version, f"rollback{who}{why}{forced}", HistoryTrigger.REQUEST, forced=refusal is not None)
     message = MSG_ROLLED_BACK.format(old=old, new=target.version, why=f" ({who.strip() or 'requested'}{why})")
-    plan.set_phase(RolloutPhase.ROLLED_BACK, message, ready=True, reason=REASON_ROLLED_BACK)
+    plan.ready(REASON_ROLLED_BACK, message)
     plan.events.append(Event("Warning", REASON_ROLLED_BACK, message))
     if refusal is not None:
         plan.events.append(Event("Warning", REASON_FORCED, MSG_FORCED.format(version=target.version, why=refusal[1], who=f" (rollback --force{who})")))
@@ -698,7 +748,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         plan.history(HistoryAction.ROLLBACK, candidate, stable, f"{failure[0]}: {failure[1]}", HistoryTrigger.SERVING)
         plan.end_canary()
         message = f"{candidate} cannot be served, all traffic on {stable}: {failure[1]}"
-        plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=failure[0])
+        plan.degraded(failure[0], message)
         plan.events.append(Event("Warning", failure[0], message))
         refused = observed.get(candidate)
         if refused is not None:
@@ -711,7 +761,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         if routing is not None and routing.error:
             # Never walk on (or analyse, or promote) on weights the router could not apply.
             message = MSG_ROUTING_FAILED.format(error=routing.error, candidate=candidate, **where)
-            plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_TRAFFIC_ROUTING_FAILED)
+            plan.degraded(REASON_TRAFFIC_ROUTING_FAILED, message)
             plan.requeue_in(10)
             return
         if index >= total:
@@ -726,11 +776,11 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             continue
         if step.pause is not None:
             if step.pause.duration is None:
-                plan.set_phase(RolloutPhase.PAUSED, MSG_PAUSED_UNTIL_PROMOTED.format(**where, name=plan.name), ready=False, reason=REASON_PAUSED)
+                plan.paused(REASON_PAUSED, MSG_PAUSED_UNTIL_PROMOTED.format(**where, name=plan.name))
                 return
             until = (s.step_start_time or plan.now) + analysis.parse_duration(step.pause.duration)
             if plan.now < until:
-                plan.set_phase(RolloutPhase.PAUSED, MSG_PAUSED_FOR.format(**where, until=until.isoformat()), ready=False, reason=REASON_PAUSED)
+                plan.paused(REASON_PAUSED, MSG_PAUSED_FOR.format(**where, until=until.isoformat()))
                 plan.requeue_in((until - plan.now).total_seconds())
                 return
             _next_step(plan)
@@ -745,7 +795,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         metrics = _metrics(spec, step, s, observed)
         if metrics and analysis.prometheus_address(spec.analysis) is None:
             # Never promote blind: without a Prometheus the defaults cannot be measured.
-            plan.set_phase(RolloutPhase.PAUSED, MSG_INCONCLUSIVE.format(detail=analysis.MSG_NO_PROMETHEUS), ready=False, reason=REASON_PAUSED)
+            plan.paused(REASON_PAUSED, MSG_INCONCLUSIVE.format(detail=analysis.MSG_NO_PROMETHEUS))
             return
         run = s.analysis
         if run is None or run.step_index != index:
@@ -760,7 +810,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             plan.end_canary()
             s.analysis = run  # keep the failing measurements visible
             message = MSG_ANALYSIS_FAILED.format(candidate=candidate, stable=stable, detail=detail)
-            plan.set_phase(RolloutPhase.DEGRADED, message, ready=False, reason=REASON_ANALYSIS_FAILED)
+            plan.degraded(REASON_ANALYSIS_FAILED, message)
             plan.events.append(Event("Warning", REASON_ANALYSIS_FAILED, message))
             failed = observed.get(candidate)
             if failed is not None:
@@ -768,14 +818,14 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             return
         if run.phase == AnalysisPhase.INCONCLUSIVE:
             _judge(plan, metrics, run, index, DECISION_PAUSE)
-            plan.set_phase(RolloutPhase.PAUSED, MSG_INCONCLUSIVE.format(detail=run.message), ready=False, reason=REASON_PAUSED)
+            plan.paused(REASON_PAUSED, MSG_INCONCLUSIVE.format(detail=run.message))
             return
         if experiment is not None:
             until = (run.start_time or plan.now) + analysis.parse_duration(experiment.duration)
             if plan.now < until:
                 what = MSG_EXPERIMENT_HOLD.format(weight=experiment.weight, candidate=candidate, until=until.isoformat(),
                                                   stable=s.stable_version, detail=run.message)
-                plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+                plan.progressing(REASON_PROGRESSING, MSG_STEP.format(**where, what=what))
                 due = analysis.next_due(metrics, run)
                 plan.requeue_in(max(((min(due, until) if due else until) - plan.now).total_seconds(), 0.5))
                 return
@@ -783,7 +833,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
                 # The duration is over and the metrics have fewer conclusive measurements than needed.
                 _judge(plan, metrics, run, index, DECISION_PAUSE, verdict=AnalysisPhase.INCONCLUSIVE)
                 message = MSG_EXPERIMENT_NO_DATA.format(candidate=candidate, stable=s.stable_version, detail=run.message)
-                plan.set_phase(RolloutPhase.PAUSED, message, ready=False, reason=REASON_PAUSED)
+                plan.paused(REASON_PAUSED, message)
                 return
             if experiment.on_success == ExperimentOutcome.PROMOTE:
                 _judge(plan, metrics, run, index, DECISION_PROMOTE)
@@ -793,7 +843,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             _judge(plan, metrics, run, index, DECISION_CONTINUE)
             _next_step(plan)
             continue
-        plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=f"analysing {candidate} at {s.canary_weight}%: {run.message}"), ready=False, reason=REASON_PROGRESSING)
+        plan.progressing(REASON_PROGRESSING, MSG_STEP.format(**where, what=f"analysing {candidate} at {s.canary_weight}%: {run.message}"))
         due = analysis.next_due(metrics, run)
         if due is not None:
             plan.requeue_in(max((due - plan.now).total_seconds(), 0.5))
@@ -839,12 +889,12 @@ def _weight_applied(plan: _Plan, observed: Observed, routing: Routing | None, ca
     carry the weight (read back next reconcile). Otherwise says what is awaited and requeues."""
     if not observed.ready.get(candidate):
         what = MSG_WAITING_READY.format(version=candidate)
-        plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+        plan.progressing(REASON_PROGRESSING, MSG_STEP.format(**where, what=what))
         plan.requeue_in(2)
         return False
     if routing is not None and routing.weight != plan.s.canary_weight:
         what = MSG_ROUTING_WAIT.format(weight=plan.s.canary_weight, version=candidate)
-        plan.set_phase(RolloutPhase.PROGRESSING, MSG_STEP.format(**where, what=what), ready=False, reason=REASON_PROGRESSING)
+        plan.progressing(REASON_PROGRESSING, MSG_STEP.format(**where, what=what))
         plan.requeue_in(1)
         return False
     return True
@@ -871,7 +921,7 @@ def _promote(plan: _Plan, observed: Observed, skip_history: bool = False, why: s
     plan.end_canary()
     plan.extra_serving.discard(candidate.version)
     healthy = MSG_HEALTHY.format(version=candidate.version) + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")
-    plan.set_phase(RolloutPhase.HEALTHY, healthy, ready=True, reason=REASON_HEALTHY)
+    plan.ready(REASON_HEALTHY, healthy)
     promoted = f"promoted {candidate.version} (was {old}); it serves 100% of traffic"
     plan.events.append(Event("Normal", "Promoted", promoted + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")))
 
@@ -899,6 +949,7 @@ def _finish(plan: _Plan, observed: Observed) -> Decision:
             plan.requeue_in(delay)
     if s.candidate_version and plan.requeue is None:
         plan.requeue_in(5)
+    s.phase = phase_of(s)
     events = list(plan.events)
     if s.phase != plan.old.phase and s.phase is not None and not any(e.reason in (REASON_ABORTED, REASON_ANALYSIS_FAILED, REASON_ROLLED_BACK, "Promoted") for e in events):
         events.append(Event("Warning" if s.phase == RolloutPhase.DEGRADED else "Normal", str(s.phase), s.message or ""))
