@@ -47,7 +47,7 @@ def test_every_field_has_help_text():
 @pytest.mark.parametrize(
     "sections, message",
     [
-        ({"dataset": {"source": "/d", "split": {"train": 0.5, "validation": 0.2, "test": 0.1}}}, "sum to 0.8"),
+        ({"dataset": {"source": "/d", "split": {"train": 0.5, "validation": 0.2, "test": 0.1}}}, r"must sum to 1 \(got 0\.8\)"),
         ({"dataset": {"source": "/d", "split": {"train": 1.0, "validation": 0.0, "test": 0.0}}}, "needs a validation split"),
         ({"dataset": {"source": "/d", "min_tokens": 10, "max_tokens": 5}}, "below dataset.min_tokens"),
         ({"dataset": {"source": "/d", "balance_by": "c", "balance_mode": "cap"}}, "needs dataset.balance_cap"),

@@ -157,7 +157,7 @@ def test_early_stopping_stops_before_max_epochs(config_factory):
         checkpointing={"every_n_steps": 2},
         # A threshold no decrease can beat: each evaluation after the first counts as "no
         # improvement", so patience 1 must stop at the second evaluation (step 4).
-        early_stopping={"enabled": True, "patience": 1, "threshold": 100.0},
+        early_stopping={"enabled": True, "patience": 1, "min_delta": 100.0},
     )
     config = parse_config(raw)
     summary = train_model(config)

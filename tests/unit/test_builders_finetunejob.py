@@ -400,8 +400,8 @@ def test_output_dir_is_on_a_writable_mount(ftj, expected_mount):
         ),
         pytest.param(
             spec(earlyStopping={"patience": 2, "minDelta": 0.01}), SETTINGS,
-            {"early_stopping": {"enabled": True, "patience": 2, "threshold": 0.01}},
-            id="early-stopping-min-delta-is-the-trainers-threshold",
+            {"early_stopping": {"enabled": True, "patience": 2, "min_delta": 0.01}},
+            id="early-stopping-min-delta-reaches-the-trainer",
         ),
         pytest.param(spec(), SETTINGS, {"adaptation.target_modules": None}, id="no-target-modules-lets-the-trainer-pick"),
         pytest.param(

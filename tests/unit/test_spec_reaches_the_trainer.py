@@ -141,7 +141,7 @@ CASES: dict[str, tuple[dict, typing.Callable[[TrainerConfig], Any], Any]] = {
     "dpo.lossType": ({"dpo": {"lossType": "ipo"}}, lambda c: c.dpo.loss_type, "ipo"),
     "earlyStopping.enabled": ({"earlyStopping": {"enabled": False}}, lambda c: c.early_stopping.enabled, False),
     "earlyStopping.patience": ({"earlyStopping": {"patience": 5}}, lambda c: c.early_stopping.patience, 5),
-    "earlyStopping.minDelta": ({"earlyStopping": {"minDelta": 0.01}}, lambda c: c.early_stopping.threshold, 0.01),
+    "earlyStopping.minDelta": ({"earlyStopping": {"minDelta": 0.01}}, lambda c: c.early_stopping.min_delta, 0.01),
     "checkpointing.enabled": ({"checkpointing": {"enabled": False}}, lambda c: c.checkpointing.resume, False),
     "checkpointing.intervalSteps": ({"checkpointing": {"intervalSteps": 20}}, lambda c: c.checkpointing.every_n_steps, 20),
     "checkpointing.keepLast": ({"checkpointing": {"keepLast": 4}}, lambda c: c.checkpointing.keep_last, 4),
@@ -286,3 +286,56 @@ def test_the_api_admits_no_value_the_trainer_refuses(api_model, trainer_model, f
     for side in (("ge", "gt"), ("le", "lt")):
         if any(k in outer for k in side):
             assert any(k in inner for k in side), f"{api_model.__name__}.{field}: the trainer bounds it ({outer}), the API does not ({inner})"
+
+
+# --- one definition: the shared sections are the same pydantic fields on both sides --------------
+
+from finetune_trainer import schema  # noqa: E402
+
+SHARED = [
+    (schema.HyperparameterFields, api.Hyperparameters, trainer_config.Hyperparameters),
+    (schema.LoraFields, api.AdaptationSpec, trainer_config.AdaptationSpec),
+    (schema.DpoFields, api.DpoSpec, trainer_config.DPOSpec),
+    (schema.EarlyStoppingFields, api.EarlyStoppingSpec, trainer_config.EarlyStoppingSpec),
+    (schema.SplitFields, api.DatasetSplit, trainer_config.SplitFractions),
+    (schema.DedupFields, api.DedupSpec, trainer_config.DedupSpec),
+]
+
+
+@pytest.mark.parametrize(("shared", "api_model", "trainer_model"), SHARED, ids=[s.__name__ for s, _, _ in SHARED])
+def test_a_shared_section_is_defined_once(shared, api_model, trainer_model):
+    assert issubclass(api_model, shared) and issubclass(trainer_model, shared)
+    for name, definition in shared.model_fields.items():
+        for side in (api_model, trainer_model):
+            field = side.model_fields[name]
+            assert (field.annotation, field.default, field.metadata) == (definition.annotation, definition.default, definition.metadata), \
+                f"{side.__name__}.{name} redefines the shared field"
+
+
+SECTIONS = {  # shared section -> (the API spec's part, the trainer config's part)
+    schema.HyperparameterFields: (lambda s: s.hyperparameters, lambda c: c.hyperparameters),
+    schema.LoraFields: (lambda s: s.adaptation, lambda c: c.adaptation),
+    schema.DpoFields: (lambda s: s.dpo, lambda c: c.dpo),
+    schema.EarlyStoppingFields: (lambda s: s.early_stopping, lambda c: c.early_stopping),
+    schema.SplitFields: (lambda s: s.dataset.split, lambda c: c.dataset.split),
+    schema.DedupFields: (lambda s: s.dataset.dedup, lambda c: c.dataset.dedup),
+}
+
+
+@pytest.mark.parametrize("shared", list(SECTIONS), ids=[s.__name__ for s in SECTIONS])
+def test_a_shared_section_renders_mechanically(shared):
+    """The trainer reads back exactly the values the API spec holds, field by field."""
+    from_spec, from_config = SECTIONS[shared]
+    spec = FineTuneJobSpec.model_validate(BASE)
+    api_part, trainer_part = from_spec(spec), from_config(trainer({}))
+    for name in shared.model_fields:
+        if name == "eval_steps":
+            continue  # unset, it is rendered as the checkpoint interval (the documented default)
+        assert getattr(trainer_part, name) == getattr(api_part, name), name
+
+
+def test_a_cross_field_rule_is_shared_too():
+    with pytest.raises(ValueError, match="must sum to 1"):
+        api.DatasetSplit(train=0.5, validation=0.2, test=0.1)
+    with pytest.raises(ValueError, match="must sum to 1"):
+        trainer_config.SplitFractions(train=0.5, validation=0.2, test=0.1)

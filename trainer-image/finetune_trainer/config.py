@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import formats
+from . import formats, schema
 from .exitcodes import DataError
 
 MODEL_SCHEMES = ("", "file", "pvc", "hf", "gguf", "s3")
@@ -118,15 +118,12 @@ class ModelSpec(_Section):
         return files[0] if files else None
 
 
-class AdaptationSpec(_Section):
+class AdaptationSpec(schema.LoraFields, _Section):
     type: Literal["lora", "qlora", "full"] = Field(
         default="lora",
         description="lora: low-rank adapters on a frozen base; qlora: LoRA on a 4-bit base (needs "
         "a CUDA GPU); full: update every weight.",
     )
-    rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r.")
-    alpha: float = Field(default=32, gt=0, description="LoRA scaling alpha (scale = alpha / rank).")
-    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"],
         min_length=1,
@@ -135,28 +132,11 @@ class AdaptationSpec(_Section):
     )
 
 
-class SplitFractions(_Section):
-    train: float = Field(default=0.7, gt=0, le=1, description="Fraction of records for training.")
-    validation: float = Field(
-        default=0.2, ge=0, lt=1, description="Fraction for validation loss, early stopping and "
-        "best-checkpoint selection."
-    )
-    test: float = Field(default=0.1, ge=0, lt=1, description="Fraction held out for evaluation.")
+class SplitFractions(schema.SplitFields, _Section):
+    """Train/validation/test fractions (shared with the API, which checks the same sum)."""
 
 
-class DedupSpec(_Section):
-    exact: bool = Field(
-        default=True,
-        description="Drop records whose text equals an earlier one after case and whitespace "
-        "normalization.",
-    )
-    near: bool = Field(
-        default=True, description="Drop records whose word-shingle Jaccard similarity to an "
-        "earlier one reaches near_threshold (MinHash + LSH candidates, exact Jaccard check)."
-    )
-    near_threshold: float = Field(
-        default=0.85, gt=0, le=1, description="Jaccard similarity at which records are near-duplicates."
-    )
+class DedupSpec(schema.DedupFields, _Section):
     shingle_size: int = Field(default=3, ge=1, le=16, description="Words per shingle.")
 
 
@@ -382,63 +362,22 @@ class DatasetSpec(_Section):
         return self.source or "<no source>"
 
 
-class Hyperparameters(_Section):
-    learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate.")
-    epochs: float = Field(default=3, gt=0, description="Training epochs (ignored with max_steps).")
-    batch_size: int = Field(default=8, ge=1, description="Per-device batch size.")
-    gradient_accumulation_steps: int = Field(
-        default=1, ge=1, description="Micro-batches per optimizer step."
-    )
-    warmup_ratio: float = Field(
-        default=0.1, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate."
-    )
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        default="linear", description="Learning-rate schedule after warmup."
-    )
-    max_steps: int | None = Field(
-        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
-    )
-    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
-    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
-    max_seq_length: int = Field(
-        default=1024, ge=8, description="Sequences are truncated to this many tokens."
-    )
-    packing: bool = Field(
-        default=False, description="Pack several short examples into one sequence (SFT only)."
-    )
-    completion_only_loss: bool = Field(
-        default=True,
-        description="Compute the loss on the response only, not the prompt (SFT only).",
-    )
-    gradient_checkpointing: bool = Field(
-        default=False, description="Trade compute for memory by recomputing activations."
-    )
+class Hyperparameters(schema.HyperparameterFields, _Section):
+    """The API's hyperparameters (shared definitions), with the precision resolved to `bf16` and
+    the trainer's own reporting interval."""
+
     bf16: bool | Literal["auto"] = Field(
         default="auto", description="bfloat16 mixed precision; auto: on when a CUDA GPU supports it."
-    )
-    eval_steps: int | None = Field(
-        default=None,
-        ge=1,
-        description="Evaluate validation loss every N steps (default: checkpointing.every_n_steps).",
     )
     logging_steps: int = Field(default=1, ge=1, description="Report progress every N steps.")
 
 
-class DPOSpec(_Section):
-    beta: float = Field(default=0.1, gt=0, description="DPO temperature: how far from the reference.")
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
-        default="sigmoid", description="sigmoid: original DPO; ipo: identity preference; hinge: SLiC."
-    )
+class DPOSpec(schema.DpoFields, _Section):
+    """Settings of direct preference optimization (shared with the API)."""
 
 
-class EarlyStoppingSpec(_Section):
-    enabled: bool = Field(default=True, description="Stop when validation loss stops improving.")
-    patience: int = Field(
-        default=3, ge=1, description="Evaluations without improvement before stopping."
-    )
-    threshold: float = Field(
-        default=0.0, ge=0, description="Minimum decrease of validation loss that counts."
-    )
+class EarlyStoppingSpec(schema.EarlyStoppingFields, _Section):
+    """Early stopping on validation loss (shared with the API)."""
 
 
 class CheckpointingSpec(_Section):
@@ -673,13 +612,7 @@ class TrainerConfig(_Section):
                     "(gguf://<dir>?file=<name>.gguf, a path ending in .gguf, or model.gguf_file)"
                 )
 
-        split = self.dataset.split
-        total = split.train + split.validation + split.test
-        if abs(total - 1.0) > 1e-6:
-            problems.append(
-                f"dataset.split: fractions sum to {total:g}, not 1 "
-                f"(train {split.train:g} + validation {split.validation:g} + test {split.test:g})"
-            )
+        split = self.dataset.split  # its fractions' sum is checked by the section (schema.SplitFields)
         if self.early_stopping.enabled and split.validation == 0:
             problems.append(
                 "early_stopping.enabled needs a validation split: set dataset.split.validation > 0 "

@@ -387,7 +387,7 @@ def _train(config, stop, torch, EarlyStoppingCallback, set_seed) -> dict[str, An
         callbacks.append(
             EarlyStoppingCallback(
                 early_stopping_patience=config.early_stopping.patience,
-                early_stopping_threshold=config.early_stopping.threshold,
+                early_stopping_threshold=config.early_stopping.min_delta,
             )
         )
     trainer = _build_trainer(config, model, tokenizer, rows["train"], rows["validation"], cuda, bf16, callbacks)

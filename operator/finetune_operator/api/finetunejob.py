@@ -21,6 +21,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
+from finetune_trainer import schema
+
 from finetune_operator.api.common import (
     AGE_COLUMN,
     ARTIFACT_URI_PATTERN,
@@ -103,7 +105,7 @@ MSG_SOURCE_ONE_ORIGIN = "each of dataset.sources sets exactly one of uri, inline
 MSG_SOURCE_RECORDS_OR_WEIGHT = "a dataset source sets records or weight, not both"
 MSG_SOURCE_SEED_FROM = "seedFrom applies to synthetic sources only (the teacher is shown that source's records)"
 MSG_SOURCE_SEED_FROM_EARLIER = "seedFrom names a source listed earlier in dataset.sources"
-MSG_SPLIT_SUM = "dataset.split fractions train + validation + test must sum to 1"
+MSG_SPLIT_SUM = schema.MSG_SPLIT_SUM
 MSG_QLORA_GPUS = (
     "adaptation.type qlora needs resources.gpusPerNode >= 1 (4-bit quantized training runs on GPUs only)"
 )
@@ -118,7 +120,7 @@ MSG_GATE_INCOMPLETE = (
     "a gate that is not one of the defaults (taskAccuracy, formatCompliance, safety, "
     "noRegression, latency, toxicity, piiLeakage, bias) must set metric, comparator and threshold"
 )
-SPLIT_TOLERANCE = 1e-6
+SPLIT_TOLERANCE = schema.SPLIT_TOLERANCE
 GATE_METRIC_FIELD = "spec.evaluation.gates[].metric"
 
 # Inline records live in the object itself, and kopf keeps a copy of the spec in an annotation:
@@ -161,21 +163,11 @@ MSG_MODEL_VERSION_NAME = (
 )
 
 
-class AdaptationSpec(ApiModel):
+class AdaptationSpec(schema.LoraFields, ApiModel):
     """Which weights are trained: LoRA adapters (the default), QLoRA, or all of them."""
 
     type: AdaptationType = Field(
         default=AdaptationType.LORA, description="lora, qlora (LoRA on a 4-bit base; needs GPUs) or full."
-    )
-    rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r (lora and qlora).")
-    alpha: float = Field(
-        default=32,
-        gt=0.0,
-        le=4096,
-        description="LoRA scaling alpha; the update is scaled by alpha / rank (lora and qlora).",
-    )
-    dropout: float = Field(
-        default=0.05, ge=0.0, lt=1.0, description="LoRA dropout probability (lora and qlora)."
     )
     target_modules: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None = Field(
         default=None,
@@ -328,36 +320,18 @@ class DataSource(ApiModel):
         return self
 
 
-class DatasetSplit(ApiModel):
+def _split_sum_rule() -> str:
+    fields = schema.SplitFields.model_fields
+    total = " + ".join(f"(has(self.{name}) ? self.{name} : {fields[name].default})" for name in ("train", "validation", "test"))
+    return f"{total} - 1.0 < {schema.SPLIT_TOLERANCE:f} && {total} - 1.0 > -{schema.SPLIT_TOLERANCE:f}"
+
+
+class DatasetSplit(schema.SplitFields, ApiModel):
     """Fractions of the records used for training, validation (early stopping) and test (gates)."""
 
-    # The API server also checks this rule against the CRD's `default: {}` of split, before any
-    # nested default is filled in: hence the fallbacks to the defaults (kept in sync below).
-    model_config = {
-        "json_schema_extra": cel_rules(
-            cel(
-                "(has(self.train) ? self.train : 0.7) + (has(self.validation) ? self.validation : 0.2)"
-                " + (has(self.test) ? self.test : 0.1) - 1.0 < 0.000001"
-                " && (has(self.train) ? self.train : 0.7) + (has(self.validation) ? self.validation : 0.2)"
-                " + (has(self.test) ? self.test : 0.1) - 1.0 > -0.000001",
-                MSG_SPLIT_SUM,
-            )
-        )
-    }
-
-    train: float = Field(default=0.7, gt=0.0, le=1.0, description="Fraction of records to train on.")
-    validation: float = Field(
-        default=0.2, ge=0.0, le=1.0, description="Fraction for validation loss and early stopping."
-    )
-    test: float = Field(
-        default=0.1, ge=0.0, le=1.0, description="Fraction held out for evaluation and gates."
-    )
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> DatasetSplit:
-        if abs(self.train + self.validation + self.test - 1.0) > SPLIT_TOLERANCE:
-            raise ValueError(f"{MSG_SPLIT_SUM} (got {self.train + self.validation + self.test:g})")
-        return self
+    # The API server also checks the sum against the CRD's `default: {}` of split, before any
+    # nested default is filled in: hence the fallbacks to the shared defaults.
+    model_config = {"json_schema_extra": cel_rules(cel(_split_sum_rule(), MSG_SPLIT_SUM))}
 
 
 class PiiType(enum.StrEnum):
@@ -369,22 +343,8 @@ class PiiType(enum.StrEnum):
     API_KEY = "API_KEY"
 
 
-class DedupSpec(ApiModel):
+class DedupSpec(schema.DedupFields, ApiModel):
     """Duplicate removal before splitting, so no test record is also trained on."""
-
-    exact: bool = Field(
-        default=True,
-        description="Drop records equal to an earlier one after case and whitespace normalization.",
-    )
-    near: bool = Field(
-        default=True,
-        description=(
-            "Drop records whose word-shingle Jaccard similarity to an earlier one reaches nearThreshold."
-        ),
-    )
-    near_threshold: float = Field(
-        default=0.85, gt=0.0, le=1.0, description="Jaccard similarity at which records are near-duplicates."
-    )
 
 
 class DatasetSpec(ApiModel):
@@ -547,71 +507,23 @@ def inline_bytes(records: list[dict[str, Any]]) -> int:
     return len(json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-class Hyperparameters(ApiModel):
-    """Optimizer and schedule; defaults are the seed's."""
+class Hyperparameters(schema.HyperparameterFields, ApiModel):
+    """Optimizer and schedule; defaults are the seed's. The fields shared with the trainer are
+    defined once, in the trainer's schema; the API adds precision and the seed."""
 
-    learning_rate: float = Field(default=2e-5, gt=0.0, le=1.0, description="Peak learning rate.")
-    epochs: float = Field(
-        default=3, gt=0.0, le=1000, description="Passes over the training split (may be fractional)."
-    )
-    max_steps: int | None = Field(
-        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
-    )
-    batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per device per step.")
-    gradient_accumulation_steps: int = Field(
-        default=1, ge=1, le=1024, description="Steps to accumulate before an optimizer update."
-    )
-    max_seq_length: int = Field(
-        default=1024, ge=16, le=131072, description="Longer examples are truncated to this many tokens."
-    )
-    warmup_ratio: float = Field(
-        default=0.1, ge=0.0, lt=1.0, description="Fraction of steps with linear learning-rate warmup (below 1: some steps train at the peak rate)."
-    )
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        default="linear", description="Learning-rate schedule after warmup."
-    )
-    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Gradient clipping norm.")
-    eval_steps: int | None = Field(
-        default=None,
-        ge=1,
-        description="Compute validation loss every N steps; defaults to checkpointing.intervalSteps.",
-    )
-    packing: bool = Field(
-        default=False, description="Pack several short examples into one sequence (sft only)."
-    )
-    completion_only_loss: bool = Field(
-        default=True, description="Compute the loss on the response only, not the prompt (sft only)."
-    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto",
         description="Training precision; auto picks bf16 on GPUs that support it, fp32 on CPUs.",
     )
-    gradient_checkpointing: bool = Field(
-        default=False, description="Trade compute for memory by recomputing activations."
-    )
     seed: int = Field(default=42, ge=0, description="Random seed of initialization and data order.")
 
 
-class DpoSpec(ApiModel):
+class DpoSpec(schema.DpoFields, ApiModel):
     """Settings of direct preference optimization (method dpo)."""
 
-    beta: float = Field(
-        default=0.1, gt=0.0, le=10.0, description="Strength of the KL penalty to the reference model."
-    )
-    loss_type: Literal["sigmoid", "hinge", "ipo"] = Field(default="sigmoid", description="DPO loss variant.")
 
-
-class EarlyStoppingSpec(ApiModel):
+class EarlyStoppingSpec(schema.EarlyStoppingFields, ApiModel):
     """Stop when validation loss stops improving."""
-
-    enabled: bool = Field(default=True, description="Stop early when validation loss stops improving.")
-    patience: int = Field(
-        default=3, ge=1, le=1000, description="Evaluations without improvement before stopping."
-    )
-    min_delta: float = Field(
-        default=0.0, ge=0.0, description="Smallest decrease of validation loss that counts as improvement."
-    )
 
 
 class ResourcesSpec(ApiModel):

@@ -37,7 +37,8 @@ from urllib.parse import urlsplit
 
 from finetune_trainer import config as trainer_config
 from finetune_trainer import exitcodes, storage
-from finetune_trainer import evalcache, modelcache
+from finetune_trainer import evalcache, modelcache, schema
+from finetune_trainer.schema import shared_fields
 
 from finetune_operator.api.common import Location, LocationError, parse_location
 from finetune_operator.api.finetunejob import DataSource, FineTuneJobSpec, SyntheticDataSpec
@@ -211,12 +212,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
         raise RenderError(
             "spec.hyperparameters.precision: fp16 is not supported by the trainer; use bf16 or auto"
         )
-    adaptation: dict[str, Any] = {
-        "type": spec.adaptation.type.value,
-        "rank": spec.adaptation.rank,
-        "alpha": spec.adaptation.alpha,
-        "dropout": spec.adaptation.dropout,
-    }
+    adaptation: dict[str, Any] = {"type": spec.adaptation.type.value, **shared_fields(spec.adaptation, schema.LoraFields)}
     if spec.adaptation.target_modules:
         adaptation["target_modules"] = list(spec.adaptation.target_modules)
     dataset = spec.dataset
@@ -234,16 +230,8 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             **_dataset_source(spec),
             "format": dataset.format.value,
             "chat_template": dataset.chat_template,
-            "split": {
-                "train": dataset.split.train,
-                "validation": dataset.split.validation,
-                "test": dataset.split.test,
-            },
-            "dedup": {
-                "exact": dataset.dedup.exact,
-                "near": dataset.dedup.near,
-                "near_threshold": dataset.dedup.near_threshold,
-            },
+            "split": shared_fields(dataset.split, schema.SplitFields),
+            "dedup": shared_fields(dataset.dedup, schema.DedupFields),
             "pii_policy": dataset.pii_policy.value,
             "balance_by": dataset.balance_by,
             "balance_mode": dataset.balance_mode,
@@ -254,28 +242,12 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
             "seed": dataset.seed,
         },
         "hyperparameters": {
-            "learning_rate": hp.learning_rate,
-            "epochs": hp.epochs,
-            "batch_size": hp.batch_size,
-            "gradient_accumulation_steps": hp.gradient_accumulation_steps,
-            "warmup_ratio": hp.warmup_ratio,
-            "lr_scheduler": hp.lr_scheduler,
-            "max_steps": hp.max_steps,
-            "weight_decay": hp.weight_decay,
-            "max_grad_norm": hp.max_grad_norm,
-            "max_seq_length": hp.max_seq_length,
-            "packing": hp.packing,
-            "completion_only_loss": hp.completion_only_loss,
-            "gradient_checkpointing": hp.gradient_checkpointing,
+            **shared_fields(hp, schema.HyperparameterFields),
             "bf16": bf16,
             "eval_steps": hp.eval_steps or checkpoint_interval(spec),
         },
-        "dpo": {"beta": spec.dpo.beta, "loss_type": spec.dpo.loss_type},
-        "early_stopping": {
-            "enabled": spec.early_stopping.enabled,
-            "patience": spec.early_stopping.patience,
-            "threshold": spec.early_stopping.min_delta,
-        },
+        "dpo": shared_fields(spec.dpo, schema.DpoFields),
+        "early_stopping": shared_fields(spec.early_stopping, schema.EarlyStoppingFields),
         "checkpointing": {
             "every_n_steps": checkpoint_interval(spec),
             "keep_last": spec.checkpointing.keep_last,
