@@ -267,9 +267,16 @@ class Bench:
         deadline = time.monotonic() + timeout
         wanted = set(names)
         while True:
-            listing = json.loads(
-                custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False).data
-            )
+            try:
+                listing = json.loads(
+                    custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False).data
+                )
+            except client.ApiException as exc:  # a LIST of 1000s on a loaded API server may time out (504)
+                if time.monotonic() > deadline:
+                    raise
+                print(f"  listing FineTuneJobs: {exc.status} {exc.reason}; again in 5s", flush=True)
+                time.sleep(5)
+                continue
             done = {
                 item["metadata"]["name"]
                 for item in listing["items"]
