@@ -311,7 +311,7 @@ def decide(
     if stop and not spec.suspend:
         condition = conditions.find_condition(plan.conditions, budget.WITHIN_BUDGET)
         assert condition is not None, "plan.budget set the condition it stopped on"
-        plan.fail(budget.REASON_BUDGET_EXCEEDED, condition.message, completed=False)
+        plan.fail(budget.REASON_BUDGET_EXCEEDED, condition.message, completed=False, tell_reason=True)
         return plan.decision(status)
     plan.wait_or(train, train_pods, spec.suspend, queue, REASON_TRAINING, _training_message(plan.status.progress))
     return plan.decision(status)
@@ -527,6 +527,7 @@ class _Plan:
         self.status = old.model_copy(deep=True)
         self.conditions = list(old.conditions)
         self.held = Hold.NONE
+        self.tell_reason = False  # the phase Event names the Succeeded condition's reason
         self.history = False  # finished before: the phase stays what it was
         self.message: str | None = old.message
         self.create: list[dict[str, Any]] = []
@@ -549,9 +550,11 @@ class _Plan:
     def succeed(self, reason: str, message: str) -> None:
         self._finish(ConditionStatus.TRUE, reason, message, completed=True)
 
-    def fail(self, reason: str, message: str, *, completed: bool = True) -> None:
-        """Failed; `completed=False` for a failure that a spec change can lift (no completion time)."""
+    def fail(self, reason: str, message: str, *, completed: bool = True, tell_reason: bool = False) -> None:
+        """Failed; `completed=False` for a failure that a spec change can lift (no completion time);
+        `tell_reason`: the Event carries this reason instead of the generic Failed."""
         self._finish(ConditionStatus.FALSE, reason, message, completed=completed)
+        self.tell_reason = tell_reason
 
     def _finish(self, outcome: ConditionStatus, reason: str, message: str, *, completed: bool) -> None:
         self.held, self.message = Hold.NONE, message
@@ -621,11 +624,11 @@ class _Plan:
             self.hold(Hold.SUSPENDED, REASON_SUSPENDED, MSG_SUSPENDED)
             return
         if job.get("spec", {}).get("suspend") and queue:
-            self.hold(Hold.WAITING, REASON_QUEUED, MSG_QUEUED.format(queue=queue))
+            self.hold(Hold.QUEUED, REASON_QUEUED, MSG_QUEUED.format(queue=queue))
             return
         waiting = waiting_cause(pods) or creation_failure(job, pods, self.creation_failures)
         if waiting:
-            self.hold(Hold.WAITING, waiting[0], waiting[1])
+            self.hold(Hold.BLOCKED, waiting[0], waiting[1])
             return
         self.running(reason, message)
 
@@ -766,7 +769,7 @@ class _Plan:
         return Decision(
             status=new,
             status_patch=merge_patch(_dump(old), _dump(new)),
-            events=_events(old, new),
+            events=_events(old, new, self.held, self.tell_reason),
             create=tuple(self.create),
             suspend=tuple(self.suspend),
             register=self.register,
@@ -819,7 +822,7 @@ _PHASE_EVENTS: dict[FineTuneJobPhase, tuple[EventType, str]] = {
 }
 
 
-def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]:
+def _events(old: FineTuneJobStatus, new: FineTuneJobStatus, hold: Hold, tell_reason: bool) -> tuple[Event, ...]:
     events: list[Event] = []
     before = conditions.find_condition(old.conditions, ACCEPTED)
     after = conditions.find_condition(new.conditions, ACCEPTED)
@@ -833,9 +836,9 @@ def _events(old: FineTuneJobStatus, new: FineTuneJobStatus) -> tuple[Event, ...]
     new_summary = conditions.find_condition(new.conditions, SUCCEEDED)
     if new.phase is not None and (new.phase != old.phase or conditions.transitioned(old_summary, new_summary)):
         kind, reason = _PHASE_EVENTS.get(new.phase, ("Normal", str(new.phase)))
-        if new_summary is not None and new_summary.reason in (REASON_UNSCHEDULABLE, REASON_IMAGE_PULL, REASON_POD_CREATION_FAILED, REASON_QUEUED,
-                                                              budget.REASON_BUDGET_EXCEEDED):
-            kind, reason = ("Normal" if new_summary.reason == REASON_QUEUED else "Warning"), new_summary.reason
+        if new_summary is not None and (hold in (Hold.QUEUED, Hold.BLOCKED) or tell_reason):
+            # A wait or a stop worth its own name: the Event says which (Normal for a queue).
+            kind, reason = ("Normal" if hold is Hold.QUEUED else "Warning"), new_summary.reason
         events.append(Event(kind, reason, new.message or ""))
     before_budget = conditions.find_condition(old.conditions, budget.WITHIN_BUDGET)
     after_budget = conditions.find_condition(new.conditions, budget.WITHIN_BUDGET)

@@ -34,7 +34,9 @@ class Hold(enum.Enum):
 
     NONE = "none"
     SUSPENDED = "suspended"  # spec.suspend
-    WAITING = "waiting"  # a queue, the scheduler, Pod admission, an earlier run's leftovers
+    QUEUED = "queued"  # a Kueue queue has not admitted the Job yet: a normal wait
+    BLOCKED = "blocked"  # its Pods cannot start (unschedulable, image pull, Pod admission): a warning
+    WAITING = "waiting"  # an earlier FineTuneJob of this name is still being deleted
 
 
 def _is_true(conditions: Sequence[Condition], type: str) -> bool:
@@ -51,7 +53,7 @@ def phase_of(conditions: Sequence[Condition], start_time: datetime.datetime | No
         return FineTuneJobPhase.FAILED
     if hold is Hold.SUSPENDED:
         return FineTuneJobPhase.SUSPENDED
-    if hold is Hold.WAITING or start_time is None:
+    if hold is not Hold.NONE or start_time is None:
         return FineTuneJobPhase.PENDING
     if _is_true(conditions, TRAINED):
         return FineTuneJobPhase.EVALUATING

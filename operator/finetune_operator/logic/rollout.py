@@ -38,6 +38,7 @@ by analysis or abort), Paused, Progressing, Healthy, RolledBack (after a rollbac
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -324,6 +325,7 @@ class _Plan:
         self.version_serving: dict[str, tuple[str, str, str]] = {}
         self.requeue: float | None = None
         self.extra_serving: set[str] = set()
+        self.announced = False
 
     def cond(self, type: str, value: ConditionStatus, reason: str, message: str) -> None:
         self.s.conditions = conditions.set_condition(self.s.conditions, type, value, reason, message, self.generation, self.now)
@@ -337,6 +339,12 @@ class _Plan:
             time=self.now
         )
         self.s.history = [*self.s.history, entry][-HISTORY_LIMIT:]
+
+    def announce(self, event: Event) -> None:
+        """An Event that tells the transition itself (aborted, rolled back, promoted): no
+        phase-change Event is added for it."""
+        self.events.append(event)
+        self.announced = True
 
     def requeue_in(self, seconds: float) -> None:
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
@@ -428,16 +436,17 @@ def decide(
     unusable = None
     if target is None:
         if stable is None:
-            reason, message = problem or (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
+            waiting = problem or Problem(Refusal.WAITING, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
+            reason, message = waiting.reason, waiting.message
             plan.progressing(reason, message)
             return _finish(plan, observed)
         target = stable
-        if problem and problem[0] in (REASON_VERSION_UNUSABLE, REASON_VERSION_REFUSED):
+        if problem and problem.kind in (Refusal.UNUSABLE, Refusal.REFUSED):
             unusable = problem
             pinned = observed.get(spec.version) if spec.version else None
-            if pinned is not None and status.message not in (problem[1], f"{problem[1]}; {s.stable_version} keeps serving"):
+            if pinned is not None and status.message not in (problem.message, f"{problem.message}; {s.stable_version} keeps serving"):
                 # The refused version says so too (once, when the refusal is new).
-                plan.version_serving[pinned.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=problem[1]))
+                plan.version_serving[pinned.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=problem.message))
     if stable is not None and target.version == s.stable_version and s.candidate_version:
         cancelled = s.candidate_version
         plan.end_canary()
@@ -464,7 +473,7 @@ def decide(
             plan.make_stable(target, observed)
             plan.history(HistoryAction.ROLLBACK, old, target.version, f"spec.version pinned to earlier version {target.version}",
                          HistoryTrigger.SPEC, forced=bool(chosen.forced))
-            plan.events.append(Event("Warning", REASON_ROLLED_BACK, MSG_ROLLED_BACK.format(old=old, new=target.version, why=" (spec.version)")))
+            plan.announce(Event("Warning", REASON_ROLLED_BACK, MSG_ROLLED_BACK.format(old=old, new=target.version, why=" (spec.version)")))
         else:
             if s.candidate_version:
                 plan.events.append(Event("Normal", "CandidateReplaced", f"{target.version} replaces candidate {s.candidate_version}; analysis restarts"))
@@ -481,7 +490,7 @@ def decide(
     routing_error = observed.routing.error if observed.routing is not None else None
     failure = observed.serving_failures.get(s.stable_version or "")
     if unusable is not None:
-        plan.degraded(unusable[0], f"{unusable[1]}; {s.stable_version} keeps serving" if unusable[0] == REASON_VERSION_UNUSABLE else unusable[1])
+        plan.degraded(unusable.reason, f"{unusable.message}; {s.stable_version} keeps serving" if unusable.kind is Refusal.UNUSABLE else unusable.message)
     elif failure is not None and not observed.ready.get(s.stable_version or ""):
         plan.degraded(failure[0], failure[1])
     elif not observed.ready.get(s.stable_version or ""):
@@ -555,10 +564,28 @@ def _changed_stable(entry: HistoryEntry) -> bool:
     return not _failed(entry)
 
 
+class Refusal(enum.Enum):
+    """Why a version is not the target; each kind's value is the reason people read."""
+
+    WAITING = REASON_WAITING_FOR_VERSION  # no version to serve (yet)
+    UNUSABLE = REASON_VERSION_UNUSABLE  # not servable: not Approved, or not the registered bytes
+    REFUSED = REASON_VERSION_REFUSED  # refused by this Rollout earlier (aborted, failed analysis)
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: Refusal
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return str(self.kind.value)
+
+
 @dataclass(frozen=True)
 class _Target:
     version: VersionInfo | None
-    problem: tuple[str, str] | None = None
+    problem: Problem | None = None
     forced: str | None = None  # why it would have been refused, when it is served by force
 
 
@@ -566,7 +593,7 @@ def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed, *, spec_cha
     if spec.version is not None:
         found = observed.get(spec.version)
         if found is None:
-            return _Target(None, (REASON_WAITING_FOR_VERSION, MSG_VERSION_NOT_FOUND.format(version=spec.version, model=spec.model_name)))
+            return _Target(None, Problem(Refusal.WAITING, MSG_VERSION_NOT_FOUND.format(version=spec.version, model=spec.model_name)))
         if found.version == s.stable_version or found.version == s.candidate_version:
             return _Target(found)
         if not spec_changed and found.version in _refused(s) and force_version != spec.version:
@@ -576,16 +603,16 @@ def _target(spec: RolloutSpec, s: RolloutStatus, observed: Observed, *, spec_cha
         if why is None:
             return _Target(found)
         if force_version == spec.version and not found.artifact_problem:
-            return _Target(found, forced=why[1])
-        if why[0] == REASON_VERSION_UNUSABLE:
+            return _Target(found, forced=why.message)
+        if why.kind is Refusal.UNUSABLE:
             return _Target(None, why)
         stable = s.stable_version or "the stable version"
-        return _Target(None, (REASON_VERSION_REFUSED, MSG_PIN_REFUSED.format(version=found.version, why=why[1], stable=stable)))
+        return _Target(None, Problem(Refusal.REFUSED, MSG_PIN_REFUSED.format(version=found.version, why=why.message, stable=stable)))
     failed = _refused(s)
     candidates = [v for v in observed.versions if v.phase in ("Approved", "Production") and v.version not in failed and not v.artifact_problem]
     if spec.track == Track.LATEST_APPROVED and candidates:
         return _Target(max(candidates, key=lambda v: (v.number, v.created)))
-    return _Target(None, (REASON_WAITING_FOR_VERSION, MSG_WAITING_FOR_VERSION.format(model=spec.model_name)))
+    return _Target(None, Problem(Refusal.WAITING, MSG_WAITING_FOR_VERSION.format(model=spec.model_name)))
 
 
 def _refused(s: RolloutStatus) -> set[str]:
@@ -607,19 +634,19 @@ def _refused_candidates(s: RolloutStatus) -> dict[str, HistoryEntry]:
     return refused
 
 
-def _refusal(version: VersionInfo, s: RolloutStatus, model: str) -> tuple[str, str] | None:
-    """Why `version` must not be served without force: (reason, message naming it), or None."""
+def _refusal(version: VersionInfo, s: RolloutStatus, model: str) -> Problem | None:
+    """Why `version` must not be served without force (the message names it), or None."""
     if version.artifact_problem:
-        return REASON_VERSION_UNUSABLE, MSG_ARTIFACT_REFUSED.format(version=version.version, model=model, problem=version.artifact_problem)
+        return Problem(Refusal.UNUSABLE, MSG_ARTIFACT_REFUSED.format(version=version.version, model=model, problem=version.artifact_problem))
     if version.phase not in _SERVABLE:
         phase = version.phase or "not evaluated"
-        return REASON_VERSION_UNUSABLE, MSG_VERSION_UNUSABLE.format(version=version.version, model=model, phase=phase)
+        return Problem(Refusal.UNUSABLE, MSG_VERSION_UNUSABLE.format(version=version.version, model=model, phase=phase))
     entry = _refused_candidates(s).get(version.version)
     if entry is None:
         return None
     when = entry.time.isoformat() if entry.time else "an earlier time"
     template = MSG_REFUSED_ABORTED if _trigger(entry) == HistoryTrigger.ABORT else MSG_REFUSED_ANALYSIS
-    return REASON_VERSION_REFUSED, template.format(version=version.version, time=when, reason=entry.reason or "no reason given")
+    return Problem(Refusal.REFUSED, template.format(version=version.version, time=when, reason=entry.reason or "no reason given"))
 
 
 def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None:
@@ -637,7 +664,7 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
                 plan.end_canary()
                 message = MSG_ABORTED.format(candidate=candidate, stable=s.stable_version, why=f" (aborted{who}{why})")
                 plan.degraded(REASON_ABORTED, message)
-                plan.events.append(Event("Warning", REASON_ABORTED, message))
+                plan.announce(Event("Warning", REASON_ABORTED, message))
                 aborted = observed.get(candidate)
                 if aborted is not None:
                     plan.version_serving[aborted.name] = ("False", REASON_ABORTED, f"Rollout {plan.name}: {message}")
@@ -650,7 +677,7 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
                     s.current_step_index = (s.current_step_index or 0) + 1
                     s.step_start_time = plan.now
                     s.analysis = None
-                    plan.events.append(Event("Normal", "Promoted", f"step skipped{who}{why}"))
+                    plan.announce(Event("Normal", "Promoted", f"step skipped{who}{why}"))
         else:
             assert isinstance(request, RollbackRequest), "abort and promote are handled above"
             _rollback(plan, spec, observed, request, who, why)
@@ -679,8 +706,8 @@ def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request: Rollb
     refusal = _refusal(target, s, spec.model_name)
     # Force overrides a refusal, never other bytes than the registered ones.
     if refusal is not None and (not request.force or target.artifact_problem):
-        message = MSG_ROLLBACK_REFUSED.format(who=who, version=target.version, why=refusal[1], stable=stable, name=plan.name)
-        _refuse_rollback(plan, refusal[0], message)
+        message = MSG_ROLLBACK_REFUSED.format(who=who, version=target.version, why=refusal.message, stable=stable, name=plan.name)
+        _refuse_rollback(plan, refusal.reason, message)
         plan.version_serving[target.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=message))
         return
     old = s.stable_version
@@ -690,9 +717,9 @@ def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request: Rollb
     plan.history(HistoryAction.ROLLBACK, old, target.version, f"rollback{who}{why}{forced}", HistoryTrigger.REQUEST, forced=refusal is not None)
     message = MSG_ROLLED_BACK.format(old=old, new=target.version, why=f" ({who.strip() or 'requested'}{why})")
     plan.ready(REASON_ROLLED_BACK, message)
-    plan.events.append(Event("Warning", REASON_ROLLED_BACK, message))
+    plan.announce(Event("Warning", REASON_ROLLED_BACK, message))
     if refusal is not None:
-        plan.events.append(Event("Warning", REASON_FORCED, MSG_FORCED.format(version=target.version, why=refusal[1], who=f" (rollback --force{who})")))
+        plan.events.append(Event("Warning", REASON_FORCED, MSG_FORCED.format(version=target.version, why=refusal.message, who=f" (rollback --force{who})")))
         plan.cond(ROLLBACK_ACCEPTED, ConditionStatus.TRUE, REASON_FORCED, message)
     else:
         plan.cond(ROLLBACK_ACCEPTED, ConditionStatus.TRUE, REASON_ROLLED_BACK, message)
@@ -811,7 +838,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             s.analysis = run  # keep the failing measurements visible
             message = MSG_ANALYSIS_FAILED.format(candidate=candidate, stable=stable, detail=detail)
             plan.degraded(REASON_ANALYSIS_FAILED, message)
-            plan.events.append(Event("Warning", REASON_ANALYSIS_FAILED, message))
+            plan.announce(Event("Warning", REASON_ANALYSIS_FAILED, message))
             failed = observed.get(candidate)
             if failed is not None:
                 plan.version_serving[failed.name] = ("False", REASON_ANALYSIS_FAILED, f"Rollout {plan.name}: {message}")
@@ -923,7 +950,7 @@ def _promote(plan: _Plan, observed: Observed, skip_history: bool = False, why: s
     healthy = MSG_HEALTHY.format(version=candidate.version) + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")
     plan.ready(REASON_HEALTHY, healthy)
     promoted = f"promoted {candidate.version} (was {old}); it serves 100% of traffic"
-    plan.events.append(Event("Normal", "Promoted", promoted + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")))
+    plan.announce(Event("Normal", "Promoted", promoted + (f"; {analysis.MSG_PROMOTED_WITHOUT_ANALYSIS}" if blind else "")))
 
 
 def _finish(plan: _Plan, observed: Observed) -> Decision:
@@ -951,7 +978,7 @@ def _finish(plan: _Plan, observed: Observed) -> Decision:
         plan.requeue_in(5)
     s.phase = phase_of(s)
     events = list(plan.events)
-    if s.phase != plan.old.phase and s.phase is not None and not any(e.reason in (REASON_ABORTED, REASON_ANALYSIS_FAILED, REASON_ROLLED_BACK, "Promoted") for e in events):
+    if s.phase != plan.old.phase and s.phase is not None and not plan.announced:
         events.append(Event("Warning" if s.phase == RolloutPhase.DEGRADED else "Normal", str(s.phase), s.message or ""))
     new = s
     return Decision(
