@@ -173,6 +173,7 @@ class Bench:
         self.rss_label = "idle"
         self.metrics_url = ""
         self._sampling = threading.Event()
+        self.last_baseline: Series | None = None  # of the size being measured
 
     # -- set-up
 
@@ -268,18 +269,16 @@ class Bench:
         wanted = set(names)
         while True:
             try:
-                listing = json.loads(
-                    custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False).data
-                )
-            except client.ApiException as exc:  # a LIST of 1000s on a loaded API server may time out (504)
+                items = _list_pages(custom, namespace)
+            except Exception as exc:  # noqa: BLE001 - a LIST on a loaded API server may time out (504) or break off
                 if time.monotonic() > deadline:
                     raise
-                print(f"  listing FineTuneJobs: {exc.status} {exc.reason}; again in 5s", flush=True)
+                print(f"  listing FineTuneJobs: {exc}; again in 5s", flush=True)
                 time.sleep(5)
                 continue
             done = {
                 item["metadata"]["name"]
-                for item in listing["items"]
+                for item in items
                 if (item.get("status") or {}).get("phase") in ("Succeeded", "Failed")
             }
             if wanted <= done or time.monotonic() > deadline:
@@ -371,6 +370,7 @@ class Bench:
         for log in (jobs, pods):
             log.stop()
         self.drop_namespace(ns)
+        self.last_baseline = series
         return series
 
     def operator_run(self, size: int) -> tuple[Series, Series, Requests]:
@@ -419,6 +419,8 @@ class Bench:
             results.append(series)
         ftjs.stop()
         jobs.stop()
+        baseline = self.last_baseline
+        print_table([(size, results[0], baseline), (size, results[1], baseline)], {}, [])  # before anything else can fail
         requests.finished = self.wait_finished(ns, names, self.args.timeout + size)
         after = self.api_requests()
         requests.lifecycle = _total(after) - _total(before)
@@ -432,7 +434,10 @@ class Bench:
             requests.steady_by_kind = {
                 key: (value - start.get(key, 0)) / elapsed for key, value in end.items() if value > start.get(key, 0)
             }
-        self.drop_namespace(ns)
+        try:
+            self.drop_namespace(ns)
+        except client.ApiException as exc:  # a delete of 1000s may time out on a loaded API server
+            print(f"  could not empty {ns} ({exc.status} {exc.reason}); it stays until the cluster stops", flush=True)
         return results[0], results[1], requests
 
     # -- tear-down
@@ -464,6 +469,20 @@ class Requests:
     lifecycle: float = 0.0  # requests from the first create until all finished
     steady_rate: float | None = None  # requests per second with all finished
     steady_by_kind: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+
+def _list_pages(custom, namespace: str, limit: int = 200) -> list[dict]:
+    """Every FineTuneJob of the namespace, listed `limit` at a time (one LIST of 1000s is megabytes
+    that a loaded API server may not finish in time)."""
+    items: list[dict] = []
+    token = None
+    while True:
+        kwargs = {"limit": limit, **({"_continue": token} if token else {})}
+        page = json.loads(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False, **kwargs).data)
+        items.extend(page["items"])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items
 
 
 def _total(counts: dict[tuple[str, str, str], float]) -> float:
@@ -583,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             prepare, train, counted = bench.operator_run(size)
             rows += [(size, baseline, None), (size, prepare, baseline), (size, train, baseline)]
             requests.append(counted)
+            print_table(rows[-3:], {}, [counted])  # each size's figures as soon as they are measured
             missing = size - len(train.watched)
             if missing:
                 print(f"  {missing} of {size} FineTuneJobs got no train Job in time "
