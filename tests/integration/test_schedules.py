@@ -60,7 +60,7 @@ def token_kubeconfig(cluster, namespace, service_account, path: Path) -> Path:
 
 
 def retrain(kubeconfig: Path, template: Path, namespace: str, now: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": f"{ROOT / 'operator'}"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "trainer-image"))}
     return subprocess.run(
         [sys.executable, "-m", "finetune_operator.retrain", "--template", str(template), "--schedule",
          SCHEDULE["name"], "--namespace", namespace, "--now", now],
