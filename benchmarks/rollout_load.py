@@ -82,29 +82,25 @@ class Hanging:
         self.sock.close()
 
 
-def histogram(metrics_url: str, kind: str) -> dict[float, float]:
-    """Cumulative bucket counts (upper bound -> count) of the reconcile histogram of `kind`."""
+def samples(metrics_url: str, name: str, **labels: str) -> list:
+    """The samples called `name` with these labels on a Prometheus text endpoint."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode()
-    return {
-        float(s.labels["le"]): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == f"{HISTOGRAM}_bucket" and s.labels.get("kind") == kind
-    }
+    return [
+        s for family in text_string_to_metric_families(text) for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+def histogram(metrics_url: str, kind: str) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound -> count) of the reconcile histogram of `kind`."""
+    return {float(s.labels["le"]): s.value for s in samples(metrics_url, f"{HISTOGRAM}_bucket", kind=kind)}
 
 
 def counter(metrics_url: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    return sum(
-        s.value for family in text_string_to_metric_families(text) for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
+    return sum(s.value for s in samples(metrics_url, name, **labels))
 
 
 def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float | None:

@@ -767,14 +767,13 @@ def evaluate_model(config: TrainerConfig) -> dict[str, Any]:
     from .reporting import ConfigMapReporter
 
     cache = evalcache.cache_dir() if settings.compare_with_base and settings.reuse_base else None
+    # The parent version's answers on its test split are cached the same way as the base's,
+    # keyed by the base and the parent's adapter together.
+    parent_cache = evalcache.cache_dir() if parent_tests and settings.reuse_base else None
     # The base model's files are digested once (a full read for models outside a hub cache).
-    cache_on = cache is not None or bool(parent_tests and settings.reuse_base and evalcache.cache_dir())
-    base_digest = evalcache.model_digest(base_dir) if cache_on else ""
+    base_digest = evalcache.model_digest(base_dir) if cache is not None or parent_cache is not None else ""
     base_keys = _base_keys(base_digest, tokenizer, settings, max_prompt_tokens, items) if cache is not None else {}
     reused = {suite: entry for suite, key in base_keys.items() if (entry := evalcache.load(cache, key, len(items[suite])))}
-    # The parent version's answers on its test split are cached the same way, keyed by the base
-    # and the parent's adapter together.
-    parent_cache = evalcache.cache_dir() if parent_tests and settings.reuse_base else None
     parent_key = _parent_key(base_digest, tokenizer, settings, max_prompt_tokens, config, parent_tests) if parent_cache else None
     parent_cached = evalcache.load(parent_cache, parent_key, len(parent_tests)) if parent_key else None
     if parent_cached is not None:

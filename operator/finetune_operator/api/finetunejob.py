@@ -120,7 +120,6 @@ MSG_GATE_INCOMPLETE = (
     "a gate that is not one of the defaults (taskAccuracy, formatCompliance, safety, "
     "noRegression, latency, toxicity, piiLeakage, bias) must set metric, comparator and threshold"
 )
-SPLIT_TOLERANCE = schema.SPLIT_TOLERANCE
 GATE_METRIC_FIELD = "spec.evaluation.gates[].metric"
 
 # Inline records live in the object itself, and kopf keeps a copy of the spec in an annotation:

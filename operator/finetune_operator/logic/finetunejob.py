@@ -211,7 +211,6 @@ def decide(
 
     if _finished(status):
         # A finished job is history: later edits of its spec start nothing.
-        plan.history = True
         plan.message = status.message
         return plan.decision(status)
     limit: budget.Limit | None = None
@@ -528,7 +527,6 @@ class _Plan:
         self.conditions = list(old.conditions)
         self.held = Hold.NONE
         self.tell_reason = False  # the phase Event names the Succeeded condition's reason
-        self.history = False  # finished before: the phase stays what it was
         self.message: str | None = old.message
         self.create: list[dict[str, Any]] = []
         self.suspend: list[tuple[str, bool]] = []
@@ -761,7 +759,7 @@ class _Plan:
         new = self.status.model_copy(
             update={
                 "observed_generation": self.generation,
-                "phase": self.old.phase if self.history else phase_of(self.conditions, self.status.start_time, self.held),
+                "phase": self.old.phase if _finished(self.old) else phase_of(self.conditions, self.status.start_time, self.held),
                 "conditions": self.conditions,
                 "message": self.message,
             }

@@ -80,7 +80,6 @@ HISTORY_LIMIT = 100
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_HEALTHY = "Healthy"
 REASON_PROGRESSING = "Progressing"
-PAUSED = "Paused"
 REASON_PAUSED = "Paused"
 REASON_RESUMED = "Resumed"
 MSG_RESUMED = "no step holds the Rollout"
@@ -437,8 +436,7 @@ def decide(
     if target is None:
         if stable is None:
             waiting = problem or Problem(Refusal.WAITING, MSG_WAITING_FOR_VERSION.format(model=spec.model_name))
-            reason, message = waiting.reason, waiting.message
-            plan.progressing(reason, message)
+            plan.progressing(waiting.reason, waiting.message)
             return _finish(plan, observed)
         target = stable
         if problem and problem.kind in (Refusal.UNUSABLE, Refusal.REFUSED):
@@ -503,7 +501,7 @@ def decide(
         # Rolled back by analysis or aborted: Degraded until the spec or the target moves on.
         ready = conditions.find_condition(s.conditions, READY)
         plan.cond(READY, ConditionStatus.FALSE, ready.reason if ready is not None else REASON_ROLLED_BACK, s.message or "")
-    elif last is not None and last.action == HistoryAction.ROLLBACK and not _failed(last) and last.to_version == s.stable_version:
+    elif last is not None and _rolled_back_to_stable(s):  # (narrows `last` for the message)
         message = MSG_ROLLED_BACK.format(old=last.from_version, new=last.to_version, why="")
         plan.ready(REASON_ROLLED_BACK, message)
     else:
@@ -548,15 +546,19 @@ def phase_of(status: RolloutStatus) -> RolloutPhase | None:
     if ready is None:
         return None
     if ready.status == ConditionStatus.TRUE:
-        last = status.history[-1] if status.history else None
-        if last is not None and last.action == HistoryAction.ROLLBACK and not _failed(last) and last.to_version == status.stable_version:
-            return RolloutPhase.ROLLED_BACK
-        return RolloutPhase.HEALTHY
+        return RolloutPhase.ROLLED_BACK if _rolled_back_to_stable(status) else RolloutPhase.HEALTHY
     progressing = conditions.find_condition(status.conditions, PROGRESSING)
     if progressing is None or progressing.status != ConditionStatus.TRUE:
         return RolloutPhase.DEGRADED
     paused = conditions.find_condition(status.conditions, PAUSED)
     return RolloutPhase.PAUSED if paused is not None and paused.status == ConditionStatus.TRUE else RolloutPhase.PROGRESSING
+
+
+def _rolled_back_to_stable(status: RolloutStatus) -> bool:
+    """Whether the last history entry rolled back to the version serving now (a refused
+    candidate's entry moved nothing)."""
+    last = status.history[-1] if status.history else None
+    return last is not None and last.action == HistoryAction.ROLLBACK and not _failed(last) and last.to_version == status.stable_version
 
 
 def _changed_stable(entry: HistoryEntry) -> bool:
