@@ -77,7 +77,7 @@ class Stack:
         return (self.cluster.get("modelversion", f"{MODEL}-{version}", self.namespace).get("status") or {}).get("phase")
 
     def wait_mv_phase(self, version: str, phase: str, timeout: float = 30) -> None:
-        """The ModelVersion controller derives the phase from the Rollout's Serving condition."""
+        """The ModelVersion controller derives the phase from the Rollout's serving record."""
         self.wait(lambda: self.mv_phase(version) == phase, timeout, f"{MODEL}-{version} to be {phase}")
 
     def start_load(self) -> None:
@@ -193,6 +193,7 @@ def test_bad_candidate_is_rolled_back_automatically(stack):
     mv = stack.cluster.get("modelversion", f"{MODEL}-v3", stack.namespace)
     serving = next(c for c in mv["status"]["conditions"] if c["type"] == "Serving")
     assert (serving["status"], serving["reason"]) == ("False", "AnalysisFailed") and "error-rate" in serving["message"]
+    assert (mv["status"]["serving"]["state"], mv["status"]["serving"]["rollout"]) == ("Refused", RO)
     # Tracking does not retry the version it rolled back.
     assert stack.status().get("candidateVersion") is None
 

@@ -102,7 +102,9 @@ def test_two_writers_applying_different_conditions_lose_nothing(kube, namespace)
 
 def test_a_writer_that_stops_sending_a_condition_never_removes_anothers(kube, namespace):
     register(kube, namespace, "writers-v2")
-    status.apply(MODELVERSIONS, namespace, "writers-v2", {"conditions": [condition("Serving", 0)]}, status.ROLLOUT_MANAGER)
+    record = {"state": "Stable", "rollout": "writers", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    status.apply(MODELVERSIONS, namespace, "writers-v2", {"conditions": [condition("Serving", 0)], "serving": record},
+                 status.ROLLOUT_MANAGER)
     status.apply(MODELVERSIONS, namespace, "writers-v2", {"phase": "Approved", "conditions": [condition("Ready", 0)]},
                  FIELD_MANAGER)
     # The controller applies again without Serving in its list: Serving is not its field to drop.
@@ -112,6 +114,8 @@ def test_a_writer_that_stops_sending_a_condition_never_removes_anothers(kube, na
     # Serving stays as its writer left it. (Ready is the registry controller's own field: an operator
     # running in the same session may rewrite it with the real gate verdict, so only its presence counts.)
     assert final["Serving"]["message"] == "round 0" and "Ready" in final
+    # So does the Rollout's serving record, which the controller's apply never names.
+    assert kube.get("modelversion", "writers-v2", namespace)["status"]["serving"] == record
 
 
 def test_the_merge_patch_of_the_whole_list_loses_updates(kube, namespace):

@@ -143,9 +143,10 @@ def test_approved_version_resync_is_silent():
     assert not again.status_changed and not again.events
 
 
-# ---- one writer per status field: the phase follows the Rollout's `Serving` condition
+# ---- one writer per status field: the phase follows the Rollout's serving record
 
 from finetune_operator.api.common import Condition  # noqa: E402
+from finetune_operator.api.modelversion import ServingRecord  # noqa: E402
 from finetune_operator.logic.modelversion import owned  # noqa: E402
 
 
@@ -153,29 +154,41 @@ def serving(status: str, reason: str) -> Condition:
     return Condition(type="Serving", status=status, reason=reason, message="by Rollout chat", last_transition_time=T0)
 
 
+def record(state: str) -> ServingRecord:
+    return ServingRecord(state=state, rollout="chat", last_transition_time=T0)
+
+
 @pytest.mark.parametrize(
     ("metrics", "before", "expected"),
     [
-        pytest.param(GOOD, ModelVersionStatus(conditions=[serving("True", "Stable")]), "Production",
+        pytest.param(GOOD, ModelVersionStatus(serving=record("Stable")), "Production",
                      id="served-as-stable-is-production"),
-        pytest.param(GOOD, ModelVersionStatus(phase="Production", conditions=[serving("False", "Replaced")]), "Deprecated",
+        pytest.param(GOOD, ModelVersionStatus(phase="Production", serving=record("Replaced")), "Deprecated",
                      id="replaced-as-stable-is-deprecated"),
-        pytest.param(GOOD, ModelVersionStatus(phase="Approved", conditions=[serving("False", "AnalysisFailed")]), "Approved",
+        pytest.param(GOOD, ModelVersionStatus(phase="Approved", serving=record("Refused")), "Approved",
                      id="a-canary-rolled-back-by-analysis-stays-approved"),
-        pytest.param(GOOD, ModelVersionStatus(phase="Deprecated", conditions=[serving("True", "Stable")]), "Production",
+        pytest.param(GOOD, ModelVersionStatus(phase="Deprecated", serving=record("Stable")), "Production",
                      id="rolled-back-to-is-production-again"),
-        pytest.param({**GOOD, "safetyPassRate": 0.1}, ModelVersionStatus(conditions=[serving("True", "Stable")]), "Rejected",
+        pytest.param({**GOOD, "safetyPassRate": 0.1}, ModelVersionStatus(serving=record("Stable")), "Rejected",
                      id="a-rejected-verdict-always-wins"),
         pytest.param(GOOD, ModelVersionStatus(phase="Production"), "Production",
-                     id="production-written-before-the-condition-is-kept"),
+                     id="production-written-before-the-record-is-kept"),
+        # The condition is for people: its reason, whatever it says, decides nothing.
+        pytest.param(GOOD, ModelVersionStatus(phase="Approved", serving=record("Refused"),
+                                              conditions=[serving("False", "Replaced")]), "Approved",
+                     id="the-condition-reason-is-not-read"),
+        pytest.param(GOOD, ModelVersionStatus(phase="Production", serving=record("Replaced"),
+                                              conditions=[serving("False", "SomethingNew")]), "Deprecated",
+                     id="a-new-reason-text-changes-nothing"),
     ],
 )
-def test_phase_is_derived_from_the_verdict_and_the_serving_condition(metrics, before, expected):
+def test_phase_is_derived_from_the_verdict_and_the_serving_record(metrics, before, expected):
     assert decide(evaluated(metrics), before, T1, generation=1).status.phase == expected
 
 
 def test_the_controller_applies_only_the_fields_it_owns():
-    before = ModelVersionStatus(conditions=[serving("True", "Stable"),
+    before = ModelVersionStatus(serving=record("Stable"),
+                                conditions=[serving("True", "Stable"),
                                             Condition(type="ArtifactRetained", status="True", reason="Kept", message="")])
     decision = decide(evaluated(GOOD), before, T1, generation=1)
     body = decision.owned_status
@@ -184,3 +197,5 @@ def test_the_controller_applies_only_the_fields_it_owns():
     # Others' conditions stay in the status it reads, untouched.
     assert {c.type for c in decision.status.conditions} == {"Serving", "ArtifactRetained", "GatesPassed", "Ready"}
     assert owned(decision.status) == body
+    # The serving record is the Rollout's: kept in the status it reads, never in what it applies.
+    assert "serving" not in body and decision.status.serving == record("Stable")

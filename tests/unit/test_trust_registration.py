@@ -173,8 +173,9 @@ def test_rollback_to_an_unverified_version_is_refused_naming_the_digest_problem_
     accepted = next(x for x in decision.status.conditions if x.type == "RollbackAccepted")
     assert str(accepted.status) == "False" and "v2" in accepted.message and "digest mismatch" in accepted.message
     assert decision.status.stable_version == "v1"
-    value, reason, message = decision.version_serving["chat-v2"]
-    assert (value, reason) == ("False", "Refused") and "Rollout chat" in message and "v2" in message
+    refused = decision.version_serving["chat-v2"]
+    assert (refused.state, refused.condition_status, refused.reason) == ("Refused", "False", "Refused")
+    assert "Rollout chat" in refused.message and "v2" in refused.message
 
 
 def test_a_pin_to_a_refused_version_marks_it_refused_once():
@@ -183,7 +184,7 @@ def test_a_pin_to_a_refused_version_marks_it_refused_once():
     c.edit_spec(spec(version="v2"))
     first = c.reconcile(10)
     assert str(first.status.phase) == "Degraded" and "digest mismatch" in first.status.message
-    assert first.version_serving["chat-v2"][:2] == ("False", "Refused")
+    assert (first.version_serving["chat-v2"].state, first.version_serving["chat-v2"].reason) == ("Refused", "Refused")
     again = c.reconcile(20)
     assert "chat-v2" not in again.version_serving  # written once, not on every reconcile
     assert again.status.stable_version == "v1"

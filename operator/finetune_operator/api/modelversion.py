@@ -70,6 +70,14 @@ class ModelVersionPhase(enum.StrEnum):
     DEPRECATED = "Deprecated"  # was in production, replaced by a newer version
 
 
+class ServingState(enum.StrEnum):
+    """What a Rollout does with a version (status.serving.state, written by the Rollout)."""
+
+    STABLE = "Stable"  # served as a Rollout's stable version
+    REPLACED = "Replaced"  # was stable, a newer version replaced it
+    REFUSED = "Refused"  # a Rollout refused it (aborted canary, failed analysis, refused pin or rollback)
+
+
 class ArtifactType(enum.StrEnum):
     ADAPTER = "adapter"  # LoRA/QLoRA adapter weights, served on top of the base model
     FULL = "full"  # complete model weights
@@ -268,6 +276,14 @@ class MetricComparison(StatusModel):
     after: float | None = Field(default=None, description="Fine-tuned model's value.")
 
 
+class ServingRecord(ApiModel):
+    """What a Rollout last did with the version; owned by the Rollout controller."""
+
+    state: ServingState = Field(description="Stable, Replaced or Refused.")
+    rollout: ObjectName = Field(description="The Rollout that set it.")
+    last_transition_time: datetime | None = Field(default=None, description="When the state last changed.")
+
+
 class ModelVersionStatus(StatusModel):
     """Observed state of a ModelVersion."""
 
@@ -289,6 +305,13 @@ class ModelVersionStatus(StatusModel):
     evaluation_time: datetime | None = Field(default=None, description="When the gates were evaluated.")
     model_card_config_map: str | None = Field(
         default=None, description="ConfigMap holding the rendered model card (key README.md)."
+    )
+    serving: ServingRecord | None = Field(
+        default=None,
+        description=(
+            "What a Rollout does with this version (written by the Rollout controller; the phase "
+            "Production or Deprecated follows from it). The Serving condition says the same for people."
+        ),
     )
     conditions: list[Condition] = conditions_field()
     message: str | None = Field(default=None, description="Human-readable summary of the verdict.")

@@ -2,7 +2,7 @@
 
 The spec never changes (a CEL rule), so create and resume are the causes; a slow timer keeps the
 status honest, and the Rollout controller calls `reconcile_object` after it wrote a version's
-`Serving` condition. Each writer of a ModelVersion's status applies only its own fields under its
+serving record (`status.serving`) and `Serving` condition. Each writer of a ModelVersion's status applies only its own fields under its
 own field manager (see k8s.status): this controller the verdict and phase, retention the
 `ArtifactRetained` condition, the artifact check the `ArtifactVerified` condition. Deleting a
 version in Production is refused by a ValidatingAdmissionPolicy (config/admission), not here.
@@ -67,7 +67,7 @@ def verify_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[tuple[
 def reconcile_object(body: Mapping[str, Any]) -> modelversion.Decision:
     """Judge one ModelVersion and apply the status fields this controller owns.
 
-    Also called by the Rollout controller right after it wrote a version's `Serving` condition,
+    Also called by the Rollout controller right after it wrote a version's serving record,
     so the phase that follows from it (Production, Deprecated) shows at once.
     """
     meta = body["metadata"]

@@ -21,7 +21,7 @@ Acting (carried out by k8s.serving, which writes only what differs from the watc
 order: serving Deployments and Services for every version to serve; the stable and
 canary Services' selectors, each re-pointed only once the version it will select is Available;
 the traffic router's weights (its own field manager; a failure is decided on again, so the
-status says Degraded in the same reconcile); the versions' `Serving` conditions (server-side
+status says Degraded in the same reconcile); the versions' serving records and `Serving` conditions (server-side
 apply under this controller's own field manager); the Rollout's status and Events; last, the
 Deployments of versions neither served nor selected by a Service are removed — the old version's
 Pods go only after the Services stopped selecting them.
@@ -51,6 +51,7 @@ from finetune_operator.logic import analysis, conditions
 from finetune_operator.logic import modelversion as modelversion_logic
 from finetune_operator.logic import rollout as logic
 from finetune_operator.logic.spec import InvalidSpec
+from finetune_operator.api.modelversion import ServingRecord
 from finetune_operator.api.rollout import FORCE_VERSION_ANNOTATION, RolloutStatus
 
 SERVING = modelversion_logic.SERVING
@@ -271,7 +272,7 @@ def reconcile_object(
 
 
 def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.Decision) -> str | None:
-    """Serving, Services, router weights, the versions' Serving conditions, then scale-down.
+    """Serving, Services, router weights, the versions' serving records, then scale-down.
 
     Returns why the router could not apply the weights, or None.
     """
@@ -289,18 +290,19 @@ def _act(body: dict[str, Any], spec, observed: logic.Observed, decision: logic.D
         for track, version in (("stable", decision.stable), ("canary", decision.canary or decision.stable)):
             selected |= serving.point_service(owner, spec, track, version, observed)
     routing_error = serving.route(router, owner, spec, decision) if decision.stable else None
-    _write_serving_conditions(namespace, decision)
+    _write_serving_conditions(namespace, name, decision)
     serving.remove_unserved(namespace, name, set(decision.serve) | selected)
     return routing_error
 
 
-def _write_serving_conditions(namespace: str, decision: logic.Decision) -> None:
-    """Each version's `Serving` condition, applied under the Rollout controller's own field
-    manager (the ModelVersion controller owns the phase and derives it from this condition)."""
+def _write_serving_conditions(namespace: str, rollout: str, decision: logic.Decision) -> None:
+    """Each version's serving record (`status.serving`) and `Serving` condition, applied under
+    the Rollout controller's own field manager (the ModelVersion controller owns the phase and
+    derives it from the record)."""
     from finetune_operator.handlers import modelversion as modelversion_handler
 
     now = _now().replace(microsecond=0)
-    for version_name, (value, reason, message) in decision.version_serving.items():
+    for version_name, serving_now in decision.version_serving.items():
         try:
             mv = client.custom_objects().get_namespaced_custom_object(
                 MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural, version_name
@@ -309,10 +311,21 @@ def _write_serving_conditions(namespace: str, decision: logic.Decision) -> None:
             if exc.status == 404:
                 continue
             raise
-        current = modelversion_logic.parse_status(mv.get("status")).conditions
-        updated = conditions.set_condition(current, SERVING, value, reason, message, mv["metadata"].get("generation"), now)
+        current = modelversion_logic.parse_status(mv.get("status"))
+        updated = conditions.set_condition(
+            current.conditions, SERVING, serving_now.condition_status, serving_now.reason, serving_now.message,
+            mv["metadata"].get("generation"), now,
+        )
         owned = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated if c.type == SERVING]
-        written = status.apply(MODELVERSIONS, namespace, version_name, {"conditions": owned}, status.ROLLOUT_MANAGER)
+        record = ServingRecord(
+            state=serving_now.state,
+            rollout=rollout,
+            last_transition_time=current.serving.last_transition_time
+            if current.serving is not None and current.serving.state == serving_now.state
+            else now,
+        )
+        body = {"conditions": owned, modelversion_logic.SERVING_FIELD: record.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        written = status.apply(MODELVERSIONS, namespace, version_name, body, status.ROLLOUT_MANAGER)
         if written is not None:
             modelversion_handler.reconcile_object(written)
 

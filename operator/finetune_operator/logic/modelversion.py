@@ -6,16 +6,17 @@ object itself: Approved when no blocking gate failed, Rejected otherwise, Candid
 was registered without an evaluation.
 
 One writer per status field: this controller owns the phase, the gate verdicts and the
-conditions Ready and GatesPassed; a Rollout owns the `Serving` condition (what it does with the
-version) and retention owns `ArtifactRetained`. Each writes its own fields with server-side
+conditions Ready and GatesPassed; a Rollout owns `status.serving` and the `Serving` condition (what
+it does with the version) and retention owns `ArtifactRetained`. Each writes its own fields with server-side
 apply under its own field manager (k8s.status.apply), so no writer replaces another's
 conditions. The artifact check at registration (a Job running the trainer's `verify-artifact`)
 owns `ArtifactVerified`: False (the bytes are not the registered ones, or missing) makes the
 version Rejected and not Ready whatever its gates say, so it is never Approved nor served.
-The phase is derived here from the verdict and the Rollout's `Serving` condition:
-Serving=True -> Production, Serving=False/Replaced -> Deprecated (a Rejected verdict always
-wins). A version with no `Serving` condition keeps a Production/Deprecated phase written before
-the condition existed.
+The phase is derived here from the verdict and the Rollout's structured record
+`status.serving` (the Rollout writes it beside its `Serving` condition, which says the same for
+people): state Stable -> Production, Replaced -> Deprecated, Refused -> the verdict (a Rejected
+verdict always wins). No decision here reads a condition's reason. A version with no record
+keeps a Production/Deprecated phase written before the record existed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from finetune_operator.api.common import ConditionStatus
-from finetune_operator.api.modelversion import ModelVersionPhase, ModelVersionSpec, ModelVersionStatus
+from finetune_operator.api.modelversion import ModelVersionPhase, ModelVersionSpec, ModelVersionStatus, ServingState
 from finetune_operator.logic import conditions, gates
 from finetune_operator.logic import spec as spec_problems
 from finetune_operator.logic.events import Event, EventType
@@ -50,8 +51,8 @@ REASON_GATES_PASSED = "GatesPassed"
 REASON_GATES_FAILED = "GatesFailed"
 MSG_READY = "{phase}: every blocking quality gate passed"
 SERVING = "Serving"  # owned by the Rollout controller
-REASON_REPLACED = "Replaced"  # Serving=False: a Rollout replaced it as stable
-REASON_REFUSED = "Refused"  # Serving=False: a Rollout refused to serve it (pin or rollback to it)
+# The status field the Rollout controller owns (with the Serving condition); never applied here.
+SERVING_FIELD = "serving"
 ARTIFACT_VERIFIED = "ArtifactVerified"  # owned by the artifact check at registration
 REASON_DIGEST_MATCHES = "DigestMatches"
 MSG_DIGEST_MATCHES = "the artifact's bytes match spec.artifact.digest {digest}"
@@ -72,6 +73,7 @@ MSG_AWAITING_ARTIFACT_CHECK = "every blocking gate passed; Approved once its art
 OWNED_CONDITIONS = (READY, GATES_PASSED)
 # Phases a Rollout moves a version into; the gates' verdict does not undo them.
 _SET_BY_ROLLOUTS = (ModelVersionPhase.PRODUCTION, ModelVersionPhase.DEPRECATED)
+_PHASE_OF_SERVING = {ServingState.STABLE: ModelVersionPhase.PRODUCTION, ServingState.REPLACED: ModelVersionPhase.DEPRECATED}
 EVENT_INVALID_SPEC = REASON_INVALID_SPEC
 
 
@@ -90,6 +92,7 @@ class Decision:
 def owned(status: ModelVersionStatus) -> dict[str, Any]:
     """The status fields this controller owns, as JSON (the server-side apply configuration)."""
     dumped = _dump(status)
+    dumped.pop(SERVING_FIELD, None)
     dumped["conditions"] = [c for c in dumped.get("conditions", []) if c["type"] in OWNED_CONDITIONS]
     if not dumped["conditions"]:
         dumped.pop("conditions")
@@ -100,15 +103,10 @@ def derive_phase(verdict: ModelVersionPhase, status: ModelVersionStatus) -> Mode
     """The phase from the gates' verdict and what Rollouts say they do with the version."""
     if verdict == ModelVersionPhase.REJECTED:
         return verdict
-    serving = conditions.find_condition(status.conditions, SERVING)
-    if serving is None:
-        # Written before Rollouts had their own condition: keep what they set then.
+    if status.serving is None:
+        # Written before Rollouts kept their record: keep what they set then.
         return status.phase if status.phase in _SET_BY_ROLLOUTS else verdict
-    if serving.status == ConditionStatus.TRUE:
-        return ModelVersionPhase.PRODUCTION
-    if serving.reason == REASON_REPLACED:
-        return ModelVersionPhase.DEPRECATED
-    return verdict
+    return _PHASE_OF_SERVING.get(status.serving.state, verdict)
 
 
 def parse_spec(raw: Mapping[str, Any] | None) -> ModelVersionSpec | InvalidSpec:

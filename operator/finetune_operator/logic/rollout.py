@@ -48,6 +48,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from finetune_operator.api.common import ConditionStatus
+from finetune_operator.api.modelversion import ServingState
 from finetune_operator.api.rollout import (
     AnalysisMetric,
     AnalysisPhase,
@@ -219,6 +220,24 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class VersionServing:
+    """What this Rollout did with a ModelVersion: its record `status.serving` (the state the
+    version's phase follows from) and its `Serving` condition (the same, for people)."""
+
+    state: ServingState
+    reason: str
+    message: str
+
+    @property
+    def condition_status(self) -> str:
+        return ConditionStatus.TRUE if self.state == ServingState.STABLE else ConditionStatus.FALSE
+
+
+# The phase a ModelVersion takes from a serving state (a Refused version keeps its verdict).
+_VERSION_PHASE = {ServingState.STABLE: "Production", ServingState.REPLACED: "Deprecated"}
+
+
+@dataclass(frozen=True)
 class Decision:
     status: RolloutStatus
     status_patch: dict[str, Any] = field(default_factory=dict)
@@ -227,14 +246,18 @@ class Decision:
     stable: str | None = None  # version behind <rollout>-stable
     canary: str | None = None  # version behind <rollout>-canary
     weight: int = 0  # percent of traffic on the canary
-    version_phases: Mapping[str, str] = field(default_factory=dict)  # ModelVersion name -> phase
-    # ModelVersion name -> (status, reason, message) of its `Serving` condition: what rollouts did with it.
-    version_serving: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
+    # ModelVersion name -> what this Rollout did with it (written to the version's status).
+    version_serving: Mapping[str, VersionServing] = field(default_factory=dict)
     requeue_after: float | None = None
 
     @property
     def status_changed(self) -> bool:
         return bool(self.status_patch)
+
+    @property
+    def version_phases(self) -> dict[str, str]:
+        """ModelVersion name -> the phase its controller derives from what this Rollout did."""
+        return {name: _VERSION_PHASE[v.state] for name, v in self.version_serving.items() if v.state in _VERSION_PHASE}
 
 
 def parse_spec(raw: Mapping[str, Any] | None) -> RolloutSpec | InvalidSpec:
@@ -320,8 +343,7 @@ class _Plan:
         self.now = now
         self.s = old.model_copy(deep=True)
         self.events: list[Event] = []
-        self.version_phases: dict[str, str] = {}
-        self.version_serving: dict[str, tuple[str, str, str]] = {}
+        self.version_serving: dict[str, VersionServing] = {}
         self.requeue: float | None = None
         self.extra_serving: set[str] = set()
         self.announced = False
@@ -393,14 +415,17 @@ class _Plan:
 
     def make_stable(self, version: VersionInfo, observed: Observed) -> None:
         previous = observed.get(self.s.stable_version)
+        self.version_serving[version.name] = VersionServing(ServingState.STABLE, "Stable", f"Rollout {self.name} serves it as the stable version")
         if previous is not None and previous.version != version.version:
-            self.version_phases[previous.name] = "Deprecated"
             self.extra_serving.add(previous.version)
-        self.version_phases[version.name] = "Production"
-        self.version_serving[version.name] = ("True", "Stable", f"Rollout {self.name} serves it as the stable version")
-        if previous is not None and previous.version != version.version:
-            self.version_serving[previous.name] = ("False", "Replaced", f"Rollout {self.name} replaced it with {version.version}")
+            self.version_serving[previous.name] = VersionServing(
+                ServingState.REPLACED, "Replaced", f"Rollout {self.name} replaced it with {version.version}"
+            )
         self.s.stable_version = version.version
+
+    def refuse_version(self, version: VersionInfo, reason: str, message: str) -> None:
+        """Say on the version that this Rollout refused to serve it."""
+        self.version_serving[version.name] = VersionServing(ServingState.REFUSED, reason, message)
 
 
 def decide(
@@ -444,7 +469,7 @@ def decide(
             pinned = observed.get(spec.version) if spec.version else None
             if pinned is not None and status.message not in (problem.message, f"{problem.message}; {s.stable_version} keeps serving"):
                 # The refused version says so too (once, when the refusal is new).
-                plan.version_serving[pinned.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=problem.message))
+                plan.refuse_version(pinned, REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=problem.message))
     if stable is not None and target.version == s.stable_version and s.candidate_version:
         cancelled = s.candidate_version
         plan.end_canary()
@@ -669,7 +694,7 @@ def _handle_requests(plan: _Plan, spec: RolloutSpec, observed: Observed) -> None
                 plan.announce(Event("Warning", REASON_ABORTED, message))
                 aborted = observed.get(candidate)
                 if aborted is not None:
-                    plan.version_serving[aborted.name] = ("False", REASON_ABORTED, f"Rollout {plan.name}: {message}")
+                    plan.refuse_version(aborted, REASON_ABORTED, f"Rollout {plan.name}: {message}")
         elif request is s.promote_request:
             if s.candidate_version:
                 if request.full:
@@ -710,7 +735,7 @@ def _rollback(plan: _Plan, spec: RolloutSpec, observed: Observed, request: Rollb
     if refusal is not None and (not request.force or target.artifact_problem):
         message = MSG_ROLLBACK_REFUSED.format(who=who, version=target.version, why=refusal.message, stable=stable, name=plan.name)
         _refuse_rollback(plan, refusal.reason, message)
-        plan.version_serving[target.name] = ("False", REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=message))
+        plan.refuse_version(target, REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=message))
         return
     old = s.stable_version
     plan.end_canary()
@@ -781,7 +806,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
         plan.events.append(Event("Warning", failure[0], message))
         refused = observed.get(candidate)
         if refused is not None:
-            plan.version_serving[refused.name] = ("False", failure[0], f"Rollout {plan.name}: {message}")
+            plan.refuse_version(refused, failure[0], f"Rollout {plan.name}: {message}")
         return
     routing = observed.routing
     for _ in range(total + 1):
@@ -843,7 +868,7 @@ def _walk(plan: _Plan, spec: RolloutSpec, observed: Observed, measured: Mapping[
             plan.announce(Event("Warning", REASON_ANALYSIS_FAILED, message))
             failed = observed.get(candidate)
             if failed is not None:
-                plan.version_serving[failed.name] = ("False", REASON_ANALYSIS_FAILED, f"Rollout {plan.name}: {message}")
+                plan.refuse_version(failed, REASON_ANALYSIS_FAILED, f"Rollout {plan.name}: {message}")
             return
         if run.phase == AnalysisPhase.INCONCLUSIVE:
             _judge(plan, metrics, run, index, DECISION_PAUSE)
@@ -991,7 +1016,6 @@ def _finish(plan: _Plan, observed: Observed) -> Decision:
         stable=s.stable_version,
         canary=s.candidate_version or s.stable_version,
         weight=s.canary_weight if s.candidate_version else 0,
-        version_phases={k: v for k, v in plan.version_phases.items() if v},
         version_serving=dict(plan.version_serving),
         requeue_after=plan.requeue,
     )
