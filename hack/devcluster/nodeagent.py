@@ -29,9 +29,17 @@ service-account volume at its usual path.  Each Pod gets its own
 loopback address 127.x.y.z as its Pod IP (in env as POD_IP via the downward
 API, as usual), allocated and reported before any of its containers start.
 
-There is no cluster DNS either, so the agent stands in for it the same way:
-every dotted name in a container's env values and args that cluster DNS would
-answer from the Pod's namespace is replaced by the IP it would return.  That is
+Cluster DNS is served by the agent itself (clusterdns.py) on a loopback
+address of its own, port 53, and each Pod's /etc/resolv.conf names it as a
+kubelet's does under dnsPolicy ClusterFirst (bind-mounted in the Pod's mount
+namespace): a process resolves `<service>.<ns>.svc`, a Pod's
+`<hostname>.<subdomain>` and the like through the system resolver, wherever it
+read the name (env, args, a config file) and in any namespace.  No kube-proxy
+turns a Service's cluster IP into a Pod here, so its name answers with the Pods
+themselves.  Beside it, every dotted name in a container's env values and args
+that cluster DNS would answer from the Pod's namespace is replaced by the IP it
+would return, and the replacement waits for a peer that has no IP yet (the Pods
+of an Indexed Job start together; a lookup would find nothing).  That is
 `<hostname>.<subdomain>`, `….<ns>`, `….<ns>.svc` and `….svc.cluster.local` for
 a Pod with spec.subdomain naming an existing Service (hostname defaults to the
 Pod's name; the Indexed Job controller sets `<job>-<index>`), and
@@ -75,6 +83,8 @@ import urllib3
 import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+
+from . import clusterdns
 
 log = logging.getLogger("nodeagent")
 
@@ -304,41 +314,18 @@ def replace_dns_names(value: str, namespace: str, address) -> str:
     return _DNS_NAME.sub(one, value)
 
 
-def _live(pod: dict) -> bool:
-    status = pod.get("status") or {}
-    return bool(status.get("podIP")) and not pod["metadata"].get("deletionTimestamp") \
-        and status.get("phase") not in ("Succeeded", "Failed")
-
-
 def pod_address(pods: list[dict], target: DnsTarget) -> str | None:
     """The IP of the live Pod whose hostname (default: its name) and subdomain `target` names."""
-    for pod in pods:
-        spec = pod.get("spec") or {}
-        if (spec.get("hostname") or pod["metadata"]["name"], spec.get("subdomain")) == (target.hostname, target.service) \
-                and _live(pod):
-            return pod["status"]["podIP"]
-    return None
+    return clusterdns.pod_ip(pods, target.hostname or "", target.service)
 
 
 def service_addresses(service: dict, pods: list[dict]) -> list[str]:
-    """What a Service's own DNS name returns here: a headless Service's selected Pod IPs (Ready
-    ones, unless publishNotReadyAddresses).  A ClusterIP means nothing without kube-proxy."""
-    spec = service.get("spec") or {}
-    selector = spec.get("selector") or {}
-    if spec.get("clusterIP") != "None" or not selector:
+    """What a headless Service's name stands for in env and args: its selected Pod IPs (Ready
+    ones, unless publishNotReadyAddresses).  A cluster IP is left to cluster DNS (clusterdns.py),
+    which answers with the same Pods."""
+    if (service.get("spec") or {}).get("clusterIP") != "None":
         return []
-
-    def ready(pod):
-        conditions = (pod.get("status") or {}).get("conditions") or []
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-    return sorted(
-        pod["status"]["podIP"]
-        for pod in pods
-        if _live(pod)
-        and selector.items() <= (pod["metadata"].get("labels") or {}).items()
-        and (spec.get("publishNotReadyAddresses") or ready(pod))
-    )
+    return clusterdns.endpoint_ips(service, pods)
 
 
 # --------------------------------------------------------------------------- container logs
@@ -419,6 +406,7 @@ class PodRunner(threading.Thread):
         self.init_statuses: dict[str, dict] = {}
         self.start_time = now_iso()
         self.mounts: dict[str, str] = {}  # volume name -> local dir
+        self.resolv_conf: Path | None = None  # the Pod's /etc/resolv.conf (None: the node's own)
 
     # ---- volumes
 
@@ -626,9 +614,33 @@ class PodRunner(threading.Thread):
         path.chmod(mode)
         return path
 
+    def _resolv_conf(self) -> Path | None:
+        """The Pod's /etc/resolv.conf as a kubelet writes it for its dnsPolicy: ClusterFirst (the
+        default; ClusterFirstWithHostNet too) names cluster DNS, None takes spec.dnsConfig alone,
+        Default (and ClusterFirst with hostNetwork) keeps the node's own file (None returned)."""
+        spec = self.pod["spec"]
+        policy = spec.get("dnsPolicy") or "ClusterFirst"
+        dns_config = spec.get("dnsConfig") or {}
+        if policy == "None":
+            text = clusterdns.resolv_conf_from(dns_config)
+        elif policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not spec.get("hostNetwork")):
+            if self.agent.dns is None:
+                return None
+            text = clusterdns.resolv_conf(self.agent.dns.ip, self.ns, dns_config)
+        else:
+            return None
+        path = self.dir / "resolv.conf"
+        path.write_text(text)
+        return path
+
     def _mount_spec(self, container: dict, term_path: str, term_file: Path) -> list[dict]:
-        """The container's volumeMounts (and its termination message file) as bind mounts."""
+        """The container's volumeMounts (its termination message file and /etc/resolv.conf too)
+        as bind mounts."""
         mounts = [{"source": str(term_file), "target": term_path}]
+        if self.resolv_conf is not None and not any(
+            os.path.normpath(m["mountPath"]) == "/etc/resolv.conf" for m in container.get("volumeMounts") or []
+        ):
+            mounts.append({"source": str(self.resolv_conf), "target": "/etc/resolv.conf", "readOnly": True, "late": True})
         for mount in container.get("volumeMounts") or []:
             local = self.mounts.get(mount["name"])
             if local is None:
@@ -775,12 +787,18 @@ class PodRunner(threading.Thread):
 
     def _probe_ready(self, container: dict) -> bool:
         probe = container.get("readinessProbe")
-        if not probe or "httpGet" not in probe:
+        if not probe or not ("httpGet" in probe or "tcpSocket" in probe):
             return True
-        http = probe["httpGet"]
+        http = probe.get("httpGet") or probe["tcpSocket"]
         port = http.get("port")
         if isinstance(port, str):
             port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port), None)
+        if "tcpSocket" in probe:
+            try:
+                with socket.create_connection((self.pod_ip, port), timeout=2):
+                    return True
+            except (OSError, TypeError):
+                return False
         try:
             url = f"http://{self.pod_ip}:{port}{http.get('path', '/')}"
             with urllib.request.urlopen(url, timeout=2) as resp:
@@ -906,6 +924,7 @@ class PodRunner(threading.Thread):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.report()
         self._retrying(self._volume_dirs, "volume setup")
+        self.resolv_conf = self._resolv_conf()
         self.in_cluster_env = self._retrying(self._in_cluster, "in-cluster environment")
         policy = self.pod["spec"].get("restartPolicy", "Always")
         for container in self.pod["spec"].get("initContainers") or []:
@@ -1327,6 +1346,7 @@ class NodeAgent:
         self.next_ip = int.from_bytes(os.urandom(2), "big") << 4
         self.stopping = threading.Event()
         self.kubelet_api: KubeletAPI | None = None
+        self.dns: clusterdns.DnsServer | None = None
         self.image_paths = image_paths()
 
     def serve_kubelet_api(self) -> None:
@@ -1337,6 +1357,33 @@ class NodeAgent:
             return
         self.kubelet_api = KubeletAPI(self, pki)
         threading.Thread(target=self.kubelet_api.serve_forever, daemon=True, name="kubelet-api").start()
+
+    def serve_cluster_dns(self) -> None:
+        """Starts cluster DNS (clusterdns.py) on a loopback address of this cluster's own, port 53:
+        every Pod's /etc/resolv.conf names it."""
+
+        def read_service(namespace: str, name: str) -> dict | None:
+            try:
+                return json.loads(self.core.read_namespaced_service(name, namespace, _preload_content=False).data)
+            except ApiException as e:
+                if e.status == 404:
+                    return None
+                raise
+
+        def list_pods(namespace: str) -> list[dict]:
+            return json.loads(self.core.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
+
+        resolver = clusterdns.Resolver(read_service, list_pods, api_server_ip=urllib.parse.urlsplit(self.server).hostname)
+        for _ in range(MAX_IP_ATTEMPTS):
+            ip = self.allocate_ip([clusterdns.PORT])
+            try:
+                self.dns = clusterdns.DnsServer(ip, resolver).start()
+            except OSError as e:  # the address's UDP port is taken (another dev cluster's DNS)
+                log.info("cluster DNS: %s:%d: %s; trying another address", ip, clusterdns.PORT, e)
+                continue
+            log.info("cluster DNS on %s:%d", ip, clusterdns.PORT)
+            return
+        raise RuntimeError(f"no loopback address with port {clusterdns.PORT} free for cluster DNS")
 
     def find_runner(self, namespace: str, name: str) -> "PodRunner | None":
         with self.lock:
@@ -1624,6 +1671,7 @@ def main(argv=None) -> None:
     signal.signal(signal.SIGTERM, agent.shutdown)
     signal.signal(signal.SIGINT, agent.shutdown)
     agent.serve_kubelet_api()
+    agent.serve_cluster_dns()
     agent.register()
     threading.Thread(target=agent.heartbeat_loop, daemon=True).start()
     threading.Thread(target=agent.provision_loop, daemon=True).start()

@@ -18,7 +18,9 @@ directory with other mounts below it, such as `/dev`), as an empty directory or
 file on the host, a mountpoint and nothing more.
 
 SPEC.json: {"argv": [...], "env": {...}, "workdir": "/", "tmp": DIR, "overlays": DIR,
-"hide": [DIR, ...], "image": [PATH, ...], "mounts": [{"source": PATH, "target": PATH, "readOnly": bool}, ...]}
+"hide": [DIR, ...], "image": [PATH, ...], "mounts": [{"source": PATH, "target": PATH, "readOnly": bool,
+"late": bool}, ...]}; a "late" mount (a file the runtime manages, /etc/resolv.conf) is bound after
+everything else, so no overlay made for a volume's mountpoint covers it.
 """
 
 from __future__ import annotations
@@ -103,8 +105,9 @@ class PodView:
         self.overlay_fd = os.open(spec["overlays"], os.O_PATH)
         # Every source is opened before anything is mounted: a private /tmp or the hidden
         # cluster directory may cover the path a source lives at, never the open descriptor.
-        mounts = sorted(spec["mounts"], key=lambda m: os.path.normpath(m["target"]).count("/"))
+        mounts = sorted((m for m in spec["mounts"] if not m.get("late")), key=lambda m: os.path.normpath(m["target"]).count("/"))
         sources = [os.open(m["source"], os.O_PATH) for m in mounts]
+        late = [(m, os.open(m["source"], os.O_PATH)) for m in spec["mounts"] if m.get("late")]
         tmp = os.open(spec["tmp"], os.O_PATH)
         image = [(os.path.normpath(p), os.open(p, os.O_PATH)) for p in spec.get("image") or [] if os.path.exists(p)]
         for hidden in spec.get("hide") or []:
@@ -140,7 +143,15 @@ class PodView:
                 _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
                 if mount.get("readOnly"):
                     _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        for fd in (*sources, *(fd for _, fd in image), tmp, self.overlay_fd):
+        # Files the runtime manages (/etc/resolv.conf) go last: a volume's mountpoint made in an
+        # overlay of /etc would otherwise cover them with the host's own file.
+        for mount, fd in late:
+            target = os.path.normpath(mount["target"])
+            self.mountpoint(target, os.path.isdir(f"/proc/self/fd/{fd}"))
+            _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+            if mount.get("readOnly"):
+                _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        for fd in (*sources, *(fd for _, fd in image), *(fd for _, fd in late), tmp, self.overlay_fd):
             os.close(fd)
 
 

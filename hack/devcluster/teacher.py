@@ -1,13 +1,16 @@
 """The dev cluster's stand-in teacher: an OpenAI-compatible endpoint that writes support tickets.
 
-    python -m devcluster.teacher [--port 18900]
+    python -m devcluster.teacher [--port 18900] [--host 127.0.0.1]
 
 `make demo` starts it on 127.0.0.1:18900 so that examples with synthetic data run on the dev cluster
-as written (examples/finetunejob-case-study.yaml). It answers `POST /v1/chat/completions` the way
-a teacher model answers the trainer's requests: "Write N new records" gets N JSON lines. It is
-not a language model: it composes tickets from templates (a product, a problem, a detail, an
-urgency) and their {"summary", "priority"} answers, deterministically from the request's number
-and position, so every record is new and valid. On a real cluster the teacher is a served
+as written (examples/finetunejob-case-study.yaml); as a Pod (image
+`ghcr.io/finetune-operator/dev-teacher`, hack/devcluster/teacher.yaml) it is the Service
+`teacher.models.svc:8000` that examples/finetunejob-synthetic.yaml names. It answers
+`POST /v1/chat/completions` the way a teacher model answers the trainer's requests: "Write N new
+records" gets N JSON lines. It is not a language model: it composes tickets from templates (a
+product, a problem, a detail, an urgency) and their {"summary", "priority"} answers -- or, when the
+prompt asks for SQL, questions about an orders table and their SQLite queries --
+deterministically from the request's number and position, so every record is new and valid. On a real cluster the teacher is a served
 model (vLLM, TGI or a hosted API) behind the same endpoint shape.
 """
 
@@ -57,6 +60,34 @@ def ticket(number: int) -> dict[str, str]:
     return {"instruction": INSTRUCTION, "input": text, "output": json.dumps(answer)}
 
 
+CUSTOMERS = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Soylent", "Tyrell")
+YEARS = tuple(range(2019, 2027))
+# (question, query) templates for the orders(id, customer, total, created_at) table; {c} a
+# customer, {y} a year, {n} a count.
+SQL = (
+    ("How many orders were placed in {y}?", "SELECT COUNT(*) FROM orders WHERE strftime('%Y', created_at) = '{y}';"),
+    ("What was the total order value in {y}?", "SELECT SUM(total) FROM orders WHERE strftime('%Y', created_at) = '{y}';"),
+    ("How many orders did {c} place in {y}?",
+     "SELECT COUNT(*) FROM orders WHERE customer = '{c}' AND strftime('%Y', created_at) = '{y}';"),
+    ("What is the average order total of {c}?", "SELECT AVG(total) FROM orders WHERE customer = '{c}';"),
+    ("List the {n} largest orders of {c}.", "SELECT * FROM orders WHERE customer = '{c}' ORDER BY total DESC LIMIT {n};"),
+    ("Which {n} customers spent the most in {y}?",
+     "SELECT customer, SUM(total) AS spent FROM orders WHERE strftime('%Y', created_at) = '{y}' "
+     "GROUP BY customer ORDER BY spent DESC LIMIT {n};"),
+    ("When did {c} place its first order?", "SELECT MIN(created_at) FROM orders WHERE customer = '{c}';"),
+    ("How many orders over {n}00 did {c} place?", "SELECT COUNT(*) FROM orders WHERE customer = '{c}' AND total > {n}00;"),
+)
+_SQL_COMBINATIONS = list(itertools.product(SQL, CUSTOMERS, YEARS, range(2, 10)))
+
+
+def sql_question(number: int) -> dict[str, str]:
+    """The `number`-th question about the orders table and its SQLite query (prompts asking for
+    SQL get these instead of tickets; no two alike within 5,120)."""
+    (question, query), customer, year, n = _SQL_COMBINATIONS[(number * 7919) % len(_SQL_COMBINATIONS)]
+    fill = {"c": customer, "y": year, "n": n}
+    return {"instruction": question.format(**fill), "output": query.format(**fill)}
+
+
 class Teacher:
     def __init__(self) -> None:
         self.answered = 0
@@ -67,7 +98,8 @@ class Teacher:
         count = min(int(match.group(1)), 100) if match else 10
         first = self.answered * 100
         self.answered += 1
-        content = "\n".join(json.dumps(ticket(first + i)) for i in range(count))
+        write = sql_question if re.search(r"\bSQL", prompt) else ticket
+        content = "\n".join(json.dumps(write(first + i)) for i in range(count))
         return {
             "id": f"chatcmpl-dev-{self.answered}",
             "object": "chat.completion",
@@ -117,9 +149,10 @@ def make_server(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ThreadingH
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devcluster.teacher", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (in a Pod: its POD_IP)")
     args = parser.parse_args(argv)
-    server = make_server(args.port)
-    print(f"teacher: serving http://127.0.0.1:{args.port}/v1", flush=True)
+    server = make_server(args.port, args.host)
+    print(f"teacher: serving http://{args.host}:{args.port}/v1", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -94,6 +94,26 @@ def test_cpu_example_runs_to_succeeded(cluster, namespace, operator, dev_teacher
     assert status["phase"] == "Succeeded", json.dumps(status.get("conditions"), indent=1)
 
 
+TEACHER_MANIFEST = EXAMPLES.parent / "hack" / "devcluster" / "teacher.yaml"
+
+
+@pytest.mark.skipif(not FULL_RUNS, reason="500 teacher records, then training on the CPU: make test-examples")
+def test_synthetic_example_asks_the_teacher_service_in_another_namespace(cluster, namespace, operator):
+    """The example as written: its teacher `http://teacher.models.svc:8000/v1` (in the trainer's
+    config file, in another namespace) is the dev cluster's stand-in teacher served as a Pod
+    behind a Service (hack/devcluster/teacher.yaml), reached through cluster DNS; the API key
+    comes from the Secret the example's header creates. 500 records are generated and prepared,
+    and training starts."""
+    cluster.kubectl("apply", "-f", str(TEACHER_MANIFEST))
+    cluster.kubectl("rollout", "status", "deployment/teacher", "-n", "models", "--timeout=120s")
+    cluster.kubectl("create", "secret", "generic", "teacher-api", "--from-literal=apiKey=dev-key", "-n", namespace)
+    status = apply_until_first_step(cluster, namespace, "finetunejob-synthetic.yaml")
+    synthetic = status["dataReport"]["synthetic"]
+    assert synthetic["requested"] == 500 and synthetic["generated"] >= 450, synthetic
+    assert status["dataReport"]["validRecords"] >= 450
+    cluster.kubectl("delete", "finetunejob", name_of("finetunejob-synthetic.yaml"), "-n", namespace, "--wait=false")
+
+
 def succeeded_condition(status: dict) -> dict:
     return next((c for c in status.get("conditions") or [] if c["type"] == "Succeeded"), {})
 

@@ -419,7 +419,8 @@ def test_job_controller_garbage_collects_pods_of_a_deleted_job(cluster, namespac
 
 
 def test_pods_of_an_indexed_job_find_each_other_by_dns_name(cluster, namespace):
-    # No cluster DNS here: the node agent answers these names in env and args with Pod IPs.
+    # The node agent answers these names in env and args with Pod IPs, waiting for a peer
+    # that has none yet (cluster DNS would find nothing until it has).
     # Each Pod waits on a shared directory (the namespace's claim) until both have started: a
     # finished Pod has no name.
     apply(cluster, 
@@ -469,6 +470,89 @@ def test_pods_of_an_indexed_job_find_each_other_by_dns_name(cluster, namespace):
         first, second, own, any_peer = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"].split()
         assert [first, second, own] == [*ips, hostname]
         assert any_peer in ips
+
+
+def test_cluster_dns_answers_names_from_config_files_and_other_namespaces(cluster, namespace):
+    # A server in one namespace behind a Service with a cluster IP; a client in another reads the
+    # server's address from a mounted config file (nothing rewrites a file) and reaches it through
+    # the system resolver: the Pod's /etc/resolv.conf names the dev cluster's DNS, as a kubelet's does.
+    other = f"{namespace[:50]}-srv"
+    cluster.create_namespace(other, pod_security="restricted")
+    try:
+        apply(cluster, textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: echo, labels: {app: echo}}
+            spec:
+              containers:
+              - name: main
+                image: busybox
+                command: ["python", "-m", "http.server", "8080", "--bind", "$(POD_IP)", "--directory", "/srv"]
+                env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+                readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+                volumeMounts: [{name: page, mountPath: /srv}]
+              volumes: [{name: page, configMap: {name: page}}]
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: page}
+            data: {index.html: served-from-the-other-namespace}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: echo}
+            spec: {selector: {app: echo}, ports: [{port: 8080}]}
+            """), other)
+        wait_for(lambda: (condition(cluster.get("pod", "echo", other), "Ready") or {}).get("status") == "True", 90, "the echo server to be Ready")
+        server_ip = cluster.get("pod", "echo", other)["status"]["podIP"]
+        apply(cluster, textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {{name: client}}
+            data: {{endpoint: "http://echo.{other}.svc:8080/"}}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: client}}
+            spec:
+              restartPolicy: Never
+              containers:
+              - name: main
+                image: busybox
+                command: ["python", "-c"]
+                args:
+                - |
+                  import json, socket, urllib.request
+                  url = open("/etc/client/endpoint").read().strip()
+                  body = urllib.request.urlopen(url, timeout=10).read().decode()
+                  names = {{n: socket.gethostbyname(n) for n in ("echo.{other}", "echo.{other}.svc.cluster.local",
+                                                                 "kubernetes.default.svc")}}
+                  try:
+                      socket.gethostbyname("nothing-here.{other}.svc.cluster.local")
+                      missing = "answered"
+                  except socket.gaierror as e:
+                      missing = "not found"
+                  resolv = open("/etc/resolv.conf").read()
+                  open("/dev/termination-log", "w").write(json.dumps(
+                      {{"body": body, "names": names, "missing": missing, "resolv": resolv}}))
+                volumeMounts: [{{name: config, mountPath: /etc/client}}]
+              volumes: [{{name: config, configMap: {{name: client}}}}]
+            """), namespace)
+        pod = wait_for(lambda: (p := cluster.get("pod", "client", namespace))["status"].get("phase") in ("Succeeded", "Failed") and p,
+                       90, "the client Pod to finish")
+        assert pod["status"]["phase"] == "Succeeded", cluster.pod_log(namespace, "client", "main")
+        report = json.loads(pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+        assert report["body"] == "served-from-the-other-namespace"
+        assert report["names"] == {f"echo.{other}": server_ip, f"echo.{other}.svc.cluster.local": server_ip,
+                                   "kubernetes.default.svc": "127.0.0.1"}
+        assert report["missing"] == "not found"
+        nameserver = report["resolv"].splitlines()[0].split()[1]
+        assert nameserver.startswith("127.") and nameserver != "127.0.0.1", report["resolv"]
+        assert f"search {namespace}.svc.cluster.local svc.cluster.local cluster.local" in report["resolv"]
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
 
 # --------------------------------------------------------------------------- waiting on conditions

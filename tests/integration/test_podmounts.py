@@ -92,3 +92,22 @@ def test_a_volume_inside_a_hidden_directory_of_the_image_is_written_where_the_ma
     assert done.returncode == 0, done.stdout + done.stderr
     assert "written" in done.stdout
     assert (output / "adapter.safetensors").stat().st_size == 3000000, "the file is on the host, in the volume"
+
+
+def test_a_late_file_mount_is_not_covered_by_the_overlay_a_volume_under_etc_needs(tmp_path):
+    # The Pod's /etc/resolv.conf (cluster DNS) and a ConfigMap at /etc/<new directory>: that
+    # volume's mountpoint is made in an overlay of /etc, which once hid the Pod's resolv.conf
+    # behind the host's own (every lookup went to the host's nameserver).
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.99\n")
+    volume = tmp_path / "config"
+    volume.mkdir()
+    (volume / "endpoint").write_text("http://example.svc\n")
+    target = f"/etc/podmounts-test-{os.getpid()}"
+    done = run_in_pod_view(tmp_path, ["/bin/sh", "-c", f"cat /etc/resolv.conf {target}/endpoint"], image=[],
+                           mounts=[{"source": str(resolv), "target": "/etc/resolv.conf", "readOnly": True, "late": True},
+                                   {"source": str(volume), "target": target, "readOnly": True}])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["nameserver 127.0.0.99", "http://example.svc"]
+    assert not os.path.exists(target), "the volume's mountpoint was made on the host"
+    assert "127.0.0.99" not in Path("/etc/resolv.conf").read_text()
