@@ -20,6 +20,7 @@ import argparse
 import itertools
 import json
 import re
+import string
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -60,12 +61,17 @@ def ticket(number: int) -> dict[str, str]:
     return {"instruction": INSTRUCTION, "input": text, "output": json.dumps(answer)}
 
 
-CUSTOMERS = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Soylent", "Tyrell")
+CUSTOMERS = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Soylent", "Tyrell",
+             "Cyberdyne", "Aperture", "Massive", "Vandelay", "Pied Piper", "Oscorp", "Gringotts", "Dunder", "Monarch", "Nakatomi")
 YEARS = tuple(range(2019, 2027))
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+AMOUNTS = (50, 100, 250, 500, 1000)
 # (question, query) templates for the orders(id, customer, total, created_at) table; {c} a
-# customer, {y} a year, {n} a count.
+# customer, {y} a year, {m} a month ({mm} its number), {n} a count, {a} an amount.
 SQL = (
-    ("How many orders were placed in {y}?", "SELECT COUNT(*) FROM orders WHERE strftime('%Y', created_at) = '{y}';"),
+    ("How many orders were placed in {m} {y}?",
+     "SELECT COUNT(*) FROM orders WHERE strftime('%Y-%m', created_at) = '{y}-{mm}';"),
     ("What was the total order value in {y}?", "SELECT SUM(total) FROM orders WHERE strftime('%Y', created_at) = '{y}';"),
     ("How many orders did {c} place in {y}?",
      "SELECT COUNT(*) FROM orders WHERE customer = '{c}' AND strftime('%Y', created_at) = '{y}';"),
@@ -75,17 +81,35 @@ SQL = (
      "SELECT customer, SUM(total) AS spent FROM orders WHERE strftime('%Y', created_at) = '{y}' "
      "GROUP BY customer ORDER BY spent DESC LIMIT {n};"),
     ("When did {c} place its first order?", "SELECT MIN(created_at) FROM orders WHERE customer = '{c}';"),
-    ("How many orders over {n}00 did {c} place?", "SELECT COUNT(*) FROM orders WHERE customer = '{c}' AND total > {n}00;"),
+    ("How many orders over {a} did {c} place?", "SELECT COUNT(*) FROM orders WHERE customer = '{c}' AND total > {a};"),
+    ("What did {c} spend in total in {m} {y}?",
+     "SELECT SUM(total) FROM orders WHERE customer = '{c}' AND strftime('%Y-%m', created_at) = '{y}-{mm}';"),
+    ("Which orders in {m} {y} were over {a}?",
+     "SELECT * FROM orders WHERE total > {a} AND strftime('%Y-%m', created_at) = '{y}-{mm}';"),
 )
-_SQL_COMBINATIONS = list(itertools.product(SQL, CUSTOMERS, YEARS, range(2, 10)))
+
+
+def _sql_records() -> list[dict[str, str]]:
+    """Every distinct question the templates make: each template over the slots it names."""
+    slots = {"c": CUSTOMERS, "y": YEARS, "m": tuple(enumerate(MONTHS, 1)), "n": tuple(range(2, 10)), "a": AMOUNTS}
+    records = []
+    for question, query in SQL:
+        named = sorted({field for _, field, _, _ in string.Formatter().parse(question + query) if field} - {"mm"})
+        for values in itertools.product(*(slots[name] for name in named)):
+            fill = dict(zip(named, values))
+            if "m" in fill:
+                fill["mm"], fill["m"] = f"{fill['m'][0]:02d}", fill["m"][1]
+            records.append({"instruction": question.format(**fill), "output": query.format(**fill)})
+    return records
+
+
+_SQL_RECORDS = _sql_records()
 
 
 def sql_question(number: int) -> dict[str, str]:
     """The `number`-th question about the orders table and its SQLite query (prompts asking for
-    SQL get these instead of tickets; no two alike within 5,120)."""
-    (question, query), customer, year, n = _SQL_COMBINATIONS[(number * 7919) % len(_SQL_COMBINATIONS)]
-    fill = {"c": customer, "y": year, "n": n}
-    return {"instruction": question.format(**fill), "output": query.format(**fill)}
+    SQL get these instead of tickets; no two alike within len(_SQL_RECORDS), about 3,000)."""
+    return _SQL_RECORDS[(number * 7919) % len(_SQL_RECORDS)]
 
 
 class Teacher:
