@@ -139,3 +139,20 @@ def test_package_entry_point_dispatches(capsys):
     assert "prepare|train|models" in capsys.readouterr().err
     assert main(["prepare", "--config", "/no/such/config.yaml"]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_fp16_is_one_half_precision_and_trains_on_gpus_only():
+    from finetune_trainer import train
+    from finetune_trainer.exitcodes import ConfigError
+
+    assert parse_config(MINIMAL).hyperparameters.fp16 is False
+    with pytest.raises(Exception, match="set bf16 or fp16, not both"):
+        parse_config(with_(hyperparameters={"bf16": True, "fp16": True}))
+    config = parse_config(with_(hyperparameters={"fp16": True}))
+    # bf16 "auto" stands down for fp16; the CPU refuses it with what to set instead.
+    assert train._use_bf16(config, cuda=False) is False
+    with pytest.raises(ConfigError, match="fp16 is true but no CUDA GPU is visible.*precision auto or fp32"):
+        train._use_fp16(config, cuda=False)
+    assert train._use_fp16(config, cuda=True) is True
+    arguments = train._training_arguments(config, cuda=True, bf16=False, has_validation=False)
+    assert (arguments["fp16"], arguments["bf16"]) == (True, False)

@@ -392,6 +392,8 @@ def test_output_dir_is_on_a_writable_mount(ftj, expected_mount):
         ),
         pytest.param(spec(hyperparameters={"precision": "bf16"}), SETTINGS, {"hyperparameters.bf16": True}, id="bf16"),
         pytest.param(spec(hyperparameters={"precision": "fp32"}), SETTINGS, {"hyperparameters.bf16": False}, id="fp32"),
+        pytest.param(spec(hyperparameters={"precision": "fp16"}, resources={"gpusPerNode": 1}), SETTINGS,
+                     {"hyperparameters.bf16": False, "hyperparameters.fp16": True}, id="fp16"),
         pytest.param(spec(), SETTINGS, {"hyperparameters.bf16": "auto"}, id="auto-precision"),
         pytest.param(
             spec(checkpointing={"intervalSteps": 50}), SETTINGS,
@@ -512,10 +514,6 @@ def test_teacher_key_is_referenced_never_copied():
 @pytest.mark.parametrize(
     ("ftj", "expected_field"),
     [
-        pytest.param(
-            spec(hyperparameters={"precision": "fp16"}), "spec.hyperparameters.precision",
-            id="fp16-is-not-supported-by-the-trainer",
-        ),
         pytest.param(
             spec(method="dpo", dataset={"uri": None, "format": "auto", "synthetic": TEACHER}),
             "spec.dataset.synthetic",

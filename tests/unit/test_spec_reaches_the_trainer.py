@@ -132,8 +132,10 @@ CASES: dict[str, tuple[dict, typing.Callable[[TrainerConfig], Any], Any]] = {
     "hyperparameters.packing": ({"hyperparameters": {"packing": True}}, lambda c: c.hyperparameters.packing, True),
     "hyperparameters.completionOnlyLoss": ({"hyperparameters": {"completionOnlyLoss": False}},
                                            lambda c: c.hyperparameters.completion_only_loss, False),
-    # precision: bf16 -> bf16 on (refused without a bf16 GPU), fp32 -> off, auto -> where supported.
-    "hyperparameters.precision": ({"hyperparameters": {"precision": "fp32"}}, lambda c: c.hyperparameters.bf16, False),
+    # precision: bf16 -> bf16 on (refused without a bf16 GPU), fp16 -> fp16 on (GPUs only), fp32 -> both off,
+    # auto -> bf16 where supported.
+    "hyperparameters.precision": ({"hyperparameters": {"precision": "fp16"}},
+                                  lambda c: (c.hyperparameters.bf16, c.hyperparameters.fp16), (False, True)),
     "hyperparameters.gradientCheckpointing": ({"hyperparameters": {"gradientCheckpointing": True}},
                                               lambda c: c.hyperparameters.gradient_checkpointing, True),
     "hyperparameters.seed": ({"hyperparameters": {"seed": 9}}, lambda c: c.seed, 9),

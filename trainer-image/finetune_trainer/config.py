@@ -364,12 +364,23 @@ class DatasetSpec(_Section):
 
 class Hyperparameters(schema.HyperparameterFields, _Section):
     """The API's hyperparameters (shared definitions), with the precision resolved to `bf16` and
-    the trainer's own reporting interval."""
+    `fp16` and the trainer's own reporting interval."""
 
     bf16: bool | Literal["auto"] = Field(
         default="auto", description="bfloat16 mixed precision; auto: on when a CUDA GPU supports it."
     )
+    fp16: bool = Field(
+        default=False,
+        description="float16 mixed precision with loss scaling (GPUs without bfloat16, such as T4 or V100); "
+        "CUDA GPUs only.",
+    )
     logging_steps: int = Field(default=1, ge=1, description="Report progress every N steps.")
+
+    @model_validator(mode="after")
+    def _one_half_precision(self) -> Hyperparameters:
+        if self.fp16 and self.bf16 is True:
+            raise ValueError("hyperparameters: set bf16 or fp16, not both")
+        return self
 
 
 class DPOSpec(schema.DpoFields, _Section):

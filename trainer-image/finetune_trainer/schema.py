@@ -4,7 +4,7 @@ Each class here holds fields (names, types, defaults, bounds, descriptions) and 
 rules between them; it has no model configuration of its own. The operator's API models
 (`finetune_operator.api.finetunejob`: camelCase on the wire, the CRD generated from them) and the
 trainer's config sections (`finetune_trainer.config`: snake_case, frozen) each inherit them and
-add only what is theirs (the API's `precision` becomes the trainer's `bf16`; the trainer's
+add only what is theirs (the API's `precision` becomes the trainer's `bf16` and `fp16`; the trainer's
 `logging_steps` is not in the API). The operator renders a section by dumping the shared fields
 (`shared_fields`), so a bound or a default cannot differ between the two, and a field added here
 reaches the trainer without a line in the renderer.

@@ -91,6 +91,8 @@ def _wait_for_prepared(config: TrainerConfig, stop, timeout_seconds: float = 360
 def _use_bf16(config: TrainerConfig, cuda: bool) -> bool:
     import torch
 
+    if config.hyperparameters.fp16:
+        return False
     wanted = config.hyperparameters.bf16
     supported = cuda and torch.cuda.is_bf16_supported()
     if wanted is True and not supported:
@@ -101,7 +103,16 @@ def _use_bf16(config: TrainerConfig, cuda: bool) -> bool:
     return supported if wanted == "auto" else bool(wanted)
 
 
-def _load_model(config: TrainerConfig, model_dir: Path, cuda: bool, bf16: bool):
+def _use_fp16(config: TrainerConfig, cuda: bool) -> bool:
+    if config.hyperparameters.fp16 and not cuda:
+        raise ConfigError(
+            "hyperparameters.fp16 is true but no CUDA GPU is visible; float16 mixed precision trains on "
+            "GPUs only: set precision auto or fp32 to train on the CPU"
+        )
+    return config.hyperparameters.fp16
+
+
+def _load_model(config: TrainerConfig, model_dir: Path, cuda: bool, bf16: bool, fp16: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -117,9 +128,11 @@ def _load_model(config: TrainerConfig, model_dir: Path, cuda: bool, bf16: bool):
         )
         kwargs["dtype"] = torch.bfloat16 if bf16 else torch.float16
     else:
-        # Full fine-tuning keeps fp32 master weights (bf16 autocast does the math); frozen LoRA
-        # bases can live in bf16 and halve their memory.
-        kwargs["dtype"] = torch.bfloat16 if (bf16 and config.adaptation.type == "lora") else torch.float32
+        # Full fine-tuning keeps fp32 master weights (bf16/fp16 autocast does the math); frozen LoRA
+        # bases can live in half precision and halve their memory (peft keeps the adapters fp32,
+        # which fp16's loss scaling needs).
+        lora = config.adaptation.type == "lora"
+        kwargs["dtype"] = torch.bfloat16 if (bf16 and lora) else torch.float16 if (fp16 and lora) else torch.float32
     attention = attention_implementation(config, cuda)
     if attention:
         kwargs["attn_implementation"] = attention
@@ -231,6 +244,7 @@ def _training_arguments(config: TrainerConfig, cuda: bool, bf16: bool, has_valid
         "activation_checkpointing": hp.gradient_checkpointing,
         "activation_checkpointing_kwargs": {"use_reentrant": False} if hp.gradient_checkpointing else None,
         "bf16": bf16,
+        "fp16": cuda and hp.fp16,  # on the CPU _use_fp16 refused it already
         "use_cpu": not cuda,
         "logging_strategy": "steps",
         "logging_steps": hp.logging_steps,
@@ -371,8 +385,9 @@ def _train(config, stop, torch, EarlyStoppingCallback, set_seed) -> dict[str, An
     set_seed(config.seed)
     model_dir = resolve_model(config)
     bf16 = _use_bf16(config, cuda)
+    fp16 = _use_fp16(config, cuda)
     tokenizer = load_tokenizer(model_dir, config.dataset.chat_template, fmt)
-    model = start_from_adapter(config, _load_model(config, model_dir, cuda, bf16))
+    model = start_from_adapter(config, _load_model(config, model_dir, cuda, bf16, fp16))
 
     reporter = ProgressReporter(
         config.progress_path,

@@ -512,7 +512,8 @@ class Hyperparameters(schema.HyperparameterFields, ApiModel):
 
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto",
-        description="Training precision; auto picks bf16 on GPUs that support it, fp32 on CPUs.",
+        description="Training precision; auto picks bf16 on GPUs that support it, fp32 on CPUs; fp16 (mixed "
+        "precision with loss scaling, for GPUs without bfloat16 such as T4 or V100) needs GPUs.",
     )
     seed: int = Field(default=42, ge=0, description="Random seed of initialization and data order.")
 

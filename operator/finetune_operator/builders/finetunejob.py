@@ -197,7 +197,10 @@ def artifact_store_claim(settings: Settings) -> str | None:
 
 # --- trainer config ------------------------------------------------------------------------------
 
-_PRECISION_TO_BF16: dict[str, bool | str | None] = {"auto": "auto", "bf16": True, "fp32": False, "fp16": None}
+# The API's precision as the trainer's (bf16, fp16) mixed-precision switches.
+_PRECISION: dict[str, tuple[bool | str, bool]] = {
+    "auto": ("auto", False), "bf16": (True, False), "fp32": (False, False), "fp16": (False, True),
+}
 
 
 def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any]:
@@ -207,11 +210,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
     if output_location(owner, spec, settings).scheme == "s3":
         output = {"dir": LOCAL_OUTPUT_DIR, "upload_uri": out, "uri": out}
     hp = spec.hyperparameters
-    bf16 = _PRECISION_TO_BF16[hp.precision]
-    if bf16 is None:
-        raise RenderError(
-            "spec.hyperparameters.precision: fp16 is not supported by the trainer; use bf16 or auto"
-        )
+    bf16, fp16 = _PRECISION[hp.precision]
     adaptation: dict[str, Any] = {"type": spec.adaptation.type.value, **shared_fields(spec.adaptation, schema.LoraFields)}
     if spec.adaptation.target_modules:
         adaptation["target_modules"] = list(spec.adaptation.target_modules)
@@ -244,6 +243,7 @@ def trainer_config_dict(owner: Owner, spec: FineTuneJobSpec, settings: Settings)
         "hyperparameters": {
             **shared_fields(hp, schema.HyperparameterFields),
             "bf16": bf16,
+            "fp16": fp16,
             "eval_steps": hp.eval_steps or checkpoint_interval(spec),
         },
         "dpo": shared_fields(spec.dpo, schema.DpoFields),
