@@ -15,10 +15,12 @@ Baseline, measured in the same run on the same cluster just before: N plain `bat
 created directly, each -> its Pod, which is the Kubernetes Job controller's reaction time. The
 ratio of the operator's latency to it says how much the operator adds on top of Kubernetes.
 
-Then, per size, it waits until every FineTuneJob has finished (Succeeded or Failed) and reads
-the operator's own request counter (`finetune_operator_api_requests_total` on its /metrics,
-kopf's requests included): API requests per FineTuneJob lifecycle (from the first create to
-the last one finished, divided by N), and, with all N finished and nothing else going on, the
+Then, per size, it waits until every FineTuneJob has finished (Succeeded or Failed) and every
+ModelVersion they registered has its artifact check's verdict (which runs after the job
+finished), and reads the operator's own request counter (`finetune_operator_api_requests_total`
+on its /metrics, kopf's requests included): API requests per FineTuneJob lifecycle (from the
+first create to the last version checked, divided by N), and, with all N finished and nothing
+else going on, the
 operator's steady-state API requests per second over `--steady` seconds (default 60), with the
 verbs and resources that make them.
 
@@ -285,6 +287,31 @@ class Bench:
                 return len(wanted & done)
             time.sleep(1)
 
+    def wait_versions_settled(self, namespace: str, expected: int, timeout: float) -> int:
+        """Until the ModelVersions the FineTuneJobs registered have their artifact check's verdict
+        (condition ArtifactVerified): the registration's tail, which runs after a job finished.
+        Returns how many have it."""
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(self.api)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                items = _list_pages(custom, namespace, plural="modelversions")
+            except Exception as exc:  # noqa: BLE001 - as in wait_finished
+                if time.monotonic() > deadline:
+                    raise
+                print(f"  listing ModelVersions: {exc}; again in 5s", flush=True)
+                time.sleep(5)
+                continue
+            settled = sum(
+                1 for item in items
+                if any(c.get("type") == "ArtifactVerified" for c in (item.get("status") or {}).get("conditions") or [])
+            )
+            if settled >= expected or time.monotonic() > deadline:
+                return settled
+            time.sleep(2)
+
     def namespace(self, prefix: str) -> str:
         from kubernetes import client
 
@@ -422,12 +449,16 @@ class Bench:
         baseline = self.last_baseline
         print_table([(size, results[0], baseline), (size, results[1], baseline)], {}, [])  # before anything else can fail
         requests.finished = self.wait_finished(ns, names, self.args.timeout + size)
+        # Each job registered a ModelVersion whose artifact check runs after the job finished:
+        # part of the lifecycle, and not steady state while it runs.
+        requests.versions_settled = self.wait_versions_settled(ns, requests.finished, self.args.timeout + size)
         after = self.api_requests()
         requests.lifecycle = _total(after) - _total(before)
         if self.args.steady > 0:
             time.sleep(5)  # the last finishing reconciles and their child events settle
             start, started = self.api_requests(), time.monotonic()
-            print(f"  all {requests.finished}/{size} finished; steady state for {self.args.steady:.0f}s ...", flush=True)
+            print(f"  all {requests.finished}/{size} finished, {requests.versions_settled} versions checked; "
+                  f"steady state for {self.args.steady:.0f}s ...", flush=True)
             time.sleep(self.args.steady)
             end, elapsed = self.api_requests(), time.monotonic() - started
             requests.steady_rate = (_total(end) - _total(start)) / elapsed
@@ -467,19 +498,20 @@ class Requests:
 
     size: int
     finished: int = 0
-    lifecycle: float = 0.0  # requests from the first create until all finished
+    lifecycle: float = 0.0  # requests from the first create until all finished and their versions checked
+    versions_settled: int = 0  # ModelVersions with their artifact check's verdict
     steady_rate: float | None = None  # requests per second with all finished
     steady_by_kind: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
 
-def _list_pages(custom, namespace: str, limit: int = 200) -> list[dict]:
-    """Every FineTuneJob of the namespace, listed `limit` at a time (one LIST of 1000s is megabytes
-    that a loaded API server may not finish in time)."""
+def _list_pages(custom, namespace: str, limit: int = 200, plural: str = PLURAL) -> list[dict]:
+    """Every FineTuneJob (or `plural`) of the namespace, listed `limit` at a time (one LIST of
+    1000s is megabytes that a loaded API server may not finish in time)."""
     items: list[dict] = []
     token = None
     while True:
         kwargs = {"limit": limit, **({"_continue": token} if token else {})}
-        page = json.loads(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _preload_content=False, **kwargs).data)
+        page = json.loads(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _preload_content=False, **kwargs).data)
         items.extend(page["items"])
         token = (page.get("metadata") or {}).get("continue")
         if not token:

@@ -70,3 +70,13 @@ def test_operator_restarted_mid_training_no_duplicates_and_status_keeps_updating
     pods = cluster.list("pods", namespace, selector="job-name=survivor-train")
     assert len(pods) == 1, "the restart must not start a second trainer"
     assert json.loads(pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"])["status"] == "Succeeded"
+
+
+def test_a_finished_job_is_deleted_when_its_ttl_passes(cluster, namespace, operator):
+    # No timer ticks for a finished job: its watch event sets the deadline, one thread deletes it.
+    cluster.apply(noop_finetunejob("short-lived", evaluation={"enabled": False}, ttlSecondsAfterFinished=3), namespace)
+    status = wait_for(lambda: (s := (cluster.get("finetunejob", "short-lived", namespace).get("status") or {}))
+                      .get("phase") in ("Succeeded", "Failed") and s, 120, "short-lived to finish")
+    assert status["phase"] == "Succeeded", status.get("message")
+    wait_for(lambda: cluster.kubectl("get", "finetunejob", "short-lived", "-n", namespace, check=False).returncode != 0,
+             30, "short-lived to be deleted 3 s after it finished")

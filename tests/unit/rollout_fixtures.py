@@ -154,6 +154,10 @@ class Cluster:
         self.status = decision.status
         for name, phase in decision.version_phases.items():
             self.versions = [dataclasses.replace(v, phase=phase) if v.name == name else v for v in self.versions]
+        # The handler writes each version's serving record; the index then shows it.
+        for name, serving in decision.version_serving.items():
+            refused_by = NAME if serving.state == "Refused" else None
+            self.versions = [dataclasses.replace(v, refused_by=refused_by) if v.name == name else v for v in self.versions]
         self.last, self.last_at = decision, seconds
         return decision
 

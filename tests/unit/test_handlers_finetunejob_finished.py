@@ -1,7 +1,8 @@
-"""A finished FineTuneJob costs nothing: the resync timer and the reconcile read no API.
+"""A finished FineTuneJob costs nothing: no timer, and the reconcile reads no API.
 
-Every API read and write the handler could make is replaced by a recorder; a finished job's
-timer tick must record nothing (until its TTL: one delete), and its reconcile no LIST.
+Every API read and write the handler could make is replaced by a recorder; a finished job has no
+timer (its TTL is a deadline its watch events set, acted on by one thread: one delete), and its
+reconcile no LIST.
 """
 
 from __future__ import annotations
@@ -71,11 +72,57 @@ def test_a_finished_job_without_ttl_costs_no_request(api, phase):
     assert api == []
 
 
-def test_a_finished_job_waits_for_its_ttl_without_reading(api):
-    resync(body(spec={**SPEC, "ttlSecondsAfterFinished": 120}))  # finished 60 s ago
-    assert api == []
-    resync(body(spec={**SPEC, "ttlSecondsAfterFinished": 60}))
+@pytest.fixture
+def ttl(monkeypatch):
+    """The TTL deadlines, without their thread; the watch cache answers with `cached`."""
+    deadlines = handler.locks.Deadlines(handler._ttl_passed, clock=lambda: NOW.timestamp())  # noqa: SLF001
+    monkeypatch.setattr(handler, "_ttl", deadlines)
+    cached: dict = {}
+    monkeypatch.setattr(handler._cache, "finetunejob", lambda namespace, name: cached.get((namespace, name)))  # noqa: SLF001
+    return deadlines, cached
+
+
+def event(obj, type="MODIFIED"):
+    handler.track_ttl(type=type, body=obj, namespace="team", name="ft")
+
+
+def test_a_finished_job_with_a_ttl_has_a_deadline_not_a_timer(api, ttl):
+    deadlines, cached = ttl
+    obj = body(spec={**SPEC, "ttlSecondsAfterFinished": 120})  # finished 60 s ago
+    assert handler.needs_timer(spec=obj["spec"], status=obj["status"]) is False
+    event(obj, type=None)  # the initial listing arms it too
+    assert deadlines.pending() == {("team", "ft"): NOW.timestamp() + 60}
+    # The deadline comes early (a clock step): the cache says not yet, so it waits again, reading nothing.
+    cached[("team", "ft")] = obj
+    handler._ttl_passed(("team", "ft"))  # noqa: SLF001
+    assert api == [] and deadlines.pending() == {("team", "ft"): NOW.timestamp() + 60}
+    # An edit shortening the TTL moves the deadline; when it comes, one delete.
+    shorter = body(spec={**SPEC, "ttlSecondsAfterFinished": 60})
+    event(shorter)
+    assert deadlines.pending() == {("team", "ft"): NOW.timestamp()}
+    cached[("team", "ft")] = shorter
+    handler._ttl_passed(("team", "ft"))  # noqa: SLF001
     assert api == [("delete", "finetune.ai/v1alpha1", "FineTuneJob", "team", "ft")]
+
+
+@pytest.mark.parametrize(
+    ("obj", "type"),
+    [
+        (body(), "MODIFIED"),  # finished, no TTL
+        (body(spec={**SPEC, "ttlSecondsAfterFinished": 60}, status={"phase": "Training"}), "MODIFIED"),  # still running
+        (body(spec={**SPEC, "ttlSecondsAfterFinished": 60}), "DELETED"),
+    ],
+)
+def test_no_deadline_without_a_ttl_to_wait_for(api, ttl, obj, type):
+    deadlines, _ = ttl
+    deadlines.set(("team", "ft"), 1.0)
+    event(obj, type)
+    assert deadlines.pending() == {} and api == []
+
+
+def test_a_deadline_whose_job_is_gone_deletes_nothing(api, ttl):
+    handler._ttl_passed(("team", "ft"))  # noqa: SLF001
+    assert api == []
 
 
 @pytest.mark.parametrize(
@@ -113,7 +160,7 @@ def test_reconciling_a_running_job_reads_its_children_from_the_cache(api):
     ("spec", "status", "expected"),
     [
         (SPEC, FINISHED, False),  # finished, no TTL: no timer at all
-        ({**SPEC, "ttlSecondsAfterFinished": 60}, FINISHED, True),  # the TTL needs the timer
+        ({**SPEC, "ttlSecondsAfterFinished": 60}, FINISHED, False),  # the TTL is a deadline, not a timer
         (SPEC, {"phase": "Training"}, True),
         (SPEC, {"phase": "Failed"}, True),  # an invalid spec may still start: resynced
         (SPEC, {}, True),

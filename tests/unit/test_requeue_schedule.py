@@ -185,3 +185,67 @@ def test_a_version_change_reconciles_the_rollouts_of_its_model_from_the_index(mo
     index = {("team", "earnings"): ["ro-b", "ro-a"], ("team", "other"): ["ro-c"], ("prod", "earnings"): ["ro-d"]}
     handler.version_changed(body={"spec": {"modelName": "earnings"}}, namespace="team", type="MODIFIED", rollouts_by_model=index)
     assert reconciled == ["ro-a", "ro-b"]
+
+
+# ---- Deadlines: one thread acting on wall-clock deadlines (finished FineTuneJobs' TTLs)
+
+Deadlines = locks.Deadlines
+
+
+def test_each_deadline_is_acted_on_when_it_comes_not_before():
+    acted: list[tuple[tuple[str, str], float]] = []
+    done = threading.Event()
+
+    def act(key):
+        acted.append((key, time.time()))
+        if len(acted) == 2:
+            done.set()
+
+    deadlines = Deadlines(act)
+    deadlines.start()
+    try:
+        start = time.time()
+        deadlines.set(("ns", "later"), start + 0.6)
+        deadlines.set(("ns", "sooner"), start + 0.2)
+        deadlines.set(("ns", "cancelled"), start + 0.1)
+        deadlines.cancel(("ns", "cancelled"))
+        assert done.wait(5)
+    finally:
+        deadlines.stop()
+    assert [key for key, _ in acted] == [("ns", "sooner"), ("ns", "later")]
+    assert acted[0][1] >= start + 0.2 and acted[1][1] >= start + 0.6
+    assert deadlines.pending() == {}
+
+
+def test_moving_a_deadline_earlier_wakes_the_sleeper():
+    acted = threading.Event()
+    deadlines = Deadlines(lambda key: acted.set())
+    deadlines.start()
+    try:
+        deadlines.set(("ns", "job"), time.time() + 3600)
+        time.sleep(0.1)  # the thread sleeps toward the hour
+        deadlines.set(("ns", "job"), time.time())
+        assert acted.wait(5), "an earlier deadline must wake the thread, not wait for the old one"
+    finally:
+        deadlines.stop()
+
+
+def test_a_failed_action_is_tried_again():
+    calls: list[float] = []
+    retried = threading.Event()
+
+    def act(key):
+        calls.append(time.time())
+        if len(calls) == 1:
+            raise RuntimeError("API server away")
+        retried.set()
+
+    deadlines = Deadlines(act)
+    deadlines.RETRY_SECONDS = 0.2
+    deadlines.start()
+    try:
+        deadlines.set(("ns", "job"), time.time())
+        assert retried.wait(5)
+    finally:
+        deadlines.stop()
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.2

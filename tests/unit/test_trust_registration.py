@@ -190,6 +190,18 @@ def test_a_pin_to_a_refused_version_marks_it_refused_once():
     assert again.status.stable_version == "v1"
 
 
+def test_whether_a_refusal_is_new_is_read_from_the_versions_serving_record():
+    # Refused by another Rollout (or by none): this Rollout says so on it too; by itself: once is enough.
+    c = Cluster(spec(), versions=[version(1), dataclasses.replace(unverified(2), refused_by="other")], ready={"v1"})
+    c.reconcile(0)
+    c.edit_spec(spec(version="v2"))
+    assert c.reconcile(10).version_serving["chat-v2"].state == "Refused"
+    record = {"state": "Refused", "rollout": "chat", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    mv = {"metadata": {"name": "chat-v2"}, "spec": {"version": "v2"}, "status": {"serving": record}}
+    assert logic.VersionInfo.from_object(mv).refused_by == "chat"
+    assert logic.VersionInfo.from_object({**mv, "status": {"serving": {**record, "state": "Stable"}}}).refused_by is None
+
+
 # ---- Events named by their transition
 
 

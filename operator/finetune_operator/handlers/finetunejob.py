@@ -2,7 +2,8 @@
 
 One reconcile function, triggered by every change that matters: the FineTuneJob itself
 (create/update/resume), its child Jobs and Pods and its progress ConfigMap (watched by label),
-and a slow timer as a safety net and for the TTL. Reconciles of one object never overlap (a
+and, while it runs, a slow timer as a safety net. A finished job has no timer: its watch events
+set its TTL deadline (`_ttl`), and one thread deletes each job when its deadline comes. Reconciles of one object never overlap (a
 lock per object), and every child has a deterministic name, so duplicate triggers are harmless.
 
 A reconcile reads nothing from the API: the FineTuneJob, its children and its ModelVersion come
@@ -311,31 +312,74 @@ def pod_creation_refused(namespace: str | None, type: str | None, body: kopf.Bod
 
 
 def needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    """A finished job without a TTL has no timer at all: only an edit changes it, and its update
-    handler sees that. kopf stops the timer when this turns False and starts it when it turns True."""
-    return not finished(status) or spec.get("ttlSecondsAfterFinished") is not None
+    """A finished job has no timer at all: only an edit changes it (its update handler sees that),
+    and its TTL is a deadline in `_ttl`. kopf stops the timer when this turns False and starts it
+    when it turns True."""
+    return not finished(status)
 
 
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=None, when=needs_timer)
-def resync(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str, **kwargs: Any) -> None:
-    """Safety net for missed events, and the TTL of finished jobs.
-
-    A finished job costs no API request here: it is only deleted when its TTL has passed (checked
-    from the body kopf's watch keeps, at most one interval late); edits and child events still
-    reconcile it through their own handlers.
-    """
+def resync(body: kopf.Body, status: kopf.Status, namespace: str | None, **kwargs: Any) -> None:
+    """Safety net for missed events while the job runs."""
     assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
     _bind(kwargs)
-    if finished(status):
-        ttl = spec.get("ttlSecondsAfterFinished")
-        if ttl is None:
-            return
-        completed = datetime.datetime.fromisoformat(status["completionTime"].replace("Z", "+00:00"))
-        if _now() >= completed + datetime.timedelta(seconds=int(ttl)):
-            logger.info("FineTuneJob %s/%s: TTL of %ss after finishing passed; deleting it", namespace, name, ttl)
-            apply.delete(FINETUNEJOBS.api_version, KIND, namespace, name)
+    if not finished(status):
+        reconcile_object(dict(body))
+
+
+def ttl_deadline(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None) -> float | None:
+    """When a finished job's TTL passes (epoch seconds); None when it has none or is not finished."""
+    ttl = (spec or {}).get("ttlSecondsAfterFinished")
+    if ttl is None or not finished(status):
+        return None
+    completed = datetime.datetime.fromisoformat(str((status or {})["completionTime"]).replace("Z", "+00:00"))
+    return (completed + datetime.timedelta(seconds=int(ttl))).timestamp()
+
+
+def _ttl_passed(key: tuple[str, str]) -> None:
+    """A deadline in `_ttl` came: delete the job if the watch cache still says its TTL passed
+    (an edit of the TTL moves the deadline through `track_ttl`; this re-check covers a race)."""
+    namespace, name = key
+    body = _cache.finetunejob(namespace, name)
+    if body is None:
         return
-    reconcile_object(dict(body))
+    deadline = ttl_deadline(body.get("spec"), body.get("status"))
+    if deadline is None:
+        return
+    if deadline > _now().timestamp():
+        _ttl.set(key, deadline)
+        return
+    ttl = body["spec"]["ttlSecondsAfterFinished"]
+    logger.info("FineTuneJob %s/%s: TTL of %ss after finishing passed; deleting it", namespace, name, ttl)
+    apply.delete(FINETUNEJOBS.api_version, KIND, namespace, name)
+
+
+_ttl = locks.Deadlines(_ttl_passed, clock=lambda: _now().timestamp())
+
+
+@kopf.on.event(*RESOURCE)
+def track_ttl(type: str | None, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+    """Every watch event of a FineTuneJob (the initial listing too) sets or cancels its TTL
+    deadline from the body it carries: no API request, no timer."""
+    assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
+    _bind(kwargs)
+    deadline = None
+    if type != "DELETED" and not body.get("metadata", {}).get("deletionTimestamp"):
+        deadline = ttl_deadline(body.get("spec"), body.get("status"))
+    if deadline is None:
+        _ttl.cancel((namespace, name))
+    else:
+        _ttl.set((namespace, name), deadline)
+
+
+@kopf.on.startup()
+def start_ttl(**_: Any) -> None:
+    _ttl.start(name="finetunejob-ttl")
+
+
+@kopf.on.cleanup()
+def stop_ttl(**_: Any) -> None:
+    _ttl.stop()
 
 
 def namespace_going_away(exc: kubernetes.client.ApiException) -> bool:

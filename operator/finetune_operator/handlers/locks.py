@@ -3,15 +3,20 @@
 - `ObjectLocks`: one lock per object, so reconciles of the same object never overlap;
 - `Pending`: which objects already have a reconcile waiting for their lock (bursts coalesce);
 - `Fingerprints`: the last fingerprint seen per child, so events that change nothing are dropped;
-- `Schedule`: when each object's next reconcile is due, and a way to wake the one waiting for it.
+- `Schedule`: when each object's next reconcile is due, and a way to wake the one waiting for it;
+- `Deadlines`: wall-clock deadlines (finished FineTuneJobs' TTLs), one thread acting on each in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
 
 
 class ObjectLocks:
@@ -109,3 +114,79 @@ class Schedule:
         with self._guard:
             self._due.pop(key, None)
             self._wakers.pop(key, None)
+
+
+class Deadlines:
+    """Wall-clock deadlines per object and one thread that calls `act(key)` when each comes.
+
+    For the TTL of finished FineTuneJobs (as the Job controller's TTL-after-finished controller
+    does): a finished job has no timer of its own; its watch events set or cancel its deadline
+    here, and one thread sleeps until the earliest. `act` runs on that thread, outside the guard.
+    """
+
+    # Wake at least this often even with nothing due (a clock step, a missed notify).
+    MAX_SLEEP_SECONDS = 3600.0
+    RETRY_SECONDS = 10.0
+
+    def __init__(self, act: Callable[[tuple[str, str]], None], clock: Callable[[], float] = time.time) -> None:
+        self._act = act
+        self._clock = clock
+        self._when: dict[tuple[str, str], float] = {}
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def set(self, key: tuple[str, str], when: float) -> None:
+        with self._changed:
+            if self._when.get(key) != when:
+                self._when[key] = when
+                self._changed.notify()
+
+    def cancel(self, key: tuple[str, str]) -> None:
+        with self._changed:
+            if self._when.pop(key, None) is not None:
+                self._changed.notify()
+
+    def pending(self) -> dict[tuple[str, str], float]:
+        with self._changed:
+            return dict(self._when)
+
+    def start(self, name: str = "deadlines") -> None:
+        with self._changed:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            thread, self._thread = self._thread, None
+            self._changed.notify()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _take_due(self) -> list[tuple[str, str]] | None:
+        """Pop the keys whose deadline passed; wait for the next one when none did (None: stop)."""
+        with self._changed:
+            while not self._stopping:
+                now = self._clock()
+                due = [key for key, when in self._when.items() if when <= now]
+                if due:
+                    for key in due:
+                        del self._when[key]
+                    return due
+                upcoming = min(self._when.values(), default=now + self.MAX_SLEEP_SECONDS)
+                self._changed.wait(timeout=min(upcoming - now, self.MAX_SLEEP_SECONDS))
+            return None
+
+    def _run(self) -> None:
+        while (due := self._take_due()) is not None:
+            for key in due:
+                try:
+                    self._act(key)
+                except Exception:  # one object's failure never stops the others' deadlines
+                    logger.exception("acting on the deadline of %s/%s; trying again in %.0f s", *key, self.RETRY_SECONDS)
+                    with self._changed:
+                        self._when.setdefault(key, self._clock() + self.RETRY_SECONDS)

@@ -154,7 +154,9 @@ def _verify_outcome(namespace: str, version: str, job_name: str) -> modelversion
     if "Failed" not in done:
         return modelversion.VerifyOutcome()
     # The check's own verdict is the exit code and termination message of its Pod (read once:
-    # the condition written from it ends the check).
+    # the condition written from it ends the check). A label-selected LIST, not an index: only
+    # a failed check reads its Pods, once per version, so keeping every verify Pod in memory
+    # would cost more than this one read.
     selector = f"{mv_builders.VERIFY_LABEL}={(job['metadata'].get('labels') or {}).get(mv_builders.VERIFY_LABEL, '')}"
     for pod in client.core().list_namespaced_pod(namespace, label_selector=selector).items:
         for container in (pod.status.container_statuses or []) if pod.status else []:

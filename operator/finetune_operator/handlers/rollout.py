@@ -303,6 +303,9 @@ def _write_serving_conditions(namespace: str, rollout: str, decision: logic.Deci
 
     now = _now().replace(microsecond=0)
     for version_name, serving_now in decision.version_serving.items():
+        # A GET, not the ModelVersion index: this runs only on a transition (a version made
+        # stable, replaced or refused), and the condition's lastTransitionTime and the record's
+        # are kept from the newest copy, which the index may not have caught up with yet.
         try:
             mv = client.custom_objects().get_namespaced_custom_object(
                 MODELVERSIONS.group, MODELVERSIONS.version, namespace, MODELVERSIONS.plural, version_name

@@ -150,7 +150,7 @@ def decide(
             conds, READY, ConditionStatus.FALSE, REASON_INVALID_SPEC, message, generation, now
         )
         update["message"] = message
-        if before is None or before.reason != REASON_INVALID_SPEC or before.message != message:
+        if before is None or before.message != message:  # the message names the problems: new ones, new Event
             events.append(Event("Warning", EVENT_INVALID_SPEC, message))
         new_status = status.model_copy(update=update)
         return _decision(status, new_status, events)

@@ -163,6 +163,8 @@ class VersionInfo:
     # The version's own answer format (spec.formatSchema) as canonical JSON; "" when it has none.
     format_schema: str = ""
     base_model_credentials_secret: str | None = None  # an s3:// base model's credentials Secret
+    # The Rollout whose refusal the version's serving record (status.serving) states; None when none does.
+    refused_by: str | None = None
 
     @classmethod
     def from_object(cls, mv: Mapping[str, Any]) -> VersionInfo:
@@ -184,6 +186,7 @@ class VersionInfo:
             artifact_credentials_secret=((spec.get("artifact") or {}).get("credentialsSecretRef") or {}).get("name"),
             format_schema=json.dumps(spec["formatSchema"], sort_keys=True) if isinstance(spec.get("formatSchema"), dict) else "",
             base_model_credentials_secret=((spec.get("baseModel") or {}).get("credentialsSecretRef") or {}).get("name"),
+            refused_by=_refused_by((mv.get("status") or {}).get("serving")),
             artifact_problem=next(
                 (c.get("message") or c.get("reason") or "artifact check failed"
                  for c in (mv.get("status") or {}).get("conditions") or []
@@ -191,6 +194,13 @@ class VersionInfo:
                 "",
             ),
         )
+
+
+def _refused_by(record: Any) -> str | None:
+    """The Rollout a version's serving record says refused it."""
+    if isinstance(record, Mapping) and record.get("state") == ServingState.REFUSED:
+        return record.get("rollout")
+    return None
 
 
 @dataclass(frozen=True)
@@ -467,8 +477,8 @@ def decide(
         if problem and problem.kind in (Refusal.UNUSABLE, Refusal.REFUSED):
             unusable = problem
             pinned = observed.get(spec.version) if spec.version else None
-            if pinned is not None and status.message not in (problem.message, f"{problem.message}; {s.stable_version} keeps serving"):
-                # The refused version says so too (once, when the refusal is new).
+            if pinned is not None and pinned.refused_by != plan.name:
+                # The refused version says so too (once: its serving record then names this Rollout).
                 plan.refuse_version(pinned, REASON_SERVING_REFUSED, MSG_VERSION_SERVING_REFUSED.format(name=plan.name, message=problem.message))
     if stable is not None and target.version == s.stable_version and s.candidate_version:
         cancelled = s.candidate_version
