@@ -272,14 +272,20 @@ class _TcpServer(socketserver.ThreadingTCPServer):
 class DnsServer:
     """Cluster DNS on `ip`:PORT, UDP and TCP (a resolver retries over TCP on a truncated answer)."""
 
+    # With port 0 the UDP port is picked, and its TCP twin may be taken: pick again, this often.
+    PICK_ATTEMPTS = 20
+
     def __init__(self, ip: str, resolver: Resolver, port: int = PORT):
         self.ip = ip
-        self.udp = _UdpServer((ip, port), _Udp)
-        try:
-            self.tcp = _TcpServer((ip, self.udp.server_address[1]), _Tcp)  # the same port (port 0: one picked)
-        except OSError:
-            self.udp.server_close()
-            raise
+        for attempt in range(1 if port else self.PICK_ATTEMPTS):
+            self.udp = _UdpServer((ip, port), _Udp)
+            try:
+                self.tcp = _TcpServer((ip, self.udp.server_address[1]), _Tcp)  # the same port number
+                break
+            except OSError:
+                self.udp.server_close()
+                if port or attempt == self.PICK_ATTEMPTS - 1:
+                    raise
         for server in (self.udp, self.tcp):
             server.resolver = resolver  # type: ignore[attr-defined]
 

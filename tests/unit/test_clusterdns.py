@@ -187,3 +187,23 @@ def test_resolv_conf_as_a_kubelet_writes_it():
     assert merged.splitlines()[1:] == ["search team-a.svc.cluster.local svc.cluster.local cluster.local corp.example",
                                        "options ndots:2 edns0"]
     assert clusterdns.resolv_conf_from({"nameservers": ["127.0.0.9"]}) == "nameserver 127.0.0.9\n"
+
+
+def test_a_picked_port_whose_tcp_twin_is_taken_is_picked_again(resolver, monkeypatch):
+    # Port 0: the UDP port is the system's pick; when TCP already has that number, pick again.
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    picks = iter([taken.getsockname()[1], 0])
+    original = clusterdns._UdpServer.__init__
+
+    def udp_on_a_taken_port_first(self, address, handler):
+        original(self, (address[0], next(picks, 0)), handler)
+
+    monkeypatch.setattr(clusterdns._UdpServer, "__init__", udp_on_a_taken_port_first)
+    try:
+        server = clusterdns.DnsServer("127.0.0.1", resolver, port=0)
+        assert server.port != taken.getsockname()[1]
+        server.udp.server_close()
+        server.tcp.server_close()
+    finally:
+        taken.close()
