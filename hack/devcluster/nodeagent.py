@@ -789,8 +789,8 @@ class PodRunner(threading.Thread):
         probe = container.get("readinessProbe")
         if not probe or not ("httpGet" in probe or "tcpSocket" in probe):
             return True
-        http = probe.get("httpGet") or probe["tcpSocket"]
-        port = http.get("port")
+        action = probe.get("httpGet") or probe["tcpSocket"]
+        port = action.get("port")
         if isinstance(port, str):
             port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port), None)
         if "tcpSocket" in probe:
@@ -800,7 +800,7 @@ class PodRunner(threading.Thread):
             except (OSError, TypeError):
                 return False
         try:
-            url = f"http://{self.pod_ip}:{port}{http.get('path', '/')}"
+            url = f"http://{self.pod_ip}:{port}{action.get('path', '/')}"
             with urllib.request.urlopen(url, timeout=2) as resp:
                 return 200 <= resp.status < 400
         except Exception:

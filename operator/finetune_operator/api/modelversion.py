@@ -78,6 +78,10 @@ class ServingState(enum.StrEnum):
     REFUSED = "Refused"  # a Rollout refused it (aborted canary, failed analysis, refused pin or rollback)
 
 
+# The phase a version takes from what a Rollout does with it (a Refused version keeps its verdict).
+PHASE_OF_SERVING = {ServingState.STABLE: ModelVersionPhase.PRODUCTION, ServingState.REPLACED: ModelVersionPhase.DEPRECATED}
+
+
 class ArtifactType(enum.StrEnum):
     ADAPTER = "adapter"  # LoRA/QLoRA adapter weights, served on top of the base model
     FULL = "full"  # complete model weights

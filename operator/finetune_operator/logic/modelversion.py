@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from finetune_operator.api.common import ConditionStatus
-from finetune_operator.api.modelversion import ModelVersionPhase, ModelVersionSpec, ModelVersionStatus, ServingState
+from finetune_operator.api.modelversion import PHASE_OF_SERVING, ModelVersionPhase, ModelVersionSpec, ModelVersionStatus
 from finetune_operator.logic import conditions, gates
 from finetune_operator.logic import spec as spec_problems
 from finetune_operator.logic.events import Event, EventType
@@ -73,7 +73,6 @@ MSG_AWAITING_ARTIFACT_CHECK = "every blocking gate passed; Approved once its art
 OWNED_CONDITIONS = (READY, GATES_PASSED)
 # Phases a Rollout moves a version into; the gates' verdict does not undo them.
 _SET_BY_ROLLOUTS = (ModelVersionPhase.PRODUCTION, ModelVersionPhase.DEPRECATED)
-_PHASE_OF_SERVING = {ServingState.STABLE: ModelVersionPhase.PRODUCTION, ServingState.REPLACED: ModelVersionPhase.DEPRECATED}
 EVENT_INVALID_SPEC = REASON_INVALID_SPEC
 
 
@@ -106,7 +105,7 @@ def derive_phase(verdict: ModelVersionPhase, status: ModelVersionStatus) -> Mode
     if status.serving is None:
         # Written before Rollouts kept their record: keep what they set then.
         return status.phase if status.phase in _SET_BY_ROLLOUTS else verdict
-    return _PHASE_OF_SERVING.get(status.serving.state, verdict)
+    return PHASE_OF_SERVING.get(status.serving.state, verdict)
 
 
 def parse_spec(raw: Mapping[str, Any] | None) -> ModelVersionSpec | InvalidSpec:

@@ -48,7 +48,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from finetune_operator.api.common import ConditionStatus
-from finetune_operator.api.modelversion import ServingState
+from finetune_operator.api.modelversion import PHASE_OF_SERVING, ServingState
 from finetune_operator.api.rollout import (
     AnalysisMetric,
     AnalysisPhase,
@@ -243,8 +243,6 @@ class VersionServing:
         return ConditionStatus.TRUE if self.state == ServingState.STABLE else ConditionStatus.FALSE
 
 
-# The phase a ModelVersion takes from a serving state (a Refused version keeps its verdict).
-_VERSION_PHASE = {ServingState.STABLE: "Production", ServingState.REPLACED: "Deprecated"}
 
 
 @dataclass(frozen=True)
@@ -267,7 +265,7 @@ class Decision:
     @property
     def version_phases(self) -> dict[str, str]:
         """ModelVersion name -> the phase its controller derives from what this Rollout did."""
-        return {name: _VERSION_PHASE[v.state] for name, v in self.version_serving.items() if v.state in _VERSION_PHASE}
+        return {name: str(PHASE_OF_SERVING[v.state]) for name, v in self.version_serving.items() if v.state in PHASE_OF_SERVING}
 
 
 def parse_spec(raw: Mapping[str, Any] | None) -> RolloutSpec | InvalidSpec:
