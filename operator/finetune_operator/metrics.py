@@ -65,35 +65,50 @@ FINETUNEJOB_PHASES = (
 
 
 class PhaseTable:
-    """Last seen phase of each object; publishes the count per phase to a gauge."""
+    """Last seen phase of each object; publishes the count per phase to a gauge.
+
+    Counts are kept incrementally: an observation costs the same with 10 objects or 10,000
+    (it is called on every reconcile).
+    """
 
     def __init__(self, gauge: Gauge, phases: Iterable[str]) -> None:
         self._gauge = gauge
         self._phases = tuple(phases)
         self._by_object: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = dict.fromkeys(self._phases, 0)
         self._lock = threading.Lock()
-        self._publish()
+        for phase in self._phases:
+            self._gauge.labels(phase=phase).set(0)
 
     def observe(self, namespace: str, name: str, phase: str | None) -> None:
         with self._lock:
-            self._by_object[(namespace, name)] = phase or ""
-            self._publish()
+            previous = self._by_object.get((namespace, name))
+            phase = phase or ""
+            if previous == phase:
+                return
+            self._by_object[(namespace, name)] = phase
+            self._move(previous, phase)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._by_object.pop((namespace, name), None)
-            self._publish()
+            self._move(self._by_object.pop((namespace, name), None), None)
 
-    def _publish(self) -> None:
-        counts = dict.fromkeys(self._phases, 0)
-        for phase in self._by_object.values():
-            counts[phase] = counts.get(phase, 0) + 1
-        for phase, count in counts.items():
-            self._gauge.labels(phase=phase).set(count)
+    def _move(self, previous: str | None, phase: str | None) -> None:
+        if previous is not None:
+            self._counts[previous] -= 1
+            self._set(previous)
+        if phase is not None:
+            self._counts[phase] = self._counts.get(phase, 0) + 1
+            self._set(phase)
+
+    def _set(self, phase: str) -> None:
+        count = self._counts[phase]
         # Phases nobody is in any more (and that are not well-known) are dropped, not kept at 0.
-        for (label,) in list(self._gauge._metrics):  # noqa: SLF001 - prometheus-client has no public listing
-            if label not in counts:
-                self._gauge.remove(label)
+        if count == 0 and phase not in self._phases:
+            del self._counts[phase]
+            self._gauge.remove(phase)
+        else:
+            self._gauge.labels(phase=phase).set(count)
 
 
 finetunejob_phases = PhaseTable(FINETUNEJOBS, FINETUNEJOB_PHASES)

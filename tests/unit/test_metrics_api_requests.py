@@ -114,3 +114,24 @@ def test_kopfs_session_counts_its_requests():
     asyncio.run(scenario())
     assert counted("watch", "pods", "200") == watches + 1
     assert counted("get", "pods", "404") == missing + 1
+
+
+def test_the_operator_client_keeps_a_connection_for_every_worker(tmp_path, monkeypatch):
+    """More workers than pooled connections would open (and drop) a TLS connection per request."""
+    from finetune_operator import config
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+    )
+    # The library reads KUBECONFIG when it is imported: point its default at the file instead.
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.setenv("FINETUNE_WORKERS", "40")
+    monkeypatch.setattr(config, "_current", None)
+    monkeypatch.setattr(client, "_client", None)
+    api = client.api_client()
+    assert api.configuration.connection_pool_maxsize == 40 + client.OTHER_CALLING_THREADS
+    assert api.rest_client.pool_manager.connection_pool_kw["maxsize"] == 40 + client.OTHER_CALLING_THREADS

@@ -308,3 +308,16 @@ def test_a_jobs_failed_create_events_come_with_its_children(cache, indexes):
     assert cache.children("team", "ft").creation_failures == (refused,)
     assert cache.finetunejob_of_job("team", "ft-prepare") == "ft"
     assert cache.finetunejob_of_job("team", "other-prepare") is None
+
+
+def test_setup_objects_are_created_together_and_each_job_after_them():
+    from finetune_operator.handlers.finetunejob import creation_groups
+
+    def obj(kind, name):
+        return {"kind": kind, "metadata": {"name": name}}
+
+    objects = [obj("ServiceAccount", "sa"), obj("Role", "r"), obj("RoleBinding", "rb"), obj("ConfigMap", "cfg"),
+               obj("Job", "prepare"), obj("ConfigMap", "late"), obj("Job", "train"), obj("Job", "eval")]
+    groups = [[o["metadata"]["name"] for o in group] for group in creation_groups(objects)]
+    assert groups == [["sa", "r", "rb", "cfg"], ["prepare"], ["late"], ["train"], ["eval"]]
+    assert creation_groups([]) == []

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -225,8 +225,9 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
         # Decide again with the version in place, so the job finishes in this reconcile.
         return _reconcile_locked(body, owner, registered=True)
     try:
-        for obj in decision.create:
-            _cache.created(apply.create(obj))
+        for group in creation_groups(decision.create):
+            for created in apply.concurrently(apply.create, group):
+                _cache.created(created)
     except kubernetes.client.ApiException as exc:
         if not namespace_going_away(exc):
             raise
@@ -245,6 +246,22 @@ def _reconcile_locked(body: dict[str, Any], owner: builders.Owner, *, registered
         _cache.wrote(status.patch(FINETUNEJOBS, namespace, name, decision.status_patch))
     metrics.finetunejob_phases.observe(namespace, name, decision.status.phase)
     return decision
+
+
+def creation_groups(objects: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """`objects` in groups that may be created together, the groups in order.
+
+    A Job waits for everything before it: its Pod is refused while its ServiceAccount is missing,
+    and it mounts the ConfigMaps. Objects that are not Jobs (ServiceAccount, Role, RoleBinding,
+    ConfigMaps) only name each other, so consecutive ones go out together.
+    """
+    groups: list[list[Mapping[str, Any]]] = []
+    for obj in objects:
+        if obj.get("kind") != "Job" and groups and all(o.get("kind") != "Job" for o in groups[-1]):
+            groups[-1].append(obj)
+        else:
+            groups.append([obj])
+    return groups
 
 
 def _record_registered(body: dict[str, Any], mv: Mapping[str, Any]) -> None:

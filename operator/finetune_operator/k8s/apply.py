@@ -5,13 +5,19 @@ them. Children have deterministic names, so `create` of one that exists is a no-
 restarted operator never duplicates work. Jobs are created, not re-applied: their Pod template
 is immutable, and fields like `suspend` are changed by an explicit patch (Kueue owns it while a
 queue admits the Job).
+
+Independent requests of one reconcile (a job's setup objects, the dry runs of all its children)
+go out together (`concurrently`): a new FineTuneJob waits for one round trip per group instead
+of one per object. One small pool serves the whole operator, so the number of connections stays
+bounded (`client.CONCURRENT_REQUEST_THREADS`) however many reconciles run.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import kubernetes
 from kubernetes.dynamic import DynamicClient
@@ -21,6 +27,27 @@ from finetune_operator.k8s.resources import FIELD_MANAGER
 
 _lock = threading.Lock()
 _dynamic: DynamicClient | None = None
+_pool = ThreadPoolExecutor(max_workers=client.CONCURRENT_REQUEST_THREADS, thread_name_prefix="api-request")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def concurrently(call: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """`call` of each item, the requests in flight together; results in the items' order.
+
+    Every call runs to its end before this returns; the first exception (in the items' order)
+    is then raised, so a caller never leaves requests running behind its back.
+    """
+    items = list(items)
+    if len(items) <= 1:
+        return [call(item) for item in items]
+    futures = [_pool.submit(call, item) for item in items]
+    errors = [future.exception() for future in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [future.result() for future in futures]
 
 
 def _dynamic_client() -> DynamicClient:

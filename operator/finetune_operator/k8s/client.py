@@ -24,6 +24,11 @@ import kubernetes
 from finetune_operator import metrics
 
 USER_AGENT = "finetune-operator"
+# Threads that send the independent requests of one reconcile together (`apply.concurrently`).
+CONCURRENT_REQUEST_THREADS = 8
+# Threads other than the reconcile workers that call the API: the concurrent requests above, the
+# TTL deadlines, the leader election's renewals and the registry's artifact checks.
+OTHER_CALLING_THREADS = CONCURRENT_REQUEST_THREADS + 8
 _lock = threading.Lock()
 _client: kubernetes.client.ApiClient | None = None
 
@@ -53,10 +58,25 @@ def api_client() -> kubernetes.client.ApiClient:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)
             except kubernetes.config.ConfigException:
                 kubernetes.config.load_kube_config(client_configuration=configuration)
+            # One kept-alive connection per thread that may call at once. The library's default
+            # (5 per CPU) is smaller than the worker pool on a small node: every request beyond
+            # it would open a new TLS connection and throw it away afterwards.
+            configuration.connection_pool_maxsize = max(
+                configuration.connection_pool_maxsize, _workers() + OTHER_CALLING_THREADS
+            )
             _client = CountingApiClient(with_bearer_token(configuration))
             # Audit logs tell the operator's calls apart from other clients of the same library.
             _client.user_agent = USER_AGENT
         return _client
+
+
+def _workers() -> int:
+    from finetune_operator import config
+
+    try:
+        return config.current().workers
+    except config.ConfigError:  # the CLI runs without the operator's environment
+        return 0
 
 
 def with_bearer_token(configuration: kubernetes.client.Configuration) -> kubernetes.client.Configuration:

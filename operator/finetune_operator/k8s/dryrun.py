@@ -62,13 +62,15 @@ def refusals(objects: Iterable[Mapping[str, Any]]) -> tuple[SpecProblem, ...]:
     Only an invalid object (422, 400) is the spec's fault; an object that exists already (a
     re-run), a namespace going away or a transient error is not, and is left to the real create.
     """
-    problems: list[SpecProblem] = []
-    for obj in objects:
-        resource = apply._resource(obj)
-        try:
-            resource.create(body=dict(obj), namespace=obj["metadata"].get("namespace"), field_manager=FIELD_MANAGER,
-                            dry_run="All")
-        except kubernetes.client.ApiException as exc:
-            if exc.status in (400, 422):
-                problems.extend(problems_of_refusal(obj, exc.body))
-    return tuple(dict.fromkeys(problems))
+    return tuple(dict.fromkeys(problem for found in apply.concurrently(_refusal, objects) for problem in found))
+
+
+def _refusal(obj: Mapping[str, Any]) -> tuple[SpecProblem, ...]:
+    try:
+        apply._resource(obj).create(  # noqa: SLF001 - the same resource lookup as a real create
+            body=dict(obj), namespace=obj["metadata"].get("namespace"), field_manager=FIELD_MANAGER, dry_run="All"
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status in (400, 422):
+            return problems_of_refusal(obj, exc.body)
+    return ()
