@@ -52,8 +52,6 @@ def settings_for(config: OperatorConfig):  # -> kopf.OperatorSettings
     settings.posting.reporting_instance = INSTANCE
     # Reconciles are synchronous Kubernetes API calls: I/O-bound, so more threads than cores.
     settings.execution.max_workers = config.workers
-    # Each object's own events are batched briefly: a burst of child updates is one reconcile.
-    settings.batching.batch_window = 0.2
     # Events are watched for one reason only; the API server filters them (k8s.watchcache).
     settings.watching.field_selectors[("", "v1", "events")] = FAILED_CREATE_FIELD_SELECTOR
     # Watched namespaces are exact names (config validates them), so a namespaced operator has

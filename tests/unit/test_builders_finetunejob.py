@@ -915,3 +915,28 @@ def test_every_child_of_the_longest_allowed_name_fits_in_a_dns_label():
     dns_label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     assert all(len(name) <= 63 and dns_label.match(name) for name in names), sorted(names, key=len)[-1]
     assert max(len(name) for name in names) == 63  # the limit is tight, not guessed
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+@pytest.mark.parametrize("length", [1, 20, 50, 55, 56, 57, 63, 100, 253])
+def test_children_made_from_the_name_alone_are_refused_only_where_the_jobs_are(length):
+    """The dry runs skip ServiceAccount, Role and RoleBinding (dryrun.NAME_ONLY_KINDS): whenever the
+    API server would accept every Job of a name, it accepts those too (same labels, looser names)."""
+    from finetune_operator.k8s.dryrun import NAME_ONLY_KINDS
+
+    owner = Owner(name=("a" * length), namespace="team", uid="uid-1")
+    ftj = spec()
+    jobs = [builders.prepare_job(owner, ftj, SETTINGS), builders.train_job(owner, ftj, SETTINGS), builders.eval_job(owner, ftj, SETTINGS)]
+    name_only = [obj for obj in builders.setup_objects(owner, ftj, SETTINGS) if obj["kind"] in NAME_ONLY_KINDS]
+    assert {obj["kind"] for obj in name_only} == set(NAME_ONLY_KINDS)
+    jobs_accepted = all(len(job["metadata"]["name"]) <= 63 for job in jobs)  # a Job's name becomes a label value
+    if not jobs_accepted:
+        return
+    job_labels = jobs[0]["metadata"]["labels"]
+    for obj in name_only:
+        assert DNS_SUBDOMAIN.fullmatch(obj["metadata"]["name"]) and len(obj["metadata"]["name"]) <= 253
+        assert obj["metadata"]["labels"].items() <= job_labels.items()
+        for binding in obj.get("subjects", []) + ([obj["roleRef"]] if "roleRef" in obj else []):
+            assert DNS_SUBDOMAIN.fullmatch(binding["name"])

@@ -166,7 +166,7 @@ def _refused_children(spec: Any, owner: builders.Owner) -> InvalidSpec | None:
     """Before the first child exists: each child as a server-side dry run; refusals name spec fields."""
     try:
         objects = [
-            *builders.setup_objects(owner, spec, settings()),
+            *(obj for obj in builders.setup_objects(owner, spec, settings()) if obj["kind"] not in dryrun.NAME_ONLY_KINDS),
             builders.prepare_job(owner, spec, settings()),
             builders.train_job(owner, spec, settings()),
             builders.eval_job(owner, spec, settings()),

@@ -26,6 +26,7 @@ from finetune_operator.k8s import client
 from finetune_operator.k8s.resources import FIELD_MANAGER
 
 _lock = threading.Lock()
+_discovery_lock = threading.Lock()
 _dynamic: DynamicClient | None = None
 _pool = ThreadPoolExecutor(max_workers=client.CONCURRENT_REQUEST_THREADS, thread_name_prefix="api-request")
 
@@ -59,7 +60,11 @@ def _dynamic_client() -> DynamicClient:
 
 
 def _resource(obj: Mapping[str, Any]):
-    return _dynamic_client().resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    # One lookup at a time: the client discovers a group's resources on its first use and caches
+    # them, and concurrent first uses (`concurrently`) would each send the same discovery requests.
+    client_ = _dynamic_client()
+    with _discovery_lock:
+        return client_.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
 
 
 def apply(obj: Mapping[str, Any]) -> dict[str, Any]:
