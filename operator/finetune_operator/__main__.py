@@ -50,8 +50,11 @@ def settings_for(config: OperatorConfig):  # -> kopf.OperatorSettings
     settings.posting.level = logging.ERROR
     settings.posting.reporting_component = COMPONENT
     settings.posting.reporting_instance = INSTANCE
-    # Reconciles are synchronous Kubernetes API calls: I/O-bound, so more threads than cores.
-    settings.execution.max_workers = config.workers
+    # Reconciles are synchronous Kubernetes API calls: I/O-bound, so more threads than cores. The
+    # same threads run the reconciles that child events queue (handlers.workers).
+    from finetune_operator.handlers import workers
+
+    settings.execution.executor = workers.pool(config.workers)
     # Events are watched for one reason only; the API server filters them (k8s.watchcache).
     settings.watching.field_selectors[("", "v1", "events")] = FAILED_CREATE_FIELD_SELECTOR
     # Watched namespaces are exact names (config validates them), so a namespaced operator has

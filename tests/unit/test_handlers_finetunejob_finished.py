@@ -7,6 +7,7 @@ reconcile no LIST.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 
 import pytest
@@ -83,7 +84,7 @@ def ttl(monkeypatch):
 
 
 def event(obj, type="MODIFIED"):
-    handler.track_ttl(type=type, body=obj, namespace="team", name="ft")
+    asyncio.run(handler.track_ttl(type=type, body=obj, namespace="team", name="ft"))
 
 
 def test_a_finished_job_with_a_ttl_has_a_deadline_not_a_timer(api, ttl):

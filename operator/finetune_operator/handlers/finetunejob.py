@@ -34,7 +34,7 @@ import kubernetes
 
 from finetune_operator import config as operator_config
 from finetune_operator import metrics
-from finetune_operator.handlers import locks
+from finetune_operator.handlers import locks, workers
 from finetune_operator.builders import finetunejob as builders
 from finetune_operator.builders.labels import FINETUNEJOB_LABEL
 from finetune_operator.builders import modelversion as mv_builders
@@ -270,18 +270,22 @@ def _record_registered(body: dict[str, Any], mv: Mapping[str, Any]) -> None:
     events.record(body, "Normal", "Registered", f"registered ModelVersion {mv_name}", key=mv_name)
 
 
-def reconcile_by_name(namespace: str, name: str) -> None:
-    """Reconcile the FineTuneJob of a child event, coalescing bursts.
+def queue_reconcile(namespace: str, name: str) -> None:
+    """Reconcile the FineTuneJob of a child event on a reconcile thread, coalescing bursts.
 
-    When a reconcile of that job is already waiting for its lock, this event is covered: the
-    waiting one reads the job and its children only once it holds the lock, so it sees what
-    this event reported. A Pod's start alone brings a handful of events; 1000 jobs, thousands.
+    Called from the event loop; returns at once. When a reconcile of that job is already
+    queued, or waiting for its lock, this event is covered: the waiting one reads the job and its
+    children only once it holds the lock, so it sees what this event reported. A Pod's start
+    alone brings a handful of events; 1000 jobs, thousands.
     """
     key = (namespace, name)
-    if not _waiting.claim(key):
-        return
+    if _waiting.claim(key):
+        workers.submit(_reconcile_claimed, key, what=f"reconcile of FineTuneJob {namespace}/{name}")
+
+
+def _reconcile_claimed(key: tuple[str, str]) -> None:
     try:
-        _reconcile_fresh(namespace, name, None, on_locked=lambda: _waiting.release(key))
+        _reconcile_fresh(*key, None, on_locked=lambda: _waiting.release(key))
     finally:
         _waiting.release(key)
 
@@ -297,10 +301,12 @@ def reconcile(body: kopf.Body, **kwargs: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "configmaps", labels={FINETUNEJOB_LABEL: kopf.PRESENT, builders.STAGE_LABEL: "progress"})
-def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
-    """A child moved: reconcile its FineTuneJob (found by label, not by ownerReference).
+async def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """A child moved: queue a reconcile of its FineTuneJob (found by label, not by ownerReference).
 
-    Events that change nothing `decide` reads (a Pod's IP, its heartbeats) are dropped.
+    Events that change nothing `decide` reads (a Pod's IP, its heartbeats) are dropped. Runs in
+    the event loop and returns at once (`handlers.workers`): the event's body is not kept while
+    the reconcile waits for a thread.
     """
     assert namespace is not None, "a Job, Pod or ConfigMap is namespaced: kopf passes its namespace"
     _bind(kwargs)
@@ -309,11 +315,11 @@ def child_changed(labels: kopf.Labels, namespace: str | None, type: str | None, 
     uid = body.get("metadata", {}).get("uid")
     if uid and not _seen.changed(uid, finetunejob_children.child_fingerprint(body.get("kind", ""), body), gone=type == "DELETED"):
         return
-    reconcile_by_name(namespace, labels[FINETUNEJOB_LABEL])
+    queue_reconcile(namespace, labels[FINETUNEJOB_LABEL])
 
 
 @kopf.on.event("", "v1", "events", field="reason", value=watchcache.FAILED_CREATE)
-def pod_creation_refused(namespace: str | None, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def pod_creation_refused(namespace: str | None, type: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """The API refused a Job's Pod (FailedCreate): reconcile the FineTuneJob that Job belongs to.
 
     Nothing else moves when that happens (the Job stays active=0, no Pod appears), so without this
@@ -325,7 +331,7 @@ def pod_creation_refused(namespace: str | None, type: str | None, body: kopf.Bod
         return
     owner = _cache.finetunejob_of_job(involved.get("namespace") or namespace or "", involved.get("name", ""))
     if owner is not None:
-        reconcile_by_name(involved.get("namespace") or namespace or "", owner)
+        queue_reconcile(involved.get("namespace") or namespace or "", owner)
 
 
 def needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -375,9 +381,10 @@ _ttl = locks.Deadlines(_ttl_passed, clock=lambda: _now().timestamp())
 
 
 @kopf.on.event(*RESOURCE)
-def track_ttl(type: str | None, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+async def track_ttl(type: str | None, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
     """Every watch event of a FineTuneJob (the initial listing too) sets or cancels its TTL
-    deadline from the body it carries: no API request, no timer."""
+    deadline from the body it carries: no API request, no timer, no thread (it runs in the
+    event loop)."""
     assert namespace is not None, "a FineTuneJob is namespaced: kopf passes its namespace"
     _bind(kwargs)
     deadline = None

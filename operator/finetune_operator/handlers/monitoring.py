@@ -4,6 +4,8 @@ Every event of a FineTuneJob, ModelVersion or Rollout carries the whole object: 
 `metrics.resource_metrics`, which keeps one summary per object and renders the series when
 Prometheus scrapes. No API reads, no status writes, no finalizers (a DELETED event, not an
 on.delete handler, drops the object's series), and nothing here touches the reconcile handlers.
+The handlers are coroutines: they only update memory, so they run in the event loop and never
+wait for (or occupy) a reconcile thread.
 
 Training throughput is the one figure status does not carry: it comes from the trainer's progress
 ConfigMap, whose events the operator watches already (kopf keeps one watch per resource).
@@ -39,17 +41,17 @@ def record(kind: str, event_type: str | None, body: dict[str, Any]) -> None:
 
 
 @kopf.on.event(FINETUNEJOBS.group, FINETUNEJOBS.version, FINETUNEJOBS.plural)
-def finetunejob_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def finetunejob_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     record(FINETUNEJOBS.kind, type, dict(body))
 
 
 @kopf.on.event(MODELVERSIONS.group, MODELVERSIONS.version, MODELVERSIONS.plural)
-def modelversion_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def modelversion_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     record(MODELVERSIONS.kind, type, dict(body))
 
 
 @kopf.on.event(ROLLOUTS.group, ROLLOUTS.version, ROLLOUTS.plural)
-def rollout_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def rollout_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     record(ROLLOUTS.kind, type, dict(body))
 
 
@@ -65,7 +67,7 @@ def tokens_per_second(progress_map: dict[str, Any] | None) -> float | None:
 
 
 @kopf.on.event("", "v1", "configmaps", labels={FINETUNEJOB_LABEL: kopf.PRESENT, builders.STAGE_LABEL: "progress"})
-def progress_event(type: str | None, labels: kopf.Labels, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+async def progress_event(type: str | None, labels: kopf.Labels, namespace: str | None, body: kopf.Body, **_: Any) -> None:
     assert namespace is not None, "a ConfigMap is namespaced: kopf passes its namespace"
     job = labels[FINETUNEJOB_LABEL]
     if type == "DELETED":
