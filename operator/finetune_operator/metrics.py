@@ -78,7 +78,7 @@ class PhaseTable:
         self._counts: dict[str, int] = dict.fromkeys(self._phases, 0)
         self._lock = threading.Lock()
         for phase in self._phases:
-            self._gauge.labels(phase=phase).set(0)
+            self._set(phase)
 
     def observe(self, namespace: str, name: str, phase: str | None) -> None:
         with self._lock:

@@ -257,7 +257,7 @@ def creation_groups(objects: Sequence[Mapping[str, Any]]) -> list[list[Mapping[s
     """
     groups: list[list[Mapping[str, Any]]] = []
     for obj in objects:
-        if obj.get("kind") != "Job" and groups and all(o.get("kind") != "Job" for o in groups[-1]):
+        if obj.get("kind") != "Job" and groups and groups[-1][0].get("kind") != "Job":  # a Job is alone in its group
             groups[-1].append(obj)
         else:
             groups.append([obj])

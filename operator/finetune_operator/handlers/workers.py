@@ -3,9 +3,9 @@
 A child's watch event (a Job, Pod or ConfigMap of a FineTuneJob moved) does not hold kopf's event
 machinery while its reconcile waits for a thread: the handler is a coroutine that checks in the
 event loop whether the change matters and whether a reconcile of that job is already queued,
-queues one if not, and returns. kopf then drops the event and its body. Under a burst (1,000 jobs
-starting at once) the queue holds one entry per job, not one full object per event; the bodies
-that waited for a thread were most of the operator's memory at that scale.
+queues one if not, and returns. kopf then drops the event and its body, and no thread is taken
+by an event that only confirms work already queued: under a burst the queue holds at most one
+entry per job, however many events its children send.
 
 One pool serves both kopf's synchronous handlers (`settings.execution.executor`) and these queued
 reconciles, so `FINETUNE_WORKERS` bounds the threads that call the API however the work arrives.
@@ -19,9 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from finetune_operator.config import OperatorConfig
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_WORKERS = 16
 _guard = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
@@ -31,7 +32,9 @@ def pool(max_workers: int | None = None) -> ThreadPoolExecutor:
     global _pool
     with _guard:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max_workers or DEFAULT_WORKERS, thread_name_prefix="reconcile")
+            if max_workers is None:
+                max_workers = OperatorConfig.model_fields["workers"].default
+            _pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="reconcile")
         return _pool
 
 

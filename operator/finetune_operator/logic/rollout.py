@@ -243,8 +243,6 @@ class VersionServing:
         return ConditionStatus.TRUE if self.state == ServingState.STABLE else ConditionStatus.FALSE
 
 
-
-
 @dataclass(frozen=True)
 class Decision:
     status: RolloutStatus
