@@ -108,15 +108,31 @@ class ArrivalLog:
         self.changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.gaps = 0  # times the watch fell behind and a list filled the gap
 
     def start(self) -> None:
-        listing = self.list_fn(namespace=self.namespace, **self.kwargs)
-        version = listing["metadata"]["resourceVersion"] if isinstance(listing, dict) else listing.metadata.resource_version
-        self._thread = threading.Thread(target=self._run, args=(version,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(self._list(),), daemon=True)
         self._thread.start()
 
+    def _list(self) -> str:
+        """List, note every object not seen yet (arriving now), and return the list's version.
+
+        At start the namespace is empty. After the watch fell too far behind (410 Gone: the API
+        server no longer has the events since our version), the objects created meanwhile count
+        as arriving when this list sees them: later than their watch event would have, so a
+        latency measured across a gap is an upper bound, never an underestimate.
+        """
+        listing = self.list_fn(namespace=self.namespace, **self.kwargs)
+        arrived = time.time()
+        with self.changed:
+            for obj in listing.get("items") or ():
+                self.seen.setdefault(obj["metadata"]["name"], arrived)
+                self.created.setdefault(obj["metadata"]["name"], obj["metadata"]["creationTimestamp"])
+            self.changed.notify_all()
+        return listing["metadata"]["resourceVersion"]
+
     def _run(self, version: str) -> None:
-        from kubernetes import watch
+        from kubernetes import client, watch
 
         while not self._stop.is_set():
             stream = watch.Watch()
@@ -137,22 +153,40 @@ class ArrivalLog:
                     if self._stop.is_set():
                         stream.stop()
                         return
+            except client.ApiException as exc:
+                if exc.status != 410 or self._stop.is_set():
+                    time.sleep(0.2)
+                    continue
+                self.gaps += 1
+                version = self._relist()
             except Exception:  # a dropped watch resumes from the last version seen
                 if not self._stop.is_set():
                     time.sleep(0.2)
+
+    def _relist(self) -> str:
+        while not self._stop.is_set():
+            try:
+                return self._list()
+            except Exception:  # noqa: BLE001 - a loaded API server may time out; try again
+                time.sleep(1)
+        return ""
 
     def stop(self) -> None:
         self._stop.set()
 
     def wait_for(self, names: set[str], timeout: float, stall: float) -> None:
-        """Until every name has arrived, `timeout` passed, or nothing new arrived for `stall` s."""
+        """Until every name has arrived, `timeout` passed, or nothing new arrived for `stall` s.
+
+        Progress is any new object of the watch, not only one of `names`: the train Jobs come
+        only after the prepare Jobs' Pods ran, which under load can take longer than `stall`.
+        """
         deadline = time.monotonic() + timeout
         last_count, last_change = -1, time.monotonic()
         with self.changed:
             while True:
-                count = len(names & self.seen.keys())
-                if count == len(names):
+                if len(names & self.seen.keys()) == len(names):
                     return
+                count = len(self.seen)
                 now = time.monotonic()
                 if count != last_count:
                     last_count, last_change = count, now
@@ -188,10 +222,12 @@ class Bench:
         for crd in files:
             controlplane.kubectl(self.state, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
         controlplane.wait_for_crds(self.state, files)
-        from kubernetes import config
+        from kubernetes import client, config
 
-        self.api = config.new_client_from_config(str(self.state.kubeconfig))
-        self.api.configuration.connection_pool_maxsize = CREATE_THREADS * 2
+        configuration = client.Configuration()  # the pool size counts only before the client exists
+        config.load_kube_config(config_file=str(self.state.kubeconfig), client_configuration=configuration)
+        configuration.connection_pool_maxsize = CREATE_THREADS * 2 + 4  # creators and the watches
+        self.api = client.ApiClient(configuration)
 
     def start_operator(self, timeout: float = 90) -> None:
         health, metrics_port = controlplane.free_port(), controlplane.free_port()
@@ -396,6 +432,7 @@ class Bench:
                 series.by_creation.append(parse_time(pods.created[pod]) - parse_time(jobs.created[job]))
         for log in (jobs, pods):
             log.stop()
+        _report_gaps(size, {"Jobs": jobs, "Pods": pods})
         self.drop_namespace(ns)
         self.last_baseline = series
         return series
@@ -434,7 +471,7 @@ class Bench:
         requests = Requests(size)
         before = self.api_requests()
         self.create_all(lambda body: custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body), bodies)
-        jobs.wait_for({f"{n}-train" for n in names}, self.args.timeout + size, self.args.stall)
+        jobs.wait_for({f"{n}-{self.args.until}" for n in names}, self.args.timeout + size, self.args.stall)
         results = []
         for suffix in ("prepare", "train"):
             series = Series(f"FineTuneJob -> {suffix} Job", size)
@@ -446,6 +483,7 @@ class Bench:
             results.append(series)
         ftjs.stop()
         jobs.stop()
+        _report_gaps(size, {"FineTuneJobs": ftjs, "Jobs": jobs})
         baseline = self.last_baseline
         print_table([(size, results[0], baseline), (size, results[1], baseline)], {}, [])  # before anything else can fail
         requests.finished = self.wait_finished(ns, names, self.args.timeout + size)
@@ -520,6 +558,13 @@ def _list_pages(custom, namespace: str, limit: int = 200, plural: str = PLURAL) 
 
 def _total(counts: dict[tuple[str, str, str], float]) -> float:
     return sum(counts.values())
+
+
+def _report_gaps(size: int, logs: dict[str, ArrivalLog]) -> None:
+    gaps = {what: log.gaps for what, log in logs.items() if log.gaps}
+    if gaps:
+        print(f"  N={size}: the watch of " + ", ".join(f"{what} fell behind {n} time(s)" for what, n in gaps.items())
+              + "; a list filled each gap (latencies across one are upper bounds)", flush=True)
 
 
 def _json_list(list_fn):
@@ -613,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait per size, plus one per object (default 120)")
     parser.add_argument("--stall", type=float, default=60, help="stop waiting when no new Job appeared for this long (default 60)")
     parser.add_argument("--steady", type=float, default=60, help="seconds of steady-state request counting with all FineTuneJobs finished (default 60; 0 skips it)")
+    parser.add_argument("--until", choices=("prepare", "train"), default="train",
+                        help="measure until every prepare Job or every train Job exists (default train; "
+                             "prepare measures the operator's own reaction alone, without the prepare Pods' run)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (cluster logs, Pod logs)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

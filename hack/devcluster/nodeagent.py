@@ -1332,8 +1332,13 @@ class NodeAgent:
         self.node_names = {n["name"] for n in nodes}
         self.images = images
         kubeconfig = cluster_dir / "kubeconfig"
-        api = config.new_client_from_config(str(kubeconfig))
-        api.configuration.connection_pool_maxsize = 64
+        # The pool size must be set before the ApiClient exists: its connection pool is made
+        # once, from the configuration of that moment (a later change does nothing, and each
+        # request beyond the default 5-per-CPU opens and drops a TLS connection).
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        configuration.connection_pool_maxsize = 128  # a thread per running Pod reports its status
+        api = client.ApiClient(configuration)
         self.api = api
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
