@@ -163,13 +163,17 @@ def _read(namespace: str, name: str) -> dict[str, Any] | None:
 
 
 def _refused_children(spec: Any, owner: builders.Owner) -> InvalidSpec | None:
-    """Before the first child exists: each child as a server-side dry run; refusals name spec fields."""
+    """Before the first child exists: each child as a server-side dry run; refusals name spec fields.
+
+    The evaluation Job is tried only when the spec asks for an evaluation: otherwise it is never
+    created (an edit that turns evaluation on later comes after the first child, as any edit).
+    """
     try:
         objects = [
             *(obj for obj in builders.setup_objects(owner, spec, settings()) if obj["kind"] not in dryrun.NAME_ONLY_KINDS),
             builders.prepare_job(owner, spec, settings()),
             builders.train_job(owner, spec, settings()),
-            builders.eval_job(owner, spec, settings()),
+            *([builders.eval_job(owner, spec, settings())] if spec.evaluation.enabled else []),
         ]
     except builders.RenderError:
         return None  # decide() reports it, naming the field
