@@ -2,6 +2,7 @@
 
     python benchmarks/operator_latency.py                  # sizes 1 and 100
     python benchmarks/operator_latency.py --sizes 1,100,1000
+    python benchmarks/operator_latency.py --sizes 300 --until prepare --steady 0   # reaction time only
 
 For each size N it creates N FineTuneJobs at once (in a fresh namespace) that use the no-op
 trainer image (`ghcr.io/finetune-operator/trainer-noop`: the trainer's CLI and results, no ML,
