@@ -154,14 +154,13 @@ class ArrivalLog:
                     if self._stop.is_set():
                         stream.stop()
                         return
-            except client.ApiException as exc:
-                if exc.status != 410 or self._stop.is_set():
-                    time.sleep(0.2)
-                    continue
-                self.gaps += 1
-                version = self._relist()
-            except Exception:  # a dropped watch resumes from the last version seen
-                if not self._stop.is_set():
+            except Exception as exc:  # noqa: BLE001 - a dropped watch resumes from the last version seen
+                if self._stop.is_set():
+                    return
+                if isinstance(exc, client.ApiException) and exc.status == 410:  # that version is gone
+                    self.gaps += 1
+                    version = self._relist()
+                else:
                     time.sleep(0.2)
 
     def _relist(self) -> str:
@@ -223,12 +222,7 @@ class Bench:
         for crd in files:
             controlplane.kubectl(self.state, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
         controlplane.wait_for_crds(self.state, files)
-        from kubernetes import client, config
-
-        configuration = client.Configuration()  # the pool size counts only before the client exists
-        config.load_kube_config(config_file=str(self.state.kubeconfig), client_configuration=configuration)
-        configuration.connection_pool_maxsize = CREATE_THREADS * 2 + 4  # creators and the watches
-        self.api = client.ApiClient(configuration)
+        self.api = controlplane.api_client(self.state.kubeconfig, CREATE_THREADS * 2 + 4)  # creators and the watches
 
     def start_operator(self, timeout: float = 90) -> None:
         health, metrics_port = controlplane.free_port(), controlplane.free_port()

@@ -487,6 +487,21 @@ def crd_resources(files) -> list[str]:
     return names
 
 
+def api_client(kubeconfig: Path | str, pool_size: int):  # -> kubernetes.client.ApiClient
+    """A Kubernetes API client for `kubeconfig` that keeps up to `pool_size` connections open.
+
+    The size must be in the configuration before the client exists: the client makes its
+    connection pool once, from the configuration of that moment (a later change does nothing,
+    and every request beyond the default 5 per CPU at once opens and drops a TLS connection).
+    """
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
 def wait_for_crds(state: ClusterState, files, timeout: float = 60.0) -> None:
     """Waits until every CRD in the YAML `files` is Established (see `wait_for_condition`)."""
     wait_for_condition(state, crd_resources(files), "Established", timeout=timeout)

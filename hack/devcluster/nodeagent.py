@@ -81,10 +81,10 @@ from pathlib import Path
 
 import urllib3
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from . import clusterdns
+from . import clusterdns, controlplane
 
 log = logging.getLogger("nodeagent")
 
@@ -1332,13 +1332,7 @@ class NodeAgent:
         self.node_names = {n["name"] for n in nodes}
         self.images = images
         kubeconfig = cluster_dir / "kubeconfig"
-        # The pool size must be set before the ApiClient exists: its connection pool is made
-        # once, from the configuration of that moment (a later change does nothing, and each
-        # request beyond the default 5-per-CPU opens and drops a TLS connection).
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        configuration.connection_pool_maxsize = 128  # a thread per running Pod reports its status
-        api = client.ApiClient(configuration)
+        api = controlplane.api_client(kubeconfig, 128)  # a thread per running Pod reports its status
         self.api = api
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
